@@ -1,0 +1,63 @@
+"""The batching policy, as a pure function: which queued sequences form the next forward pass.
+
+Rules, in order:
+
+1. The oldest queued sequence is always in the next batch (progress, and no starvation: a long
+   input cannot be overtaken forever by a stream of short ones).
+2. Other sequences join by closeness of length to it (least padding first), only from the same
+   group (the task, when adapters are pre-merged and a batch must be single-task).
+3. The batch stops growing when the padded token count ``len(batch) * max(length)`` would exceed
+   ``max_batch_tokens``, when it holds ``max_batch_requests`` sequences, or when padding would
+   exceed ``max_padding`` of the padded tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["BatchLimits", "Queued", "next_batch", "padded_tokens"]
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    length: int
+    group: Hashable = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_batch_tokens: int = 16384
+    max_batch_requests: int = 64
+    max_padding: float = 0.25
+    #: how many queued sequences one decision looks at (bounds the scheduler's own cost)
+    scan: int = 4096
+
+
+def padded_tokens(lengths: Sequence[int]) -> int:
+    return len(lengths) * max(lengths, default=0)
+
+
+def next_batch(pending: Sequence[Queued], limits: BatchLimits) -> list[int]:
+    """Indices into ``pending`` (arrival order) of the next batch; empty only if ``pending`` is."""
+    if not pending:
+        return []
+    anchor = pending[0]
+    chosen = [0]
+    longest = real = anchor.length
+    candidates = sorted(
+        (i for i in range(1, min(len(pending), limits.scan)) if pending[i].group == anchor.group),
+        key=lambda i: (abs(pending[i].length - anchor.length), i),
+    )
+    for i in candidates:
+        if len(chosen) >= limits.max_batch_requests:
+            break
+        length = pending[i].length
+        new_longest = max(longest, length)
+        cost = (len(chosen) + 1) * new_longest
+        if cost > limits.max_batch_tokens or (real + length) < (1.0 - limits.max_padding) * cost:
+            continue
+        chosen.append(i)
+        longest, real = new_longest, real + length
+    chosen.sort()
+    return chosen

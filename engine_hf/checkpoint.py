@@ -1,0 +1,183 @@
+"""Find a checkpoint (hub id or local directory) and describe it.
+
+Two published layouts exist (see docs/engines.md):
+
+* ``original`` — ``jinaai/jina-embeddings-v3``: ``roberta.*`` keys, LoRA stored as torch
+  parametrizations with the five tasks stacked on dim 0, config with ``lora_adaptations``,
+  ``task_instructions`` and ``rotary_emb_base``.
+* ``hf`` — ``jinaai/jina-embeddings-v3-hf``: base weights for ``JinaEmbeddingsV3Model`` and one PEFT
+  LoRA adapter per task in a subfolder (``retrieval_query``, ``text_matching``, ...).
+
+Nothing here executes code from the checkpoint: ``auto_map`` entries are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.contract import TASKS, Task
+
+__all__ = [
+    "DEFAULT_INSTRUCTIONS",
+    "HF_ADAPTER_DIRS",
+    "CheckpointInfo",
+    "CheckpointError",
+    "describe_checkpoint",
+    "resolve_model_dir",
+]
+
+Layout = Literal["original", "hf"]
+
+#: The instructions of the published model (config ``task_instructions``); used when a
+#: checkpoint's config does not carry them (the converted ``-hf`` layout does not).
+DEFAULT_INSTRUCTIONS: dict[Task, str] = {
+    Task.RETRIEVAL_QUERY: "Represent the query for retrieving evidence documents: ",
+    Task.RETRIEVAL_PASSAGE: "Represent the document for retrieval: ",
+}
+
+#: PEFT adapter names may not contain "."; the converted layout uses these subfolders.
+HF_ADAPTER_DIRS: dict[Task, str] = {t: t.value.replace(".", "_").replace("-", "_") for t in TASKS}
+
+#: The model card's maximum; some tokenizer copies say 8194.
+MODEL_MAX_TOKENS = 8192
+
+_ALLOW_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.model",
+    "*/adapter_config.json",
+    "*/adapter_model.safetensors",
+    "1_Pooling/*",
+]
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint cannot be found or is not a jina-embeddings-v3 checkpoint we understand."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    layout: Layout
+    raw_config: dict[str, Any]
+    #: adapter order: index i of the stacked LoRA tensors belongs to tasks[i]
+    tasks: tuple[Task, ...]
+    instructions: dict[Task, str] = field(default_factory=dict)
+    rotary_base: float = 20000.0
+    max_input_tokens: int = MODEL_MAX_TOKENS
+    hidden_size: int = 1024
+    lora_alpha: float = 1.0
+    lora_rank: int = 4
+
+
+def resolve_model_dir(
+    model: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """A local directory for ``model``: the path itself if it exists, else a hub snapshot.
+
+    Hub downloads go through ``huggingface_hub`` and honour ``HF_HUB_OFFLINE=1`` (cache only) and
+    ``HF_HOME``; only weights, configs, tokenizer files and adapters are fetched, never code.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or model.startswith((".", "/", "~")):
+        raise CheckpointError(f"model path {model!r} is not a directory")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id=model,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                allow_patterns=_ALLOW_PATTERNS,
+            )
+        )
+    except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
+        raise CheckpointError(
+            f"cannot get model {model!r} (revision {revision or 'default'}): {exc}. "
+            "Set engines.hf.model to a local directory, or fill the cache first "
+            "(huggingface-cli download) when running with HF_HUB_OFFLINE=1."
+        ) from exc
+
+
+def describe_checkpoint(path: Path, *, max_input_tokens: int | None = None) -> CheckpointInfo:
+    """Read ``config.json`` (and adapter folders) and tell which layout ``path`` holds."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path.name}: no config.json")
+    raw = json.loads(config_file.read_text(encoding="utf-8"))
+    model_type = raw.get("model_type")
+    limit = max_input_tokens or MODEL_MAX_TOKENS
+
+    if "lora_adaptations" in raw:
+        tasks = tuple(_task(name) for name in raw["lora_adaptations"])
+        instructions = {Task(k): v for k, v in (raw.get("task_instructions") or {}).items() if v}
+        if "task_instructions" not in raw:
+            instructions = dict(DEFAULT_INSTRUCTIONS)
+        return CheckpointInfo(
+            path=path,
+            layout="original",
+            raw_config=raw,
+            tasks=tasks,
+            instructions=instructions,
+            # The original config class defaults to 10000 when the field is missing.
+            rotary_base=float(raw.get("rotary_emb_base", 10000.0)),
+            max_input_tokens=limit,
+            hidden_size=int(raw["hidden_size"]),
+            lora_alpha=float(raw.get("lora_alpha", 1)),
+            lora_rank=int(raw.get("lora_rank", 4)),
+        )
+
+    if model_type == "jina_embeddings_v3":
+        tasks = tuple(t for t in TASKS if (path / HF_ADAPTER_DIRS[t] / "adapter_config.json").is_file())
+        rope = raw.get("rope_parameters") or {}
+        base = rope.get("rope_theta", raw.get("rope_theta", 20000.0))
+        rank, alpha = 4, 1.0
+        if tasks:
+            adapter_cfg = json.loads(
+                (path / HF_ADAPTER_DIRS[tasks[0]] / "adapter_config.json").read_text(encoding="utf-8")
+            )
+            rank, alpha = int(adapter_cfg["r"]), float(adapter_cfg["lora_alpha"])
+        return CheckpointInfo(
+            path=path,
+            layout="hf",
+            raw_config=raw,
+            tasks=tasks,
+            instructions=_instructions_from_sentence_transformers(path) or dict(DEFAULT_INSTRUCTIONS),
+            rotary_base=float(base),
+            max_input_tokens=limit,
+            hidden_size=int(raw["hidden_size"]),
+            lora_alpha=alpha,
+            lora_rank=rank,
+        )
+
+    raise CheckpointError(
+        f"{path.name}: model_type {model_type!r} without lora_adaptations is not a "
+        "jina-embeddings-v3 checkpoint (expected the original layout or the -hf layout)"
+    )
+
+
+def _task(name: str) -> Task:
+    try:
+        return Task(name)
+    except ValueError:
+        raise CheckpointError(f"unknown task {name!r} in lora_adaptations") from None
+
+
+def _instructions_from_sentence_transformers(path: Path) -> dict[Task, str]:
+    """``config_sentence_transformers.json`` may carry the instructions as named prompts."""
+    st_file = path / "config_sentence_transformers.json"
+    if not st_file.is_file():
+        return {}
+    prompts = json.loads(st_file.read_text(encoding="utf-8")).get("prompts") or {}
+    return {Task(k): v for k, v in prompts.items() if k in Task._value2member_map_ and v}

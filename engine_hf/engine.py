@@ -1,0 +1,212 @@
+"""``HFEngine``: the engine contract over :class:`engine_hf.model.JinaEncoder`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from engine_hf.batching import BatchLimits
+from engine_hf.checkpoint import CheckpointInfo, describe_checkpoint, resolve_model_dir
+from engine_hf.device import resolve_device, resolve_dtype
+from engine_hf.model import JinaEncoder
+from engine_hf.scheduler import Scheduler
+from engine_hf.tokenization import TextEncoder, load_tokenizer
+from gateway.contract import (
+    TASKS,
+    EmbedJob,
+    EmbedResult,
+    EngineCapabilities,
+    EngineError,
+    EngineUnavailableError,
+    Health,
+    Task,
+    UnsupportedTaskError,
+)
+
+if TYPE_CHECKING:
+    from gateway.config import HFEngineSettings
+
+__all__ = ["HFEngine"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seq:
+    ids: list[int]
+    adapter: int  # -1 = no task
+
+
+class HFEngine:
+    """In-process jina-embeddings-v3 with all five adapters (see docs/engines.md)."""
+
+    def __init__(self, settings: HFEngineSettings, *, name: str = "hf") -> None:
+        self.settings = settings
+        self._name = name
+        self.info: CheckpointInfo | None = None
+        self.encoder: JinaEncoder | None = None
+        self.text: TextEncoder | None = None
+        self._scheduler: Scheduler[_Seq] | None = None
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-tokenize")
+        self._load_error: str | None = None
+
+    # ------------------------------------------------------------------ contract
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        info = self.info
+        tasks: frozenset[Task | None] = frozenset([*(info.tasks if info else TASKS), None])
+        return EngineCapabilities(
+            tasks=tasks,
+            dimensions=info.hidden_size if info else 1024,
+            max_input_tokens=info.max_input_tokens if info else self.settings.max_input_tokens,
+            late_chunking=False,
+            token_ids=True,
+        )
+
+    async def start(self) -> None:
+        try:
+            await asyncio.to_thread(self._load)
+        except Exception as exc:
+            self._load_error = f"{type(exc).__name__}: {exc}"
+            raise
+        s = self.settings
+        limits = BatchLimits(max_batch_tokens=s.max_batch_tokens, max_batch_requests=s.max_batch_requests)
+        self._scheduler = Scheduler(
+            self._forward, limits, name=self._name, max_queued_tokens=s.max_queued_tokens
+        )
+        self._scheduler.start()
+        if s.threads:
+            await self._scheduler.run_in_worker(lambda: torch.set_num_threads(s.threads or 1))
+        await self._scheduler.run_in_worker(self._warm_up)
+
+    async def embed(self, job: EmbedJob) -> EmbedResult:
+        scheduler, text, encoder = self._scheduler, self.text, self.encoder
+        if scheduler is None or text is None or encoder is None:
+            raise EngineUnavailableError(f"engine {self._name} is not loaded", engine=self._name)
+        if job.late_chunking:
+            raise UnsupportedTaskError("late chunking is not available on this engine", param="late_chunking")
+        if job.task is not None and job.task not in encoder.task_index:
+            raise UnsupportedTaskError(
+                f"the loaded checkpoint has no adapter for task {job.task.value!r}", param="task"
+            )
+        loop = asyncio.get_running_loop()
+        encoded = await loop.run_in_executor(
+            self._tokenize_pool, lambda: text.encode(job.inputs, job.task, truncate=job.truncate)
+        )
+        adapter = -1 if job.task is None else encoder.task_index[job.task]
+        outcome = await scheduler.submit(
+            [_Seq(e.ids, adapter) for e in encoded],
+            [len(e.ids) for e in encoded],
+            group=adapter if self.settings.adapter_mode == "merged" else None,
+            deadline=job.deadline,
+        )
+        return EmbedResult(
+            vectors=outcome.vectors,
+            token_counts=tuple(len(e.ids) for e in encoded),
+            engine=self._name,
+            queue_seconds=outcome.queue_seconds,
+            inference_seconds=outcome.inference_seconds,
+        )
+
+    async def check_health(self) -> Health:
+        if self._load_error:
+            return Health(False, f"load failed: {self._load_error}")
+        if self._scheduler is None:
+            return Health(False, "loading")
+        problem = self._scheduler.problem
+        if problem is not None:
+            return Health(False, problem)
+        return Health(
+            True,
+            "ok",
+            {"queue_depth": self._scheduler.queue_depth, "queued_tokens": self._scheduler.queued_tokens},
+        )
+
+    async def aclose(self) -> None:
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ describing
+
+    def describe(self) -> dict[str, object]:
+        enc = self.encoder
+        return {
+            "model": self.settings.model,
+            "layout": self.info.layout if self.info else None,
+            "device": str(enc.device) if enc else None,
+            "dtype": str(enc.dtype).removeprefix("torch.") if enc else None,
+            "adapter_mode": self.settings.adapter_mode,
+            "tasks": [t.value for t in self.info.tasks] if self.info else [],
+        }
+
+    # ------------------------------------------------------------------ worker side
+
+    def _load(self) -> None:
+        s = self.settings
+        started = time.perf_counter()
+        path = resolve_model_dir(
+            s.model, revision=s.revision, cache_dir=s.cache_dir, local_files_only=s.local_files_only
+        )
+        info = describe_checkpoint(path, max_input_tokens=s.max_input_tokens)
+        device = resolve_device(s.device)
+        dtype = resolve_dtype(s.dtype, device)
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        encoder = JinaEncoder(info, device=device, dtype=dtype, merged_adapters=s.adapter_mode == "merged")
+        tokenizer = load_tokenizer(path)
+        self.text = TextEncoder(
+            tokenizer,
+            instructions=info.instructions,
+            max_tokens=info.max_input_tokens,
+            vocab_size=encoder.config.vocab_size,
+            bos_id=encoder.config.bos_token_id if encoder.config.bos_token_id is not None else 0,
+            eos_id=_first(encoder.config.eos_token_id, 2),
+        )
+        self.info, self.encoder = info, encoder
+        log.info(
+            "loaded %s (%s layout, %d adapters, %s/%s, adapters %s) in %.1fs",
+            s.model, info.layout, len(info.tasks), device, dtype, s.adapter_mode, time.perf_counter() - started,
+        )
+
+    def _warm_up(self) -> None:
+        assert self.encoder is not None and self.text is not None
+        self._forward([_Seq(self.text.encode(["warm up"], None, truncate=True)[0].ids, -1)])
+
+    def _forward(self, seqs: list[_Seq]) -> npt.NDArray[np.float32]:
+        encoder = self.encoder
+        if encoder is None:
+            raise EngineUnavailableError("engine unloaded", engine=self._name)
+        longest = max(len(s.ids) for s in seqs)
+        pad = encoder.config.pad_token_id if encoder.config.pad_token_id is not None else 1
+        ids = torch.full((len(seqs), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s.ids)] = torch.tensor(s.ids)
+            mask[i, : len(s.ids)] = 1
+        rows = torch.tensor([s.adapter for s in seqs])
+        try:
+            pooled = encoder.pooled(ids.to(encoder.device), mask.to(encoder.device), rows.to(encoder.device))
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise EngineError("out of GPU memory; lower engines.hf.max_batch_tokens", engine=self._name) from exc
+        return pooled.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _first(value: int | list[int] | None, default: int) -> int:
+    if value is None:
+        return default
+    return value[0] if isinstance(value, list) else value

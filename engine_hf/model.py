@@ -1,0 +1,131 @@
+"""The encoder: native ``JinaEmbeddingsV3Model`` + per-row task adapters + fp32 mean pooling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
+from transformers.models.jina_embeddings_v3.modeling_jina_embeddings_v3 import (
+    JinaEmbeddingsV3RotaryEmbedding,
+)
+
+from engine_hf.checkpoint import CheckpointError, CheckpointInfo
+from engine_hf.layouts import LoadedWeights, load_weights
+from engine_hf.lora import AdapterSelection, install_adapters
+from gateway.contract import Task
+
+__all__ = ["JinaEncoder", "build_config"]
+
+_CONFIG_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "layer_norm_eps",
+    "type_vocab_size",
+    "max_position_embeddings",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+)
+
+
+def build_config(info: CheckpointInfo, attn_implementation: str = "sdpa") -> JinaEmbeddingsV3Config:
+    """A native config for either layout; the rotary base always comes from the checkpoint."""
+    raw = info.raw_config
+    kwargs = {k: raw[k] for k in _CONFIG_FIELDS if raw.get(k) is not None}
+    act = raw.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise CheckpointError(f"hidden_act {act!r}: jina-embeddings-v3 uses exact (erf) gelu")
+    config = JinaEmbeddingsV3Config(
+        **kwargs,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        rope_parameters={"rope_type": "default", "rope_theta": info.rotary_base},
+    )
+    config._attn_implementation = attn_implementation
+    return config
+
+
+class JinaEncoder:
+    """Owns the model on its device; ``pooled()`` is the whole forward path of ``encode()``.
+
+    Not thread-safe: the engine's single worker thread is its only caller.
+    """
+
+    def __init__(
+        self,
+        info: CheckpointInfo,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        merged_adapters: bool = False,
+        weights: LoadedWeights | None = None,
+    ) -> None:
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+        self.config = build_config(info)
+        #: adapter index of each task; tasks the checkpoint lacks are absent
+        self.task_index: dict[Task, int] = {t: i for i, t in enumerate(info.tasks)}
+        weights = weights if weights is not None else load_weights(info)
+        self.model = self._build(weights)
+        self.selection = AdapterSelection(len(info.tasks), info.lora_rank)
+        linear = {k: v for k, v in weights.linear.items() if not k.startswith("pooler.")}
+        self.adapted_modules = install_adapters(
+            self.model, linear, weights.embedding, weights.scaling, self.selection, merged_adapters
+        )
+        if info.tasks and self.adapted_modules == 0:
+            raise CheckpointError("the checkpoint declares tasks but no adapter tensors were found")
+        self.model.eval()
+
+    def _build(self, weights: LoadedWeights) -> nn.Module:
+        with torch.device("meta"):
+            model = JinaEmbeddingsV3Model(self.config)
+        model.pooler = None  # the pooler is never used for embeddings
+        base = {k: v for k, v in weights.base.items() if not k.startswith("pooler.")}
+        missing, unexpected = model.load_state_dict(base, strict=False, assign=True)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"weights do not match the architecture: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        # Non-persistent buffers were created on the meta device: make real ones.
+        model.rotary_emb = JinaEmbeddingsV3RotaryEmbedding(self.config)
+        emb = model.embeddings
+        n = self.config.max_position_embeddings
+        emb.position_ids = torch.arange(n).unsqueeze(0)
+        emb.token_type_ids = torch.zeros(1, n, dtype=torch.long)
+        for name, buf in model.named_buffers():
+            if buf.is_meta:
+                raise CheckpointError(f"buffer {name} was not materialised")
+        return model.to(device=self.device, dtype=self.dtype)
+
+    def adapter_rows(self, tasks: Sequence[Task | None]) -> torch.Tensor:
+        return torch.tensor([-1 if t is None else self.task_index[t] for t in tasks], device=self.device)
+
+    @torch.inference_mode()
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Last hidden states ``[B, L, d]`` in the model dtype; ``rows``: adapter index per row."""
+        self.selection.set(rows.unsqueeze(-1), self.dtype)
+        try:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        finally:
+            self.selection.clear()
+        return out.last_hidden_state
+
+    @torch.inference_mode()
+    def pooled(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """fp32 mean pooling over the attention mask: ``sum(h*m) / clamp(sum(m), 1e-9)``."""
+        padded = bool((attention_mask == 0).any())
+        h = self.hidden_states(input_ids, attention_mask if padded else None, rows).float()
+        m = attention_mask.unsqueeze(-1).to(torch.float32)
+        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)

@@ -1,0 +1,253 @@
+"""The async shell around :func:`engine_hf.batching.next_batch`.
+
+Requests enqueue their sequences and await one future; a single loop wakes on an event (never
+polls), asks the policy for the next batch, and runs the forward pass on the engine's one worker
+thread, so the event loop stays free while the model works. Every waiter gets a result or an
+error: a failed batch fails each of its jobs, a cancelled job's queued sequences are withdrawn,
+and a dead loop fails everything pending and refuses new work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from engine_hf.batching import BatchLimits, Queued, next_batch
+from gateway.contract import (
+    EmbedGatewayError,
+    EngineError,
+    EngineOverloadedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+)
+
+__all__ = ["BatchOutcome", "Scheduler"]
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    vectors: npt.NDArray[np.float32]
+    queue_seconds: float
+    inference_seconds: float
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    future: asyncio.Future[BatchOutcome]
+    out: list[npt.NDArray[np.float32] | None]
+    enqueued: float
+    deadline: float | None
+    remaining: int = 0
+    started: float | None = None
+    inference: float = 0.0
+
+
+@dataclass(eq=False, slots=True)
+class _Item(Generic[P]):
+    job: _Job
+    pos: int
+    payload: P
+    queued: Queued = field(default_factory=lambda: Queued(0))
+
+
+class Scheduler(Generic[P]):
+    """Batches payloads of many jobs into forward passes of ``forward`` on one worker thread.
+
+    ``forward(payloads) -> array [len(payloads), d]``; it raises to fail the whole batch
+    (``EmbedGatewayError`` subclasses pass through, anything else becomes ``EngineError``).
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[list[P]], npt.NDArray[np.float32]],
+        limits: BatchLimits,
+        *,
+        name: str,
+        max_queued_tokens: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._forward = forward
+        self.limits = limits
+        self.name = name
+        self.max_queued_tokens = max_queued_tokens
+        self._clock = clock
+        self._pending: list[_Item[P]] = []
+        self._queued_tokens = 0
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-worker")
+        self._loop_task: asyncio.Task[None] | None = None
+        self._dead: str | None = None
+        self._closed = False
+        self._tokens_per_second = 0.0
+        self.batches = 0
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.name}-scheduler")
+
+    @property
+    def alive(self) -> bool:
+        return self._loop_task is not None and not self._closed and self._dead is None
+
+    @property
+    def problem(self) -> str | None:
+        if self._closed:
+            return "closed"
+        if self._loop_task is None:
+            return "not started"
+        return self._dead
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    async def run_in_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the worker thread (between batches), e.g. a warm-up pass."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def submit(
+        self, payloads: Sequence[P], lengths: Sequence[int], *, group: Hashable = None, deadline: float | None = None
+    ) -> BatchOutcome:
+        if self.problem is not None:
+            raise EngineUnavailableError(f"engine {self.name} is not serving ({self.problem})", engine=self.name)
+        total = sum(lengths)
+        if self._queued_tokens and self._queued_tokens + total > self.max_queued_tokens:
+            raise EngineOverloadedError(
+                f"engine {self.name} is at capacity ({self._queued_tokens} tokens queued)",
+                engine=self.name,
+                retry_after=self._retry_after(),
+            )
+        loop = asyncio.get_running_loop()
+        job = _Job(loop.create_future(), [None] * len(payloads), self._clock(), deadline, len(payloads))
+        for pos, (payload, length) in enumerate(zip(payloads, lengths, strict=True)):
+            self._pending.append(_Item(job, pos, payload, Queued(length, group)))
+        self._queued_tokens += total
+        self._wake.set()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self._withdraw(job)
+            raise
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._fail_all(EngineUnavailableError(f"engine {self.name} is shutting down", engine=self.name))
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------ internals
+
+    def _retry_after(self) -> float:
+        if self._tokens_per_second <= 0:
+            return 1.0
+        return float(max(1, math.ceil(self._queued_tokens / self._tokens_per_second)))
+
+    def _withdraw(self, job: _Job) -> None:
+        kept = [it for it in self._pending if it.job is not job]
+        self._queued_tokens -= sum(it.queued.length for it in self._pending if it.job is job)
+        self._pending = kept
+
+    def _fail_all(self, err: BaseException) -> None:
+        for item in self._pending:
+            if not item.job.future.done():
+                item.job.future.set_exception(err)
+        self._pending = []
+        self._queued_tokens = 0
+
+    def _take_batch(self) -> list[_Item[P]]:
+        now = self._clock()
+        expired = {it.job for it in self._pending if it.job.deadline is not None and it.job.deadline < now}
+        for job in expired:
+            if not job.future.done():
+                job.future.set_exception(
+                    EngineTimeoutError(f"request deadline passed while queued on {self.name}", engine=self.name)
+                )
+            self._withdraw(job)
+        if not self._pending:
+            return []
+        chosen = next_batch([it.queued for it in self._pending], self.limits)
+        picked = set(chosen)
+        batch = [self._pending[i] for i in chosen]
+        self._pending = [it for i, it in enumerate(self._pending) if i not in picked]
+        self._queued_tokens -= sum(it.queued.length for it in batch)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while batch := self._take_batch():
+                    await self._run_batch(loop, batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug in the loop itself: never leave waiters hanging
+            log.exception("scheduler of %s died", self.name)
+            self._dead = f"scheduler died: {type(exc).__name__}"
+            self._fail_all(EngineUnavailableError(f"engine {self.name} stopped working", engine=self.name))
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item[P]]) -> None:
+        started = self._clock()
+        for it in batch:
+            if it.job.started is None:
+                it.job.started = started
+        try:
+            vectors = await loop.run_in_executor(self._executor, self._forward, [it.payload for it in batch])
+        except EmbedGatewayError as exc:
+            self._fail_jobs(batch, exc)
+            return
+        except Exception as exc:
+            log.exception("forward pass failed on %s (%d sequences)", self.name, len(batch))
+            self._fail_jobs(batch, EngineError(f"forward pass failed: {type(exc).__name__}", engine=self.name))
+            return
+        elapsed = self._clock() - started
+        self.batches += 1
+        tokens = sum(it.queued.length for it in batch)
+        if elapsed > 0:
+            rate = tokens / elapsed
+            self._tokens_per_second = rate if self._tokens_per_second == 0 else 0.8 * self._tokens_per_second + 0.2 * rate
+        for job in {it.job for it in batch}:
+            job.inference += elapsed
+        for it, row in zip(batch, vectors, strict=True):
+            job = it.job
+            if job.future.done():
+                continue
+            job.out[it.pos] = row
+            job.remaining -= 1
+            if job.remaining == 0:
+                assert job.started is not None
+                job.future.set_result(
+                    BatchOutcome(np.stack(job.out), job.started - job.enqueued, job.inference)  # type: ignore[arg-type]
+                )
+
+    def _fail_jobs(self, batch: list[_Item[P]], err: BaseException) -> None:
+        for job in {it.job for it in batch}:
+            if not job.future.done():
+                job.future.set_exception(err)
+            self._withdraw(job)  # its other sequences, still queued, are no use now

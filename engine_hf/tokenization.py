@@ -1,0 +1,97 @@
+"""Texts -> token ids exactly as the reference ``encode()`` tokenises them.
+
+``<s> instruction+text </s>``: the task instruction is string-concatenated before tokenisation,
+and special tokens are added around the whole. Over-long inputs are an error unless the caller
+asks to truncate; then the tail is dropped and ``</s>`` kept (the reference's truncation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Encoding, Tokenizer
+
+from gateway.contract import InputTooLongError, InvalidRequestError, Task, TokenIds
+
+__all__ = ["Encoded", "TextEncoder", "load_tokenizer"]
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """The checkpoint's fast tokenizer (``tokenizer.json``; else converted by transformers)."""
+    file = path / "tokenizer.json"
+    if file.is_file():
+        tok = Tokenizer.from_file(str(file))
+    else:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False).backend_tokenizer
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    ids: list[int]
+    #: tokens before truncation (what the limit check saw)
+    original_length: int
+
+
+class TextEncoder:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        instructions: dict[Task, str],
+        max_tokens: int,
+        vocab_size: int,
+        bos_id: int = 0,
+        eos_id: int = 2,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.instructions = instructions
+        self.max_tokens = max_tokens
+        self.vocab_size = vocab_size
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+        self._instruction_ids = {
+            task: tokenizer.encode(text, add_special_tokens=False).ids for task, text in instructions.items()
+        }
+
+    def prefix(self, task: Task | None) -> str:
+        return self.instructions.get(task, "") if task is not None else ""
+
+    def encode_texts(self, texts: Sequence[str], task: Task | None) -> list[Encoding]:
+        """Raw encodings (no special tokens) of ``instruction + text``, with character offsets."""
+        prefix = self.prefix(task)
+        return self.tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=False)
+
+    def encode(
+        self, inputs: Sequence[str | TokenIds], task: Task | None, *, truncate: bool
+    ) -> list[Encoded]:
+        """Token ids for every input; raises ``InputTooLongError`` naming the first over-long one."""
+        texts = [(i, x) for i, x in enumerate(inputs) if isinstance(x, str)]
+        content: list[list[int]] = [[] for _ in inputs]
+        for (i, _), enc in zip(texts, self.encode_texts([t for _, t in texts], task), strict=True):
+            content[i] = enc.ids
+        prefix_ids = self._instruction_ids.get(task, []) if task is not None else []
+        for i, x in enumerate(inputs):
+            if not isinstance(x, str):
+                bad = next((v for v in x if not 0 <= v < self.vocab_size), None)
+                if bad is not None:
+                    raise InvalidRequestError(
+                        f"input[{i}] has token id {bad}, outside this model's vocabulary (0..{self.vocab_size - 1})",
+                        param=f"input[{i}]",
+                    )
+                content[i] = prefix_ids + list(x)
+        out = []
+        for i, ids in enumerate(content):
+            n = len(ids) + 2
+            if n > self.max_tokens:
+                if not truncate:
+                    raise InputTooLongError(i, n, self.max_tokens)
+                ids = ids[: self.max_tokens - 2]
+            out.append(Encoded([self.bos_id, *ids, self.eos_id], n))
+        return out

@@ -1,0 +1,1 @@
+"""The HTTP layer: wire schemas, the error table, routes."""

@@ -1,0 +1,112 @@
+"""Routes: validate -> service -> render. No policy here."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from gateway.api.errors import openapi_responses
+from gateway.api.schemas import EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList
+from gateway.contract import (
+    EngineOverloadedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+)
+from gateway.postprocess import encode_base64
+from gateway.service import EmbedOutcome, EmbeddingService
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _service(request: Request) -> EmbeddingService:
+    service: EmbeddingService = request.app.state.service
+    return service
+
+
+def render_embeddings(outcome: EmbedOutcome, encoding_format: str) -> bytes:
+    if encoding_format == "base64":
+        items: list[Any] = [encode_base64(v) for v in outcome.vectors]
+    else:
+        items = list(outcome.vectors)  # numpy rows: orjson writes float32 exactly
+    tokens = sum(outcome.token_counts)
+    body = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
+        "model": outcome.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@router.post(
+    "/v1/embeddings",
+    response_model=EmbeddingResponse,
+    responses=openapi_responses(
+        ModelNotFoundError, PayloadTooLargeError, EngineOverloadedError, EngineUnavailableError, EngineTimeoutError
+    ),
+    summary="Create embeddings (OpenAI-compatible)",
+)
+async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    outcome = await _service(request).embed(body.to_spec(), request_id=request_id)
+    return Response(
+        render_embeddings(outcome, body.encoding_format),
+        media_type="application/json",
+        headers={
+            "x-embed-engine": outcome.engine,
+            "x-queue-time": f"{outcome.queue_seconds * 1000:.2f}",
+            "x-inference-time": f"{outcome.inference_seconds * 1000:.2f}",
+            "x-request-id": request_id,
+        },
+    )
+
+
+router.add_api_route(
+    "/embeddings", create_embeddings, methods=["POST"], response_model=EmbeddingResponse, include_in_schema=False
+)
+
+
+def _card(service: EmbeddingService, name: str) -> ModelCard:
+    alias = service.settings.aliases[name]
+    return ModelCard(id=name, task=alias.task.value if alias.task else None, dimensions=alias.dimensions)
+
+
+@router.get("/v1/models", response_model=ModelList, summary="List model aliases")
+async def list_models(request: Request) -> ModelList:
+    service = _service(request)
+    return ModelList(data=[_card(service, n) for n in service.settings.aliases])
+
+
+@router.get("/v1/models/{model}", response_model=ModelCard, responses=openapi_responses(ModelNotFoundError))
+async def get_model(model: str, request: Request) -> ModelCard:
+    service = _service(request)
+    name, _ = service.alias(model)
+    return _card(service, name)
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: every enabled engine loaded and answering")
+async def ready(request: Request) -> JSONResponse:
+    service = _service(request)
+    engines = {}
+    for name, engine in service.engines.items():
+        h = await engine.check_health()
+        engines[name] = {"ready": h.ok, "detail": h.detail}
+    ok = bool(engines) and all(e["ready"] for e in engines.values())
+    not_ready = [n for n, e in engines.items() if not e["ready"]]
+    body = {"status": "ready" if ok else "not ready", "engines": engines}
+    if not ok:
+        body["not_ready"] = not_ready
+    return JSONResponse(body, status_code=200 if ok else 503)

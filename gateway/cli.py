@@ -1,0 +1,79 @@
+"""``embed-gateway``: serve the API, or write a random-weight checkpoint for tests and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.config import load_settings
+
+    overrides: dict[str, object] = {}
+    config_file = args.config or os.environ.get("EMBED_GATEWAY_CONFIG")
+    settings = load_settings(config_file)
+    server = settings.server.model_copy(
+        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    )
+    settings = settings.model_copy(update={"server": server, **overrides})
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = create_app(settings)
+    uvicorn.run(app, host=server.host, port=server.port, log_level=settings.server.log_level, access_log=False)
+    return 0
+
+
+def _make_checkpoint(args: argparse.Namespace) -> int:
+    import torch
+
+    from engine_hf.synthetic import FULL, TINY, write_checkpoints
+
+    shape = FULL if args.size == "full" else TINY
+    layouts = ("original", "hf") if args.layout == "both" else (args.layout,)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    paths = write_checkpoints(Path(args.out), shape, layouts=layouts, seed=args.seed, dtype=dtype)
+    for layout, path in paths.items():
+        print(f"{layout}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embed-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--config", help="YAML config file (default: $EMBED_GATEWAY_CONFIG, else built-in defaults)")
+    serve.add_argument("--host", help="bind address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="port (overrides server.port)")
+    serve.set_defaults(func=_serve)
+
+    mk = sub.add_parser(
+        "make-checkpoint", help="write a random-weight jina-embeddings-v3 checkpoint (tests, benchmarks)"
+    )
+    mk.add_argument("--out", required=True, help="output folder; layouts go to OUT/original and OUT/hf")
+    mk.add_argument("--size", choices=["tiny", "full"], default="tiny")
+    mk.add_argument("--layout", choices=["original", "hf", "both"], default="both")
+    mk.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.set_defaults(func=_make_checkpoint)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The narrow contract between the gateway and its engines.
+
+Everything an engine needs to know about the gateway, and everything the gateway needs to know
+about an engine, is in this package: the task vocabulary, the job and result types, the engine
+protocol and the error tree. It imports neither FastAPI nor torch (a test proves it), so an
+engine can be written, and the gateway can be installed, without either.
+"""
+
+from gateway.contract.engine import (
+    Engine,
+    EngineCapabilities,
+    EmbedJob,
+    EmbedResult,
+    Health,
+    TokenIds,
+)
+from gateway.contract.errors import (
+    AuthenticationError,
+    EmbedGatewayError,
+    EngineError,
+    EngineOverloadedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    InputTooLongError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RetryableError,
+    UnsupportedTaskError,
+    is_retryable,
+)
+from gateway.contract.tasks import TASKS, Task, parse_task
+
+__all__ = [
+    "TASKS",
+    "AuthenticationError",
+    "EmbedGatewayError",
+    "EmbedJob",
+    "EmbedResult",
+    "Engine",
+    "EngineCapabilities",
+    "EngineError",
+    "EngineOverloadedError",
+    "EngineTimeoutError",
+    "EngineUnavailableError",
+    "Health",
+    "InputTooLongError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RetryableError",
+    "Task",
+    "TokenIds",
+    "UnsupportedTaskError",
+    "is_retryable",
+    "parse_task",
+]

@@ -1,0 +1,106 @@
+"""The engine protocol and the internal job/result types.
+
+Wire types (OpenAI/Jina request bodies) never reach an engine: the API layer turns them into an
+:class:`EmbedJob`. An engine returns full-dimension, *un-normalised* mean-pooled vectors; the gateway
+applies Matryoshka truncation, normalisation and encoding itself, so every engine's output goes
+through the same post-processing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.contract.tasks import Task
+
+__all__ = ["EmbedJob", "EmbedResult", "Engine", "EngineCapabilities", "Health", "TokenIds"]
+
+#: An input given as token ids of the model's own tokenizer (content ids, no special tokens).
+TokenIds = tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedJob:
+    """One request's worth of work for one engine.
+
+    ``inputs`` are texts, or token-id sequences when the operator allows them. With
+    ``late_chunking`` the inputs are consecutive chunks of one document and the result has one
+    vector per chunk.
+    """
+
+    inputs: Sequence[str | TokenIds]
+    task: Task | None
+    truncate: bool = False
+    late_chunking: bool = False
+    request_id: str = ""
+    #: ``time.monotonic()`` after which the job is worthless to its client; ``None`` = no deadline.
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("an EmbedJob needs at least one input")
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    """Mean-pooled fp32 vectors, one row per input (or per chunk), full model dimension."""
+
+    vectors: npt.NDArray[np.float32]
+    #: tokens per input, instruction and special tokens included (what ``usage`` counts)
+    token_counts: tuple[int, ...]
+    engine: str
+    queue_seconds: float = 0.0
+    inference_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCapabilities:
+    """What an engine can do; the router reads this, never the engine's type."""
+
+    #: tasks it serves exactly; ``None`` in the set means "no task" (base weights)
+    tasks: frozenset[Task | None]
+    #: full output dimension (1024 for jina-embeddings-v3)
+    dimensions: int
+    #: maximum tokens per input, special and instruction tokens included
+    max_input_tokens: int
+    #: whether it can pool chunk spans of one forward pass (late chunking)
+    late_chunking: bool = False
+    #: whether it accepts token-id inputs in the model's own vocabulary
+    token_ids: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    detail: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Five things every engine does. Implementations: ``engine_hf.HFEngine``,
+    ``engine_vllm.VLLMEngine``, and the scripted fakes in the tests."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> EngineCapabilities: ...
+
+    async def start(self) -> None:
+        """Load / connect. Raises an ``EmbedGatewayError`` if the engine cannot serve."""
+
+    async def embed(self, job: EmbedJob) -> EmbedResult:
+        """Serve one job. Raises only errors of the tree in :mod:`gateway.contract.errors`.
+
+        Cancelling the awaiting task withdraws the job's queued work."""
+
+    async def check_health(self) -> Health:
+        """Cheap liveness/readiness probe; never raises."""
+
+    async def aclose(self) -> None:
+        """Stop accepting work, fail what is pending, release resources. Idempotent."""
