@@ -85,11 +85,17 @@ class MultiLoraLinear(nn.Module):
         if t is not None and t >= 0 and self.merged is not None:
             return F.linear(x, self.merged[t], self.bias)
         y = F.linear(x, self.weight, self.bias)
+        if t is not None and t < 0:
+            return y
+        # y += (x @ A^T [* mask]) @ B^T, the add fused into the second GEMM (y is fresh: in place is safe)
+        flat_x = x.reshape(-1, x.shape[-1])
         if t is None:
             assert sel.mask is not None
-            return y + F.linear(F.linear(x, self.A_cat) * sel.mask, self.B_cat)
-        if t >= 0:
-            return y + F.linear(F.linear(x, self.A[t]), self.B[t])
+            h = (F.linear(x, self.A_cat) * sel.mask).reshape(-1, self.A_cat.shape[0])
+            b = self.B_cat
+        else:
+            h, b = F.linear(flat_x, self.A[t]), self.B[t]
+        y.view(-1, y.shape[-1]).addmm_(h, b.T)
         return y
 
 

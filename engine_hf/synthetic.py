@@ -123,32 +123,48 @@ def _write_tokenizer(tok: Tokenizer, out: Path) -> None:
 # --------------------------------------------------------------------------- weights (original layout)
 
 
-def make_state(shape: Shape, vocab_size: int, *, seed: int = 0, lora_std: float = 0.1) -> dict[str, torch.Tensor]:
-    """Random weights in the ORIGINAL layout's keys and shapes (fp32)."""
+def make_state(
+    shape: Shape, vocab_size: int, *, seed: int = 0, lora_strength: float = 0.3, qk_gain: float = 2.0
+) -> dict[str, torch.Tensor]:
+    """Random weights in the ORIGINAL layout's keys and shapes (fp32).
+
+    Linear weights are drawn with std ``1/sqrt(fan_in)`` so every sub-layer contributes to the
+    residual stream at full strength, and query/key rows get ``qk_gain`` more so attention is far
+    from uniform: with tiny weights a random model ignores positions, and RoPE or masking errors
+    would not show in its outputs. Each task's LoRA update ``s * B @ A`` is about
+    ``lora_strength`` of the weight it adapts.
+    """
     g = torch.Generator().manual_seed(seed)
     h, inter, n_tasks, r = shape.hidden_size, shape.intermediate_size, len(TASKS), shape.rank
+    emb_std = 0.5
 
-    def rnd(*size: int, std: float = 0.02) -> torch.Tensor:
+    def rnd(*size: int, std: float) -> torch.Tensor:
         return torch.randn(*size, generator=g) * std
 
     def ln(prefix: str) -> dict[str, torch.Tensor]:
-        return {f"{prefix}.weight": 1.0 + rnd(h, std=0.1), f"{prefix}.bias": rnd(h)}
+        return {f"{prefix}.weight": 1.0 + rnd(h, std=0.1), f"{prefix}.bias": rnd(h, std=0.1)}
 
-    def linear(prefix: str, fan_out: int, fan_in: int) -> dict[str, torch.Tensor]:
+    def linear(prefix: str, fan_out: int, fan_in: int, gain: float = 1.0) -> dict[str, torch.Tensor]:
         p = f"{prefix}.parametrizations.weight"
+        w_std = gain / fan_in**0.5
+        # element std of 0.25 * B @ A is 0.25 * sqrt(r) * std_A * std_B
+        a_std = 1.0 / fan_in**0.5
+        b_std = lora_strength * w_std / (0.25 * r**0.5 * a_std)
         return {
-            f"{p}.original": rnd(fan_out, fan_in),
-            f"{p}.0.lora_A": rnd(n_tasks, r, fan_in, std=lora_std),
-            f"{p}.0.lora_B": rnd(n_tasks, fan_out, r, std=lora_std),
-            f"{prefix}.bias": rnd(fan_out),
+            f"{p}.original": rnd(fan_out, fan_in, std=w_std),
+            f"{p}.0.lora_A": rnd(n_tasks, r, fan_in, std=a_std),
+            f"{p}.0.lora_B": rnd(n_tasks, fan_out, r, std=b_std),
+            f"{prefix}.bias": rnd(fan_out, std=0.1),
         }
 
     def embedding(prefix: str, rows: int) -> dict[str, torch.Tensor]:
         p = f"{prefix}.parametrizations.weight"
+        a_std = 0.5
+        b_std = lora_strength * emb_std / (0.25 * r**0.5 * a_std)
         return {
-            f"{p}.original": rnd(rows, h),
-            f"{p}.0.lora_A": rnd(n_tasks, rows, r, std=lora_std),
-            f"{p}.0.lora_B": rnd(n_tasks, r, h, std=lora_std),
+            f"{p}.original": rnd(rows, h, std=emb_std),
+            f"{p}.0.lora_A": rnd(n_tasks, rows, r, std=a_std),
+            f"{p}.0.lora_B": rnd(n_tasks, r, h, std=b_std),
         }
 
     state: dict[str, torch.Tensor] = {}
@@ -158,6 +174,8 @@ def make_state(shape: Shape, vocab_size: int, *, seed: int = 0, lora_std: float 
     for i in range(shape.num_hidden_layers):
         p = f"roberta.encoder.layers.{i}"
         state |= linear(f"{p}.mixer.Wqkv", 3 * h, h)
+        wqkv = state[f"{p}.mixer.Wqkv.parametrizations.weight.original"]
+        wqkv[: 2 * h] *= qk_gain  # Q and K rows
         state |= linear(f"{p}.mixer.out_proj", h, h)
         state |= linear(f"{p}.mlp.fc1", inter, h)
         state |= linear(f"{p}.mlp.fc2", h, inter)

@@ -19,14 +19,15 @@ __all__ = ["Encoded", "TextEncoder", "load_tokenizer"]
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
-    """The checkpoint's fast tokenizer (``tokenizer.json``; else converted by transformers)."""
-    file = path / "tokenizer.json"
-    if file.is_file():
-        tok = Tokenizer.from_file(str(file))
-    else:
-        from transformers import AutoTokenizer
+    """The fast tokenizer exactly as ``AutoTokenizer.from_pretrained(path)`` builds it.
 
-        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False).backend_tokenizer
+    transformers 5 rebuilds XLM-R's pipeline (whitespace split + metaspace) around the vocabulary
+    of ``tokenizer.json`` instead of using the file verbatim; the reference ``encode()`` and vLLM
+    both tokenise through AutoTokenizer, so we take its backend and not the raw file.
+    """
+    from transformers import AutoTokenizer
+
+    tok: Tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False).backend_tokenizer
     tok.no_truncation()
     tok.no_padding()
     return tok

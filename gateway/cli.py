@@ -48,6 +48,16 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure(args: argparse.Namespace) -> int:
+    from engine_hf.measure import main_json
+
+    print(main_json(
+        model=args.model, adapter_mode=args.adapter_mode, device=args.device, dtype=args.dtype,
+        threads=args.threads, seq_len=args.seq_len, batch=args.batch, repeats=args.repeats,
+    ))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embed-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     mk.add_argument("--seed", type=int, default=0)
     mk.set_defaults(func=_make_checkpoint)
+
+    ms = sub.add_parser("measure", help="memory and forward tokens/s of one adapter strategy (docs/engines.md)")
+    ms.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    ms.add_argument("--adapter-mode", choices=["rowwise", "merged"], default="rowwise")
+    ms.add_argument("--device", default="auto")
+    ms.add_argument("--dtype", default="auto")
+    ms.add_argument("--threads", type=int)
+    ms.add_argument("--seq-len", type=int, default=128)
+    ms.add_argument("--batch", type=int, default=8)
+    ms.add_argument("--repeats", type=int, default=5)
+    ms.set_defaults(func=_measure)
     return parser
 
 

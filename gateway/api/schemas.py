@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from gateway.contract import Task, TokenIds, parse_task
 
@@ -51,18 +51,18 @@ class EmbeddingRequest(BaseModel):
     input: InputType = Field(
         description="Text, list of texts, or token ids of this model's XLM-R tokenizer (see docs/api.md)."
     )
-    model: str | None = Field(None, description="A model alias (GET /v1/models); it may imply a task.")
+    model: StrictStr | None = Field(None, description="A model alias (GET /v1/models); it may imply a task.")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64 = little-endian float32 bytes (the OpenAI SDK's default)."
     )
-    dimensions: int | None = Field(None, ge=1, le=1024, description="Matryoshka truncation, then normalisation.")
-    user: str | None = Field(None, description="Accepted for compatibility; not used.")
-    task: str | None = Field(
+    dimensions: StrictInt | None = Field(None, ge=1, le=1024, description="Matryoshka truncation, then normalisation.")
+    user: StrictStr | None = Field(None, description="Accepted for compatibility; not used.")
+    task: StrictStr | None = Field(
         None,
         description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
     )
-    normalized: bool = Field(True, description="L2-normalise after truncation.")
-    truncate: bool = Field(False, description="Drop the tail of over-long inputs instead of a 400.")
+    normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
+    truncate: StrictBool = Field(False, description="Drop the tail of over-long inputs instead of a 400.")
 
     @field_validator("input", mode="before")
     @classmethod

@@ -1,0 +1,35 @@
+"""Session fixtures: tiny random checkpoints in both published layouts (same weights)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from engine_hf.synthetic import TINY, write_checkpoints
+
+    return write_checkpoints(tmp_path_factory.mktemp("tiny"), TINY, seed=1234)
+
+
+@pytest.fixture(scope="session")
+def original_dir(checkpoints: dict[str, Path]) -> Path:
+    return checkpoints["original"]
+
+
+@pytest.fixture(scope="session")
+def hf_dir(checkpoints: dict[str, Path]) -> Path:
+    return checkpoints["hf"]
+
+
+@pytest.fixture(scope="session")
+def reference(original_dir: Path):  # type: ignore[no-untyped-def]
+    from tests.support.reference import Reference
+
+    return Reference(original_dir)

@@ -1,0 +1,56 @@
+"""The pure batching policy."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine_hf.batching import BatchLimits, Queued, next_batch, padded_tokens
+
+
+def q(*lengths: int, group: object = None) -> list[Queued]:
+    return [Queued(n, group) for n in lengths]
+
+
+def test_empty() -> None:
+    assert next_batch([], BatchLimits()) == []
+
+
+def test_oldest_always_included_even_if_over_budget() -> None:
+    assert next_batch(q(5000, 10, 10), BatchLimits(max_batch_tokens=1000)) == [0]
+
+
+def test_fills_up_to_token_budget_with_similar_lengths() -> None:
+    pending = q(100, 400, 90, 110, 20, 105)
+    chosen = next_batch(pending, BatchLimits(max_batch_tokens=440, max_padding=0.5))
+    # 100 anchors; 105, 110, 90 are closest; 4 * 110 = 440 fits; 400 and 20 stay
+    assert chosen == [0, 2, 3, 5]
+    assert padded_tokens([pending[i].length for i in chosen]) <= 440
+
+
+def test_respects_max_requests() -> None:
+    assert len(next_batch(q(*[10] * 50), BatchLimits(max_batch_requests=8))) == 8
+
+
+def test_padding_cap_keeps_short_and_long_apart() -> None:
+    chosen = next_batch(q(500, 20, 20, 20), BatchLimits(max_batch_tokens=100000, max_padding=0.25))
+    assert chosen == [0]
+
+
+def test_groups_are_not_mixed() -> None:
+    pending = [Queued(10, "a"), Queued(10, "b"), Queued(10, "a")]
+    assert next_batch(pending, BatchLimits()) == [0, 2]
+
+
+@given(
+    lengths=st.lists(st.integers(1, 600), min_size=1, max_size=80),
+    budget=st.integers(16, 5000),
+    max_requests=st.integers(1, 40),
+)
+def test_invariants(lengths: list[int], budget: int, max_requests: int) -> None:
+    limits = BatchLimits(max_batch_tokens=budget, max_batch_requests=max_requests)
+    chosen = next_batch(q(*lengths), limits)
+    assert chosen[0] == 0 and chosen == sorted(set(chosen))
+    assert len(chosen) <= max_requests
+    if len(chosen) > 1:
+        assert padded_tokens([lengths[i] for i in chosen]) <= budget

@@ -1,0 +1,158 @@
+"""The async shell: batching of concurrent jobs, and every waiter always resolved."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from engine_hf.batching import BatchLimits
+from engine_hf.scheduler import Scheduler
+from gateway.contract import EngineError, EngineOverloadedError, EngineTimeoutError, EngineUnavailableError
+
+
+def echo_forward(calls: list[list[int]], gate: threading.Event | None = None):  # type: ignore[no-untyped-def]
+    def forward(payloads: list[int]) -> np.ndarray:
+        if gate is not None:
+            gate.wait(5)
+        calls.append(list(payloads))
+        return np.array([[float(p), 1.0] for p in payloads], dtype=np.float32)
+
+    return forward
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_concurrent_jobs_are_batched_and_results_routed_back() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    async def main() -> None:
+        s = Scheduler(echo_forward(calls, gate), BatchLimits(), name="t", max_queued_tokens=10_000)
+        s.start()
+        first = asyncio.create_task(s.submit([0], [5]))
+        await asyncio.sleep(0.05)  # the first batch is now running (blocked on the gate)
+        rest = [asyncio.create_task(s.submit([i, i + 100], [5, 5])) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        out0 = await first
+        outs = await asyncio.gather(*rest)
+        assert out0.vectors[:, 0].tolist() == [0.0]
+        for i, o in enumerate(outs, start=1):
+            assert o.vectors[:, 0].tolist() == [i, i + 100]
+            assert o.queue_seconds >= 0 and o.inference_seconds > 0
+        await s.aclose()
+
+    run(main())
+    assert len(calls) == 2  # one for the first job, ONE for the five that queued behind it
+
+
+def test_failed_batch_fails_every_job_in_it_and_the_loop_survives() -> None:
+    state = {"fail": True}
+
+    def forward(payloads: list[int]) -> np.ndarray:
+        if state["fail"]:
+            state["fail"] = False
+            raise RuntimeError("boom")
+        return np.zeros((len(payloads), 2), dtype=np.float32)
+
+    async def main() -> None:
+        s = Scheduler(forward, BatchLimits(), name="t", max_queued_tokens=10_000)
+        s.start()
+        with pytest.raises(EngineError):
+            await s.submit([1, 2], [3, 3])
+        out = await s.submit([3], [3])
+        assert out.vectors.shape == (1, 2)
+        await s.aclose()
+
+    run(main())
+
+
+def test_cancelled_job_is_withdrawn_from_the_queue() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    async def main() -> None:
+        s = Scheduler(echo_forward(calls, gate), BatchLimits(), name="t", max_queued_tokens=10_000)
+        s.start()
+        first = asyncio.create_task(s.submit([0], [5]))
+        await asyncio.sleep(0.05)
+        doomed = asyncio.create_task(s.submit([7, 8], [5, 5]))
+        await asyncio.sleep(0.05)
+        assert s.queue_depth == 2
+        doomed.cancel()
+        await asyncio.sleep(0)
+        assert s.queue_depth == 0 and s.queued_tokens == 0
+        gate.set()
+        await first
+        await s.aclose()
+
+    run(main())
+    assert [7] not in calls and all(7 not in c for c in calls)
+
+
+def test_overload_is_refused_with_retry_after() -> None:
+    gate = threading.Event()
+
+    async def main() -> None:
+        s = Scheduler(echo_forward([], gate), BatchLimits(), name="t", max_queued_tokens=20)
+        s.start()
+        running = asyncio.create_task(s.submit([0], [10]))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(s.submit([1], [15]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(EngineOverloadedError) as err:
+            await s.submit([2], [10])
+        assert err.value.retry_after is not None and err.value.retry_after >= 1
+        gate.set()
+        await running
+        await queued
+        await s.aclose()
+
+    run(main())
+
+
+def test_deadline_expires_queued_work() -> None:
+    gate = threading.Event()
+
+    async def main() -> None:
+        s = Scheduler(echo_forward([], gate), BatchLimits(), name="t", max_queued_tokens=1000)
+        s.start()
+        running = asyncio.create_task(s.submit([0], [10]))
+        await asyncio.sleep(0.05)
+        late = asyncio.create_task(s.submit([1], [10], deadline=0.0))  # already in the past
+        await asyncio.sleep(0.01)
+        gate.set()
+        await running
+        with pytest.raises(EngineTimeoutError):
+            await late
+        await s.aclose()
+
+    run(main())
+
+
+def test_close_fails_pending_and_refuses_new_work() -> None:
+    gate = threading.Event()
+
+    async def main() -> None:
+        s = Scheduler(echo_forward([], gate), BatchLimits(), name="t", max_queued_tokens=1000)
+        s.start()
+        running = asyncio.create_task(s.submit([0], [10]))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(s.submit([1], [10]))
+        await asyncio.sleep(0.01)
+        closing = asyncio.create_task(s.aclose())
+        await asyncio.sleep(0.01)
+        with pytest.raises(EngineUnavailableError):
+            await waiting
+        gate.set()
+        await closing
+        with pytest.raises(EngineUnavailableError):
+            await s.submit([2], [1])
+        running.cancel()
+
+    run(main())

@@ -1,0 +1,46 @@
+"""The engine contract imports neither FastAPI nor torch (proved in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gateway.contract import (
+    EngineOverloadedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    InputTooLongError,
+    InvalidRequestError,
+    Task,
+    is_retryable,
+    parse_task,
+)
+
+
+def test_contract_and_config_import_without_fastapi_or_torch() -> None:
+    code = (
+        "import sys, gateway.contract, gateway.config, gateway.routing, gateway.postprocess;"
+        "bad = [m for m in ('fastapi', 'starlette', 'torch', 'transformers') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_task_vocabulary_in_model_order() -> None:
+    assert [t.value for t in Task] == [
+        "retrieval.query", "retrieval.passage", "separation", "classification", "text-matching"
+    ]
+    assert parse_task(None) is None and parse_task("none") is None
+    assert parse_task("text-matching") is Task.TEXT_MATCHING
+    with pytest.raises(ValueError, match="valid tasks"):
+        parse_task("text_matching")
+
+
+def test_retryable_classification() -> None:
+    for err in (EngineUnavailableError("x"), EngineTimeoutError("x"), EngineOverloadedError("x", retry_after=2)):
+        assert is_retryable(err)
+    for err in (InvalidRequestError("x"), InputTooLongError(0, 9000, 8192)):
+        assert not is_retryable(err)
