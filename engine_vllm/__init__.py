@@ -1,0 +1,1 @@
+"""Engine that forwards text-matching to a vLLM server (see docs/deployment.md)."""
