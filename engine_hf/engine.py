@@ -1,4 +1,11 @@
-"""``HFEngine``: the engine contract over :class:`engine_hf.model.JinaEncoder`."""
+"""``HFEngine``: the engine contract over :class:`engine_hf.model.JinaEncoder`.
+
+Plain jobs queue one sequence per input and get one pooled row each. Late-chunking jobs queue one
+payload per window of the document (one window when it fits a forward pass), each carrying the
+chunk segments inside its kept range; the forward pass returns their token-state sums, and
+:func:`engine_hf.late_chunking.combine` turns them into one mean per chunk. Both kinds share the
+scheduler's queue and batches (a window is just a sequence whose result is a few sums).
+"""
 
 from __future__ import annotations
 
@@ -16,20 +23,32 @@ import torch
 from engine_hf.batching import BatchLimits
 from engine_hf.checkpoint import CheckpointInfo, describe_checkpoint, resolve_model_dir
 from engine_hf.device import resolve_device, resolve_dtype
+from engine_hf.late_chunking import (
+    EmptyChunkError,
+    Segment,
+    combine,
+    plan_windows,
+    spans_from_char_starts,
+    spans_from_token_ranges,
+    window_segments,
+)
 from engine_hf.model import JinaEncoder
 from engine_hf.scheduler import Scheduler
-from engine_hf.tokenization import TextEncoder, load_tokenizer
+from engine_hf.tokenization import Document, TextEncoder, load_tokenizer
 from gateway.contract import (
     TASKS,
+    ChunkingRule,
     EmbedJob,
     EmbedResult,
     EngineCapabilities,
     EngineError,
     EngineUnavailableError,
     Health,
+    InvalidRequestError,
     Task,
     UnsupportedTaskError,
 )
+from gateway.contract.chunking import group_sentences, split_sentences, token_chunks
 
 if TYPE_CHECKING:
     from gateway.config import HFEngineSettings
@@ -43,6 +62,19 @@ log = logging.getLogger(__name__)
 class _Seq:
     ids: list[int]
     adapter: int  # -1 = no task
+    #: None: pool the mean of the whole sequence; else the sums over each ``(start, end)``
+    segments: tuple[tuple[int, int], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _LatePlan:
+    """A late-chunking job, tokenised and cut: what to queue and how to put results together."""
+
+    document: Document
+    spans: list[tuple[int, int]]
+    #: per window: its payload and the chunk segments it pools
+    windows: list[tuple[_Seq, list[Segment]]]
+    char_spans: tuple[tuple[int, int], ...] | None
 
 
 class HFEngine:
@@ -54,7 +86,7 @@ class HFEngine:
         self.info: CheckpointInfo | None = None
         self.encoder: JinaEncoder | None = None
         self.text: TextEncoder | None = None
-        self._scheduler: Scheduler[_Seq] | None = None
+        self._scheduler: Scheduler[_Seq, npt.NDArray[np.float32]] | None = None
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-tokenize")
         self._load_error: str | None = None
 
@@ -72,7 +104,7 @@ class HFEngine:
             tasks=tasks,
             dimensions=info.hidden_size if info else 1024,
             max_input_tokens=info.max_input_tokens if info else self.settings.max_input_tokens,
-            late_chunking=False,
+            late_chunking=True,
             token_ids=True,
         )
 
@@ -96,12 +128,12 @@ class HFEngine:
         scheduler, text, encoder = self._scheduler, self.text, self.encoder
         if scheduler is None or text is None or encoder is None:
             raise EngineUnavailableError(f"engine {self._name} is not loaded", engine=self._name)
-        if job.late_chunking:
-            raise UnsupportedTaskError("late chunking is not available on this engine", param="late_chunking")
         if job.task is not None and job.task not in encoder.task_index:
             raise UnsupportedTaskError(
                 f"the loaded checkpoint has no adapter for task {job.task.value!r}", param="task"
             )
+        if job.late_chunking:
+            return await self._embed_late(job, scheduler, text, encoder)
         loop = asyncio.get_running_loop()
         encoded = await loop.run_in_executor(
             self._tokenize_pool, lambda: text.encode(job.inputs, job.task, truncate=job.truncate)
@@ -114,12 +146,83 @@ class HFEngine:
             deadline=job.deadline,
         )
         return EmbedResult(
-            vectors=outcome.vectors,
+            vectors=np.stack(outcome.results),
             token_counts=tuple(len(e.ids) for e in encoded),
             engine=self._name,
             queue_seconds=outcome.queue_seconds,
             inference_seconds=outcome.inference_seconds,
         )
+
+    async def _embed_late(
+        self,
+        job: EmbedJob,
+        scheduler: Scheduler[_Seq, npt.NDArray[np.float32]],
+        text: TextEncoder,
+        encoder: JinaEncoder,
+    ) -> EmbedResult:
+        if any(not isinstance(x, str) for x in job.inputs):
+            raise InvalidRequestError(
+                "late chunking needs text inputs: token spans are found from character offsets", param="input"
+            )
+        adapter = -1 if job.task is None else encoder.task_index[job.task]
+        loop = asyncio.get_running_loop()
+        plan = await loop.run_in_executor(
+            self._tokenize_pool, lambda: self._plan_late(job, text, adapter)
+        )
+        outcome = await scheduler.submit(
+            [payload for payload, _ in plan.windows],
+            [len(payload.ids) for payload, _ in plan.windows],
+            group=adapter if self.settings.adapter_mode == "merged" else None,
+            deadline=job.deadline,
+        )
+        vectors = combine(plan.spans, [segs for _, segs in plan.windows], outcome.results)
+        return EmbedResult(
+            vectors=vectors,
+            token_counts=_shares(plan.spans, len(plan.document.ids)),
+            engine=self._name,
+            queue_seconds=outcome.queue_seconds,
+            inference_seconds=outcome.inference_seconds,
+            spans=plan.char_spans,
+        )
+
+    def _plan_late(self, job: EmbedJob, text: TextEncoder, adapter: int) -> _LatePlan:
+        """Tokenise the document, find each chunk's span, cut the windows (tokenizer thread)."""
+        chunks = [x for x in job.inputs if isinstance(x, str)]
+        rule = job.chunking
+        document = text.encode_document(chunks[0] if rule else " ".join(chunks), job.task)
+        n_tokens = len(document.ids)
+        cap = self.settings.max_late_chunking_tokens
+        if n_tokens > cap:
+            raise InvalidRequestError(
+                f"the late-chunking document has {n_tokens} tokens (instruction and special tokens included), "
+                f"more than this server's limit of {cap}; split it into several documents",
+                param="input",
+                code="late_chunking_too_long",
+            )
+        starts = [a for a, _ in document.offsets]
+        if rule is None:
+            boundaries, offset = [], document.content_start
+            for chunk in chunks:
+                boundaries.append(offset)
+                offset += len(chunk) + 1
+            try:
+                spans = spans_from_char_starts(starts, boundaries, document.content_start)
+            except EmptyChunkError as err:
+                raise InvalidRequestError(
+                    f"input[{err.index}] contains no token (only whitespace?); every late-chunking input "
+                    "must contribute text",
+                    param=f"input[{err.index}]",
+                    code="empty_chunk",
+                ) from None
+            char_spans = None
+        else:
+            spans, char_spans = _cut(rule, document, chunks[0])
+        window, overlap = self.settings.late_chunking_windows()
+        windows = []
+        for w in plan_windows(n_tokens, window, overlap):
+            segments = window_segments(spans, w)
+            windows.append((_Seq(document.ids[w.start : w.end], adapter, tuple((a, b) for _, a, b in segments)), segments))
+        return _LatePlan(document, spans, windows, char_spans)
 
     async def check_health(self) -> Health:
         if self._load_error:
@@ -186,7 +289,7 @@ class HFEngine:
         assert self.encoder is not None and self.text is not None
         self._forward([_Seq(self.text.encode(["warm up"], None, truncate=True)[0].ids, -1)])
 
-    def _forward(self, seqs: list[_Seq]) -> npt.NDArray[np.float32]:
+    def _forward(self, seqs: list[_Seq]) -> list[npt.NDArray[np.float32]]:
         encoder = self.encoder
         if encoder is None:
             raise EngineUnavailableError("engine unloaded", engine=self._name)
@@ -199,11 +302,43 @@ class HFEngine:
             mask[i, : len(s.ids)] = 1
         rows = torch.tensor([s.adapter for s in seqs])
         try:
-            pooled = encoder.pooled(ids.to(encoder.device), mask.to(encoder.device), rows.to(encoder.device))
+            pooled = encoder.pool(
+                ids.to(encoder.device), mask.to(encoder.device), rows.to(encoder.device), [s.segments for s in seqs]
+            )
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise EngineError("out of GPU memory; lower engines.hf.max_batch_tokens", engine=self._name) from exc
-        return pooled.cpu().numpy().astype(np.float32, copy=False)
+        return [p.cpu().numpy().astype(np.float32, copy=False) for p in pooled]
+
+
+def _shares(spans: list[tuple[int, int]], n_tokens: int) -> tuple[int, ...]:
+    """Each chunk's share of the document's tokens, adding up to ``n_tokens`` (overlapping token
+    chunks count a shared token once, in the earlier chunk)."""
+    starts = [a for a, _ in spans] + [n_tokens]
+    return tuple(starts[i + 1] - starts[i] for i in range(len(spans)))
+
+
+def _cut(rule: ChunkingRule, document: Document, text: str) -> tuple[list[tuple[int, int]], tuple[tuple[int, int], ...]]:
+    """Token spans and character ranges (in ``text``) of the chunks ``rule`` cuts ``text`` into."""
+    start = document.content_start
+    if rule.kind == "sentences":
+        ranges = group_sentences(split_sentences(text), rule.size)
+        if not ranges:
+            raise InvalidRequestError("the text contains no sentence to embed", param="input", code="empty_chunk")
+        try:
+            spans = spans_from_char_starts([a for a, _ in document.offsets], [start + a for a, _ in ranges], start)
+        except EmptyChunkError as err:
+            raise InvalidRequestError(
+                f"chunk {err.index} contains no token", param="input", code="empty_chunk"
+            ) from None
+        return spans, tuple(ranges)
+    own = [(a - start, b - start) for a, b in document.offsets if a >= start]
+    n_instruction = len(document.offsets) - len(own)
+    ranges = token_chunks(len(own), rule.size, rule.overlap)
+    if not ranges:
+        raise InvalidRequestError("the text contains no token to embed", param="input", code="empty_chunk")
+    spans = spans_from_token_ranges(ranges, n_instruction, len(own))
+    return spans, tuple((own[a][0], own[b - 1][1]) for a, b in ranges)
 
 
 def _first(value: int | list[int] | None, default: int) -> int:

@@ -52,7 +52,8 @@ def build_config(info: CheckpointInfo, attn_implementation: str = "sdpa") -> Jin
 
 
 class JinaEncoder:
-    """Owns the model on its device; ``pooled()`` is the whole forward path of ``encode()``.
+    """Owns the model on its device; ``pooled()`` is the whole forward path of ``encode()``, and
+    ``pool()`` also serves late chunking (sums of token states over spans of a row).
 
     Not thread-safe: the engine's single worker thread is its only caller.
     """
@@ -125,7 +126,27 @@ class JinaEncoder:
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor
     ) -> torch.Tensor:
         """fp32 mean pooling over the attention mask: ``sum(h*m) / clamp(sum(m), 1e-9)``."""
+        return torch.stack(self.pool(input_ids, attention_mask, rows, [None] * len(input_ids)))
+
+    @torch.inference_mode()
+    def pool(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        rows: torch.Tensor,
+        segments: Sequence[Sequence[tuple[int, int]] | None],
+    ) -> list[torch.Tensor]:
+        """One forward pass; per row, the fp32 masked mean ``[d]`` (``segments[i] is None``) or the
+        fp32 **sums** ``[k, d]`` of the token states over each ``[start, end)`` of ``segments[i]``
+        (late chunking: sums of several windows add up exactly, means would not)."""
         padded = bool((attention_mask == 0).any())
         h = self.hidden_states(input_ids, attention_mask if padded else None, rows).float()
         m = attention_mask.unsqueeze(-1).to(torch.float32)
-        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+        means = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+        out: list[torch.Tensor] = []
+        for i, spans in enumerate(segments):
+            if spans is None:
+                out.append(means[i])
+            else:
+                out.append(torch.stack([h[i, a:b].sum(dim=0) for a, b in spans]))
+        return out

@@ -1,8 +1,10 @@
 """The async shell around :func:`engine_hf.batching.next_batch`.
 
-Requests enqueue their sequences and await one future; a single loop wakes on an event (never
-polls), asks the policy for the next batch, and runs the forward pass on the engine's one worker
-thread, so the event loop stays free while the model works. Every waiter gets a result or an
+Requests enqueue their payloads (sequences, or late-chunking windows) and await one future; a
+single loop wakes on an event (never polls), asks the policy for the next batch, and runs the
+forward pass on the engine's one worker thread, so the event loop stays free while the model
+works. ``forward`` returns one result per payload, of any type (a pooled row, or the span sums of
+a window): the scheduler only routes results back in order, the engine interprets them. Every waiter gets a result or an
 error: a failed batch fails each of its jobs, a cancelled job's queued sequences are withdrawn,
 and a dead loop fails everything pending and refuses new work.
 """
@@ -18,9 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-import numpy.typing as npt
-
 from engine_hf.batching import BatchLimits, Queued, next_batch
 from gateway.contract import (
     EmbedGatewayError,
@@ -35,19 +34,21 @@ __all__ = ["BatchOutcome", "Scheduler"]
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
-class BatchOutcome:
-    vectors: npt.NDArray[np.float32]
+class BatchOutcome(Generic[R]):
+    #: one forward result per submitted payload, in submission order
+    results: list[R]
     queue_seconds: float
     inference_seconds: float
 
 
 @dataclass(eq=False, slots=True)
 class _Job:
-    future: asyncio.Future[BatchOutcome]
-    out: list[npt.NDArray[np.float32] | None]
+    future: asyncio.Future[BatchOutcome[Any]]
+    out: list[Any]
     enqueued: float
     deadline: float | None
     remaining: int = 0
@@ -63,16 +64,17 @@ class _Item(Generic[P]):
     queued: Queued = field(default_factory=lambda: Queued(0))
 
 
-class Scheduler(Generic[P]):
+class Scheduler(Generic[P, R]):
     """Batches payloads of many jobs into forward passes of ``forward`` on one worker thread.
 
-    ``forward(payloads) -> array [len(payloads), d]``; it raises to fail the whole batch
-    (``EmbedGatewayError`` subclasses pass through, anything else becomes ``EngineError``).
+    ``forward(payloads) -> one result per payload`` (a sequence of ``len(payloads)``); it raises
+    to fail the whole batch (``EmbedGatewayError`` subclasses pass through, anything else becomes
+    ``EngineError``).
     """
 
     def __init__(
         self,
-        forward: Callable[[list[P]], npt.NDArray[np.float32]],
+        forward: Callable[[list[P]], Sequence[R]],
         limits: BatchLimits,
         *,
         name: str,
@@ -125,7 +127,7 @@ class Scheduler(Generic[P]):
 
     async def submit(
         self, payloads: Sequence[P], lengths: Sequence[int], *, group: Hashable = None, deadline: float | None = None
-    ) -> BatchOutcome:
+    ) -> BatchOutcome[R]:
         if self.problem is not None:
             raise EngineUnavailableError(f"engine {self.name} is not serving ({self.problem})", engine=self.name)
         total = sum(lengths)
@@ -218,7 +220,9 @@ class Scheduler(Generic[P]):
             if it.job.started is None:
                 it.job.started = started
         try:
-            vectors = await loop.run_in_executor(self._executor, self._forward, [it.payload for it in batch])
+            results = await loop.run_in_executor(self._executor, self._forward, [it.payload for it in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"forward returned {len(results)} results for {len(batch)} payloads")
         except EmbedGatewayError as exc:
             self._fail_jobs(batch, exc)
             return
@@ -234,17 +238,15 @@ class Scheduler(Generic[P]):
             self._tokens_per_second = rate if self._tokens_per_second == 0 else 0.8 * self._tokens_per_second + 0.2 * rate
         for job in {it.job for it in batch}:
             job.inference += elapsed
-        for it, row in zip(batch, vectors, strict=True):
+        for it, result in zip(batch, results, strict=True):
             job = it.job
             if job.future.done():
                 continue
-            job.out[it.pos] = row
+            job.out[it.pos] = result
             job.remaining -= 1
             if job.remaining == 0:
                 assert job.started is not None
-                job.future.set_result(
-                    BatchOutcome(np.stack(job.out), job.started - job.enqueued, job.inference)  # type: ignore[arg-type]
-                )
+                job.future.set_result(BatchOutcome(job.out, job.started - job.enqueued, job.inference))
 
     def _fail_jobs(self, batch: list[_Item[P]], err: BaseException) -> None:
         for job in {it.job for it in batch}:

@@ -15,7 +15,7 @@ from tokenizers import Encoding, Tokenizer
 
 from gateway.contract import InputTooLongError, InvalidRequestError, Task, TokenIds
 
-__all__ = ["Encoded", "TextEncoder", "load_tokenizer"]
+__all__ = ["Document", "Encoded", "TextEncoder", "load_tokenizer"]
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
@@ -38,6 +38,17 @@ class Encoded:
     ids: list[int]
     #: tokens before truncation (what the limit check saw)
     original_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One late-chunking document: ``<s> instruction+text </s>`` and where its tokens come from."""
+
+    ids: list[int]
+    #: ``(start, end)`` character range of every token between ``<s>`` and ``</s>``, in
+    #: ``instruction + text`` (the instruction is ``content_start`` characters long)
+    offsets: list[tuple[int, int]]
+    content_start: int
 
 
 class TextEncoder:
@@ -68,6 +79,13 @@ class TextEncoder:
         """Raw encodings (no special tokens) of ``instruction + text``, with character offsets."""
         prefix = self.prefix(task)
         return self.tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=False)
+
+    def encode_document(self, text: str, task: Task | None) -> Document:
+        """The whole document as one sequence, with token offsets (no length limit: the caller
+        decides whether it fits one pass or needs windows)."""
+        prefix = self.prefix(task)
+        enc = self.encode_texts([text], task)[0]
+        return Document([self.bos_id, *enc.ids, self.eos_id], list(enc.offsets), len(prefix))
 
     def encode(
         self, inputs: Sequence[str | TokenIds], task: Task | None, *, truncate: bool

@@ -62,6 +62,32 @@ class HFEngineSettings(_Section):
     #: admission bound: tokens waiting in the queue before new work is refused (429)
     max_queued_tokens: int = Field(262144, ge=16)
     max_input_tokens: int = Field(8192, ge=8)
+    #: late chunking: tokens per forward pass for documents longer than one pass; null = max_input_tokens
+    late_chunking_window_tokens: int | None = Field(None, ge=8)
+    #: late chunking: tokens of left context each window after the first re-reads (their outputs
+    #: are dropped); null = window // 16 (512 for the default 8192-token window)
+    late_chunking_overlap_tokens: int | None = Field(None, ge=0)
+    #: late chunking: most tokens one document (instruction and special tokens included) may have
+    max_late_chunking_tokens: int = Field(65536, ge=8)
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> HFEngineSettings:
+        window, overlap = self.late_chunking_windows()
+        if window > self.max_input_tokens:
+            raise ValueError(
+                f"late_chunking_window_tokens ({window}) exceeds max_input_tokens ({self.max_input_tokens})"
+            )
+        if overlap * 2 > window:
+            raise ValueError(
+                f"late_chunking_overlap_tokens ({overlap}) must be at most half the window ({window} tokens)"
+            )
+        return self
+
+    def late_chunking_windows(self) -> tuple[int, int]:
+        """``(window, overlap)`` in tokens, defaults resolved."""
+        window = self.late_chunking_window_tokens or self.max_input_tokens
+        overlap = self.late_chunking_overlap_tokens
+        return window, window // 16 if overlap is None else overlap
 
 
 class EnginesSettings(_Section):

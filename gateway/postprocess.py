@@ -1,16 +1,56 @@
 """What the gateway does to every engine's output: Matryoshka truncation, THEN L2 normalisation,
-then the wire encoding. One implementation for all engines keeps their vectors comparable."""
+then the wire encoding. One implementation for all engines keeps their vectors comparable.
+
+Wire encodings (``embedding_type`` in Jina's schema; OpenAI's ``encoding_format`` is the first
+two):
+
+* ``float``: the float32 values as a JSON list;
+* ``base64``: little-endian float32 bytes, base64 (what the OpenAI SDK decodes by default);
+* ``ubinary``: 1 bit per dimension, set when the value is > 0, 8 dimensions per byte, dimension 0
+  in the most significant bit of byte 0 (``numpy.packbits`` order, sentence-transformers'
+  ``quantize_embeddings``); a dimension count that is not a multiple of 8 is padded with zero bits
+  at the end of the last byte, so ``d`` dimensions take ``ceil(d / 8)`` bytes;
+* ``binary``: the same bytes minus 128, as int8.
+
+Packed types travel base64-encoded (Jina's ``embedding_type``), or as JSON integer lists for
+clients that still send the older ``encoding_type`` field and decode lists.
+"""
 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["encode_base64", "finalize"]
+__all__ = [
+    "EMBEDDING_TYPES",
+    "EmbeddingType",
+    "OutputFormat",
+    "encode_base64",
+    "encode_vectors",
+    "finalize",
+    "pack_binary",
+    "pack_ubinary",
+]
 
 _EPS = 1e-12  # torch.nn.functional.normalize's eps, as the reference uses
+
+EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
+EMBEDDING_TYPES: tuple[EmbeddingType, ...] = ("float", "base64", "binary", "ubinary")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """How vectors go on the wire."""
+
+    types: tuple[EmbeddingType, ...] = ("float",)
+    #: the client asked for a list of types: every ``embedding`` is an object ``{type: value}``
+    keyed: bool = False
+    #: packed types as a base64 string, or as a JSON list of byte values
+    packed: Literal["base64", "list"] = "base64"
 
 
 def finalize(vectors: npt.NDArray[np.float32], dimensions: int | None, normalized: bool) -> npt.NDArray[np.float32]:
@@ -27,3 +67,33 @@ def finalize(vectors: npt.NDArray[np.float32], dimensions: int | None, normalize
 def encode_base64(vector: npt.NDArray[np.float32]) -> str:
     """Little-endian float32 bytes, base64 — what the OpenAI SDK decodes by default."""
     return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
+
+
+def pack_ubinary(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """``[n, d]`` -> ``[n, ceil(d/8)]`` uint8: bit set when the value is > 0, dimension 0 in the
+    MSB of byte 0, zero bits padding the last byte."""
+    return np.packbits(np.asarray(vectors) > 0, axis=-1, bitorder="big")
+
+
+def pack_binary(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.int8]:
+    """``pack_ubinary(vectors) - 128`` as int8 (the signed form vector databases call ``binary``)."""
+    return (pack_ubinary(vectors).astype(np.int16) - 128).astype(np.int8)
+
+
+def encode_vectors(vectors: npt.NDArray[np.float32], fmt: OutputFormat) -> list[Any]:
+    """One wire ``embedding`` per row of the final (truncated, normalised) vectors."""
+    columns = {t: _encode(vectors, t, fmt.packed) for t in fmt.types}
+    if fmt.keyed:
+        return [{t: columns[t][i] for t in fmt.types} for i in range(len(vectors))]
+    return columns[fmt.types[0]]
+
+
+def _encode(vectors: npt.NDArray[np.float32], kind: EmbeddingType, packed: str) -> list[Any]:
+    if kind == "float":
+        return list(vectors)  # numpy rows: orjson writes float32 exactly
+    if kind == "base64":
+        return [encode_base64(v) for v in vectors]
+    rows = pack_ubinary(vectors) if kind == "ubinary" else pack_binary(vectors)
+    if packed == "list":
+        return [r.tolist() for r in rows]
+    return [base64.b64encode(r.tobytes()).decode("ascii") for r in rows]

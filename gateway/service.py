@@ -19,6 +19,8 @@ from gateway.config import AliasSettings, Settings
 from gateway.contract import (
     EmbedGatewayError,
     EmbedJob,
+    EmbedResult,
+    EngineError,
     Engine,
     EngineUnavailableError,
     InvalidRequestError,
@@ -44,6 +46,8 @@ class EmbedOutcome:
     queue_seconds: float
     inference_seconds: float
     fallbacks: int
+    #: chunking jobs: each chunk's ``[start, end)`` character range in the document
+    spans: tuple[tuple[int, int], ...] | None = None
 
 
 def default_routes(engines: Mapping[str, Engine]) -> dict[str, list[str]]:
@@ -85,12 +89,20 @@ class EmbeddingService:
                 code="token_ids_not_accepted",
             )
         caps = {n: e.capabilities for n, e in self.engines.items()}
-        order = plan(task, self.routes, caps, token_ids=spec.has_token_ids)
+        order = plan(task, self.routes, caps, late_chunking=spec.late_chunking, token_ids=spec.has_token_ids)
         dims = max(caps[n].dimensions for n in order)
         if dimensions is not None and dimensions > dims:
             raise InvalidRequestError(f"dimensions must be between 1 and {dims}", param="dimensions")
 
-        job = EmbedJob(inputs=spec.inputs, task=task, truncate=spec.truncate, request_id=request_id, deadline=deadline)
+        job = EmbedJob(
+            inputs=spec.inputs,
+            task=task,
+            truncate=spec.truncate,
+            late_chunking=spec.late_chunking,
+            chunking=spec.chunking,
+            request_id=request_id,
+            deadline=deadline,
+        )
         last: EmbedGatewayError | None = None
         for attempt, engine_name in enumerate(order):
             started = time.perf_counter()
@@ -103,6 +115,7 @@ class EmbeddingService:
                             "falling back" if attempt + 1 < len(order) else "no engine left")
                 last = err
                 continue
+            _check_shape(result, job)
             if attempt:
                 self.fallbacks += attempt
             log.debug("engine %s served %d inputs in %.1f ms", engine_name, len(job.inputs),
@@ -116,5 +129,17 @@ class EmbeddingService:
                 queue_seconds=result.queue_seconds,
                 inference_seconds=result.inference_seconds,
                 fallbacks=attempt,
+                spans=result.spans,
             )
         raise last or EngineUnavailableError("no engine could serve the request")
+
+
+def _check_shape(result: EmbedResult, job: EmbedJob) -> None:
+    """One vector per input (per chunk for a chunking job, with its character range): an engine
+    that breaks this is a bug, reported as such rather than as a confusing response."""
+    if job.chunking is not None:
+        ok = result.spans is not None and len(result.spans) == len(result.vectors) >= 1
+    else:
+        ok = len(result.vectors) == len(job.inputs)
+    if not ok:
+        raise EngineError(f"engine {result.engine} returned {len(result.vectors)} vectors for this job", engine=result.engine)

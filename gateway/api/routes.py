@@ -10,7 +10,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from gateway.api.errors import openapi_responses
-from gateway.api.schemas import EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList
+from gateway.api.schemas import (
+    ChunkEmbeddingRequest,
+    ChunkEmbeddingResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelCard,
+    ModelList,
+)
 from gateway.contract import (
     EngineOverloadedError,
     EngineTimeoutError,
@@ -18,7 +25,7 @@ from gateway.contract import (
     ModelNotFoundError,
     PayloadTooLargeError,
 )
-from gateway.postprocess import encode_base64
+from gateway.postprocess import OutputFormat, encode_vectors
 from gateway.service import EmbedOutcome, EmbeddingService
 
 __all__ = ["router"]
@@ -31,11 +38,8 @@ def _service(request: Request) -> EmbeddingService:
     return service
 
 
-def render_embeddings(outcome: EmbedOutcome, encoding_format: str) -> bytes:
-    if encoding_format == "base64":
-        items: list[Any] = [encode_base64(v) for v in outcome.vectors]
-    else:
-        items = list(outcome.vectors)  # numpy rows: orjson writes float32 exactly
+def render_embeddings(outcome: EmbedOutcome, output: OutputFormat) -> bytes:
+    items = encode_vectors(outcome.vectors, output)
     tokens = sum(outcome.token_counts)
     body = {
         "object": "list",
@@ -46,32 +50,71 @@ def render_embeddings(outcome: EmbedOutcome, encoding_format: str) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def render_chunks(outcome: EmbedOutcome, text: str, output: OutputFormat) -> bytes:
+    items = encode_vectors(outcome.vectors, output)
+    spans = outcome.spans or ()
+    tokens = sum(outcome.token_counts)
+    data: list[dict[str, Any]] = [
+        {"object": "chunk", "index": i, "text": text[a:b], "start": a, "end": b, "embedding": e}
+        for i, ((a, b), e) in enumerate(zip(spans, items, strict=True))
+    ]
+    body = {
+        "object": "list",
+        "data": data,
+        "model": outcome.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _headers(outcome: EmbedOutcome, request_id: str) -> dict[str, str]:
+    return {
+        "x-embed-engine": outcome.engine,
+        "x-queue-time": f"{outcome.queue_seconds * 1000:.2f}",
+        "x-inference-time": f"{outcome.inference_seconds * 1000:.2f}",
+        "x-request-id": request_id,
+    }
+
+
 @router.post(
     "/v1/embeddings",
     response_model=EmbeddingResponse,
     responses=openapi_responses(
         ModelNotFoundError, PayloadTooLargeError, EngineOverloadedError, EngineUnavailableError, EngineTimeoutError
     ),
-    summary="Create embeddings (OpenAI-compatible)",
+    summary="Create embeddings (OpenAI- and Jina-compatible)",
 )
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    outcome = await _service(request).embed(body.to_spec(), request_id=request_id)
+    spec = body.to_spec()
+    outcome = await _service(request).embed(spec, request_id=request_id)
     return Response(
-        render_embeddings(outcome, body.encoding_format),
-        media_type="application/json",
-        headers={
-            "x-embed-engine": outcome.engine,
-            "x-queue-time": f"{outcome.queue_seconds * 1000:.2f}",
-            "x-inference-time": f"{outcome.inference_seconds * 1000:.2f}",
-            "x-request-id": request_id,
-        },
+        render_embeddings(outcome, spec.output), media_type="application/json", headers=_headers(outcome, request_id)
     )
 
 
 router.add_api_route(
     "/embeddings", create_embeddings, methods=["POST"], response_model=EmbeddingResponse, include_in_schema=False
 )
+
+
+@router.post(
+    "/v1/chunk-embeddings",
+    response_model=ChunkEmbeddingResponse,
+    responses=openapi_responses(
+        ModelNotFoundError, EngineOverloadedError, EngineUnavailableError, EngineTimeoutError
+    ),
+    summary="Cut one long text into chunks and late-chunk them",
+)
+async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    spec = body.to_spec()
+    outcome = await _service(request).embed(spec, request_id=request_id)
+    text = spec.inputs[0]
+    assert isinstance(text, str)
+    return Response(
+        render_chunks(outcome, text, spec.output), media_type="application/json", headers=_headers(outcome, request_id)
+    )
 
 
 def _card(service: EmbeddingService, name: str) -> ModelCard:

@@ -6,6 +6,7 @@ protocol and the error tree. It imports neither FastAPI nor torch (a test proves
 engine can be written, and the gateway can be installed, without either.
 """
 
+from gateway.contract.chunking import ChunkingRule
 from gateway.contract.engine import (
     Engine,
     EngineCapabilities,
@@ -35,6 +36,7 @@ from gateway.contract.tasks import TASKS, Task, parse_task
 __all__ = [
     "TASKS",
     "AuthenticationError",
+    "ChunkingRule",
     "EmbedGatewayError",
     "EmbedJob",
     "EmbedResult",

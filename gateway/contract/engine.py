@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from gateway.contract.chunking import ChunkingRule
 from gateway.contract.tasks import Task
 
 __all__ = ["EmbedJob", "EmbedResult", "Engine", "EngineCapabilities", "Health", "TokenIds"]
@@ -28,14 +29,17 @@ class EmbedJob:
     """One request's worth of work for one engine.
 
     ``inputs`` are texts, or token-id sequences when the operator allows them. With
-    ``late_chunking`` the inputs are consecutive chunks of one document and the result has one
-    vector per chunk.
+    ``late_chunking`` the inputs are consecutive chunks of one document (joined with a single
+    space) and the result has one vector per input. With ``chunking`` as well, ``inputs`` is the
+    one document and the engine cuts it by that rule; the result then carries each chunk's
+    character range (:attr:`EmbedResult.spans`).
     """
 
     inputs: Sequence[str | TokenIds]
     task: Task | None
     truncate: bool = False
     late_chunking: bool = False
+    chunking: ChunkingRule | None = None
     request_id: str = ""
     #: ``time.monotonic()`` after which the job is worthless to its client; ``None`` = no deadline.
     deadline: float | None = None
@@ -43,6 +47,8 @@ class EmbedJob:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ValueError("an EmbedJob needs at least one input")
+        if self.chunking is not None and (not self.late_chunking or len(self.inputs) != 1):
+            raise ValueError("a chunking rule needs late_chunking and exactly one input (the document)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +56,14 @@ class EmbedResult:
     """Mean-pooled fp32 vectors, one row per input (or per chunk), full model dimension."""
 
     vectors: npt.NDArray[np.float32]
-    #: tokens per input, instruction and special tokens included (what ``usage`` counts)
+    #: tokens per input, instruction and special tokens included (what ``usage`` counts); for
+    #: late chunking, each chunk's share of the document (they add up to its token count)
     token_counts: tuple[int, ...]
     engine: str
     queue_seconds: float = 0.0
     inference_seconds: float = 0.0
+    #: jobs with a chunking rule: each chunk's ``[start, end)`` character range in the document
+    spans: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
