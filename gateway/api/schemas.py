@@ -279,7 +279,9 @@ class ChunkEmbeddingRequest(BaseModel):
     @classmethod
     def _check_input(cls, v: Any) -> Any:
         v = _unwrap_text(v, "input")
-        if isinstance(v, str) and not v.strip():
+        if not isinstance(v, str):
+            raise ValueError('input must be one text (a string or {"text": ...}): the document to cut into chunks')
+        if not v.strip():
             raise ValueError("input must contain text")
         return v
 

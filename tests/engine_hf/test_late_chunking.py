@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from gateway.contract import ChunkingRule, EmbedJob, InvalidRequestError, Task
-from gateway.contract.chunking import group_sentences, split_sentences, token_chunks
 from gateway.postprocess import finalize
 from tests.engine_hf.conftest import start_engine
 from tests.support import late_reference as lr
@@ -167,33 +166,6 @@ def test_windows_batch_with_other_work_and_every_result_is_unchanged(loop, origi
 # ------------------------------------------------------------------ chunking rules
 
 
-def rule_reference(reference, text: str, task: str | None, rule: ChunkingRule):  # type: ignore[no-untyped-def]
-    """Chunk character ranges and vectors for ``rule``, from transformers' offset mapping."""
-    prefix = lr.instruction(reference, task)
-    offs = lr.offsets(reference, prefix + text)
-    n = len(offs) + 2
-    n_instr = sum(1 for a, _ in offs if a < len(prefix))
-    if rule.kind == "sentences":
-        ranges = group_sentences(split_sentences(text), rule.size)
-        owner = []
-        for a, _ in offs:
-            inside = [j for j, (s, _) in enumerate(ranges) if len(prefix) + s <= a]
-            owner.append(inside[-1] if inside else 0)
-        spans = []
-        for j in range(len(ranges)):
-            idx = [k + 1 for k, o in enumerate(owner) if o == j]
-            spans.append((idx[0], idx[-1] + 1))
-    else:
-        own = [(a - len(prefix), b - len(prefix)) for a, b in offs[n_instr:]]
-        token_ranges = token_chunks(len(own), rule.size, rule.overlap)
-        ranges = [(own[a][0], own[b - 1][1]) for a, b in token_ranges]
-        spans = [(1 + n_instr + a, 1 + n_instr + b) for a, b in token_ranges]
-    spans[0] = (0, spans[0][1])
-    spans[-1] = (spans[-1][0], n)
-    ids = [0, *reference.tokenizer(prefix + text, add_special_tokens=False)["input_ids"], 2]
-    return ranges, lr.pool_spans(lr.token_states(reference, ids, task), spans)
-
-
 DOCS = [
     "Berlin is the capital of Germany. It has about four million people! Is it a state? Yes.",
     "用户喜欢咖啡。他住在城市！周末旅行。Người dùng thích cà phê. Họ sống ở thành phố.",
@@ -207,7 +179,7 @@ RULES = [ChunkingRule("sentences"), ChunkingRule("sentences", 2), ChunkingRule("
 def test_chunking_rules_equal_reference(engine, loop, reference, rule, doc) -> None:  # type: ignore[no-untyped-def]
     text = DOCS[doc]
     result = loop.run(engine.embed(EmbedJob(inputs=[text], task=Task.RETRIEVAL_PASSAGE, late_chunking=True, chunking=rule)))
-    ranges, expected = rule_reference(reference, text, "retrieval.passage", rule)
+    ranges, expected = lr.rule_reference(reference, text, "retrieval.passage", rule)
     assert list(result.spans or ()) == ranges
     assert_close(result.vectors, expected)
     assert sum(result.token_counts) == len(lr.document_ids(reference, [text], "retrieval.passage"))

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from gateway.contract import ChunkingRule
+from gateway.contract.chunking import group_sentences, split_sentences, token_chunks
 from tests.support.reference import Reference
 
 
@@ -79,3 +81,32 @@ def late_chunk(
 def offsets(ref: Reference, text: str) -> list[tuple[int, int]]:
     """Character ranges of the content tokens of ``text`` (transformers' offset mapping)."""
     return [tuple(o) for o in ref.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]  # type: ignore[misc]
+
+
+def rule_reference(
+    reference: Reference, text: str, task: str | None, rule: ChunkingRule, window: int | None = None, overlap: int = 0
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Chunk character ranges and vectors for ``rule``, from transformers' offset mapping."""
+    prefix = instruction(reference, task)
+    offs = offsets(reference, prefix + text)
+    n = len(offs) + 2
+    n_instr = sum(1 for a, _ in offs if a < len(prefix))
+    if rule.kind == "sentences":
+        ranges = group_sentences(split_sentences(text), rule.size)
+        owner = []
+        for a, _ in offs:
+            inside = [j for j, (s, _) in enumerate(ranges) if len(prefix) + s <= a]
+            owner.append(inside[-1] if inside else 0)
+        spans = []
+        for j in range(len(ranges)):
+            idx = [k + 1 for k, o in enumerate(owner) if o == j]
+            spans.append((idx[0], idx[-1] + 1))
+    else:
+        own = [(a - len(prefix), b - len(prefix)) for a, b in offs[n_instr:]]
+        token_ranges = token_chunks(len(own), rule.size, rule.overlap)
+        ranges = [(own[a][0], own[b - 1][1]) for a, b in token_ranges]
+        spans = [(1 + n_instr + a, 1 + n_instr + b) for a, b in token_ranges]
+    spans[0] = (0, spans[0][1])
+    spans[-1] = (spans[-1][0], n)
+    ids = [0, *reference.tokenizer(prefix + text, add_special_tokens=False)["input_ids"], 2]
+    return ranges, pool_spans(token_states(reference, ids, task, window, overlap), spans)
