@@ -14,7 +14,7 @@ import asyncio
 import json
 import statistics
 import time
-from typing import Any
+from typing import Any, Literal
 
 from engine_hf.late_chunking import plan_windows
 from gateway.config import HFEngineSettings
@@ -33,7 +33,7 @@ async def measure_late(
     overlap: int | None,
     chunk_tokens: int = 256,
     device: str = "auto",
-    dtype: str = "auto",
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
     threads: int | None = None,
     repeats: int = 3,
 ) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def main() -> None:
     p.add_argument("--overlap", type=int)
     p.add_argument("--chunk-tokens", type=int, default=256)
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--threads", type=int)
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()

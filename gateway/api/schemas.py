@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
 from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, parse_task
 from gateway.postprocess import EMBEDDING_TYPES, EmbeddingType, OutputFormat
@@ -203,7 +203,7 @@ class EmbeddingRequest(BaseModel):
 
     @field_validator("embedding_type", "encoding_type", mode="before")
     @classmethod
-    def _check_types(cls, v: Any, info: Any) -> Any:
+    def _check_types(cls, v: Any, info: ValidationInfo) -> Any:
         return _check_embedding_types(v, info.field_name)
 
     def to_spec(self) -> EmbeddingSpec:
