@@ -11,6 +11,7 @@ from transformers.models.jina_embeddings_v3.modeling_jina_embeddings_v3 import (
     JinaEmbeddingsV3RotaryEmbedding,
 )
 
+from engine_hf.attention import PACKED
 from engine_hf.checkpoint import CheckpointError, CheckpointInfo
 from engine_hf.layouts import LoadedWeights, load_weights
 from engine_hf.lora import AdapterSelection, install_adapters
@@ -119,6 +120,58 @@ class JinaEncoder:
         finally:
             self.selection.clear()
         return out.last_hidden_state
+
+    @torch.inference_mode()
+    def token_states(
+        self, seqs: Sequence[Sequence[int]], adapters: Sequence[int], *, packed: bool
+    ) -> list[torch.Tensor]:
+        """Last hidden states of each sequence (``[len_i, d]``, model dtype) from ONE forward pass.
+
+        ``adapters``: adapter index per sequence (-1 = no task). ``packed`` concatenates the
+        sequences into one row with per-sequence positions and attention (no padding); otherwise
+        they are padded to the longest and masked.
+        """
+        lengths = [len(s) for s in seqs]
+        dev = self.device
+        if packed:
+            ids = torch.tensor([t for s in seqs for t in s], device=dev).unsqueeze(0)
+            positions = torch.cat([torch.arange(n) for n in lengths]).to(dev).unsqueeze(0)
+            bounds, start = [], 0
+            for n in lengths:
+                bounds.append((start, start + n))
+                start += n
+            if len(set(adapters)) == 1:
+                rows = torch.full((1, 1), adapters[0], device=dev)
+            else:
+                rows = torch.repeat_interleave(torch.tensor(adapters), torch.tensor(lengths)).to(dev).unsqueeze(0)
+            self.selection.set(rows, self.dtype)
+            previous = self.model.config._attn_implementation
+            self.model.config._attn_implementation = PACKED
+            try:
+                h = self.model(input_ids=ids, position_ids=positions, jina_bounds=bounds).last_hidden_state[0]
+            finally:
+                self.model.config._attn_implementation = previous
+                self.selection.clear()
+            return [h[a:b] for a, b in bounds]
+        longest = max(lengths)
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 1
+        ids = torch.full((len(seqs), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        padded = min(lengths) < longest
+        h = self.hidden_states(
+            ids.to(dev), mask.to(dev) if padded else None, torch.tensor(adapters, device=dev)
+        )
+        return [h[i, :n] for i, n in enumerate(lengths)]
+
+    @torch.inference_mode()
+    def pooled_batch(
+        self, seqs: Sequence[Sequence[int]], adapters: Sequence[int], *, packed: bool
+    ) -> torch.Tensor:
+        """fp32 mean of each sequence's token states: ``[B, d]``."""
+        return torch.stack([h.float().mean(dim=0) for h in self.token_states(seqs, adapters, packed=packed)])
 
     @torch.inference_mode()
     def pooled(
