@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
 from gateway.api.schemas import EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList
 from gateway.contract import (
@@ -56,7 +57,7 @@ def render_embeddings(outcome: EmbedOutcome, encoding_format: str) -> bytes:
 )
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    outcome = await _service(request).embed(body.to_spec(), request_id=request_id)
+    outcome = await cancel_on_disconnect(request, _service(request).embed(body.to_spec(), request_id=request_id))
     return Response(
         render_embeddings(outcome, body.encoding_format),
         media_type="application/json",
