@@ -170,7 +170,10 @@ class HFEngine:
         dtype = resolve_dtype(s.dtype, device)
         if s.threads:
             torch.set_num_threads(s.threads)
-        encoder = JinaEncoder(info, device=device, dtype=dtype, merged_adapters=s.adapter_mode == "merged")
+        encoder = JinaEncoder(
+            info, device=device, dtype=dtype, merged_adapters=s.adapter_mode == "merged",
+            compile_mode=None if s.compile == "off" else s.compile,
+        )
         # auto: packed (no padding) on CPU, where compute is per real token; padded SDPA on GPUs
         self._packed = s.attention == "packed" or (s.attention == "auto" and device.type == "cpu")
         tokenizer = load_tokenizer(path)

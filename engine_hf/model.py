@@ -66,6 +66,7 @@ class JinaEncoder:
         dtype: torch.dtype,
         merged_adapters: bool = False,
         weights: LoadedWeights | None = None,
+        compile_mode: str | None = None,
     ) -> None:
         self.info = info
         self.device = device
@@ -83,6 +84,9 @@ class JinaEncoder:
         if info.tasks and self.adapted_modules == 0:
             raise CheckpointError("the checkpoint declares tasks but no adapter tensors were found")
         self.model.eval()
+        if compile_mode:
+            # "reduce-overhead" = CUDA graphs; shapes vary with every batch, hence dynamic=True.
+            self.model = torch.compile(self.model, mode=None if compile_mode == "default" else compile_mode, dynamic=True)
 
     def _build(self, weights: LoadedWeights) -> nn.Module:
         with torch.device("meta"):

@@ -147,3 +147,15 @@ def test_fixture_is_sensitive_to_positions(reference) -> None:  # type: ignore[n
     finally:
         reference.config["rotary_emb_base"] = base
     assert cosine(right, wrong) < 0.9999
+
+
+def test_compiled_model_gives_the_same_vectors(loop, original_dir, reference) -> None:  # type: ignore[no-untyped-def]
+    """engines.hf.compile runs correctly on CPU (the GPU figures come from a GPU machine)."""
+    engine = start_engine(loop, original_dir, compile="default", attention="padded")
+    try:
+        got = loop.run(engine.embed(EmbedJob(inputs=TEXTS[:2], task=Task.RETRIEVAL_QUERY))).vectors
+    finally:
+        loop.run(engine.aclose())
+    want = reference.encode(TEXTS[:2], "retrieval.query", None, False)
+    for g, w in zip(got, want, strict=True):
+        assert cosine(g, w) >= 0.99999
