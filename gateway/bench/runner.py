@@ -297,18 +297,19 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
     return results
 
 
-def _tps(results: dict[str, Any], workload: str, target: str) -> float | None:
+def _metric(results: dict[str, Any], workload: str, target: str, key: str) -> float | None:
     for row in results["workloads"].get(workload, {}).get("targets", []):
-        if row["target"] == target:
-            return float(row["tokens_per_second"])
+        if row["target"] == target and key in row:
+            return float(row[key])
     return None
+
+
+def _tps(results: dict[str, Any], workload: str, target: str) -> float | None:
+    return _metric(results, workload, target, "tokens_per_second")
 
 
 def _p50(results: dict[str, Any], workload: str, target: str) -> float | None:
-    for row in results["workloads"].get(workload, {}).get("targets", []):
-        if row["target"] == target and "p50_ms" in row:
-            return float(row["p50_ms"])
-    return None
+    return _metric(results, workload, target, "p50_ms")
 
 
 def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
