@@ -1,4 +1,4 @@
-"""``embed-gateway``: serve the API, or write a random-weight checkpoint for tests and benchmarks."""
+"""``embed-gateway``: serve the API, embed files in bulk, or write a random-weight checkpoint for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--batch", type=int, default=8)
     ms.add_argument("--repeats", type=int, default=5)
     ms.set_defaults(func=_measure)
+
+    from gateway.ingest.command import add_parser as add_embed_parser
+
+    add_embed_parser(sub)
     return parser
 
 
