@@ -199,6 +199,9 @@ class MilvusSink:
         self.store_text, self.with_metadata = store_text, with_metadata
         self.client = MilvusClient(uri=uri, token=token or "", db_name=db_name)
         self.exists = self.client.has_collection(collection)
+        if self.exists:
+            # a Milvus Lite file left by a killed process reopens "released"; queries need it loaded
+            self.client.load_collection(collection)
         if not self.exists and not create:
             raise ValueError(f"Milvus collection {collection!r} does not exist at {uri}; pass --create-collection")
         self.checked_dims: int | None = None
@@ -223,6 +226,13 @@ class MilvusSink:
             raise ValueError(
                 f"Milvus collection {self.collection!r} has no 'id'/'vector' fields (it has {', '.join(fields)}); "
                 "choose another --collection (embed-gateway creates its own with --create-collection)"
+            )
+        from pymilvus import DataType
+
+        if fields["id"].get("type") != DataType.VARCHAR or not fields["id"].get("is_primary"):
+            raise ValueError(
+                f"Milvus collection {self.collection!r}: 'id' must be a VARCHAR primary key (ids here are strings); "
+                "choose another --collection"
             )
         have = int(vec.get("params", {}).get("dim", -1))
         if have != dims:

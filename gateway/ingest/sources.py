@@ -40,26 +40,29 @@ def location(path: Path, fmt: str, line: int) -> str:
     return f"{path.name} {'row' if fmt == 'parquet' else 'line'} {line}"
 
 
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) per physical line; text None when the line is not valid UTF-8."""
+    with path.open("rb") as f:
+        for line, raw in enumerate(f, start=1):
+            try:
+                yield line, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                yield line, None
+
+
 def _jsonl(path: Path, spec: FieldSpec) -> Iterator[Record | BadRecord]:
-    with path.open(encoding="utf-8", errors="strict") as f:
-        line = 0
-        while True:
-            line += 1
-            try:
-                raw = f.readline()
-            except UnicodeDecodeError as exc:
-                yield BadRecord(line, f"not valid UTF-8 ({exc.reason}); the rest of the file cannot be read")
-                return
-            if not raw:
-                return
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                yield BadRecord(line, f"invalid JSON: {exc.msg} at column {exc.colno}")
-                continue
-            yield record_from_mapping(obj, line, spec)
+    for line, raw in _decoded_lines(path):
+        if raw is None:
+            yield BadRecord(line, "not valid UTF-8")
+            continue
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield BadRecord(line, f"invalid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        yield record_from_mapping(obj, line, spec)
 
 
 def _csv(path: Path, spec: FieldSpec, delimiter: str) -> Iterator[Record | BadRecord]:
@@ -91,11 +94,11 @@ def _parquet(path: Path, spec: FieldSpec) -> Iterator[Record | BadRecord]:
 
 
 def _text(path: Path) -> Iterator[Record | BadRecord]:
-    with path.open(encoding="utf-8") as f:
-        for line, raw in enumerate(f, start=1):
-            text = raw.rstrip("\r\n")
-            if text.strip():
-                yield record_from_text(text, line)
+    for line, text in _decoded_lines(path):
+        if text is None:
+            yield BadRecord(line, "not valid UTF-8")
+        elif text.strip():
+            yield record_from_text(text, line)
 
 
 def read_records(path: Path, fmt: str, spec: FieldSpec) -> Iterator[Record | BadRecord]:
