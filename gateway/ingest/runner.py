@@ -129,6 +129,7 @@ async def ingest(options: IngestOptions, embedder: Embedder, sink: Sink) -> Inge
         if running:
             await asyncio.wait(set(running))
         bar.close()
+        report.bad.sort(key=lambda b: b.line)  # rejections arrive in completion order
         report.seconds = time.perf_counter() - started
         report.retries = embedder.stats.retries
         report.waited_seconds = embedder.stats.waited_seconds

@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +23,11 @@ import numpy.typing as npt
 
 from gateway.ingest.records import Record
 
-__all__ = ["MilvusSink", "NpySink", "ParquetSink", "Sink"]
+__all__ = ["MilvusSink", "NpySink", "ParquetSink", "Sink", "SinkError"]
+
+
+class SinkError(RuntimeError):
+    """The store refused (Milvus unreachable, a Lite file locked by another process, a schema clash)."""
 
 
 class Sink(Protocol):
@@ -169,6 +174,19 @@ class NpySink:
         return None
 
 
+@contextmanager
+def _milvus_errors(what: str) -> Iterator[None]:
+    """pymilvus raises its own exception tree; the CLI reports one error class with the cause."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        yield
+    except MilvusException as exc:
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{exc.message}" + (f" ({cause})" if cause is not None else "")
+        raise SinkError(f"{what}: {detail}") from exc
+
+
 class MilvusSink:
     """Upserts into ``collection``: id VARCHAR primary key, vector FLOAT_VECTOR(dim), line, [text], [metadata JSON].
 
@@ -197,11 +215,12 @@ class MilvusSink:
         self.uri, self.collection = uri, collection
         self.create, self.metric, self.index_type = create, metric, index_type
         self.store_text, self.with_metadata = store_text, with_metadata
-        self.client = MilvusClient(uri=uri, token=token or "", db_name=db_name)
-        self.exists = self.client.has_collection(collection)
-        if self.exists:
-            # a Milvus Lite file left by a killed process reopens "released"; queries need it loaded
-            self.client.load_collection(collection)
+        with _milvus_errors(f"cannot open Milvus at {uri}"):
+            self.client = MilvusClient(uri=uri, token=token or "", db_name=db_name)
+            self.exists = self.client.has_collection(collection)
+            if self.exists:
+                # a Milvus Lite file left by a killed process reopens "released"; queries need it loaded
+                self.client.load_collection(collection)
         if not self.exists and not create:
             raise ValueError(f"Milvus collection {collection!r} does not exist at {uri}; pass --create-collection")
         self.checked_dims: int | None = None
@@ -263,7 +282,8 @@ class MilvusSink:
     def done(self, ids: Sequence[str]) -> set[str]:
         if not self.exists or not ids:
             return set()
-        rows = self.client.query(self.collection, filter=f"id in {json.dumps(list(ids))}", output_fields=["id"])
+        with _milvus_errors(f"Milvus query on {self.collection!r} failed"):
+            rows = self.client.query(self.collection, filter=f"id in {json.dumps(list(ids))}", output_fields=["id"])
         return {r["id"] for r in rows}
 
     def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
@@ -276,7 +296,8 @@ class MilvusSink:
             if self.with_metadata:
                 row["metadata"] = json.loads(json.dumps(r.metadata, default=str))
             rows.append(row)
-        self.client.upsert(self.collection, rows)
+        with _milvus_errors(f"Milvus upsert into {self.collection!r} failed"):
+            self.client.upsert(self.collection, rows)
 
     def finish(self) -> str:
         if not self.exists:
