@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_ACTION_TASKS",
     "GatewayEmbedder",
     "GatewayEmbedderConfig",
+    "reload_milvus_collection",
     "task_for_action",
     "use_gateway_embedder",
 ]
@@ -146,4 +147,18 @@ def use_gateway_embedder(memory: Any, embedder: GatewayEmbedder) -> Any:
             f"{store_dims} (vector_store.config.embedding_model_dims); set both to the same value"
         )
     memory.embedding_model = embedder
+    return memory
+
+
+def reload_milvus_collection(memory: Any) -> Any:
+    """Load Mem0's Milvus collection again; needed once after a process using it died uncleanly.
+
+    Milvus Lite 3.2.2 reopens a collection left by a killed process as "released", and Mem0 2.2.1
+    never calls ``load_collection``, so every search fails with "call load() before search". Safe
+    to call always (a no-op for a loaded collection, and for vector stores other than Milvus).
+    """
+    store = memory.vector_store
+    client, name = getattr(store, "client", None), getattr(store, "collection_name", None)
+    if client is not None and name and hasattr(client, "load_collection") and client.has_collection(name):
+        client.load_collection(name)
     return memory

@@ -14,6 +14,9 @@ scores computed from the reference's own vectors, so the test checks the pipelin
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.contract import Task
-from gateway.integrations.mem0 import GatewayEmbedder, use_gateway_embedder
+from gateway.integrations.mem0 import GatewayEmbedder, reload_milvus_collection, use_gateway_embedder
 from tests.support.mem0 import expected_score, mem0_config, stored_rows
 from tests.support.recording import RecordingEngine
 from tests.support.server import LiveServer, live_server
@@ -225,3 +228,24 @@ def test_unset_embedding_dims_breaks_a_smaller_collection(gateway, tmp_path) -> 
         memory.add([{"role": "user", "content": ALICE["coffee"]}], user_id="alice", infer=False)
     with pytest.raises(ValueError, match="embedding_model_dims"):
         use_gateway_embedder(memory, GatewayEmbedder(gateway.url, dimensions=1024))
+
+
+def test_reopening_after_a_crash_needs_a_reload(gateway, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A process using Mem0 + Milvus Lite is killed (SIGKILL) after adding a memory; Mem0 in a new
+    process then fails every search until the collection is loaded again."""
+    from mem0 import Memory
+
+    config = mem0_config(gateway.url, tmp_path, dims=256, metric="COSINE")
+    script = (
+        "import json, os, sys; from mem0 import Memory;"
+        "m = Memory.from_config(json.loads(sys.argv[1]));"
+        f"m.add([{{'role': 'user', 'content': {ALICE['coffee']!r}}}], user_id='alice', infer=False);"
+        "os.kill(os.getpid(), 9)"
+    )
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(config)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == -9, out.stderr
+    memory = Memory.from_config(config)
+    with pytest.raises(Exception, match="load"):
+        memory.search(QUERIES["coffee"], filters={"user_id": "alice"})
+    results = reload_milvus_collection(memory).search(QUERIES["coffee"], filters={"user_id": "alice"})["results"]
+    assert [r["memory"] for r in results] == [ALICE["coffee"]]
