@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -93,6 +94,10 @@ def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
     if args.milvus:
         if not args.collection:
             raise ValueError("--milvus needs --collection NAME")
+        if "://" not in args.milvus:
+            # Milvus Lite answers pymilvus 3's AllocTimestamp probe with "not implemented", which its
+            # in-process gRPC server logs as an ERROR traceback; harmless, and confusing on a terminal.
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
         return MilvusSink(
             args.milvus, args.collection, token=args.milvus_token, db_name=args.milvus_db,
             create=args.create_collection, metric=args.metric, index_type=args.index_type,
