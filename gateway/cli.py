@@ -1,4 +1,4 @@
-"""``embed-gateway``: serve the API, or write a random-weight checkpoint for tests and benchmarks."""
+"""``embed-gateway``: serve the API, embed files in bulk, benchmark, or write a random-weight checkpoint."""
 
 from __future__ import annotations
 
@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vllm-model", help="checkpoint for vLLM if not --model")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_bench)
+
+    from gateway.ingest.command import add_parser as add_embed_parser
+
+    add_embed_parser(sub)
     return parser
 
 
