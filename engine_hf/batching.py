@@ -6,8 +6,9 @@ Rules, in order:
    input cannot be overtaken forever by a stream of short ones).
 2. Other sequences join by closeness of length to it (least padding first), only from the same
    group (the task, when adapters are pre-merged and a batch must be single-task).
-3. The batch stops growing when the padded token count ``len(batch) * max(length)`` would exceed
-   ``max_batch_tokens``, when it holds ``max_batch_requests`` sequences, or when padding would
+3. The batch stops growing when its cost would exceed ``max_batch_tokens`` — the padded size
+   ``len(batch) * max(length)`` when sequences are padded, the plain sum of lengths when they are
+   packed — when it holds ``max_batch_requests`` sequences, or (padded only) when padding would
    exceed ``max_padding`` of the padded tokens.
 """
 
@@ -32,6 +33,8 @@ class BatchLimits:
     max_padding: float = 0.25
     #: how many queued sequences one decision looks at (bounds the scheduler's own cost)
     scan: int = 4096
+    #: sequences are padded to the longest (else packed: no padding, cost = real tokens)
+    padded: bool = True
 
 
 def padded_tokens(lengths: Sequence[int]) -> int:
@@ -54,8 +57,11 @@ def next_batch(pending: Sequence[Queued], limits: BatchLimits) -> list[int]:
             break
         length = pending[i].length
         new_longest = max(longest, length)
-        cost = (len(chosen) + 1) * new_longest
-        if cost > limits.max_batch_tokens or (real + length) < (1.0 - limits.max_padding) * cost:
+        if limits.padded:
+            cost = (len(chosen) + 1) * new_longest
+            if cost > limits.max_batch_tokens or (real + length) < (1.0 - limits.max_padding) * cost:
+                continue
+        elif real + length > limits.max_batch_tokens:
             continue
         chosen.append(i)
         longest, real = new_longest, real + length

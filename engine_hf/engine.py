@@ -89,6 +89,7 @@ class HFEngine:
         self._scheduler: Scheduler[_Seq, npt.NDArray[np.float32]] | None = None
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-tokenize")
         self._load_error: str | None = None
+        self._packed = False
 
     # ------------------------------------------------------------------ contract
 
@@ -115,7 +116,9 @@ class HFEngine:
             self._load_error = f"{type(exc).__name__}: {exc}"
             raise
         s = self.settings
-        limits = BatchLimits(max_batch_tokens=s.max_batch_tokens, max_batch_requests=s.max_batch_requests)
+        limits = BatchLimits(
+            max_batch_tokens=s.max_batch_tokens, max_batch_requests=s.max_batch_requests, padded=not self._packed
+        )
         self._scheduler = Scheduler(
             self._forward, limits, name=self._name, max_queued_tokens=s.max_queued_tokens
         )
@@ -253,6 +256,7 @@ class HFEngine:
             "device": str(enc.device) if enc else None,
             "dtype": str(enc.dtype).removeprefix("torch.") if enc else None,
             "adapter_mode": self.settings.adapter_mode,
+            "attention": "packed" if self._packed else "padded",
             "tasks": [t.value for t in self.info.tasks] if self.info else [],
         }
 
@@ -269,7 +273,12 @@ class HFEngine:
         dtype = resolve_dtype(s.dtype, device)
         if s.threads:
             torch.set_num_threads(s.threads)
-        encoder = JinaEncoder(info, device=device, dtype=dtype, merged_adapters=s.adapter_mode == "merged")
+        encoder = JinaEncoder(
+            info, device=device, dtype=dtype, merged_adapters=s.adapter_mode == "merged",
+            compile_mode=None if s.compile == "off" else s.compile,
+        )
+        # auto: packed (no padding) on CPU, where compute is per real token; padded SDPA on GPUs
+        self._packed = s.attention == "packed" or (s.attention == "auto" and device.type == "cpu")
         tokenizer = load_tokenizer(path)
         self.text = TextEncoder(
             tokenizer,
@@ -293,17 +302,9 @@ class HFEngine:
         encoder = self.encoder
         if encoder is None:
             raise EngineUnavailableError("engine unloaded", engine=self._name)
-        longest = max(len(s.ids) for s in seqs)
-        pad = encoder.config.pad_token_id if encoder.config.pad_token_id is not None else 1
-        ids = torch.full((len(seqs), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), longest), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s.ids)] = torch.tensor(s.ids)
-            mask[i, : len(s.ids)] = 1
-        rows = torch.tensor([s.adapter for s in seqs])
         try:
-            pooled = encoder.pool(
-                ids.to(encoder.device), mask.to(encoder.device), rows.to(encoder.device), [s.segments for s in seqs]
+            pooled = encoder.pooled_segments(
+                [s.ids for s in seqs], [s.adapter for s in seqs], [s.segments for s in seqs], packed=self._packed
             )
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()

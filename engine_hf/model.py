@@ -11,6 +11,7 @@ from transformers.models.jina_embeddings_v3.modeling_jina_embeddings_v3 import (
     JinaEmbeddingsV3RotaryEmbedding,
 )
 
+from engine_hf.attention import PACKED
 from engine_hf.checkpoint import CheckpointError, CheckpointInfo
 from engine_hf.layouts import LoadedWeights, load_weights
 from engine_hf.lora import AdapterSelection, install_adapters
@@ -52,8 +53,7 @@ def build_config(info: CheckpointInfo, attn_implementation: str = "sdpa") -> Jin
 
 
 class JinaEncoder:
-    """Owns the model on its device; ``pooled()`` is the whole forward path of ``encode()``, and
-    ``pool()`` also serves late chunking (sums of token states over spans of a row).
+    """Owns the model on its device; ``pooled()`` is the whole forward path of ``encode()``.
 
     Not thread-safe: the engine's single worker thread is its only caller.
     """
@@ -66,6 +66,7 @@ class JinaEncoder:
         dtype: torch.dtype,
         merged_adapters: bool = False,
         weights: LoadedWeights | None = None,
+        compile_mode: str | None = None,
     ) -> None:
         self.info = info
         self.device = device
@@ -83,6 +84,9 @@ class JinaEncoder:
         if info.tasks and self.adapted_modules == 0:
             raise CheckpointError("the checkpoint declares tasks but no adapter tensors were found")
         self.model.eval()
+        if compile_mode:
+            # "reduce-overhead" = CUDA graphs; shapes vary with every batch, hence dynamic=True.
+            self.model = torch.compile(self.model, mode=None if compile_mode == "default" else compile_mode, dynamic=True)
 
     def _build(self, weights: LoadedWeights) -> nn.Module:
         with torch.device("meta"):
@@ -122,31 +126,81 @@ class JinaEncoder:
         return out.last_hidden_state
 
     @torch.inference_mode()
+    def token_states(
+        self, seqs: Sequence[Sequence[int]], adapters: Sequence[int], *, packed: bool
+    ) -> list[torch.Tensor]:
+        """Last hidden states of each sequence (``[len_i, d]``, model dtype) from ONE forward pass.
+
+        ``adapters``: adapter index per sequence (-1 = no task). ``packed`` concatenates the
+        sequences into one row with per-sequence positions and attention (no padding); otherwise
+        they are padded to the longest and masked.
+        """
+        lengths = [len(s) for s in seqs]
+        dev = self.device
+        if packed:
+            ids = torch.tensor([t for s in seqs for t in s], device=dev).unsqueeze(0)
+            positions = torch.cat([torch.arange(n) for n in lengths]).to(dev).unsqueeze(0)
+            bounds, start = [], 0
+            for n in lengths:
+                bounds.append((start, start + n))
+                start += n
+            if len(set(adapters)) == 1:
+                rows = torch.full((1, 1), adapters[0], device=dev)
+            else:
+                rows = torch.repeat_interleave(torch.tensor(adapters), torch.tensor(lengths)).to(dev).unsqueeze(0)
+            self.selection.set(rows, self.dtype)
+            previous = self.model.config._attn_implementation
+            self.model.config._attn_implementation = PACKED
+            try:
+                h = self.model(input_ids=ids, position_ids=positions, jina_bounds=bounds).last_hidden_state[0]
+            finally:
+                self.model.config._attn_implementation = previous
+                self.selection.clear()
+            return [h[a:b] for a, b in bounds]
+        longest = max(lengths)
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 1
+        ids = torch.full((len(seqs), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        padded = min(lengths) < longest
+        h = self.hidden_states(
+            ids.to(dev), mask.to(dev) if padded else None, torch.tensor(adapters, device=dev)
+        )
+        return [h[i, :n] for i, n in enumerate(lengths)]
+
+    @torch.inference_mode()
+    def pooled_batch(
+        self, seqs: Sequence[Sequence[int]], adapters: Sequence[int], *, packed: bool
+    ) -> torch.Tensor:
+        """fp32 mean of each sequence's token states: ``[B, d]``."""
+        return torch.stack([h.float().mean(dim=0) for h in self.token_states(seqs, adapters, packed=packed)])
+
+    @torch.inference_mode()
+    def pooled_segments(
+        self,
+        seqs: Sequence[Sequence[int]],
+        adapters: Sequence[int],
+        segments: Sequence[Sequence[tuple[int, int]] | None],
+        *,
+        packed: bool,
+    ) -> list[torch.Tensor]:
+        """One forward pass; per sequence the fp32 mean ``[d]`` (``segments[i] is None``) or the fp32
+        **sums** ``[k, d]`` of its token states over each ``[start, end)`` of ``segments[i]`` (late
+        chunking: the sums of several windows add up exactly, means would not)."""
+        out: list[torch.Tensor] = []
+        for h, spans in zip(self.token_states(seqs, adapters, packed=packed), segments, strict=True):
+            h = h.float()
+            out.append(h.mean(dim=0) if spans is None else torch.stack([h[a:b].sum(dim=0) for a, b in spans]))
+        return out
+
+    @torch.inference_mode()
     def pooled(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor
     ) -> torch.Tensor:
         """fp32 mean pooling over the attention mask: ``sum(h*m) / clamp(sum(m), 1e-9)``."""
-        return torch.stack(self.pool(input_ids, attention_mask, rows, [None] * len(input_ids)))
-
-    @torch.inference_mode()
-    def pool(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        rows: torch.Tensor,
-        segments: Sequence[Sequence[tuple[int, int]] | None],
-    ) -> list[torch.Tensor]:
-        """One forward pass; per row, the fp32 masked mean ``[d]`` (``segments[i] is None``) or the
-        fp32 **sums** ``[k, d]`` of the token states over each ``[start, end)`` of ``segments[i]``
-        (late chunking: sums of several windows add up exactly, means would not)."""
         padded = bool((attention_mask == 0).any())
         h = self.hidden_states(input_ids, attention_mask if padded else None, rows).float()
         m = attention_mask.unsqueeze(-1).to(torch.float32)
-        means = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-        out: list[torch.Tensor] = []
-        for i, spans in enumerate(segments):
-            if spans is None:
-                out.append(means[i])
-            else:
-                out.append(torch.stack([h[i, a:b].sum(dim=0) for a, b in spans]))
-        return out
+        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)

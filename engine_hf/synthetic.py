@@ -185,13 +185,9 @@ def make_state(
     return state
 
 
-def _original_config(shape: Shape, vocab_size: int, rotary_base: float, dtype: str) -> dict[str, object]:
+def _architecture(shape: Shape, vocab_size: int) -> dict[str, object]:
+    """The XLM-R fields both layouts' config.json share."""
     return {
-        "architectures": ["XLMRobertaModel"],
-        "auto_map": {"AutoConfig": "configuration_xlm_roberta.XLMRobertaFlashConfig"},
-        "model_type": "xlm-roberta",
-        "position_embedding_type": "rotary",
-        "rotary_emb_base": rotary_base,
         "vocab_size": vocab_size,
         "hidden_size": shape.hidden_size,
         "num_hidden_layers": shape.num_hidden_layers,
@@ -206,6 +202,17 @@ def _original_config(shape: Shape, vocab_size: int, rotary_base: float, dtype: s
         "pad_token_id": 1,
         "bos_token_id": 0,
         "eos_token_id": 2,
+    }
+
+
+def _original_config(shape: Shape, vocab_size: int, rotary_base: float, dtype: str) -> dict[str, object]:
+    return {
+        "architectures": ["XLMRobertaModel"],
+        "auto_map": {"AutoConfig": "configuration_xlm_roberta.XLMRobertaFlashConfig"},
+        "model_type": "xlm-roberta",
+        "position_embedding_type": "rotary",
+        "rotary_emb_base": rotary_base,
+        **_architecture(shape, vocab_size),
         "lora_adaptations": [t.value for t in TASKS],
         "lora_rank": shape.rank,
         "lora_alpha": 1,
@@ -366,20 +373,7 @@ def write_hf(
     config = {
         "architectures": ["JinaEmbeddingsV3Model"],
         "model_type": "jina_embeddings_v3",
-        "vocab_size": vocab_size,
-        "hidden_size": shape.hidden_size,
-        "num_hidden_layers": shape.num_hidden_layers,
-        "num_attention_heads": shape.num_attention_heads,
-        "intermediate_size": shape.intermediate_size,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1,
-        "layer_norm_eps": 1e-5,
-        "max_position_embeddings": 8194,
-        "type_vocab_size": 1,
-        "pad_token_id": 1,
-        "bos_token_id": 0,
-        "eos_token_id": 2,
+        **_architecture(shape, vocab_size),
         "rope_parameters": {"rope_type": "default", "rope_theta": rotary_base},
         "dtype": str(dtype).removeprefix("torch."),
     }

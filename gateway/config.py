@@ -57,6 +57,12 @@ class HFEngineSettings(_Section):
     #: rowwise: base weights + per-row LoRA (mixed-task batches, least memory);
     #: merged: also keep a pre-merged copy of every adapted weight per task (fastest single-task batches)
     adapter_mode: Literal["rowwise", "merged"] = "rowwise"
+    #: packed: a batch's sequences in one row, attention per sequence, no padding (best on CPU);
+    #: padded: pad to the longest and mask (best for GPU kernels); auto: packed on CPU, padded on CUDA
+    attention: Literal["auto", "packed", "padded"] = "auto"
+    #: torch.compile the model: off | default | reduce-overhead (CUDA graphs) | max-autotune.
+    #: Pays a compile on start-up and on new shapes; meant for GPUs with padded attention.
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     max_batch_tokens: int = Field(16384, ge=16)
     max_batch_requests: int = Field(64, ge=1)
     #: admission bound: tokens waiting in the queue before new work is refused (429)

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.api.disconnect import ClientDisconnected
 from gateway.api.schemas import ErrorResponse
 from gateway.contract import (
     AuthenticationError,
@@ -105,6 +106,11 @@ def _http_error(request: Request, err: Exception) -> JSONResponse:
     )
 
 
+def _client_gone(request: Request, err: Exception) -> JSONResponse:
+    # Nobody reads this; 499 (nginx's "client closed request") keeps logs and metrics honest.
+    return JSONResponse(error_body("client closed the request", "invalid_request_error"), status_code=499)
+
+
 def _unexpected(request: Request, err: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=err)
     return JSONResponse(error_body("internal server error", "server_error", None, "internal_error"), status_code=500)
@@ -114,6 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EmbedGatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnected, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
 from gateway.api.schemas import (
     ChunkEmbeddingRequest,
@@ -87,7 +88,7 @@ def _headers(outcome: EmbedOutcome, request_id: str) -> dict[str, str]:
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     spec = body.to_spec()
-    outcome = await _service(request).embed(spec, request_id=request_id)
+    outcome = await cancel_on_disconnect(request, _service(request).embed(spec, request_id=request_id))
     return Response(
         render_embeddings(outcome, spec.output), media_type="application/json", headers=_headers(outcome, request_id)
     )
@@ -109,7 +110,7 @@ router.add_api_route(
 async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     spec = body.to_spec()
-    outcome = await _service(request).embed(spec, request_id=request_id)
+    outcome = await cancel_on_disconnect(request, _service(request).embed(spec, request_id=request_id))
     text = spec.inputs[0]
     assert isinstance(text, str)
     return Response(

@@ -37,6 +37,13 @@ def test_padding_cap_keeps_short_and_long_apart() -> None:
     assert chosen == [0]
 
 
+def test_packed_cost_is_real_tokens_and_mixes_lengths() -> None:
+    pending = q(500, 20, 20, 20, 400)
+    # packed: no padding, so short and long share a batch; the cost is the sum of lengths
+    assert next_batch(pending, BatchLimits(max_batch_tokens=560, padded=False)) == [0, 1, 2, 3]
+    assert sum(pending[i].length for i in next_batch(pending, BatchLimits(max_batch_tokens=1000, padded=False))) <= 1000
+
+
 def test_groups_are_not_mixed() -> None:
     pending = [Queued(10, "a"), Queued(10, "b"), Queued(10, "a")]
     assert next_batch(pending, BatchLimits()) == [0, 2]
@@ -54,3 +61,7 @@ def test_invariants(lengths: list[int], budget: int, max_requests: int) -> None:
     assert len(chosen) <= max_requests
     if len(chosen) > 1:
         assert padded_tokens([lengths[i] for i in chosen]) <= budget
+    packed = next_batch(q(*lengths), BatchLimits(max_batch_tokens=budget, max_batch_requests=max_requests, padded=False))
+    assert packed[0] == 0 and len(packed) <= max_requests
+    if len(packed) > 1:
+        assert sum(lengths[i] for i in packed) <= budget

@@ -33,9 +33,10 @@ def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
     assert np.abs(unit(actual) - unit(expected)).max() <= 1e-4
 
 
-@pytest.fixture(scope="module", params=["original", "hf"])
+@pytest.fixture(scope="module", params=[("original", "packed"), ("hf", "padded")], ids=lambda p: "-".join(p))
 def engine(request: pytest.FixtureRequest, loop: LoopThread, checkpoints: dict[str, Path]):  # type: ignore[no-untyped-def]
-    eng = start_engine(loop, checkpoints[request.param])
+    layout, attention = request.param
+    eng = start_engine(loop, checkpoints[layout], attention=attention)
     yield eng
     loop.run(eng.aclose())
 
@@ -76,10 +77,13 @@ def test_both_layouts_give_identical_vectors(loop, checkpoints) -> None:  # type
 
 
 @pytest.mark.parametrize("adapter_mode", ["rowwise", "merged"])
-def test_batch_invariance_mixed_tasks_and_lengths(loop, original_dir, reference, adapter_mode) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("attention", ["packed", "padded"])
+def test_batch_invariance_mixed_tasks_and_lengths(loop, original_dir, reference, adapter_mode, attention) -> None:  # type: ignore[no-untyped-def]
     """Concurrent requests of different tasks and lengths are batched together; every text's vector
-    equals its vector when embedded alone."""
-    engine = start_engine(loop, original_dir, adapter_mode=adapter_mode, max_batch_tokens=100000)
+    equals its vector when embedded alone (and the reference's)."""
+    engine = start_engine(
+        loop, original_dir, adapter_mode=adapter_mode, attention=attention, max_batch_tokens=100000
+    )
     rng = random.Random(7)
     jobs = [EmbedJob(inputs=[t], task=rng.choice(TASK_CASES)) for t in TEXTS * 3]
     try:
@@ -95,8 +99,10 @@ def test_batch_invariance_mixed_tasks_and_lengths(loop, original_dir, reference,
         mixed = loop.run(together())
         # they really were batched together (fewer forward passes than jobs)
         assert engine._scheduler.batches - batches_before < len(jobs)
-        for a, m in zip(alone, mixed, strict=True):
+        for job, a, m in zip(jobs, alone, mixed, strict=True):
             assert cosine(a, m) >= 0.99999
+            ref = reference.encode(list(job.inputs), job.task.value if job.task else None, None, False)[0]
+            assert cosine(m, ref) >= 0.99999
     finally:
         loop.run(engine.aclose())
 
@@ -141,3 +147,15 @@ def test_fixture_is_sensitive_to_positions(reference) -> None:  # type: ignore[n
     finally:
         reference.config["rotary_emb_base"] = base
     assert cosine(right, wrong) < 0.9999
+
+
+def test_compiled_model_gives_the_same_vectors(loop, original_dir, reference) -> None:  # type: ignore[no-untyped-def]
+    """engines.hf.compile runs correctly on CPU (the GPU figures come from a GPU machine)."""
+    engine = start_engine(loop, original_dir, compile="default", attention="padded")
+    try:
+        got = loop.run(engine.embed(EmbedJob(inputs=TEXTS[:2], task=Task.RETRIEVAL_QUERY))).vectors
+    finally:
+        loop.run(engine.aclose())
+    want = reference.encode(TEXTS[:2], "retrieval.query", None, False)
+    for g, w in zip(got, want, strict=True):
+        assert cosine(g, w) >= 0.99999

@@ -156,3 +156,30 @@ def test_close_fails_pending_and_refuses_new_work() -> None:
         running.cancel()
 
     run(main())
+
+
+def test_long_input_is_not_starved_by_a_stream_of_short_ones() -> None:
+    """Short sequences keep arriving faster than they are served; a long one queued among them is
+    still served in arrival order, not after the stream dries up."""
+    calls: list[list[int]] = []
+
+    def forward(payloads: list[int]) -> np.ndarray:
+        calls.append(list(payloads))
+        return np.zeros((len(payloads), 2), dtype=np.float32)
+
+    async def main() -> None:
+        s = Scheduler(forward, BatchLimits(max_batch_tokens=100, max_batch_requests=8), name="t", max_queued_tokens=10**6)
+        s.start()
+        shorts = [asyncio.create_task(s.submit([i], [10])) for i in range(20)]
+        long = asyncio.create_task(s.submit([999], [90]))
+        more = []
+        for i in range(100, 160):  # a steady stream behind it
+            more.append(asyncio.create_task(s.submit([i], [10])))
+            await asyncio.sleep(0)
+        await asyncio.gather(long, *shorts, *more)
+        await s.aclose()
+
+    run(main())
+    order = [p for batch in calls for p in batch]
+    assert order.index(999) < order.index(130)  # served well before the stream behind it ends
+    assert all(max(b) < 100 or b == [999] or 999 not in b for b in calls)

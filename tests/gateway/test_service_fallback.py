@@ -78,3 +78,30 @@ def test_no_engine_starting_is_a_start_up_failure() -> None:
     with pytest.raises(RuntimeError):
         with live_server(settings(), {"dead": FakeEngine("dead", start_error=RuntimeError("x"))}):
             pass
+
+
+def test_client_disconnect_cancels_the_engine_work() -> None:
+    """A client that gives up must not leave its work running on the engine."""
+    import asyncio
+
+    cancelled = []
+
+    class Slow(FakeEngine):
+        async def embed(self, job):  # type: ignore[no-untyped-def]
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.append(job)
+                raise
+            return await super().embed(job)
+
+    with live_server(settings(), {"slow": Slow("slow")}) as s:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(s.url + "/v1/embeddings", json={"input": "x"}, timeout=0.5)
+        for _ in range(50):
+            if cancelled:
+                break
+            import time
+
+            time.sleep(0.05)
+    assert len(cancelled) == 1

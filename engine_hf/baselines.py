@@ -1,0 +1,157 @@
+"""In-process reference points for ``embed-gateway bench`` (no HTTP, no scheduler).
+
+* ``ceiling`` — the bare forward pass on uniform-length batches: time per token measured on
+  batches of identical-length sequences at grid lengths spanning the workload, interpolated at each
+  sequence's length and summed. No padding, no queueing, no tokenisation, no HTTP: what the
+  workload costs with perfect batching.
+* ``single`` — median latency of one forward pass of one short text (the idle-latency yardstick).
+* ``naive`` — what a straightforward Transformers server does (sentence-transformers style):
+  fixed batches of 32 texts in arrival order, padded to the longest, tokenisation included.
+
+Run as ``python -m engine_hf.baselines MODE --model DIR --requests FILE`` (the bench runner does),
+each in its own process so its peak memory is its own; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine_hf.checkpoint import describe_checkpoint, resolve_model_dir
+from engine_hf.device import resolve_device, resolve_dtype
+from engine_hf.measure import rss_mib
+from engine_hf.model import JinaEncoder
+from engine_hf.tokenization import TextEncoder, load_tokenizer
+from gateway.contract import Task, parse_task
+
+__all__ = ["ceiling", "naive"]
+
+
+def _load(model: str, device: str, dtype: str) -> tuple[JinaEncoder, TextEncoder]:
+    path = resolve_model_dir(model)
+    info = describe_checkpoint(path)
+    dev = resolve_device(device)
+    enc = JinaEncoder(info, device=dev, dtype=resolve_dtype(dtype, dev))
+    text = TextEncoder(load_tokenizer(path), instructions=info.instructions, max_tokens=info.max_input_tokens,
+                       vocab_size=enc.config.vocab_size)
+    return enc, text
+
+
+def _adapter(enc: JinaEncoder, task: Task | None) -> int:
+    return -1 if task is None else enc.task_index[task]
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _uniform_seconds_per_token(enc: JinaEncoder, length: int, max_batch_tokens: int, repeats: int = 3) -> float:
+    """Best time per token of a forward pass on a batch of identical-length sequences."""
+    batch = max(1, min(64, max_batch_tokens // length))
+    g = torch.Generator().manual_seed(length)
+    seqs = torch.randint(5, min(enc.config.vocab_size, 8000), (batch, length), generator=g).tolist()
+    rows = [len(enc.task_index) - 1] * batch
+    enc.pooled_batch(seqs, rows, packed=False)  # warm-up at this shape
+    best = float("inf")
+    for _ in range(repeats):
+        _sync()
+        t0 = time.perf_counter()
+        enc.pooled_batch(seqs, rows, packed=False)
+        _sync()
+        best = min(best, time.perf_counter() - t0)
+    return best / (batch * length)
+
+
+def ceiling(enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], max_batch_tokens: int) -> dict[str, Any]:
+    """Time per token measured on uniform-length batches at grid lengths spanning the workload,
+    interpolated at each sequence's length: what the workload would cost with perfect batching."""
+    lengths = []
+    for r in requests:
+        task = parse_task(r["task"])
+        lengths += [len(e.ids) for e in text.encode(r["texts"], task, truncate=True)]
+    lo, hi = min(lengths), max(lengths)
+    grid = sorted({lo, hi, *(2**k for k in range(3, 14) if lo < 2**k < hi)})
+    spt = {n: _uniform_seconds_per_token(enc, n, max_batch_tokens) for n in grid}
+
+    def at(n: int) -> float:
+        for a, b in zip(grid, grid[1:]):
+            if a <= n <= b:
+                w = (n - a) / (b - a) if b > a else 0.0
+                return spt[a] * (1 - w) + spt[b] * w
+        return spt[grid[0]]
+
+    seconds = sum(n * at(n) for n in lengths)
+    tokens = sum(lengths)
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds,
+            "grid": {str(n): round(1 / spt[n], 1) for n in grid}}
+
+
+def single(enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], repeats: int = 30) -> dict[str, Any]:
+    """Median latency of one forward pass of the first request's first text, alone."""
+    r = requests[0]
+    task = parse_task(r["task"])
+    ids = text.encode(r["texts"][:1], task, truncate=True)[0].ids
+    row = _adapter(enc, task)
+    enc.pooled_batch([ids], [row], packed=False)
+    times = []
+    for _ in range(repeats):
+        _sync()
+        t0 = time.perf_counter()
+        enc.pooled_batch([ids], [row], packed=False)
+        _sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"tokens": len(ids), "seconds": times[len(times) // 2], "tokens_per_second": len(ids) / times[len(times) // 2]}
+
+
+def naive(enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], batch_size: int = 32) -> dict[str, Any]:
+    items = [(t, parse_task(r["task"])) for r in requests for t in r["texts"]]
+    enc.pooled_batch([[0, 5, 2]], [-1], packed=False)  # warm-up
+    _sync()
+    t0 = time.perf_counter()
+    tokens = padded = 0
+    for i in range(0, len(items), batch_size):
+        chunk = items[i : i + batch_size]
+        encoded = [text.encode([t], task, truncate=True)[0].ids for t, task in chunk]
+        tokens += sum(len(ids) for ids in encoded)
+        padded += len(encoded) * max(len(ids) for ids in encoded)
+        enc.pooled_batch(encoded, [_adapter(enc, task) for _, task in chunk], packed=False)
+    _sync()
+    seconds = time.perf_counter() - t0
+    return {"tokens": tokens, "padded_tokens": padded, "seconds": seconds, "tokens_per_second": tokens / seconds}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m engine_hf.baselines")
+    p.add_argument("mode", choices=["ceiling", "naive", "single"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--requests", required=True, help="JSON list of {texts, task}")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--max-batch-tokens", type=int, default=16384)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    enc, text = _load(args.model, args.device, args.dtype)
+    requests = json.loads(Path(args.requests).read_text())
+    if args.mode == "ceiling":
+        result = ceiling(enc, text, requests, args.max_batch_tokens)
+    elif args.mode == "single":
+        result = single(enc, text, requests)
+    else:
+        result = naive(enc, text, requests)
+    result["peak_rss_mib"] = round(rss_mib()[1], 1)
+    if torch.cuda.is_available():
+        result["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Write the benchmark results as a markdown table and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["markdown", "write"]
+
+_COLUMNS = [
+    ("target", "target"),
+    ("tokens_per_second", "tokens/s"),
+    ("requests_per_second", "req/s"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"),
+    ("errors", "errors"),
+    ("peak_rss_mib", "peak RSS MiB"),
+]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.2f}"
+    return str(v)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [f"# embed-gateway bench — {results['machine']}", ""]
+    lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in results["settings"].items()))
+    lines.append("")
+    for workload, rows in results["workloads"].items():
+        lines.append(f"## {workload}: {rows['description']}")
+        lines.append("")
+        lines.append("| " + " | ".join(h for _, h in _COLUMNS) + " |")
+        lines.append("|" + "---|" * len(_COLUMNS))
+        for row in rows["targets"]:
+            lines.append("| " + " | ".join(_fmt(row.get(k)) for k, _ in _COLUMNS) + " |")
+        lines.append("")
+    if results.get("checks"):
+        lines.append("## Targets")
+        lines.append("")
+        lines.append("| check | measured | target | met |")
+        lines.append("|---|---|---|---|")
+        for c in results["checks"]:
+            lines.append(f"| {c['name']} | {c['measured']} | {c['target']} | {'yes' if c['met'] else 'NO'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / "bench.md", out_dir / "bench.json"
+    md.write_text(markdown(results))
+    js.write_text(json.dumps(results, indent=2))
+    return md, js

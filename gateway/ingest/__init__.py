@@ -1,0 +1,12 @@
+"""``embed-gateway embed``: embed a file of texts in bulk and store the vectors (docs/ingestion.md).
+
+Sources (:mod:`~gateway.ingest.sources`) turn JSONL / CSV / TSV / Parquet / text lines into
+:class:`~gateway.ingest.records.Record` objects that remember their line; embedders
+(:mod:`~gateway.ingest.embedders`) call a running gateway over HTTP or the HF engine in-process;
+sinks (:mod:`~gateway.ingest.sinks`) write Parquet, ``.npy`` or Milvus, and each knows which ids it
+already holds, which is what makes an interrupted run resumable without duplicates. The logic
+(:mod:`~gateway.ingest.plan`) is pure; :mod:`~gateway.ingest.runner` is the async shell.
+Nothing here imports torch unless the in-process embedder is chosen.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,172 @@
+"""``embed-gateway embed``: the command line of bulk ingestion (flags documented in docs/ingestion.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "build_embedder", "build_sink", "main"]
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "embed",
+        help="embed a JSONL/CSV/Parquet/text file in bulk into Parquet, .npy or Milvus (resumable)",
+        description="Embed every row of INPUT and store the vectors. Re-running the same command "
+        "after an interruption resumes: rows already stored are skipped, never duplicated.",
+    )
+    p.add_argument("input", type=Path, help="input file (.jsonl/.ndjson, .csv, .tsv, .parquet, .txt)")
+    src = p.add_argument_group("input")
+    src.add_argument("--format", default="auto", choices=["auto", "jsonl", "csv", "tsv", "parquet", "text"])
+    src.add_argument("--text-field", default="text", help="field/column holding the text (default: text)")
+    src.add_argument("--id-field", help="field/column holding a unique id (default: the line/row number)")
+    src.add_argument("--metadata-fields", default="",
+                     help="comma-separated fields to keep as JSON metadata, or '*' for every other field")
+    emb = p.add_argument_group("embedding")
+    how = emb.add_mutually_exclusive_group(required=True)
+    how.add_argument("--gateway", metavar="URL", help="a running gateway, e.g. http://127.0.0.1:8080")
+    how.add_argument("--local", metavar="MODEL", help="run the HF engine in-process on this checkpoint/hub id")
+    emb.add_argument("--task", default="retrieval.passage",
+                     help="retrieval.passage (default), retrieval.query, separation, classification, text-matching, none")
+    emb.add_argument("--dimensions", type=int, help="Matryoshka size (default: the model's full width, 1024)")
+    emb.add_argument("--truncate", action="store_true", help="cut over-long texts instead of reporting them as bad rows")
+    emb.add_argument("--model", help="gateway model alias to send (default: the server's default)")
+    emb.add_argument("--api-key", default=os.environ.get("EMBED_GATEWAY_API_KEY"),
+                     help="bearer token for the gateway (default: $EMBED_GATEWAY_API_KEY)")
+    emb.add_argument("--batch-size", type=int, default=32, help="rows per request (default 32)")
+    emb.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    emb.add_argument("--max-retries", type=int, default=8, help="retries per request on 429/503/504 (default 8)")
+    emb.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (default 120)")
+    emb.add_argument("--device", default="auto", help="--local: auto, cpu, cuda, cuda:1")
+    emb.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="--local")
+    emb.add_argument("--threads", type=int, help="--local: CPU threads")
+    out = p.add_argument_group("output")
+    where = out.add_mutually_exclusive_group(required=True)
+    where.add_argument("--output", type=Path, help="OUTPUT.parquet or OUTPUT.npy (+ OUTPUT.ids.json)")
+    where.add_argument("--milvus", metavar="URI", help="Milvus Lite file (./vectors.db) or server (http://host:19530)")
+    out.add_argument("--collection", help="Milvus collection (required with --milvus)")
+    out.add_argument("--create-collection", action="store_true", help="create the Milvus collection if missing")
+    out.add_argument("--metric", default="COSINE", choices=["COSINE", "IP", "L2"], help="index metric (default COSINE)")
+    out.add_argument("--index-type", default="AUTOINDEX", help="Milvus index type (default AUTOINDEX; HNSW, FLAT, IVF_FLAT, ...)")
+    out.add_argument("--milvus-token", default=os.environ.get("MILVUS_TOKEN"), help="Milvus token (default: $MILVUS_TOKEN)")
+    out.add_argument("--milvus-db", default="", help="Milvus database name")
+    out.add_argument("--store-text", action="store_true", help="store the text next to its vector")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT file (and any unfinished run)")
+    run = p.add_argument_group("run")
+    run.add_argument("--skip-bad-rows", action="store_true", help="skip rows that cannot be embedded and report them")
+    run.add_argument("--bad-rows", type=Path, metavar="PATH", help="write skipped rows as JSONL (line, id, reason)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+    p.set_defaults(func=main)
+    return p
+
+
+def _fields(args: argparse.Namespace) -> Any:
+    from gateway.ingest.records import FieldSpec
+
+    meta = tuple(f.strip() for f in args.metadata_fields.split(",") if f.strip())
+    return FieldSpec(text=args.text_field, id=args.id_field, metadata=meta)
+
+
+def build_embedder(args: argparse.Namespace) -> Any:
+    from gateway.client import RetryPolicy
+    from gateway.ingest.embedders import HttpEmbedder, LocalEmbedder
+
+    if args.gateway:
+        return HttpEmbedder(
+            args.gateway, task=args.task, dimensions=args.dimensions, model=args.model, truncate=args.truncate,
+            api_key=args.api_key, timeout=args.timeout, policy=RetryPolicy(max_retries=args.max_retries),
+        )
+    return LocalEmbedder(
+        args.local, task=args.task, dimensions=args.dimensions, truncate=args.truncate,
+        device=args.device, dtype=args.dtype, threads=args.threads,
+    )
+
+
+def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
+    from gateway.ingest.sinks import MilvusSink, NpySink, ParquetSink
+
+    if args.milvus:
+        if not args.collection:
+            raise ValueError("--milvus needs --collection NAME")
+        if "://" not in args.milvus:
+            # Milvus Lite answers pymilvus 3's AllocTimestamp probe with "not implemented", which its
+            # in-process gRPC server logs as an ERROR traceback; harmless, and confusing on a terminal.
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+        return MilvusSink(
+            args.milvus, args.collection, token=args.milvus_token, db_name=args.milvus_db,
+            create=args.create_collection, metric=args.metric, index_type=args.index_type,
+            store_text=args.store_text, with_metadata=with_metadata,
+        )
+    suffix = args.output.suffix.lower()
+    if suffix == ".parquet":
+        return ParquetSink(args.output, overwrite=args.overwrite, store_text=args.store_text, with_metadata=with_metadata)
+    if suffix == ".npy":
+        if args.store_text or with_metadata:
+            raise ValueError(".npy holds vectors only; use .parquet or --milvus for --store-text / --metadata-fields")
+        return NpySink(args.output, overwrite=args.overwrite)
+    raise ValueError(f"--output must end in .parquet or .npy, not {args.output.name!r}")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from gateway.contract import parse_task
+
+    parse_task(args.task)
+    if not args.input.is_file():
+        raise ValueError(f"input file {args.input} does not exist")
+    for name in ("batch_size", "concurrency"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.dimensions is not None and args.dimensions < 1:
+        raise ValueError("--dimensions must be >= 1")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``embed``; exit status 0 done, 1 error (bad row, refused batch, bad flag), 130 interrupted."""
+    from gateway.ingest.plan import BadRowError
+    from gateway.ingest.runner import IngestError, IngestOptions, ingest
+    from gateway.ingest.sources import detect_format, location
+
+    try:
+        _validate(args)
+        fmt = detect_format(args.input, args.format)
+        fields = _fields(args)
+        sink = build_sink(args, with_metadata=bool(fields.metadata))
+        embedder = build_embedder(args)
+    except (ValueError, FileExistsError, RuntimeError) as exc:
+        print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
+        return 1
+    options = IngestOptions(
+        input=args.input, fmt=fmt, fields=fields, batch_size=args.batch_size, concurrency=args.concurrency,
+        skip_bad_rows=args.skip_bad_rows, progress=not args.no_progress,
+    )
+    try:
+        report = asyncio.run(ingest(options, embedder, sink))
+        done = sink.finish()
+    except KeyboardInterrupt:
+        print("\ninterrupted: what was stored stays stored; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (BadRowError, IngestError, ValueError, RuntimeError) as exc:
+        print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
+        print("nothing is lost: run the same command again (after fixing the cause) to resume", file=sys.stderr)
+        return 1
+    finally:
+        sink.close()
+    print(done, file=sys.stderr)
+    print(report.summary(), file=sys.stderr)
+    if report.bad:
+        for item in report.bad[:20]:
+            print(f"  skipped {location(args.input, fmt, item.line)}: {item.reason}", file=sys.stderr)
+        if len(report.bad) > 20:
+            print(f"  ... and {len(report.bad) - 20} more", file=sys.stderr)
+        if args.bad_rows:
+            with args.bad_rows.open("w", encoding="utf-8") as f:
+                for item in report.bad:
+                    f.write(json.dumps({"line": item.line, "id": item.id, "reason": item.reason}) + "\n")
+            print(f"bad rows written to {args.bad_rows}", file=sys.stderr)
+    return 0

@@ -1,0 +1,88 @@
+"""The pure parts of a run: duplicate ids, batching, resume filtering, the report.
+
+Resuming works from what the sink already holds, not from a side journal: each batch is written
+atomically (a Parquet part renamed into place, a Milvus upsert keyed by id), and before a batch
+is embedded the ids its sink already has are dropped. A run killed at any point therefore loses
+at most the batches in flight, and the next run neither repeats nor duplicates what was stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from gateway.ingest.records import BadRecord, Record
+
+__all__ = ["BadRowError", "IngestReport", "batched", "flag_duplicate_ids", "without_done", "without_index"]
+
+T = TypeVar("T")
+
+
+class BadRowError(Exception):
+    """A row that cannot be embedded while ``--skip-bad-rows`` is off; the message names its line."""
+
+
+def flag_duplicate_ids(items: Iterable[Record | BadRecord]) -> Iterator[Record | BadRecord]:
+    """A repeated id would overwrite (Milvus) or duplicate (Parquet) a row: make it a bad row."""
+    first_line: dict[str, int] = {}
+    for item in items:
+        if isinstance(item, Record):
+            seen = first_line.setdefault(item.id, item.line)
+            if seen != item.line:
+                yield BadRecord(item.line, f"duplicate id {item.id!r} (first at {seen})", item.id)
+                continue
+        yield item
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    if size < 1:
+        raise ValueError("batch size must be >= 1")
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def without_done(batch: Sequence[Record], done: Callable[[Sequence[str]], set[str]]) -> tuple[list[Record], int]:
+    """The records of ``batch`` whose ids the sink does not hold yet, and how many it held."""
+    have = done([r.id for r in batch])
+    todo = [r for r in batch if r.id not in have]
+    return todo, len(batch) - len(todo)
+
+
+def without_index(batch: Sequence[Record], index: int) -> tuple[Record, list[Record]]:
+    """Split out the record the server rejected (``input[index]``) from the rest of its batch."""
+    if not 0 <= index < len(batch):
+        raise IndexError(f"the server named input[{index}] in a batch of {len(batch)}")
+    return batch[index], [r for i, r in enumerate(batch) if i != index]
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What a run did; printed at the end and returned to callers (tests, scripts)."""
+
+    read: int = 0
+    embedded: int = 0
+    already_stored: int = 0
+    tokens: int = 0
+    retries: int = 0
+    waited_seconds: float = 0.0
+    seconds: float = 0.0
+    bad: list[BadRecord] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
+        tok_rate = self.tokens / self.seconds if self.seconds > 0 else 0.0
+        parts = [
+            f"{self.embedded} rows embedded", f"{self.already_stored} already stored (resumed)",
+            f"{len(self.bad)} bad rows skipped", f"{self.tokens} tokens",
+            f"{self.seconds:.1f} s", f"{rate:.1f} rows/s", f"{tok_rate:.0f} tokens/s",
+        ]
+        if self.retries:
+            parts.append(f"{self.retries} retries after 429/503 ({self.waited_seconds:.1f} s waited)")
+        return ", ".join(parts)

@@ -1,0 +1,310 @@
+"""Where vectors go: Parquet, ``.npy``, or a Milvus collection (Lite file or server).
+
+Every sink answers :meth:`done` — which of these ids do you already hold? — and writes each batch
+atomically, so an interrupted run resumes without duplicates (see :mod:`gateway.ingest.plan`).
+File sinks write one Parquet part per batch into ``OUTPUT.parts/`` (temporary name, then rename)
+and assemble the final file, rows in input order, when the run completes. The Milvus sink upserts
+by primary key, so even a batch written twice is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.ingest.records import Record
+
+__all__ = ["MilvusSink", "NpySink", "ParquetSink", "Sink", "SinkError"]
+
+
+class SinkError(RuntimeError):
+    """The store refused (Milvus unreachable, a Lite file locked by another process, a schema clash)."""
+
+
+class Sink(Protocol):
+    def done(self, ids: Sequence[str]) -> set[str]: ...
+
+    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None: ...
+
+    def finish(self) -> str:
+        """Complete the output; returns a sentence saying where it is."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _Parts:
+    """Parquet parts of an unfinished run: the resume state of the file sinks."""
+
+    def __init__(self, final: Path, *, overwrite: bool, store_text: bool, with_metadata: bool) -> None:
+        self.final = final
+        self.dir = final.with_name(final.name + ".parts")
+        self.store_text, self.with_metadata = store_text, with_metadata
+        if final.exists():
+            if not overwrite:
+                raise FileExistsError(f"{final} already exists (a finished run); pass --overwrite to replace it")
+            final.unlink()
+        if overwrite and self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stray in self.dir.glob(".*.tmp"):  # a write killed half-way
+            stray.unlink()
+        self.ids: set[str] = set()
+        self.dims: int | None = None
+        import pyarrow.parquet as pq
+
+        for part in sorted(self.dir.glob("part-*.parquet")):
+            table = pq.read_table(part, columns=["id", "vector"])
+            self.ids.update(table.column("id").to_pylist())
+            self.dims = table.schema.field("vector").type.list_size
+
+    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        dims = int(vectors.shape[1])
+        if self.dims is not None and dims != self.dims:
+            raise ValueError(
+                f"the unfinished run in {self.dir} stored {self.dims}-dim vectors but this run makes {dims}; "
+                "use the same --dimensions, or --overwrite to start again"
+            )
+        self.dims = dims
+        columns: dict[str, Any] = {
+            "id": pa.array([r.id for r in records], pa.string()),
+            "line": pa.array([r.line for r in records], pa.int64()),
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), pa.float32()), dims
+            ),
+        }
+        if self.store_text:
+            columns["text"] = pa.array([r.text for r in records], pa.string())
+        if self.with_metadata:
+            columns["metadata"] = pa.array([json.dumps(r.metadata, default=str) for r in records], pa.string())
+        name = f"part-{records[0].line:012d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.dir / f".{name}.tmp"
+        pq.write_table(pa.table(columns), tmp)
+        os.replace(tmp, self.dir / name)
+        self.ids.update(r.id for r in records)
+
+    def table(self) -> Any:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        parts = sorted(self.dir.glob("part-*.parquet"))
+        if not parts:
+            fields = [pa.field("id", pa.string()), pa.field("line", pa.int64()),
+                      pa.field("vector", pa.list_(pa.float32(), self.dims or -1))]
+            if self.store_text:
+                fields.append(pa.field("text", pa.string()))
+            if self.with_metadata:
+                fields.append(pa.field("metadata", pa.string()))
+            return pa.schema(fields).empty_table()
+        table = pa.concat_tables([pq.read_table(p) for p in parts])
+        return table.sort_by("line")
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ParquetSink:
+    """``OUTPUT.parquet`` with columns id, line, vector (fixed-size float32 list), [text], [metadata JSON]."""
+
+    def __init__(self, path: Path, *, overwrite: bool = False, store_text: bool = False, with_metadata: bool = False) -> None:
+        self.path = path
+        self.parts = _Parts(path, overwrite=overwrite, store_text=store_text, with_metadata=with_metadata)
+
+    def done(self, ids: Sequence[str]) -> set[str]:
+        return {i for i in ids if i in self.parts.ids}
+
+    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
+        self.parts.write(records, vectors)
+
+    def finish(self) -> str:
+        import pyarrow.parquet as pq
+
+        table = self.parts.table()
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.path)
+        self.parts.discard()
+        return f"wrote {table.num_rows} rows to {self.path}"
+
+    def close(self) -> None:
+        return None
+
+
+class NpySink:
+    """``OUTPUT.npy`` (float32, one row per record in input order) + ``OUTPUT.ids.json`` (the ids, same order)."""
+
+    def __init__(self, path: Path, *, overwrite: bool = False) -> None:
+        self.path = path
+        self.ids_path = path.with_suffix(".ids.json")
+        if overwrite and self.ids_path.exists():
+            self.ids_path.unlink()
+        self.parts = _Parts(path, overwrite=overwrite, store_text=False, with_metadata=False)
+
+    def done(self, ids: Sequence[str]) -> set[str]:
+        return {i for i in ids if i in self.parts.ids}
+
+    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
+        self.parts.write(records, vectors)
+
+    def finish(self) -> str:
+        table = self.parts.table()
+        dims = self.parts.dims or 0
+        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        matrix = np.asarray(flat, dtype=np.float32).reshape(table.num_rows, dims)
+        tmp = self.path.with_name(f".{self.path.stem}.tmp.npy")
+        np.save(tmp, matrix)
+        self.ids_path.write_text(json.dumps(table.column("id").to_pylist()))
+        os.replace(tmp, self.path)
+        self.parts.discard()
+        return f"wrote {matrix.shape[0]} x {dims} float32 to {self.path} (ids in {self.ids_path.name})"
+
+    def close(self) -> None:
+        return None
+
+
+@contextmanager
+def _milvus_errors(what: str) -> Iterator[None]:
+    """pymilvus raises its own exception tree; the CLI reports one error class with the cause."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        yield
+    except MilvusException as exc:
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{exc.message}" + (f" ({cause})" if cause is not None else "")
+        raise SinkError(f"{what}: {detail}") from exc
+
+
+class MilvusSink:
+    """Upserts into ``collection``: id VARCHAR primary key, vector FLOAT_VECTOR(dim), line, [text], [metadata JSON].
+
+    ``uri``: a Milvus Lite file (``./vectors.db``) or a server (``http://host:19530``). The
+    collection is created on the first write when ``create`` is set (dimension from the vectors,
+    index ``index_type`` with ``metric``); an existing one must have a matching ``vector`` field.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        *,
+        token: str | None = None,
+        db_name: str = "",
+        create: bool = False,
+        metric: str = "COSINE",
+        index_type: str = "AUTOINDEX",
+        store_text: bool = False,
+        with_metadata: bool = False,
+    ) -> None:
+        try:
+            from pymilvus import MilvusClient
+        except ImportError as exc:
+            raise RuntimeError("Milvus output needs the ingest extra: pip install 'embed-gateway[ingest]'") from exc
+        self.uri, self.collection = uri, collection
+        self.create, self.metric, self.index_type = create, metric, index_type
+        self.store_text, self.with_metadata = store_text, with_metadata
+        with _milvus_errors(f"cannot open Milvus at {uri}"):
+            self.client = MilvusClient(uri=uri, token=token or "", db_name=db_name)
+            self.exists = self.client.has_collection(collection)
+            if self.exists:
+                # a Milvus Lite file left by a killed process reopens "released"; queries need it loaded
+                self.client.load_collection(collection)
+        if not self.exists and not create:
+            raise ValueError(f"Milvus collection {collection!r} does not exist at {uri}; pass --create-collection")
+        self.checked_dims: int | None = None
+
+    def _ensure(self, dims: int) -> None:
+        if self.checked_dims == dims:
+            return
+        if self.checked_dims is not None:
+            raise ValueError(f"vectors changed width mid-run ({self.checked_dims} -> {dims})")
+        if self.exists:
+            self._check_existing(dims)
+        else:
+            self._create(dims)
+            self.exists = True
+        self.checked_dims = dims
+
+    def _check_existing(self, dims: int) -> None:
+        desc = self.client.describe_collection(self.collection)
+        fields = {f["name"]: f for f in desc.get("fields", [])}
+        vec = fields.get("vector")
+        if vec is None or "id" not in fields:
+            raise ValueError(
+                f"Milvus collection {self.collection!r} has no 'id'/'vector' fields (it has {', '.join(fields)}); "
+                "choose another --collection (embed-gateway creates its own with --create-collection)"
+            )
+        from pymilvus import DataType
+
+        if fields["id"].get("type") != DataType.VARCHAR or not fields["id"].get("is_primary"):
+            raise ValueError(
+                f"Milvus collection {self.collection!r}: 'id' must be a VARCHAR primary key (ids here are strings); "
+                "choose another --collection"
+            )
+        have = int(vec.get("params", {}).get("dim", -1))
+        if have != dims:
+            raise ValueError(
+                f"Milvus collection {self.collection!r} stores {have}-dim vectors but this run makes {dims}; "
+                "use --dimensions to match, or another collection"
+            )
+        dynamic = bool(desc.get("enable_dynamic_field"))
+        for wanted, on in (("text", self.store_text), ("metadata", self.with_metadata)):
+            if on and wanted not in fields and not dynamic:
+                raise ValueError(f"Milvus collection {self.collection!r} has no {wanted!r} field")
+
+    def _create(self, dims: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dims)
+        schema.add_field("line", DataType.INT64)
+        if self.store_text:
+            schema.add_field("text", DataType.VARCHAR, max_length=65535)
+        if self.with_metadata:
+            schema.add_field("metadata", DataType.JSON)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_type=self.index_type, metric_type=self.metric)
+        self.client.create_collection(self.collection, schema=schema, index_params=index)
+
+    def done(self, ids: Sequence[str]) -> set[str]:
+        if not self.exists or not ids:
+            return set()
+        with _milvus_errors(f"Milvus query on {self.collection!r} failed"):
+            rows = self.client.query(self.collection, filter=f"id in {json.dumps(list(ids))}", output_fields=["id"])
+        return {r["id"] for r in rows}
+
+    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
+        self._ensure(int(vectors.shape[1]))
+        rows = []
+        for r, v in zip(records, vectors, strict=True):
+            row: dict[str, Any] = {"id": r.id, "vector": v.tolist(), "line": r.line}
+            if self.store_text:
+                row["text"] = r.text
+            if self.with_metadata:
+                row["metadata"] = json.loads(json.dumps(r.metadata, default=str))
+            rows.append(row)
+        with _milvus_errors(f"Milvus upsert into {self.collection!r} failed"):
+            self.client.upsert(self.collection, rows)
+
+    def finish(self) -> str:
+        if not self.exists:
+            return f"nothing to store; Milvus collection {self.collection!r} was not created"
+        self.client.flush(self.collection)
+        stats = self.client.get_collection_stats(self.collection)
+        return f"Milvus collection {self.collection!r} at {self.uri} holds {stats.get('row_count')} rows"
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,78 @@
+"""The benchmark tool: reproducible workloads, statistics, target checks, and one real tiny run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine_hf.tokenization import load_tokenizer
+from gateway.bench.runner import checks
+from gateway.bench.stats import Sample, percentile, summarize
+from gateway.bench.workloads import WORKLOADS, make_workload
+
+
+@pytest.fixture(scope="module")
+def count(original_dir: Path):  # type: ignore[no-untyped-def]
+    tok = load_tokenizer(original_dir)
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids) + 2
+
+
+@pytest.mark.parametrize("name", ["facts", "passages", "mixed"])
+def test_workloads_are_seeded_and_hit_their_token_ranges(name: str, count) -> None:  # type: ignore[no-untyped-def]
+    a = make_workload(name, 12, count, seed=3)
+    assert a == make_workload(name, 12, count, seed=3)
+    assert a != make_workload(name, 12, count, seed=4)
+    w = WORKLOADS[name]
+    lo, hi = w.lengths
+    for req in a:
+        assert w.texts_per_request[0] <= len(req.texts) <= w.texts_per_request[1]
+        for text, n in zip(req.texts, req.tokens, strict=True):
+            assert n == count(text)
+            assert lo - 2 <= n <= hi  # a word can overshoot by a token or two, then is dropped
+    assert {r.task for r in a} == set(w.tasks)
+
+
+def test_percentiles_and_summary() -> None:
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5], 99) == 5
+    s = summarize([Sample(0.1, 100, 1, True), Sample(0.3, 300, 1, True), Sample(0.2, 0, 1, False, 429)], 2.0)
+    assert s.errors == 1 and s.tokens_per_second == 200.0 and s.requests_per_second == 1.0
+    assert s.p50_ms == 200.0
+
+
+def test_checks_compare_the_right_rows() -> None:
+    rows = lambda **t: {"targets": [{"target": k.replace("_", "-"), "tokens_per_second": v, "p50_ms": 10.0} for k, v in t.items()]}  # noqa: E731
+    results = {
+        "workloads": {
+            "passages": rows(gateway_hf=95.0, ceiling=100.0, naive=60.0),
+            "facts": rows(gateway_hf=110.0, vllm=100.0),
+        }
+    }
+    got = {c["name"]: c for c in checks(results)}
+    assert got["passages: gateway-hf / ceiling"]["met"] is True
+    assert got["passages: gateway-hf / naive"]["met"] is True  # 95/60 = 1.58
+    assert got["facts: gateway-hf / vllm"]["measured"] == 1.1
+
+
+def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    cmd = [
+        sys.executable, "-m", "gateway.cli", "bench", "--model", str(original_dir), "--out", str(out),
+        "--workloads", "facts,mixed", "--targets", "gateway-hf,naive,ceiling", "--device", "cpu",
+        "--requests", "facts=12", "--requests", "mixed=6", "--concurrency", "4", "--max-seconds", "60",
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads((out / "bench.json").read_text())
+    assert set(data["workloads"]) == {"facts", "mixed", "mixed-single-task"}
+    for rows in data["workloads"].values():
+        by = {r["target"]: r for r in rows["targets"]}
+        assert set(by) == {"gateway-hf", "naive", "ceiling"}
+        assert by["gateway-hf"]["errors"] == 0 and by["gateway-hf"]["tokens_per_second"] > 0
+        assert by["gateway-hf"]["peak_rss_mib"] > 0
+    assert "| gateway-hf |" in (out / "bench.md").read_text()
+    assert {c["name"] for c in data["checks"]} >= {"mixed tasks / single task (gateway-hf)"}
