@@ -86,9 +86,10 @@ def test_whitespace_only_chunk_is_a_clear_error(engine, loop) -> None:  # type: 
 # ------------------------------------------------------------------ long late chunking
 
 
-@pytest.mark.parametrize(("window", "overlap"), [(16, 4), (24, 0), (20, 10)])
-def test_long_late_chunking_equals_windowed_reference(loop, original_dir, reference, window, overlap) -> None:  # type: ignore[no-untyped-def]
-    engine = start_engine(loop, original_dir, late_chunking_window_tokens=window, late_chunking_overlap_tokens=overlap)
+@pytest.mark.parametrize(("window", "overlap", "attention"), [(16, 4, "packed"), (24, 0, "padded"), (20, 10, "padded")])
+def test_long_late_chunking_equals_windowed_reference(loop, original_dir, reference, window, overlap, attention) -> None:  # type: ignore[no-untyped-def]
+    engine = start_engine(loop, original_dir, late_chunking_window_tokens=window, late_chunking_overlap_tokens=overlap,
+                          attention=attention)
     try:
         chunks = [s for s in LONG.split(". ") if s]
         for task in (Task.RETRIEVAL_PASSAGE, None):
@@ -136,9 +137,10 @@ def test_cap_on_late_chunking_tokens(loop, original_dir, reference) -> None:  # 
         loop.run(below.aclose())
 
 
-def test_windows_batch_with_other_work_and_every_result_is_unchanged(loop, original_dir) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("attention", ["packed", "padded"])
+def test_windows_batch_with_other_work_and_every_result_is_unchanged(loop, original_dir, attention) -> None:  # type: ignore[no-untyped-def]
     engine = start_engine(loop, original_dir, late_chunking_window_tokens=16, late_chunking_overlap_tokens=4,
-                          max_batch_tokens=100000)
+                          max_batch_tokens=100000, attention=attention)
     chunks = [s for s in LONG.split(". ") if s]
     jobs = [
         EmbedJob(inputs=chunks, task=Task.RETRIEVAL_PASSAGE, late_chunking=True),

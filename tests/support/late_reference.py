@@ -8,6 +8,8 @@ independent fp32 reference's token states — nothing from engine_hf.
 * Token states: one pass, or windows of ``window`` tokens with stride ``window - overlap``, the first
   ``overlap`` outputs of every later window dropped, concatenated.
 * Chunk vector: the plain mean of the token states over its span.
+* :func:`rule_reference`: the chunk-embeddings rules (sentences, token ranges) from transformers'
+  offset mapping, for a document embedded as sent.
 """
 
 from __future__ import annotations
