@@ -31,6 +31,7 @@ class LiveServer:
         )
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.error: BaseException | None = None
 
     @property
     def url(self) -> str:
@@ -39,14 +40,17 @@ class LiveServer:
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve())
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        except BaseException as exc:  # start-up failures are reported by start()
+            self.error = exc
 
     def start(self, timeout: float = 60) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive():
-                raise RuntimeError("server thread exited during start-up")
+                raise RuntimeError(f"server exited during start-up: {self.error!r}")
             if time.monotonic() > deadline:
                 raise TimeoutError("server did not start")
             time.sleep(0.02)
