@@ -51,7 +51,7 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _uniform_seconds_per_token(enc: JinaEncoder, length: int, max_batch_tokens: int, repeats: int = 3) -> float:
+def _uniform_seconds_per_token(enc: JinaEncoder, length: int, max_batch_tokens: int, repeats: int = 2) -> float:
     """Best time per token of a forward pass on a batch of identical-length sequences."""
     batch = max(1, min(64, max_batch_tokens // length))
     g = torch.Generator().manual_seed(length)

@@ -55,6 +55,8 @@ class BenchSettings:
     vllm_python: str | None = None
     vllm_model: str | None = None
     idle_requests: int = 30
+    #: batch size (tokens) of the uniform batches the ceiling is measured on
+    ceiling_batch_tokens: int = 4096
     seed: int = 0
     gateway_env: dict[str, str] = field(default_factory=dict)
 
@@ -170,7 +172,7 @@ def _idle(url: str, req: BenchRequest, body: BodyFn, n: int) -> dict[str, Any]:
 
 def _baseline(mode: str, s: BenchSettings, reqs_file: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "engine_hf.baselines", mode, "--model", s.model, "--requests", str(reqs_file),
-           "--device", s.device, "--dtype", s.dtype, *extra]
+           "--device", s.device, "--dtype", s.dtype, "--max-batch-tokens", str(s.ceiling_batch_tokens), *extra]
     if s.threads:
         cmd += ["--threads", str(s.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
