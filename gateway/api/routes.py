@@ -19,6 +19,7 @@ from gateway.contract import (
     PayloadTooLargeError,
 )
 from gateway.postprocess import encode_base64
+from gateway.runtime import Runtime
 from gateway.service import EmbedOutcome, EmbeddingService
 
 __all__ = ["router"]
@@ -97,13 +98,14 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: every enabled engine loaded and answering")
+@router.get("/ready", summary="Readiness: every enabled engine loaded, answering and matching the reference")
 async def ready(request: Request) -> JSONResponse:
-    service = _service(request)
+    runtime: Runtime = request.app.state.runtime
+    snap = runtime.current
     engines = {}
-    for name, engine in service.engines.items():
-        h = await engine.check_health()
-        engines[name] = {"ready": h.ok, "detail": h.detail}
+    for name, entry in snap.entries.items():
+        status = await runtime.status(snap, entry)
+        engines[name] = {k: status[k] for k in ("ready", "detail", "parity")} | {"circuit": status["circuit"]["state"]}
     ok = bool(engines) and all(e["ready"] for e in engines.values())
     not_ready = [n for n, e in engines.items() if not e["ready"]]
     body = {"status": "ready" if ok else "not ready", "engines": engines}

@@ -1,0 +1,314 @@
+"""``VLLMEngine``: the engine contract over HTTP to a vLLM OpenAI-compatible server.
+
+vLLM merges only the text-matching adapter at load, so this engine declares text-matching and
+nothing else; the router sends every other task elsewhere.
+
+Token counting: every text is counted with vLLM's own ``POST /tokenize`` (the served model's
+tokenizer, special tokens included), concurrently with the embedding request, so over-long input
+gets the same 400 as on the HF engine (naming the input and its token count) and ``usage`` counts
+the same tokens. With ``truncate`` an over-long input is cut like the HF engine cuts it (first
+``max_input_tokens - 1`` tokens and ``</s>``) and embedded from those ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from engine_vllm.errors import from_response, from_transport
+from engine_vllm.managed import VLLMProcess
+from engine_vllm.wire import (
+    MalformedResponse,
+    ServedModel,
+    embeddings_body,
+    fit_to_limit,
+    parse_embeddings,
+    parse_models,
+    parse_tokens,
+    tokenize_body,
+)
+from gateway.contract import (
+    EmbedJob,
+    EmbedResult,
+    EngineCapabilities,
+    EngineError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    Health,
+    InputTooLongError,
+    Task,
+    UnsupportedTaskError,
+)
+
+if TYPE_CHECKING:
+    from gateway.config import VLLMEngineSettings
+
+__all__ = ["VLLMEngine"]
+
+log = logging.getLogger(__name__)
+
+#: jina-embeddings-v3's full output dimension, assumed until vLLM's first vector says otherwise
+_DEFAULT_DIMENSIONS = 1024
+
+
+class VLLMEngine:
+    """Text-matching on a vLLM server (see docs/engines.md)."""
+
+    def __init__(
+        self,
+        settings: VLLMEngineSettings,
+        *,
+        name: str = "vllm",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self._name = name
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._url = settings.url.rstrip("/")
+        self._served: ServedModel | None = None
+        self._dimensions: int | None = None
+        self._tokenize_slots: asyncio.Semaphore | None = None
+        self._discover_lock: asyncio.Lock | None = None
+        self.process: VLLMProcess | None = (
+            VLLMProcess(settings.managed, self._health_ok, name=name) if settings.managed.enabled else None
+        )
+
+    # ------------------------------------------------------------------ contract
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(
+            tasks=frozenset([Task.TEXT_MATCHING]),
+            dimensions=self._dimensions or _DEFAULT_DIMENSIONS,
+            max_input_tokens=self.settings.max_input_tokens,
+            late_chunking=False,
+            # Token-id input goes to engines that check ids against their vocabulary themselves.
+            token_ids=False,
+        )
+
+    async def start(self) -> None:
+        """Open the connection pool (and the managed process). An unreachable vLLM is not an error
+        here: the gateway keeps it out of the route until a probe succeeds."""
+        s = self.settings
+        headers = {"authorization": f"Bearer {s.api_key.get_secret_value()}"} if s.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self._url,
+            headers=headers,
+            timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout, pool=s.read_timeout),
+            limits=httpx.Limits(max_connections=s.max_connections, max_keepalive_connections=s.max_connections),
+            transport=self._transport,
+        )
+        self._tokenize_slots = asyncio.Semaphore(max(1, s.max_connections // 2))
+        self._discover_lock = asyncio.Lock()
+        if self.process is not None:
+            await self.process.start()
+            return
+        try:
+            await self._discover()
+        except (EngineUnavailableError, EngineTimeoutError, EngineError) as exc:
+            log.warning("engine %s: vLLM at %s not usable yet (%s); it stays out of the route until a probe succeeds",
+                        self._name, self._url, exc.message)
+
+    async def embed(self, job: EmbedJob) -> EmbedResult:
+        if job.task is not Task.TEXT_MATCHING:
+            what = "no task" if job.task is None else f"task {job.task.value!r}"
+            raise UnsupportedTaskError(f"engine {self._name} (vLLM) serves only text-matching, not {what}", param="task")
+        if job.late_chunking:
+            raise UnsupportedTaskError("late chunking is not available on the vLLM engine", param="late_chunking")
+        texts = [x for x in job.inputs if isinstance(x, str)]
+        if len(texts) != len(job.inputs):
+            raise UnsupportedTaskError("token-id input is not sent to the vLLM engine", param="input")
+        model = await self._model()
+        started = time.perf_counter()
+        counting = asyncio.ensure_future(self._tokenize_all(model, texts, job.deadline))
+        embedding = asyncio.ensure_future(self._embed(model, texts, job.deadline))
+        try:
+            ids = await counting
+        except BaseException:
+            await _discard(embedding)
+            raise
+        limit = self.settings.max_input_tokens
+        fitted: list[list[int]] = []
+        over_any = False
+        for i, seq in enumerate(ids):
+            kept, over = fit_to_limit(seq, limit, truncate=job.truncate)
+            if over and not job.truncate:
+                await _discard(embedding)
+                raise InputTooLongError(i, len(seq), limit)
+            over_any |= over
+            fitted.append(kept)
+        if over_any:
+            # the texts as sent are too long for the reference's truncation: embed the cut ids
+            await _discard(embedding)
+            vectors = await self._embed(model, fitted, job.deadline)
+        else:
+            vectors = await embedding
+        return EmbedResult(
+            vectors=vectors,
+            token_counts=tuple(len(x) for x in fitted),
+            engine=self._name,
+            queue_seconds=0.0,
+            inference_seconds=time.perf_counter() - started,
+        )
+
+    async def check_health(self) -> Health:
+        extra: dict[str, object] = {"url": self._url, "model": self._served.id if self._served else self.settings.model}
+        if self._served is not None:
+            extra["max_model_len"] = self._served.max_model_len
+        if self._dimensions is not None:
+            extra["dimensions"] = self._dimensions
+        if self.process is not None:
+            extra["process"] = self.process.describe()
+        if self._client is None:
+            return Health(False, "not started", extra)
+        try:
+            response = await self._client.get("/health", timeout=self.settings.health_timeout)
+        except httpx.TransportError as exc:
+            state = f" (managed process {self.process.state.value})" if self.process is not None else ""
+            return Health(False, f"vLLM at {self._url} unreachable: {type(exc).__name__}{state}", extra)
+        if response.status_code != 200:
+            return Health(False, f"vLLM /health answered {response.status_code}", extra)
+        if self._served is None or self._dimensions is None:
+            try:
+                await self._discover()
+            except (EngineUnavailableError, EngineTimeoutError, EngineError) as exc:
+                return Health(False, exc.message, extra)
+        return Health(True, "ok", extra)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        if self.process is not None:
+            await self.process.stop()
+
+    # ------------------------------------------------------------------ discovery
+
+    async def _model(self) -> str:
+        if self._served is None:
+            await self._discover()
+        assert self._served is not None
+        return self._served.id
+
+    async def _discover(self) -> None:
+        """Which model vLLM serves (and its length limit), and the vector dimension."""
+        lock = self._discover_lock
+        if lock is None:
+            raise EngineUnavailableError(f"engine {self._name} is not started", engine=self._name)
+        async with lock:
+            if self._served is not None and self._dimensions is not None:
+                return
+            payload = await self._call("GET", "/v1/models", None, None)
+            try:
+                models = parse_models(payload)
+            except MalformedResponse as exc:
+                raise EngineError(f"engine {self._name}: GET /v1/models: {exc}", engine=self._name) from exc
+            served = self._pick(models)
+            vectors = await self._embed(served.id, ["dimension probe"], None)
+            self._served, self._dimensions = served, int(vectors.shape[1])
+            log.info("engine %s: vLLM at %s serves %r (max_model_len %s, %d dimensions)",
+                     self._name, self._url, served.id, served.max_model_len, self._dimensions)
+
+    def _pick(self, models: Sequence[ServedModel]) -> ServedModel:
+        wanted, limit = self.settings.model, self.settings.max_input_tokens
+        names = ", ".join(m.id for m in models)
+        if wanted is None:
+            if len(models) != 1:
+                raise EngineUnavailableError(
+                    f"engine {self._name}: vLLM serves several models ({names}); set engines.vllm.model", engine=self._name
+                )
+            served = models[0]
+        else:
+            found = [m for m in models if m.id == wanted]
+            if not found:
+                raise EngineUnavailableError(
+                    f"engine {self._name}: vLLM does not serve {wanted!r} (it serves {names})", engine=self._name
+                )
+            served = found[0]
+        if served.max_model_len is not None and served.max_model_len < limit:
+            raise EngineUnavailableError(
+                f"engine {self._name}: vLLM's max_model_len is {served.max_model_len} but engines.vllm.max_input_tokens "
+                f"is {limit}; start vLLM with --max-model-len {limit} (or lower max_input_tokens on every engine)",
+                engine=self._name,
+            )
+        return served
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _tokenize_all(self, model: str, texts: Sequence[str], deadline: float | None) -> list[list[int]]:
+        slots = self._tokenize_slots
+        assert slots is not None
+
+        async def one(text: str) -> list[int]:
+            async with slots:
+                payload = await self._call("POST", "/tokenize", tokenize_body(model, text), deadline)
+            try:
+                return parse_tokens(payload)
+            except MalformedResponse as exc:
+                raise EngineError(f"engine {self._name}: POST /tokenize: {exc}", engine=self._name) from exc
+
+        return list(await asyncio.gather(*(one(t) for t in texts)))
+
+    async def _embed(
+        self, model: str, inputs: Sequence[str] | Sequence[Sequence[int]], deadline: float | None
+    ) -> npt.NDArray[np.float32]:
+        payload = await self._call("POST", "/v1/embeddings", embeddings_body(model, inputs), deadline)
+        try:
+            return parse_embeddings(payload, len(inputs))
+        except MalformedResponse as exc:
+            raise EngineError(f"engine {self._name}: POST /v1/embeddings: {exc}", engine=self._name) from exc
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None, deadline: float | None) -> Any:
+        """One HTTP call; every failure leaves here as an error of the gateway's tree."""
+        client = self._client
+        if client is None:
+            raise EngineUnavailableError(f"engine {self._name} is not started", engine=self._name)
+        timeout: httpx.Timeout | None = None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EngineTimeoutError(f"engine {self._name}: the request's deadline passed", engine=self._name)
+            s = self.settings
+            timeout = httpx.Timeout(min(s.read_timeout, left), connect=min(s.connect_timeout, left), pool=left)
+        try:
+            if timeout is None:
+                response = await client.request(method, path, json=body)
+            else:
+                response = await client.request(method, path, json=body, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise from_transport(exc, engine=self._name, url=self._url) from exc
+        if not response.is_success:
+            raise from_response(response, engine=self._name, what=f"{method} {path}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise EngineError(f"engine {self._name}: {method} {path} answered non-JSON", engine=self._name) from exc
+
+    async def _health_ok(self) -> bool:
+        client = self._client
+        if client is None:
+            return False
+        try:
+            response = await client.get("/health", timeout=self.settings.health_timeout)
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
+
+
+async def _discard(task: asyncio.Future[Any]) -> None:
+    """Cancel a sibling request we no longer need, and swallow its outcome."""
+    task.cancel()
+    await asyncio.wait([task])  # never raises the sibling's error; our own cancellation still propagates
+    if not task.cancelled():
+        task.exception()  # mark it retrieved
