@@ -4,10 +4,11 @@ vLLM merges only the text-matching adapter at load, so this engine declares text
 nothing else; the router sends every other task elsewhere.
 
 Token counting: every text is counted with vLLM's own ``POST /tokenize`` (the served model's
-tokenizer, special tokens included), concurrently with the embedding request, so over-long input
-gets the same 400 as on the HF engine (naming the input and its token count) and ``usage`` counts
-the same tokens. With ``truncate`` an over-long input is cut like the HF engine cuts it (first
-``max_input_tokens - 1`` tokens and ``</s>``) and embedded from those ids.
+tokenizer, special tokens included), so over-long input gets the same 400 as on the HF engine
+(naming the input and its token count) and ``usage`` counts the same tokens. With ``truncate`` an
+over-long input is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and
+``</s>``) and embedded from those ids. Short texts are embedded while they are being counted, so
+counting costs no extra latency in the common case.
 """
 
 from __future__ import annotations
@@ -132,29 +133,32 @@ class VLLMEngine:
             raise UnsupportedTaskError("token-id input is not sent to the vLLM engine", param="input")
         model = await self._model()
         started = time.perf_counter()
-        counting = asyncio.ensure_future(self._tokenize_all(model, texts, job.deadline))
-        embedding = asyncio.ensure_future(self._embed(model, texts, job.deadline))
-        try:
-            ids = await counting
-        except BaseException:
-            await _discard(embedding)
-            raise
         limit = self.settings.max_input_tokens
+        # Short texts (the usual case) are embedded while they are being counted, hiding the
+        # /tokenize round trip; a text with at least as many characters as the token limit may be
+        # over it, so then the ids are counted first and embedded as counted (no wasted work).
+        speculative = (
+            asyncio.ensure_future(self._embed(model, texts, job.deadline))
+            if all(len(t) < limit for t in texts)
+            else None
+        )
+        try:
+            ids = await self._tokenize_all(model, texts, job.deadline)
+        except BaseException:
+            await _discard(speculative)
+            raise
         fitted: list[list[int]] = []
-        over_any = False
         for i, seq in enumerate(ids):
             kept, over = fit_to_limit(seq, limit, truncate=job.truncate)
             if over and not job.truncate:
-                await _discard(embedding)
+                await _discard(speculative)
                 raise InputTooLongError(i, len(seq), limit)
-            over_any |= over
             fitted.append(kept)
-        if over_any:
-            # the texts as sent are too long for the reference's truncation: embed the cut ids
-            await _discard(embedding)
-            vectors = await self._embed(model, fitted, job.deadline)
+        if speculative is not None and fitted == ids:
+            vectors = await speculative
         else:
-            vectors = await embedding
+            await _discard(speculative)
+            vectors = await self._embed(model, fitted, job.deadline)
         return EmbedResult(
             vectors=vectors,
             token_counts=tuple(len(x) for x in fitted),
@@ -306,8 +310,10 @@ class VLLMEngine:
         return response.status_code == 200
 
 
-async def _discard(task: asyncio.Future[Any]) -> None:
+async def _discard(task: asyncio.Future[Any] | None) -> None:
     """Cancel a sibling request we no longer need, and swallow its outcome."""
+    if task is None:
+        return
     task.cancel()
     await asyncio.wait([task])  # never raises the sibling's error; our own cancellation still propagates
     if not task.cancelled():

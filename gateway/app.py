@@ -80,6 +80,7 @@ def create_app(
         reloader = Reloader(runtime, reload_settings)
         app.state.runtime = runtime
         app.state.reloader = reloader
+        app.state.monitor = monitor
         app.state.service = EmbeddingService(runtime, app_metrics)
         monitor.start()
         hup = _install_sighup(reloader) if reload_settings is not None else False

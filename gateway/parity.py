@@ -111,9 +111,10 @@ def compare(
     if mean_cos < threshold:
         problems.append(f"mean cosine {mean_cos:.6f} < threshold {threshold}")
     if deviation > max_norm_deviation:
+        hint = ": directions match, so the engine normalises or scales its output" if not problems else ""
         problems.append(
-            f"un-normalised vectors' norms differ by {deviation:.2%} on average (max {max_norm_deviation:.2%}): "
-            "the engine normalises or scales its output"
+            f"norms of the un-normalised vectors differ by {deviation:.2%} on average "
+            f"(max {max_norm_deviation:.2%}){hint}"
         )
     detail = "; ".join(problems) or f"mean cosine {mean_cos:.6f}, norm deviation {deviation:.2e}"
     return ParityResult(not problems, task, mean_cos, min_cos, deviation, detail, time.time())

@@ -41,8 +41,9 @@ class Reloader:
             settings = await asyncio.to_thread(self._load)
         except ValidationError as exc:
             raise ReloadError(f"the configuration is invalid: {_errors(exc)}") from exc
-        except (OSError, ValueError) as exc:
-            raise ReloadError(f"the configuration cannot be read: {exc}") from exc
+        except Exception as exc:  # unreadable file, YAML syntax: details (with the path) go to the log only
+            log.error("reload: cannot read the configuration: %s", exc)
+            raise ReloadError(f"the configuration cannot be read ({type(exc).__name__}; see the gateway log)") from exc
         snap = await self.runtime.reload(settings)
         self.reloads += 1
         return snap
