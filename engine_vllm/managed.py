@@ -127,6 +127,7 @@ class VLLMProcess:
                 )
                 await self._terminate()
             rc = await proc.wait()
+            _signal_group(proc.pid, signal.SIGKILL)  # children of a crashed server (engine core, workers) go too
             self.last_exit, self.healthy_since = rc, None
             self._close_log()
             if self._stopping.is_set():

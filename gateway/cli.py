@@ -16,21 +16,26 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.config import load_settings
+    from gateway.config import Settings, load_settings
 
-    overrides: dict[str, object] = {}
     config_file = args.config or os.environ.get("EMBED_GATEWAY_CONFIG")
-    settings = load_settings(config_file)
-    server = settings.server.model_copy(
-        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    )
-    settings = settings.model_copy(update={"server": server, **overrides})
+
+    def load() -> Settings:
+        """The configuration as this command line means it; also what SIGHUP / POST /admin/reload re-read."""
+        settings = load_settings(config_file)
+        server = settings.server.model_copy(
+            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        )
+        return settings.model_copy(update={"server": server})
+
+    settings = load()
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = create_app(settings)
-    uvicorn.run(app, host=server.host, port=server.port, log_level=settings.server.log_level, access_log=False)
+    app = create_app(settings, reload_settings=load)
+    server = settings.server
+    uvicorn.run(app, host=server.host, port=server.port, log_level=server.log_level, access_log=False)
     return 0
 
 
