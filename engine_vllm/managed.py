@@ -188,13 +188,29 @@ class VLLMProcess:
             log.warning("engine %s: vLLM (pid %d) ignored SIGTERM for %.0fs; killing", self._name, proc.pid, self.settings.stop_timeout)
             _signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
-        # leftovers of the group (children that outlived the server) go too
-        _signal_group(proc.pid, signal.SIGKILL)
+        # vLLM's engine-core and worker children follow their server; whatever is left is killed
+        if not await _group_gone(proc.pid, timeout=5.0):
+            _signal_group(proc.pid, signal.SIGKILL)
+            await _group_gone(proc.pid, timeout=5.0)
 
     def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+async def _group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -207,7 +207,7 @@ class Runtime:
                 await entry.engine.aclose()
             raise RuntimeError("no engine could start; see the log above")
         self._swap(settings, entries, routes)
-        await self.check_all()
+        await self.check_all(starting=True)
 
     async def aclose(self) -> None:
         for task in list(self._retiring):
@@ -284,12 +284,16 @@ class Runtime:
 
     # ------------------------------------------------------------------ parity and probes
 
-    async def check_all(self) -> None:
+    async def check_all(self, *, starting: bool = False) -> None:
         """Run the parity guard on every engine that needs it (start-up, reload)."""
         snap = self.current
-        await asyncio.gather(*(self.check_parity(snap, e) for e in snap.entries.values() if e.parity_keys))
+        await asyncio.gather(
+            *(self.check_parity(snap, e, starting=starting) for e in snap.entries.values() if e.parity_keys)
+        )
 
-    async def check_parity(self, snap: Snapshot, entry: EngineEntry) -> None:
+    async def check_parity(self, snap: Snapshot, entry: EngineEntry, *, starting: bool = False) -> None:
+        """Compare ``entry`` with the reference. ``starting``: an engine that does not answer yet
+        (a vLLM still loading) is expected at start-up, not an incident."""
         ref = snap.reference()
         if ref is None or not entry.parity_keys:
             return
@@ -308,7 +312,11 @@ class Runtime:
                     entry.engine, expected, task=task, threshold=p.threshold, max_norm_deviation=p.max_norm_deviation
                 )
             except RetryableError as exc:
-                self.trip(entry, f"parity probe failed: {exc.message}")
+                if starting and entry.breaker.trip(f"not answering yet: {exc.message}"):
+                    log.warning("engine %s does not answer yet (%s); it joins its routes once it answers and "
+                                "passes the parity check", entry.name, exc.message)
+                else:
+                    self.trip(entry, f"parity probe failed: {exc.message}")
                 return
             except EmbedGatewayError as exc:
                 result = ParityResult(False, task, 0.0, 0.0, float("inf"), f"engine error: {exc.message}", time.time())

@@ -18,8 +18,9 @@ class Outcome:
 
 
 class Load:
-    def __init__(self, url: str, clients: int, body: dict[str, object]) -> None:
-        self.url, self.body = url, body
+    def __init__(self, url: str, clients: int, body: dict[str, object], *, pause: float = 0.0) -> None:
+        """``pause``: each client's think time between requests (keeps the load bounded)."""
+        self.url, self.body, self.pause = url, body, pause
         self.outcomes: list[Outcome] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -58,3 +59,5 @@ class Load:
                     o = Outcome(time.monotonic(), 0, "", f"{type(exc).__name__}: {exc}")
                 with self._lock:
                     self.outcomes.append(o)
+                if self.pause:
+                    self._stop.wait(self.pause)
