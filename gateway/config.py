@@ -193,8 +193,14 @@ class ParitySettings(_Section):
 
 
 class AuthSettings(_Section):
-    #: bearer key of the /admin endpoints; null = admin endpoints refuse every call
+    #: bearer key of the /admin endpoints; null (or empty) = admin endpoints refuse every call
     admin_key: SecretStr | None = None
+
+    @field_validator("admin_key")
+    @classmethod
+    def _empty_is_none(cls, v: SecretStr | None) -> SecretStr | None:
+        # `EMBED_GATEWAY_AUTH__ADMIN_KEY=` (an unset compose variable) must not mean "the empty key"
+        return v if v is not None and v.get_secret_value().strip() else None
 
 
 #: route keys: the five tasks and "none" (no task)

@@ -97,8 +97,10 @@ def test_managed_vllm_is_started_restarted_after_a_kill_and_stopped(original_dir
         outcomes = load.stop()
 
         assert load.failures() == [], load.failures()[:5]
-        during_outage = [o for o in outcomes if killed_at + 1 < o.at < healthy_at[0]]
-        assert during_outage and {o.engine for o in during_outage} == {"hf"}
+        # the outage was real (a restart takes tens of seconds) and HF carried the load meanwhile
+        first_back = min(o.at for o in outcomes if o.engine == "vllm" and o.at > killed_at + 1)
+        assert first_back - killed_at > 10
+        assert sum(1 for o in outcomes if killed_at + 1 < o.at < first_back and o.engine == "hf") >= 40
         process = gw.admin()["engines"]["vllm"]["info"]["process"]
         second_pid = process["pid"]
         assert second_pid != first_pid and process["restarts"] == 1 and process["last_exit_code"] == -signal.SIGKILL
