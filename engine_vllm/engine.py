@@ -3,12 +3,13 @@
 vLLM merges only the text-matching adapter at load, so this engine declares text-matching and
 nothing else; the router sends every other task elsewhere.
 
-Token counting: every text is counted with vLLM's own ``POST /tokenize`` (the served model's
-tokenizer, special tokens included), so over-long input gets the same 400 as on the HF engine
-(naming the input and its token count) and ``usage`` counts the same tokens. With ``truncate`` an
-over-long input is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and
-``</s>``) and embedded from those ids. Short texts are embedded while they are being counted, so
-counting costs no extra latency in the common case.
+Token counting uses vLLM's own tokenizer, so over-long input gets the same 400 as on the HF engine
+(naming the input and its token count) and ``usage`` counts the same tokens: every input is its own
+``POST /v1/embeddings`` call (all sent at once; vLLM batches them), whose ``usage`` is that input's
+exact count — no extra round trip in the common case. Only an input that vLLM refuses or that comes
+back over ``max_input_tokens`` is counted with ``POST /tokenize``: it then gets the 400, or with
+``truncate`` is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``)
+and embedded from those ids.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from engine_vllm.errors import from_response, from_transport
+from engine_vllm.errors import RefusedInput, from_response, from_transport
 from engine_vllm.managed import VLLMProcess
 from engine_vllm.wire import (
     MalformedResponse,
@@ -32,6 +33,7 @@ from engine_vllm.wire import (
     fit_to_limit,
     parse_embeddings,
     parse_models,
+    parse_prompt_tokens,
     parse_tokens,
     tokenize_body,
 )
@@ -76,7 +78,6 @@ class VLLMEngine:
         self._url = settings.url.rstrip("/")
         self._served: ServedModel | None = None
         self._dimensions: int | None = None
-        self._tokenize_slots: asyncio.Semaphore | None = None
         self._discover_lock: asyncio.Lock | None = None
         self.process: VLLMProcess | None = (
             VLLMProcess(settings.managed, self._health_ok, name=name) if settings.managed.enabled else None
@@ -111,7 +112,6 @@ class VLLMEngine:
             limits=httpx.Limits(max_connections=s.max_connections, max_keepalive_connections=s.max_connections),
             transport=self._transport,
         )
-        self._tokenize_slots = asyncio.Semaphore(max(1, s.max_connections // 2))
         self._discover_lock = asyncio.Lock()
         if self.process is not None:
             await self.process.start()
@@ -133,35 +133,22 @@ class VLLMEngine:
             raise UnsupportedTaskError("token-id input is not sent to the vLLM engine", param="input")
         model = await self._model()
         started = time.perf_counter()
-        limit = self.settings.max_input_tokens
-        # Short texts (the usual case) are embedded while they are being counted, hiding the
-        # /tokenize round trip; a text with at least as many characters as the token limit may be
-        # over it, so then the ids are counted first and embedded as counted (no wasted work).
-        speculative = (
-            asyncio.ensure_future(self._embed(model, texts, job.deadline))
-            if all(len(t) < limit for t in texts)
-            else None
+        # one call per input, all at once: vLLM batches them itself (continuous batching), and each
+        # answer's usage is that input's exact token count
+        outcomes = await asyncio.gather(
+            *(self._embed_text(model, i, t, job) for i, t in enumerate(texts)), return_exceptions=True
         )
-        try:
-            ids = await self._tokenize_all(model, texts, job.deadline)
-        except BaseException:
-            await _discard(speculative)
-            raise
-        fitted: list[list[int]] = []
-        for i, seq in enumerate(ids):
-            kept, over = fit_to_limit(seq, limit, truncate=job.truncate)
-            if over and not job.truncate:
-                await _discard(speculative)
-                raise InputTooLongError(i, len(seq), limit)
-            fitted.append(kept)
-        if speculative is not None and fitted == ids:
-            vectors = await speculative
-        else:
-            await _discard(speculative)
-            vectors = await self._embed(model, fitted, job.deadline)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            # an engine failure wins (another engine may serve the whole job); else the first over-long input
+            err = next((e for e in failed if not isinstance(e, InputTooLongError)), failed[0])
+            if isinstance(err, RefusedInput):  # engine-internal: leaves as the plain EngineError it is
+                raise EngineError(err.message, engine=self._name) from err
+            raise err
+        rows = [o for o in outcomes if not isinstance(o, BaseException)]
         return EmbedResult(
-            vectors=vectors,
-            token_counts=tuple(len(x) for x in fitted),
+            vectors=np.stack([vector for vector, _ in rows]),
+            token_counts=tuple(n for _, n in rows),
             engine=self._name,
             queue_seconds=0.0,
             inference_seconds=time.perf_counter() - started,
@@ -219,8 +206,11 @@ class VLLMEngine:
             except MalformedResponse as exc:
                 raise EngineError(f"engine {self._name}: GET /v1/models: {exc}", engine=self._name) from exc
             served = self._pick(models)
-            vectors = await self._embed(served.id, ["dimension probe"], None)
-            self._served, self._dimensions = served, int(vectors.shape[1])
+            try:
+                vector, _ = await self._embed_one(served.id, "dimension probe", None)
+            except RefusedInput as refusal:
+                raise EngineError(refusal.message, engine=self._name) from refusal
+            self._served, self._dimensions = served, int(vector.shape[0])
             log.info("engine %s: vLLM at %s serves %r (max_model_len %s, %d dimensions)",
                      self._name, self._url, served.id, served.max_model_len, self._dimensions)
 
@@ -250,28 +240,42 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ HTTP
 
-    async def _tokenize_all(self, model: str, texts: Sequence[str], deadline: float | None) -> list[list[int]]:
-        slots = self._tokenize_slots
-        assert slots is not None
-
-        async def one(text: str) -> list[int]:
-            async with slots:
-                payload = await self._call("POST", "/tokenize", tokenize_body(model, text), deadline)
-            try:
-                return parse_tokens(payload)
-            except MalformedResponse as exc:
-                raise EngineError(f"engine {self._name}: POST /tokenize: {exc}", engine=self._name) from exc
-
-        return list(await asyncio.gather(*(one(t) for t in texts)))
-
-    async def _embed(
-        self, model: str, inputs: Sequence[str] | Sequence[Sequence[int]], deadline: float | None
-    ) -> npt.NDArray[np.float32]:
-        payload = await self._call("POST", "/v1/embeddings", embeddings_body(model, inputs), deadline)
+    async def _embed_text(self, model: str, index: int, text: str, job: EmbedJob) -> tuple[npt.NDArray[np.float32], int]:
+        """One input: ``(vector, tokens)``, over-long input handled exactly as the HF engine does."""
+        limit = self.settings.max_input_tokens
         try:
-            return parse_embeddings(payload, len(inputs))
+            vector, n_tokens = await self._embed_one(model, text, job.deadline)
+        except RefusedInput as refusal:
+            # vLLM refuses inputs over its --max-model-len; count to tell "too long" from anything else
+            ids = await self._tokenize(model, text, job.deadline)
+            if len(ids) <= limit:
+                raise
+            return await self._over_limit(model, index, ids, job)
+        if n_tokens > limit:  # within vLLM's --max-model-len but over the gateway's limit
+            return await self._over_limit(model, index, await self._tokenize(model, text, job.deadline), job)
+        return vector, n_tokens
+
+    async def _over_limit(self, model: str, index: int, ids: list[int], job: EmbedJob) -> tuple[npt.NDArray[np.float32], int]:
+        limit = self.settings.max_input_tokens
+        kept, _ = fit_to_limit(ids, limit, truncate=job.truncate)
+        if not job.truncate:
+            raise InputTooLongError(index, len(ids), limit)
+        vector, _ = await self._embed_one(model, kept, job.deadline)
+        return vector, len(kept)
+
+    async def _embed_one(self, model: str, item: str | Sequence[int], deadline: float | None) -> tuple[npt.NDArray[np.float32], int]:
+        payload = await self._call("POST", "/v1/embeddings", embeddings_body(model, [item]), deadline)
+        try:
+            return parse_embeddings(payload, 1)[0], parse_prompt_tokens(payload)
         except MalformedResponse as exc:
             raise EngineError(f"engine {self._name}: POST /v1/embeddings: {exc}", engine=self._name) from exc
+
+    async def _tokenize(self, model: str, text: str, deadline: float | None) -> list[int]:
+        payload = await self._call("POST", "/tokenize", tokenize_body(model, text), deadline)
+        try:
+            return parse_tokens(payload)
+        except MalformedResponse as exc:
+            raise EngineError(f"engine {self._name}: POST /tokenize: {exc}", engine=self._name) from exc
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None, deadline: float | None) -> Any:
         """One HTTP call; every failure leaves here as an error of the gateway's tree."""
@@ -309,12 +313,3 @@ class VLLMEngine:
             return False
         return response.status_code == 200
 
-
-async def _discard(task: asyncio.Future[Any] | None) -> None:
-    """Cancel a sibling request we no longer need, and swallow its outcome."""
-    if task is None:
-        return
-    task.cancel()
-    await asyncio.wait([task])  # never raises the sibling's error; our own cancellation still propagates
-    if not task.cancelled():
-        task.exception()  # mark it retrieved

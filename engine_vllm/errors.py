@@ -14,7 +14,7 @@ from the class alone (retryable -> next engine). The mapping, and why:
 | 5xx (incl. vLLM's dead-engine 500)              | EngineUnavailableError   | another engine can serve meanwhile           |
 | 401 / 403                                       | EngineUnavailableError   | the gateway's vLLM api_key is wrong: an operator problem the client cannot fix; fall back |
 | 404                                             | EngineUnavailableError   | vLLM does not serve the configured model (restarted with another?) |
-| other 4xx (400, 413, 422)                       | EngineError              | vLLM refused input the gateway had already validated (token limit, vocabulary): a version or configuration mismatch that retrying will not fix |
+| other 4xx (400, 413, 422)                       | EngineError (RefusedInput) | the engine first counts the input: over the limit -> the HF engine's 400 (InputTooLongError); otherwise vLLM refused input the gateway had validated, a version or configuration mismatch that retrying will not fix |
 | 2xx that is not the promised shape              | EngineError              | a proxy page, an incompatible vLLM: never guess vectors |
 
 vLLM's own message goes to the log, never to the client (it may name paths).
@@ -35,9 +35,14 @@ from gateway.contract import (
     EngineUnavailableError,
 )
 
-__all__ = ["from_response", "from_transport", "vllm_message"]
+__all__ = ["RefusedInput", "from_response", "from_transport", "vllm_message"]
 
 log = logging.getLogger(__name__)
+
+
+class RefusedInput(EngineError):
+    """vLLM answered 400/413/422. Inside the engine this means "count this input" (vLLM refuses
+    inputs over its --max-model-len); if it escapes, it is the EngineError of the table above."""
 
 
 def from_transport(exc: httpx.TransportError, *, engine: str, url: str) -> EmbedGatewayError:
@@ -86,4 +91,4 @@ def from_response(response: httpx.Response, *, engine: str, what: str) -> EmbedG
         return EngineTimeoutError(prefix, engine=engine)
     if status >= 500 or status in (401, 403, 404):
         return EngineUnavailableError(prefix, engine=engine, retry_after=_retry_after(response))
-    return EngineError(f"{prefix}, refusing input the gateway had validated (see the gateway log)", engine=engine)
+    return RefusedInput(f"{prefix}, refusing input the gateway had validated (see the gateway log)", engine=engine)

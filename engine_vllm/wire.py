@@ -24,6 +24,7 @@ __all__ = [
     "fit_to_limit",
     "parse_embeddings",
     "parse_models",
+    "parse_prompt_tokens",
     "parse_tokens",
     "tokenize_body",
 ]
@@ -101,6 +102,15 @@ def parse_embeddings(payload: Any, n_inputs: int) -> npt.NDArray[np.float32]:
     if not np.isfinite(out).all():
         raise MalformedResponse("embeddings: non-finite values")
     return out
+
+
+def parse_prompt_tokens(payload: Any) -> int:
+    """``usage.prompt_tokens``: the tokens vLLM embedded (special tokens included)."""
+    usage = _object(payload, "embeddings").get("usage")
+    n = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise MalformedResponse("embeddings: usage.prompt_tokens is missing or not a positive integer")
+    return n
 
 
 def parse_tokens(payload: Any) -> list[int]:

@@ -1,4 +1,4 @@
-"""``embed-gateway``: serve the API, or write a random-weight checkpoint for tests and benchmarks."""
+"""``embed-gateway``: serve the API; write a random-weight checkpoint; measure engines and the gateway's overhead."""
 
 from __future__ import annotations
 
@@ -63,6 +63,14 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure_overhead(args: argparse.Namespace) -> int:
+    from engine_vllm.overhead import main_json
+
+    print(main_json(gateway=args.gateway, vllm=args.vllm, requests=args.requests, warmup=args.warmup,
+                    text=args.text, model=args.model))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embed-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--batch", type=int, default=8)
     ms.add_argument("--repeats", type=int, default=5)
     ms.set_defaults(func=_measure)
+
+    mo = sub.add_parser(
+        "measure-overhead", help="latency the gateway adds in front of vLLM (p50, same run; docs/deployment.md)"
+    )
+    mo.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL (serving text-matching via vLLM)")
+    mo.add_argument("--vllm", default="http://127.0.0.1:8000", help="the same vLLM's base URL, called directly")
+    mo.add_argument("--requests", type=int, default=300, help="requests to each, alternating")
+    mo.add_argument("--warmup", type=int, default=20)
+    mo.add_argument("--text", default="The user likes dark roast coffee.")
+    mo.add_argument("--model", help="vLLM's served model name (default: ask /v1/models)")
+    mo.set_defaults(func=_measure_overhead)
     return parser
 
 

@@ -41,10 +41,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class FakeVLLM:
-    """Answers like vLLM: one token per word between <s> (0) and </s> (2); ``embeddings`` scripts faults."""
+    """Answers like vLLM: one token per word between <s> (0) and </s> (2), a 400 over
+    ``max_model_len``, usage per request; ``embeddings`` scripts faults."""
 
-    def __init__(self, *, models: list[dict[str, Any]] | None = None) -> None:
-        self.models = models if models is not None else [{"id": "jina", "max_model_len": 8194}]
+    def __init__(self, *, models: list[dict[str, Any]] | None = None, max_model_len: int = 8194) -> None:
+        self.models = models if models is not None else [{"id": "jina", "max_model_len": max_model_len}]
+        self.max_model_len = max_model_len
         self.embeddings: Callable[[dict[str, Any]], httpx.Response] | None = None
         self.requests: list[tuple[str, dict[str, Any] | None]] = []
         self.headers: list[httpx.Headers] = []
@@ -64,10 +66,14 @@ class FakeVLLM:
             assert body is not None
             if self.embeddings is not None and not (body["input"] == ["dimension probe"]):
                 return self.embeddings(body)
-            rows = [np.full(DIM, float(len(x)), dtype="<f4") for x in body["input"]]
+            ids = [x if isinstance(x, list) else [0, *[10] * len(x.split()), 2] for x in body["input"]]
+            if any(len(x) > self.max_model_len for x in ids):
+                return httpx.Response(400, json={"error": {"message": "maximum context length", "type": "BadRequestError"}})
+            rows = [np.full(DIM, float(len(x)), dtype="<f4") for x in ids]
             data = [{"index": i, "object": "embedding", "embedding": base64.b64encode(r.tobytes()).decode()}
                     for i, r in enumerate(rows)]
-            return httpx.Response(200, json={"object": "list", "data": data, "usage": {"prompt_tokens": 1}})
+            usage = {"prompt_tokens": sum(len(x) for x in ids), "total_tokens": sum(len(x) for x in ids)}
+            return httpx.Response(200, json={"object": "list", "data": data, "usage": usage})
         return httpx.Response(404, json={"error": {"message": "not found", "type": "NotFoundError", "code": 404}})
 
     def embeds(self) -> list[dict[str, Any]]:
@@ -94,9 +100,12 @@ def test_happy_path_counts_tokens_and_sends_raw_full_vectors_request() -> None:
     fake = FakeVLLM()
     result = run(embed_once(engine(fake, api_key="k"), job("a b c", "d")))
     assert result.vectors.shape == (2, DIM) and result.engine == "vllm"
-    assert result.token_counts == (5, 3)  # <s> + words + </s>, as vLLM's /tokenize counts them
-    sent = fake.embeds()[0]
-    assert sent["model"] == "jina" and sent["use_activation"] is False and "dimensions" not in sent
+    assert result.token_counts == (5, 3)  # <s> + words + </s>: each call's usage
+    np.testing.assert_array_equal(result.vectors[:, 0], [5.0, 3.0])  # rows in input order
+    sent = fake.embeds()
+    assert sorted(b["input"][0] for b in sent) == ["a b c", "d"]  # one call per input, no /tokenize
+    assert not [p for p, _ in fake.requests if p == "/tokenize"]
+    assert all(b["model"] == "jina" and b["use_activation"] is False and "dimensions" not in b for b in sent)
     assert all(h["authorization"] == "Bearer k" for h in fake.headers)
 
 
@@ -153,8 +162,9 @@ def test_vllm_error_statuses(status: int, headers: dict[str, str], want: type[Em
     "response",
     [
         httpx.Response(200, text="<html>bad gateway</html>"),
-        httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0]}]}),  # one vector for two inputs
-        httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2.0]}]}),
+        httpx.Response(200, json={"data": [], "usage": {"prompt_tokens": 3}}),  # no vector for the input
+        httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0]}]}),  # no usage
+        httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0]}], "usage": {"prompt_tokens": 0}}),
     ],
 )
 def test_malformed_responses_are_engine_errors(response: httpx.Response) -> None:
@@ -164,27 +174,36 @@ def test_malformed_responses_are_engine_errors(response: httpx.Response) -> None
         run(embed_once(engine(fake), job("x", "y")))
 
 
-def test_over_long_input_is_the_hf_engines_400_unless_truncate() -> None:
-    fake = FakeVLLM()
+@pytest.mark.parametrize("max_model_len", [8194, 20])  # vLLM embeds it and usage says too long / vLLM refuses it
+def test_over_long_input_is_the_hf_engines_400_unless_truncate(max_model_len: int) -> None:
     long = " ".join(["w"] * 20)  # 22 tokens
     with pytest.raises(InputTooLongError) as info:
-        run(embed_once(engine(fake, max_input_tokens=16), job("short", long)))
-    assert (info.value.index, info.value.n_tokens, info.value.limit) == (1, 22, 16)
+        run(embed_once(engine(FakeVLLM(max_model_len=max_model_len), max_input_tokens=16), job("short", long, "also " * 30)))
+    assert (info.value.index, info.value.n_tokens, info.value.limit) == (1, 22, 16)  # the first over-long input
     assert info.value.param == "input[1]"
 
-    fake = FakeVLLM()
+    fake = FakeVLLM(max_model_len=max_model_len)
     result = run(embed_once(engine(fake, max_input_tokens=16), job("short", long, truncate=True)))
     assert result.token_counts == (3, 16)
-    last = fake.embeds()[-1]["input"]
-    assert last[1] == [0, *[10] * 14, 2]  # first 15 tokens and </s>, embedded from the ids
+    assert [0, *[10] * 14, 2] in [b["input"][0] for b in fake.embeds()]  # first 15 tokens and </s>, as ids
 
 
-def test_long_texts_are_counted_before_anything_is_embedded() -> None:
+def test_a_refusal_of_an_input_within_the_limit_stays_an_engine_error() -> None:
     fake = FakeVLLM()
-    text = "w " * 40  # 80 characters >= the 16-token limit: may be over it, so count first
-    with pytest.raises(InputTooLongError):
-        run(embed_once(engine(fake, max_input_tokens=16), job(text)))
-    assert fake.embeds() == []
+    fake.embeddings = lambda body: httpx.Response(400, json={"error": {"message": "weird", "type": "BadRequestError"}})
+    with pytest.raises(EngineError) as info:
+        run(embed_once(engine(fake), job("two words")))
+    assert not isinstance(info.value, InputTooLongError)
+    assert [p for p, _ in fake.requests if p == "/tokenize"]  # it was counted first
+
+
+def test_an_engine_failure_wins_over_an_over_long_input() -> None:
+    fake = FakeVLLM()
+    fake.embeddings = lambda body: (httpx.Response(503) if body["input"] == ["short"] else
+                                    httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0] * DIM}],
+                                                              "usage": {"prompt_tokens": 99}}))
+    with pytest.raises(EngineUnavailableError):  # retryable: another engine will give the client its 400
+        run(embed_once(engine(fake, max_input_tokens=16), job("short", "long text")))
 
 
 def test_other_tasks_and_token_ids_are_refused() -> None:
