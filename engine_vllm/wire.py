@@ -40,7 +40,7 @@ class ServedModel:
     max_model_len: int | None
 
 
-def embeddings_body(model: str, inputs: Sequence[str] | Sequence[Sequence[int]]) -> dict[str, Any]:
+def embeddings_body(model: str, inputs: Sequence[str | Sequence[int]]) -> dict[str, Any]:
     """``POST /v1/embeddings``: full dimension, un-normalised, little-endian float32 base64.
 
     No ``dimensions``: the gateway truncates. ``use_activation: false`` switches off vLLM's

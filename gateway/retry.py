@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_any
+from tenacity.stop import stop_base
 
 from gateway.config import RetrySettings
 from gateway.contract import RetryableError, is_retryable
@@ -42,8 +43,11 @@ def retrying(
         after = err.retry_after if isinstance(err, RetryableError) else None
         return backoff(state.attempt_number, settings, after)
 
-    def past_deadline(state: RetryCallState) -> bool:
-        return deadline is not None and clock() + wait(state) >= deadline
+    class past_deadline(stop_base):  # noqa: N801 - tenacity's naming
+        """Stop when the next wait would end after the request's deadline."""
+
+        def __call__(self, state: RetryCallState) -> bool:
+            return deadline is not None and clock() + wait(state) >= deadline
 
     def before_sleep(state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome is not None else None
@@ -51,7 +55,7 @@ def retrying(
             on_retry(err)
 
     return AsyncRetrying(
-        stop=stop_after_attempt(settings.attempts) | past_deadline,
+        stop=stop_any(stop_after_attempt(settings.attempts), past_deadline()),
         wait=wait,
         retry=retry_if_exception(is_retryable),
         before_sleep=before_sleep,

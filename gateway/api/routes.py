@@ -108,7 +108,7 @@ async def ready(request: Request) -> JSONResponse:
         engines[name] = {k: status[k] for k in ("ready", "detail", "parity")} | {"circuit": status["circuit"]["state"]}
     ok = bool(engines) and all(e["ready"] for e in engines.values())
     not_ready = [n for n, e in engines.items() if not e["ready"]]
-    body = {"status": "ready" if ok else "not ready", "engines": engines}
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "engines": engines}
     if not ok:
         body["not_ready"] = not_ready
     return JSONResponse(body, status_code=200 if ok else 503)
