@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,8 +122,12 @@ class Snapshot:
         return {n: e.engine.capabilities for n, e in self.entries.items()}
 
     def reference(self) -> EngineEntry | None:
+        """The engine others are compared with; None when the guard is off, or the reference is
+        not enabled or failed to start (nothing to compare with: availability wins, and the
+        start-up log says so)."""
         p = self.settings.parity
-        return self.entries.get(p.reference) if p.enabled else None
+        ref = self.entries.get(p.reference) if p.enabled else None
+        return ref if ref is not None and ref.start_error is None else None
 
     def parity_keys(self, name: str) -> frozenset[str]:
         """Route keys on which ``name`` must match the reference: tasks routed to it that the
@@ -438,7 +442,7 @@ class Runtime:
         disabled = [n for n in configurable_engines() if n not in entries and not _enabled(settings, n)]
         return resolve_routes(settings.routes, {n: e.engine.capabilities for n, e in entries.items()}, disabled=disabled)
 
-    async def _start(self, entries: Any) -> int:
+    async def _start(self, entries: Iterable[EngineEntry]) -> int:
         started = 0
         for entry in entries:
             try:
@@ -456,6 +460,9 @@ class Runtime:
     def _swap(self, settings: Settings, entries: dict[str, EngineEntry], routes: dict[str, list[str]]) -> Snapshot:
         generation = 0 if self._current is None else self._current.generation + 1
         snap = Snapshot(settings=settings, entries=entries, routes=routes, generation=generation)
+        if settings.parity.enabled and snap.reference() is None and len(entries) > 1:
+            log.warning("parity guard: reference engine %r is not running; engines are NOT compared",
+                        settings.parity.reference)
         for name, entry in entries.items():
             keys = snap.parity_keys(name)
             if not keys:

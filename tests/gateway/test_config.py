@@ -96,3 +96,31 @@ def test_bad_routing_and_vllm_settings_are_rejected(tmp_path: Path, yaml_text: s
 def test_empty_admin_key_means_admin_endpoints_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMBED_GATEWAY_AUTH__ADMIN_KEY", "")  # an unset compose variable
     assert load_settings().auth.admin_key is None
+
+
+def _leaves(model: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    from pydantic import BaseModel
+
+    out: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _leaves(ann, (*prefix, name))
+        else:
+            out.append((*prefix, name))
+    return out
+
+
+def test_every_key_is_in_the_shipped_yaml_and_documented() -> None:
+    import yaml
+
+    from gateway.config import Settings
+
+    shipped = yaml.safe_load((REPO / "configs" / "gateway.yaml").read_text())
+    docs = (REPO / "docs" / "configuration.md").read_text()
+    for path in _leaves(Settings):
+        node = shipped
+        for part in path:
+            assert isinstance(node, dict) and part in node, f"{'.'.join(path)} missing from configs/gateway.yaml"
+            node = node[part]
+        assert f"`{path[-1]}`" in docs, f"{'.'.join(path)} is not documented in docs/configuration.md"
