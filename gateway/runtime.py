@@ -342,9 +342,8 @@ class Runtime:
         for key, r in results.items():
             if not r.ok:
                 self.metrics.parity_failures.labels(engine=entry.name, task=key).inc()
-        changed = before is not ParityStatus.FAILED or {k: r.detail for k, r in before_results.items()} != {
-            k: r.detail for k, r in results.items()
-        }
+        failing = {k for k, r in results.items() if not r.ok}
+        changed = before is not ParityStatus.FAILED or failing != {k for k, r in before_results.items() if not r.ok}
         if changed:
             log.error(
                 "parity guard: engine %s does NOT match %s and is out of its routes: %s",

@@ -159,3 +159,16 @@ def test_probe_set_is_fixed_multilingual_and_has_a_long_text() -> None:
     assert len(PROBES) >= 6 and len(set(PROBES)) == len(PROBES)
     assert max(len(p) for p in PROBES) > 500
     assert any(ord(c) > 0x3000 for p in PROBES for c in p)  # CJK
+
+
+def test_without_a_working_reference_engines_serve_unchecked_and_the_log_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.support.fakes import FakeEngine
+
+    broken_ref = FakeEngine("hf", start_error=RuntimeError("no weights"))
+    other = FakeEngine("other")
+    with live_server(load_settings(), {"hf": broken_ref, "other": other}) as server:
+        r = httpx.post(server.url + "/v1/embeddings", json={"input": "x"})
+        assert r.status_code == 200 and r.headers["x-embed-engine"] == "other"
+        engines = httpx.get(server.url + "/ready").json()["engines"]
+        assert engines["other"]["parity"]["status"] == "not_required"
+    assert any("engines are NOT compared" in rec.getMessage() for rec in caplog.get_records("call"))
