@@ -208,7 +208,7 @@ class VLLMEngine:
             served = self._pick(models)
             try:
                 vector, _ = await self._embed_one(served.id, "dimension probe", None)
-            except RefusedInput as refusal:
+            except RefusedInput:
                 raise EngineError(refusal.message, engine=self._name) from refusal
             self._served, self._dimensions = served, int(vector.shape[0])
             log.info("engine %s: vLLM at %s serves %r (max_model_len %s, %d dimensions)",
@@ -245,7 +245,7 @@ class VLLMEngine:
         limit = self.settings.max_input_tokens
         try:
             vector, n_tokens = await self._embed_one(model, text, job.deadline)
-        except RefusedInput as refusal:
+        except RefusedInput:
             # vLLM refuses inputs over its --max-model-len; count to tell "too long" from anything else
             ids = await self._tokenize(model, text, job.deadline)
             if len(ids) <= limit:

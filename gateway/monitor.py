@@ -21,7 +21,8 @@ import logging
 from enum import StrEnum
 
 from gateway.parity import ParityStatus
-from gateway.runtime import EngineEntry, Runtime, Snapshot
+from gateway.runtime import Runtime
+from gateway.snapshot import EngineEntry, Snapshot
 
 __all__ = ["Check", "Monitor", "next_check"]
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from gateway.config import Settings
-from gateway.runtime import ReloadError, Runtime, Snapshot
+from gateway.runtime import ReloadError, Runtime
+from gateway.snapshot import Snapshot
 
 __all__ = ["ReloadError", "Reloader"]
 

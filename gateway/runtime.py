@@ -1,12 +1,9 @@
-"""The engines the gateway runs right now, their routing table, and how that changes live.
+"""The owner of the engines: start-up, parity checks, probes, live reload, shutdown.
 
-Why snapshots: operators switch engines and routes without a restart (SIGHUP, ``POST
-/admin/reload``). A request takes the current :class:`Snapshot` when it starts and keeps it to the
-end, so it finishes on the engines it started with; a reload builds a new snapshot, swaps it in,
-and closes an engine it dropped only once no request holds it any more.
-
-Each :class:`EngineEntry` carries the engine's circuit breaker and parity-guard state across
-reloads (an unchanged engine keeps its history; a rebuilt one starts over).
+Requests see the engines through the current :class:`~gateway.snapshot.Snapshot`. A reload (SIGHUP,
+``POST /admin/reload``) validates the new configuration first, builds and starts what is new,
+swaps in a new snapshot, and closes an engine it dropped only once no request holds it any more.
+An unchanged engine keeps its entry (breaker and parity history); a rebuilt one starts over.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,22 +20,21 @@ import numpy.typing as npt
 
 from gateway import parity
 from gateway.breaker import CircuitBreaker
-from gateway.config import EnginesSettings, Settings
+from gateway.config import Settings
 from gateway.contract import (
     EmbedGatewayError,
     EmbedJob,
     Engine,
-    EngineCapabilities,
     InvalidRequestError,
     RetryableError,
-    Task,
     parse_task,
 )
 from gateway.metrics import GatewayMetrics
 from gateway.parity import ParityResult, ParityStatus
-from gateway.routing import plan, resolve_routes, route_key
+from gateway.routing import resolve_routes, route_key
+from gateway.snapshot import EngineEntry, Snapshot, configurable_engines, engine_section, is_enabled
 
-__all__ = ["EngineBuilder", "EngineEntry", "ReloadError", "Runtime", "Snapshot", "configurable_engines"]
+__all__ = ["EngineBuilder", "ReloadError", "Runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -50,110 +45,10 @@ EngineBuilder = Callable[[str, Settings], Engine]
 _DRAIN_TIMEOUT_S = 600.0
 
 
-def configurable_engines() -> tuple[str, ...]:
-    """Engine names that have a section under ``engines:`` (and so an ``enabled`` switch)."""
-    return tuple(EnginesSettings.model_fields)
-
-
-def _section(settings: Settings, name: str) -> dict[str, Any] | None:
-    if name not in EnginesSettings.model_fields:
-        return None
-    dumped: dict[str, Any] = getattr(settings.engines, name).model_dump(mode="json")
-    return dumped
-
-
-def _enabled(settings: Settings, name: str) -> bool:
-    return bool(getattr(settings.engines, name).enabled)
-
-
 class ReloadError(InvalidRequestError):
     """A reload was refused; the previous configuration stays in force (a 400 on /admin/reload)."""
 
     code = "invalid_config"
-
-
-@dataclass(eq=False)
-class EngineEntry:
-    name: str
-    engine: Engine
-    breaker: CircuitBreaker
-    #: the ``engines.<name>`` section it was built from; None for an engine injected under another name
-    config: dict[str, Any] | None
-    start_error: str | None = None
-    parity: ParityStatus = ParityStatus.NOT_REQUIRED
-    #: route keys the parity guard compares this engine on
-    parity_keys: frozenset[str] = frozenset()
-    parity_results: dict[str, ParityResult] = field(default_factory=dict)
-    parity_checked_at: float | None = None
-    in_flight: int = 0
-    _idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self._idle.set()
-
-    def enter(self) -> None:
-        self.in_flight += 1
-        self._idle.clear()
-
-    def leave(self) -> None:
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self._idle.set()
-
-    async def drained(self) -> None:
-        await self._idle.wait()
-
-    @property
-    def held_back(self) -> bool:
-        """Kept out of every route by the parity guard (not checked yet, or failed)."""
-        return self.parity in (ParityStatus.PENDING, ParityStatus.FAILED)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One consistent view: settings, engines, effective routes. Never mutated after creation."""
-
-    settings: Settings
-    entries: Mapping[str, EngineEntry]
-    routes: Mapping[str, list[str]]
-    generation: int
-
-    def capabilities(self) -> dict[str, EngineCapabilities]:
-        return {n: e.engine.capabilities for n, e in self.entries.items()}
-
-    def reference(self) -> EngineEntry | None:
-        """The engine others are compared with; None when the guard is off, or the reference is
-        not enabled or failed to start (nothing to compare with: availability wins, and the
-        start-up log says so)."""
-        p = self.settings.parity
-        ref = self.entries.get(p.reference) if p.enabled else None
-        return ref if ref is not None and ref.start_error is None else None
-
-    def parity_keys(self, name: str) -> frozenset[str]:
-        """Route keys on which ``name`` must match the reference: tasks routed to it that the
-        reference serves too. Empty for the reference itself, or when there is nothing to compare with."""
-        ref = self.reference()
-        if ref is None or ref.name == name or name not in self.entries:
-            return frozenset()
-        ref_caps, caps = ref.engine.capabilities, self.entries[name].engine.capabilities
-        keys = set()
-        for key, names in self.routes.items():
-            task = parse_task(key)
-            if name in names and task in ref_caps.tasks and task in caps.tasks:
-                keys.add(key)
-        return frozenset(keys)
-
-    def plan(self, task: Task | None, *, token_ids: bool = False, late_chunking: bool = False) -> list[str]:
-        """:func:`gateway.routing.plan` with this snapshot's breaker and parity state."""
-        return plan(
-            task,
-            self.routes,
-            self.capabilities(),
-            token_ids=token_ids,
-            late_chunking=late_chunking,
-            quarantined={n for n, e in self.entries.items() if e.held_back},
-            circuit_open={n for n, e in self.entries.items() if e.breaker.is_open},
-        )
 
 
 class Runtime:
@@ -199,7 +94,7 @@ class Runtime:
     async def open(self, settings: Settings, engines: Mapping[str, Engine] | None = None) -> None:
         """Build (unless injected), validate routes, start engines, run the parity guard once."""
         chosen = dict(engines) if engines is not None else {
-            n: self.builder(n, settings) for n in configurable_engines() if _enabled(settings, n)
+            n: self.builder(n, settings) for n in configurable_engines() if is_enabled(settings, n)
         }
         if not chosen:
             raise RuntimeError("no engine is enabled: enable engines.hf and/or engines.vllm")
@@ -233,13 +128,13 @@ class Runtime:
             keep: dict[str, EngineEntry] = {}
             new: dict[str, EngineEntry] = {}
             for name, entry in old.entries.items():
-                section = _section(settings, name)
+                section = engine_section(settings, name)
                 if section is None:
                     keep[name] = entry  # injected under a name the settings do not know: always kept
                 elif section["enabled"] and section == entry.config:
                     keep[name] = entry
             for name in configurable_engines():
-                if _enabled(settings, name) and name not in keep:
+                if is_enabled(settings, name) and name not in keep:
                     try:
                         new[name] = self._entry(name, self.builder(name, settings), settings)
                     except Exception as exc:
@@ -433,12 +328,12 @@ class Runtime:
             name=name,
             engine=engine,
             breaker=CircuitBreaker(settings.breaker.failure_threshold, clock=self.clock),
-            config=_section(settings, name),
+            config=engine_section(settings, name),
         )
 
     @staticmethod
     def _routes(settings: Settings, entries: Mapping[str, EngineEntry]) -> dict[str, list[str]]:
-        disabled = [n for n in configurable_engines() if n not in entries and not _enabled(settings, n)]
+        disabled = [n for n in configurable_engines() if n not in entries and not is_enabled(settings, n)]
         return resolve_routes(settings.routes, {n: e.engine.capabilities for n, e in entries.items()}, disabled=disabled)
 
     async def _start(self, entries: Iterable[EngineEntry]) -> int:

@@ -32,7 +32,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.postprocess import finalize
 from gateway.retry import retrying
 from gateway.routing import route_key
-from gateway.runtime import EngineEntry, Runtime, Snapshot
+from gateway.runtime import Runtime
+from gateway.snapshot import EngineEntry, Snapshot
 
 __all__ = ["EmbedOutcome", "EmbeddingService"]
 
