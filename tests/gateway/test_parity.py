@@ -5,7 +5,9 @@ tested against a real vLLM in tests/e2e/test_vllm_parity.py."""
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from safetensors.torch import load_file, save_file
+
 from engine_hf import HFEngine
-from engine_hf.synthetic import TINY, build_tokenizer, make_state, write_checkpoints, write_original
 from gateway.config import HFEngineSettings, load_settings
 from gateway.contract import EmbedJob, EmbedResult, Task
 from gateway.parity import PROBES, compare
@@ -71,16 +74,20 @@ def _hf(path: Path, name: str = "hf") -> HFEngine:
 
 
 @pytest.fixture(scope="module")
-def wrong_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def wrong_checkpoints(original_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Copies of the session checkpoint with exactly one thing changed (same tokenizer files: the
+    synthetic tokenizer is not reproducible bit for bit, so nothing is rebuilt)."""
     out = tmp_path_factory.mktemp("wrong")
-    rotary = write_checkpoints(out / "rotary", TINY, layouts=("original",), seed=1234, rotary_base=10000.0)["original"]
+    rotary = Path(shutil.copytree(original_dir, out / "rotary"))
+    config = json.loads((rotary / "config.json").read_text())
+    config["rotary_emb_base"] = 10000.0  # what the original config class assumes when the field is missing
+    (rotary / "config.json").write_text(json.dumps(config))
     # "another revision": the same model with every tensor moved by 1% (a later fine-tune, say)
-    tok = build_tokenizer(TINY.tokenizer_vocab, seed=1234)
-    vocab = TINY.vocab_size or tok.get_vocab_size()
+    revision = Path(shutil.copytree(original_dir, out / "revision"))
     g = torch.Generator().manual_seed(7)
-    state = {k: v + 0.01 * v.std() * torch.randn(v.shape, generator=g)
-             for k, v in make_state(TINY, vocab, seed=1234).items()}
-    revision = write_original(out / "revision", state, TINY, vocab, tok)
+    state = load_file(str(original_dir / "model.safetensors"))
+    save_file({k: v + 0.01 * v.std() * torch.randn(v.shape, generator=g) for k, v in state.items()},
+              str(revision / "model.safetensors"))
     return {"rotary": rotary, "revision": revision}
 
 
@@ -113,7 +120,11 @@ class Normalising:
 def guarded(request: pytest.FixtureRequest, original_dir: Path, wrong_checkpoints: dict[str, Path]) -> Iterator[tuple[str, LiveServer]]:
     kind = request.param
     impostor = Normalising(_hf(original_dir, "x")) if kind == "normalising" else _hf(wrong_checkpoints[kind], "impostor")
-    settings = load_settings(routes=ROUTES, auth={"admin_key": "secret"}, engines={"hf": {"model": str(original_dir)}})
+    # fp32 engines: the documented fp32 threshold. On this tiny model a rotary base of 10000 instead
+    # of 20000 moves pooled vectors by only ~5e-4 (mean cosine ~0.9995, full size: ~0.998), while two
+    # correct fp32 engines agree to ~1e-7.
+    settings = load_settings(routes=ROUTES, auth={"admin_key": "secret"}, engines={"hf": {"model": str(original_dir)}},
+                             parity={"threshold": 0.9999})
     with live_server(settings, {"hf": _hf(original_dir), "impostor": impostor}) as server:
         yield kind, server
 
@@ -129,7 +140,7 @@ def test_guard_takes_a_wrong_engine_out_and_says_so(guarded: tuple[str, LiveServ
         assert result["mean_cosine"] > 0.9999 and result["norm_deviation"] > 0.5
         assert "normalises or scales" in result["detail"]
     else:
-        assert result["mean_cosine"] < 0.999
+        assert result["mean_cosine"] < 0.9999
     # text-matching is served by the reference meanwhile
     r = httpx.post(server.url + "/v1/embeddings", json={"input": "the user likes coffee"})
     assert r.status_code == 200 and r.headers["x-embed-engine"] == "hf"

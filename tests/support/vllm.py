@@ -31,7 +31,7 @@ def vllm_python() -> str:
     return python
 
 
-def vllm_command(model_dir: Path, port: int, *, python: str | None = None) -> list[str]:
+def vllm_command(model_dir: Path, port: int, *extra: str, python: str | None = None) -> list[str]:
     """The vLLM server for a tiny original-layout checkpoint on CPU, as the gateway expects it."""
     return [
         python or vllm_python(), "-m", "vllm.entrypoints.openai.api_server",
@@ -44,6 +44,7 @@ def vllm_command(model_dir: Path, port: int, *, python: str | None = None) -> li
         "--kv-cache-memory-bytes", str(512 * 2**20),  # fixed; no check against the shared machine's free memory
         "--host", "127.0.0.1", "--port", str(port),
         "--disable-log-stats",
+        *extra,
     ]
 
 
@@ -63,8 +64,9 @@ def vllm_env() -> dict[str, str]:
 class VLLMServer:
     """One vLLM process group; ``start()`` returns at once, ``wait_healthy()`` blocks."""
 
-    def __init__(self, model_dir: Path, port: int, log_path: Path) -> None:
+    def __init__(self, model_dir: Path, port: int, log_path: Path, *extra_args: str) -> None:
         self.model_dir, self.port, self.log_path = model_dir, port, log_path
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,7 +76,7 @@ class VLLMServer:
     def start(self) -> VLLMServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                vllm_command(self.model_dir, self.port), env=vllm_env(), stdout=log, stderr=subprocess.STDOUT,
+                vllm_command(self.model_dir, self.port, *self.extra_args), env=vllm_env(), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         return self
