@@ -1,4 +1,4 @@
-"""``embed-gateway``: serve the API, embed files in bulk, benchmark, or write a random-weight checkpoint."""
+"""``embed-gateway``: serve the API, embed files in bulk, benchmark, measure engines and the gateway's overhead, or write a random-weight checkpoint."""
 
 from __future__ import annotations
 
@@ -16,21 +16,26 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.config import load_settings
+    from gateway.config import Settings, load_settings
 
-    overrides: dict[str, object] = {}
     config_file = args.config or os.environ.get("EMBED_GATEWAY_CONFIG")
-    settings = load_settings(config_file)
-    server = settings.server.model_copy(
-        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    )
-    settings = settings.model_copy(update={"server": server, **overrides})
+
+    def load() -> Settings:
+        """The configuration as this command line means it; also what SIGHUP / POST /admin/reload re-read."""
+        settings = load_settings(config_file)
+        server = settings.server.model_copy(
+            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        )
+        return settings.model_copy(update={"server": server})
+
+    settings = load()
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = create_app(settings)
-    uvicorn.run(app, host=server.host, port=server.port, log_level=settings.server.log_level, access_log=False)
+    app = create_app(settings, reload_settings=load)
+    server = settings.server
+    uvicorn.run(app, host=server.host, port=server.port, log_level=server.log_level, access_log=False)
     return 0
 
 
@@ -75,6 +80,14 @@ def _bench(args: argparse.Namespace) -> int:
     md, js = write(run_bench(settings), settings.out_dir)
     print(md.read_text())
     print(f"written: {md} {js}")
+    return 0
+
+
+def _measure_overhead(args: argparse.Namespace) -> int:
+    from engine_vllm.overhead import main_json
+
+    print(main_json(gateway=args.gateway, vllm=args.vllm, requests=args.requests, warmup=args.warmup,
+                    text=args.text, model=args.model))
     return 0
 
 
@@ -129,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.ingest.command import add_parser as add_embed_parser
 
     add_embed_parser(sub)
+
+    mo = sub.add_parser(
+        "measure-overhead", help="latency the gateway adds in front of vLLM (p50, same run; docs/deployment.md)"
+    )
+    mo.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL (serving text-matching via vLLM)")
+    mo.add_argument("--vllm", default="http://127.0.0.1:8000", help="the same vLLM's base URL, called directly")
+    mo.add_argument("--requests", type=int, default=300, help="requests to each, alternating")
+    mo.add_argument("--warmup", type=int, default=20)
+    mo.add_argument("--text", default="The user likes dark roast coffee.")
+    mo.add_argument("--model", help="vLLM's served model name (default: ask /v1/models)")
+    mo.set_defaults(func=_measure_overhead)
     return parser
 
 

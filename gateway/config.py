@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,11 +23,17 @@ from gateway.contract import Task, parse_task
 __all__ = [
     "AliasSettings",
     "ApiSettings",
+    "AuthSettings",
+    "BreakerSettings",
     "EnginesSettings",
     "HFEngineSettings",
     "LimitsSettings",
+    "ManagedVLLMSettings",
+    "ParitySettings",
+    "RetrySettings",
     "ServerSettings",
     "Settings",
+    "VLLMEngineSettings",
     "load_settings",
 ]
 
@@ -96,8 +102,56 @@ class HFEngineSettings(_Section):
         return window, window // 16 if overlap is None else overlap
 
 
+class ManagedVLLMSettings(_Section):
+    """The gateway runs vLLM itself: start, wait for health, restart with backoff, stop on shutdown."""
+
+    enabled: bool = False
+    #: argv of the vLLM server; it must listen where ``engines.vllm.url`` points
+    command: list[str] = Field(default_factory=list)
+    #: extra environment for the process (on top of the gateway's own)
+    env: dict[str, str] = Field(default_factory=dict)
+    #: append the process's output here; null = the gateway's own stdout/stderr
+    log_file: str | None = None
+    #: how long one start may take before the process is killed and started again
+    startup_timeout: float = Field(600.0, gt=0)
+    #: restart delays grow from ``restart_initial_delay`` by x2 per consecutive failure up to ``restart_max_delay``
+    restart_initial_delay: float = Field(1.0, ge=0)
+    restart_max_delay: float = Field(60.0, ge=0)
+    #: SIGTERM, then SIGKILL after this many seconds
+    stop_timeout: float = Field(20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ManagedVLLMSettings:
+        if self.enabled and not self.command:
+            raise ValueError("engines.vllm.managed.enabled needs engines.vllm.managed.command (the vLLM argv)")
+        return self
+
+
+class VLLMEngineSettings(_Section):
+    """A vLLM OpenAI-compatible server that serves text-matching (its merged adapter) fast."""
+
+    enabled: bool = False
+    #: base URL of the vLLM server (without /v1)
+    url: str = "http://127.0.0.1:8000"
+    #: the model name vLLM serves (its --served-model-name / --model); null = ask GET /v1/models
+    model: str | None = None
+    #: vLLM's --api-key, if it was started with one
+    api_key: SecretStr | None = None
+    connect_timeout: float = Field(2.0, gt=0)
+    #: per HTTP call to vLLM (an embedding request of a full batch included)
+    read_timeout: float = Field(120.0, gt=0)
+    #: timeout of a GET /health probe
+    health_timeout: float = Field(5.0, gt=0)
+    #: pooled connections to vLLM (requests and token counting share them)
+    max_connections: int = Field(64, ge=1)
+    #: per input, <s>, </s> included; the same limit as engines.hf (vLLM's --max-model-len must be >= this)
+    max_input_tokens: int = Field(8192, ge=8)
+    managed: ManagedVLLMSettings = ManagedVLLMSettings()
+
+
 class EnginesSettings(_Section):
     hf: HFEngineSettings = HFEngineSettings()
+    vllm: VLLMEngineSettings = VLLMEngineSettings()
 
 
 class AliasSettings(_Section):
@@ -137,6 +191,54 @@ class LimitsSettings(_Section):
     max_inputs_per_request: int = Field(2048, ge=1)
 
 
+class RetrySettings(_Section):
+    """One retry policy: used only on the last engine a request can go to (otherwise it falls over at once)."""
+
+    #: tries of that engine in total (1 = no retry)
+    attempts: int = Field(3, ge=1)
+    #: first wait; doubles per retry up to ``max_backoff`` (an engine's Retry-After is honoured up to that cap)
+    initial_backoff: float = Field(0.1, ge=0)
+    max_backoff: float = Field(2.0, ge=0)
+
+
+class BreakerSettings(_Section):
+    """Circuit breaker per engine: out after repeated retryable failures, probed back in."""
+
+    #: consecutive retryable failures that take an engine out of its routes
+    failure_threshold: int = Field(3, ge=1)
+    #: seconds between health probes of every engine (and re-checks of engines that are out)
+    probe_interval: float = Field(5.0, gt=0)
+
+
+class ParitySettings(_Section):
+    """Cross-engine parity guard: engines must return the reference engine's vectors."""
+
+    enabled: bool = True
+    #: the engine whose vectors are right (the exact in-process engine)
+    reference: str = "hf"
+    #: mean cosine over the probe set below this takes the engine out (see docs/configuration.md per dtype)
+    threshold: float = Field(0.999, gt=0, le=1)
+    #: mean |norm / reference norm - 1| of the un-normalised vectors above this takes the engine out
+    max_norm_deviation: float = Field(0.01, ge=0)
+    #: seconds between re-checks of engines that passed
+    interval: float = Field(300.0, gt=0)
+
+
+class AuthSettings(_Section):
+    #: bearer key of the /admin endpoints; null (or empty) = admin endpoints refuse every call
+    admin_key: SecretStr | None = None
+
+    @field_validator("admin_key")
+    @classmethod
+    def _empty_is_none(cls, v: SecretStr | None) -> SecretStr | None:
+        # `EMBED_GATEWAY_AUTH__ADMIN_KEY=` (an unset compose variable) must not mean "the empty key"
+        return v if v is not None and v.get_secret_value().strip() else None
+
+
+#: route keys: the five tasks and "none" (no task)
+_ROUTE_KEYS = frozenset([*(t.value for t in Task), "none"])
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EMBED_GATEWAY_",
@@ -150,6 +252,25 @@ class Settings(BaseSettings):
     aliases: dict[str, AliasSettings] = Field(default_factory=_default_aliases)
     api: ApiSettings = ApiSettings()
     limits: LimitsSettings = LimitsSettings()
+    #: task (or "none") -> engines to try, in order; tasks not listed get the built-in default
+    #: (gateway.routing.default_route). Listed tasks are strict: see gateway.routing.resolve_routes.
+    routes: dict[str, list[str]] = Field(default_factory=dict)
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    parity: ParitySettings = ParitySettings()
+    auth: AuthSettings = AuthSettings()
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key, names in v.items():
+            if key not in _ROUTE_KEYS:
+                raise ValueError(f"routes: unknown task {key!r}; valid keys: {', '.join(sorted(_ROUTE_KEYS))}")
+            if not names:
+                raise ValueError(f"routes.{key} is empty; list at least one engine or remove the key")
+            if len(set(names)) != len(names):
+                raise ValueError(f"routes.{key} names an engine twice: {names}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -1,20 +1,99 @@
-"""Which engines may serve a job, in which order: a pure function of the job and the config.
+"""Which engines may serve a job, in which order: pure functions of the job, the config and state.
 
-``plan()`` does no I/O and keeps no state, so it is unit-tested without a server. The service
-walks the plan, falling over to the next engine on retryable errors.
+Nothing here does I/O or reads a clock: the caller passes which engines are quarantined by the
+parity guard and which have an open circuit, so every rule is unit-tested without a server.
+
+* :func:`resolve_routes` turns the configured ``routes`` into the effective table once (at
+  start-up and on reload) and refuses configurations that cannot work.
+* :func:`plan` orders the engines for one job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
-from gateway.contract import EngineCapabilities, Task, UnsupportedTaskError
+from gateway.contract import (
+    EngineCapabilities,
+    EngineUnavailableError,
+    Task,
+    UnsupportedTaskError,
+)
 
-__all__ = ["route_key", "plan"]
+__all__ = [
+    "DEFAULT_PREFERENCE",
+    "ROUTE_KEYS",
+    "RouteConfigError",
+    "default_route",
+    "plan",
+    "resolve_routes",
+    "route_key",
+]
+
+#: every key of the routing table: the five tasks and "none" (base weights, no task)
+ROUTE_KEYS: tuple[str, ...] = (*(t.value for t in Task), "none")
+
+#: Built-in order for tasks the operator does not list. vLLM first where it can serve (it merges
+#: only the text-matching adapter, so its capabilities keep it out of every other task), then the
+#: exact in-process engine; any other engine follows in registration order.
+DEFAULT_PREFERENCE: tuple[str, ...] = ("vllm", "hf")
+
+
+class RouteConfigError(ValueError):
+    """The configured routes cannot work with the enabled engines (a start-up / reload error)."""
 
 
 def route_key(task: Task | None) -> str:
     return "none" if task is None else task.value
+
+
+def _serves(caps: EngineCapabilities, key: str) -> bool:
+    return any(route_key(t) == key for t in caps.tasks)
+
+
+def default_route(key: str, capabilities: Mapping[str, EngineCapabilities]) -> list[str]:
+    """The route of a task the operator did not list: enabled engines that serve it, vLLM first.
+
+    Defaults never name a disabled engine, so the default config (vLLM off) works as is and
+    turning ``engines.vllm.enabled`` on is all it takes to put vLLM in front for text-matching.
+    """
+    able = [n for n, c in capabilities.items() if _serves(c, key)]
+    rank = {n: i for i, n in enumerate(DEFAULT_PREFERENCE)}
+    return sorted(able, key=lambda n: (rank.get(n, len(rank)), able.index(n)))
+
+
+def resolve_routes(
+    configured: Mapping[str, Sequence[str]],
+    capabilities: Mapping[str, EngineCapabilities],
+    *,
+    disabled: Collection[str] = (),
+) -> dict[str, list[str]]:
+    """The effective routing table, or ``RouteConfigError`` naming what is wrong.
+
+    ``capabilities`` holds the enabled engines; ``disabled`` the known engines switched off.
+    A listed task is strict: every engine it names must be enabled and able to serve the task,
+    because an operator who wrote ``text-matching: [vllm]`` means it, and silently serving it
+    elsewhere would hide a broken deployment.
+    """
+    problems: list[str] = []
+    table: dict[str, list[str]] = {}
+    for key in ROUTE_KEYS:
+        if key not in configured:
+            table[key] = default_route(key, capabilities)
+            continue
+        for name in configured[key]:
+            if name in disabled:
+                problems.append(f"routes.{key} names engine {name!r}, which is disabled (engines.{name}.enabled: false)")
+            elif name not in capabilities:
+                known = ", ".join(sorted(capabilities)) or "none"
+                problems.append(f"routes.{key} names unknown engine {name!r} (enabled engines: {known})")
+            elif not _serves(capabilities[name], key):
+                problems.append(f"routes.{key} names engine {name!r}, which cannot serve {key!r}")
+        table[key] = list(configured[key])
+    unknown = sorted(set(configured) - set(ROUTE_KEYS))
+    problems += [f"routes: unknown task {k!r}" for k in unknown]
+    if problems:
+        raise RouteConfigError("; ".join(problems))
+    return table
 
 
 def plan(
@@ -24,15 +103,24 @@ def plan(
     *,
     late_chunking: bool = False,
     token_ids: bool = False,
+    quarantined: Collection[str] = (),
+    circuit_open: Collection[str] = (),
 ) -> list[str]:
-    """Engines to try for ``task``, in order: the task's route, minus engines that are off or
-    cannot do what the job needs. Raises ``UnsupportedTaskError`` if none remains."""
+    """Engines to try for a job, in order.
+
+    1. The task's route, minus engines that cannot do what the job needs
+       (none left: ``UnsupportedTaskError``, a 400 — no engine could ever serve it).
+    2. Minus engines the parity guard has not cleared (``quarantined``): wrong vectors are worse
+       than an error, so this holds even for the last engine (none left: ``EngineUnavailableError``).
+    3. Minus engines with an open circuit — unless that would leave nothing: the breaker never
+       removes the last engine able to serve a task; trying it beats failing for sure.
+    """
     key = route_key(task)
     route = list(routes.get(key, ()))
     if late_chunking:
         # Only engines that expose token states can late-chunk, whatever the task's usual route.
         route = route + [n for n in capabilities if n not in route]
-    chosen = [
+    able = [
         name
         for name in route
         if name in capabilities
@@ -40,7 +128,17 @@ def plan(
         and (capabilities[name].late_chunking or not late_chunking)
         and (capabilities[name].token_ids or not token_ids)
     ]
-    if not chosen:
+    if not able:
         what = f"task {key!r}" + (" with late chunking" if late_chunking else "")
+        if token_ids:
+            what += " with token-id input"
         raise UnsupportedTaskError(f"no enabled engine serves {what}", param="task")
-    return chosen
+    cleared = [n for n in able if n not in quarantined]
+    if not cleared:
+        raise EngineUnavailableError(
+            f"no engine for task {key!r} has passed the parity check ({', '.join(able)} held back); "
+            "see GET /ready",
+            retry_after=30,
+        )
+    closed = [n for n in cleared if n not in circuit_open]
+    return closed or cleared

@@ -1,14 +1,15 @@
 """The embeddings use case: resolve the alias, check limits, route, fall back, post-process.
 
 Routes call :meth:`EmbeddingService.embed` with a validated spec and render what it returns;
-all policy lives here, all wire concerns in :mod:`gateway.api`.
+all policy lives here, all wire concerns in :mod:`gateway.api`. A request holds one runtime
+snapshot from start to end (a reload meanwhile does not move it), falls over to the next engine
+of its plan at once on a retryable error, and retries (one tenacity policy) only on the last.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,13 +26,17 @@ from gateway.contract import (
     EngineUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
+    RetryableError,
     Task,
-    is_retryable,
 )
+from gateway.metrics import GatewayMetrics
 from gateway.postprocess import finalize
-from gateway.routing import plan, route_key
+from gateway.retry import retrying
+from gateway.routing import route_key
+from gateway.runtime import Runtime
+from gateway.snapshot import EngineEntry, Snapshot
 
-__all__ = ["EmbedOutcome", "EmbeddingService", "default_routes"]
+__all__ = ["EmbedOutcome", "EmbeddingService"]
 
 log = logging.getLogger(__name__)
 
@@ -50,37 +55,46 @@ class EmbedOutcome:
     spans: tuple[tuple[int, int], ...] | None = None
 
 
-def default_routes(engines: Mapping[str, Engine]) -> dict[str, list[str]]:
-    keys = [route_key(t) for t in (*Task, None)]
-    return {k: [n for n, e in engines.items() if any(route_key(t) == k for t in e.capabilities.tasks)] for k in keys}
-
-
 class EmbeddingService:
-    def __init__(self, settings: Settings, engines: Mapping[str, Engine]) -> None:
-        self.settings = settings
-        self.engines = dict(engines)
-        self.routes = default_routes(self.engines)
-        self.fallbacks = 0
+    """Resolves aliases and limits, then walks the routing plan of the snapshot it started with."""
 
-    def alias(self, model: str | None) -> tuple[str, AliasSettings]:
-        name = model or self.settings.api.default_model
-        alias = self.settings.aliases.get(name)
+    def __init__(self, runtime: Runtime, metrics: GatewayMetrics) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.current.settings
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        return {n: e.engine for n, e in self.runtime.current.entries.items()}
+
+    def alias(self, model: str | None, settings: Settings | None = None) -> tuple[str, AliasSettings]:
+        settings = settings or self.settings
+        name = model or settings.api.default_model
+        alias = settings.aliases.get(name)
         if alias is None:
-            known = ", ".join(sorted(self.settings.aliases))
+            known = ", ".join(sorted(settings.aliases))
             raise ModelNotFoundError(f"the model {name!r} does not exist; available: {known}", param="model")
         return name, alias
 
     async def embed(self, spec: EmbeddingSpec, *, request_id: str = "", deadline: float | None = None) -> EmbedOutcome:
-        name, alias = self.alias(spec.model)
+        with self.runtime.acquire() as snap:
+            return await self._embed(snap, spec, request_id=request_id, deadline=deadline)
+
+    async def _embed(self, snap: Snapshot, spec: EmbeddingSpec, *, request_id: str, deadline: float | None) -> EmbedOutcome:
+        settings = snap.settings
+        name, alias = self.alias(spec.model, settings)
         task = spec.task if spec.task_given else alias.task
         dimensions = spec.dimensions if spec.dimensions is not None else alias.dimensions
-        limits = self.settings.limits
+        limits = settings.limits
         if len(spec.inputs) > limits.max_inputs_per_request:
             raise InvalidRequestError(
                 f"input has {len(spec.inputs)} items; the limit is {limits.max_inputs_per_request} per request",
                 param="input",
             )
-        if spec.has_token_ids and self.settings.api.token_ids == "reject":
+        if spec.has_token_ids and settings.api.token_ids == "reject":
             raise InvalidRequestError(
                 "token-id input is disabled on this server: ids from another tokenizer (e.g. OpenAI's tiktoken) "
                 "would embed as garbage. Send the text itself (in LangChain: check_embedding_ctx_length=False; "
@@ -88,8 +102,8 @@ class EmbeddingService:
                 param="input",
                 code="token_ids_not_accepted",
             )
-        caps = {n: e.capabilities for n, e in self.engines.items()}
-        order = plan(task, self.routes, caps, late_chunking=spec.late_chunking, token_ids=spec.has_token_ids)
+        order = snap.plan(task, token_ids=spec.has_token_ids, late_chunking=spec.late_chunking)
+        caps = snap.capabilities()
         dims = max(caps[n].dimensions for n in order)
         if dimensions is not None and dimensions > dims:
             raise InvalidRequestError(f"dimensions must be between 1 and {dims}", param="dimensions")
@@ -103,21 +117,20 @@ class EmbeddingService:
             request_id=request_id,
             deadline=deadline,
         )
-        last: EmbedGatewayError | None = None
+        key = route_key(task)
         for attempt, engine_name in enumerate(order):
+            entry = snap.entries[engine_name]
+            last = attempt + 1 == len(order)
             started = time.perf_counter()
             try:
-                result = await self.engines[engine_name].embed(job)
-            except EmbedGatewayError as err:
-                if not is_retryable(err):
+                result = await (self._with_retries(entry, job, key, settings) if last else self._once(entry, job))
+            except RetryableError as err:
+                if last:
                     raise
-                log.warning("engine %s failed (%s); %s", engine_name, err.message,
-                            "falling back" if attempt + 1 < len(order) else "no engine left")
-                last = err
+                self.metrics.fallbacks.labels(task=key, engine=engine_name, reason=err.code).inc()
+                log.warning("engine %s failed (%s); falling back to %s", engine_name, err.message, order[attempt + 1])
                 continue
             _check_shape(result, job)
-            if attempt:
-                self.fallbacks += attempt
             log.debug("engine %s served %d inputs in %.1f ms", engine_name, len(job.inputs),
                       1000 * (time.perf_counter() - started))
             return EmbedOutcome(
@@ -131,7 +144,29 @@ class EmbeddingService:
                 fallbacks=attempt,
                 spans=result.spans,
             )
-        raise last or EngineUnavailableError("no engine could serve the request")
+        raise EngineUnavailableError("no engine could serve the request")  # unreachable: plan() is never empty
+
+    async def _once(self, entry: EngineEntry, job: EmbedJob) -> EmbedResult:
+        """One attempt; its outcome feeds the engine's circuit breaker."""
+        try:
+            result = await entry.engine.embed(job)
+        except RetryableError as err:
+            self.runtime.record_failure(entry, err)
+            raise
+        entry.breaker.record_success()
+        return result
+
+    async def _with_retries(self, entry: EngineEntry, job: EmbedJob, key: str, settings: Settings) -> EmbedResult:
+        """The last engine a request can go to: retry retryable errors per the one policy."""
+
+        def count(err: BaseException) -> None:
+            code = err.code if isinstance(err, EmbedGatewayError) else type(err).__name__
+            self.metrics.retries.labels(task=key, engine=entry.name, reason=code).inc()
+
+        async for attempt in retrying(settings.retry, deadline=job.deadline, on_retry=count):
+            with attempt:
+                return await self._once(entry, job)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
 def _check_shape(result: EmbedResult, job: EmbedJob) -> None:

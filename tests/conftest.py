@@ -37,3 +37,17 @@ def reference(original_dir: Path):  # type: ignore[no-untyped-def]
     from tests.support.reference import Reference
 
     return Reference(original_dir)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(original_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """ONE real vLLM for the whole session, serving the tiny original-layout checkpoint (the same
+    weights the HF engine loads from ``original_dir``). Started once (~1 min on 2 cores)."""
+    from tests.support.server import free_port
+    from tests.support.vllm import VLLMServer
+
+    server = VLLMServer(original_dir, free_port(), tmp_path_factory.mktemp("vllm") / "vllm.log").start()
+    try:
+        yield server.wait_healthy()
+    finally:
+        server.stop()

@@ -27,6 +27,7 @@ from gateway.contract import (
     PayloadTooLargeError,
 )
 from gateway.postprocess import OutputFormat, encode_vectors
+from gateway.runtime import Runtime
 from gateway.service import EmbedOutcome, EmbeddingService
 
 __all__ = ["router"]
@@ -141,16 +142,17 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: every enabled engine loaded and answering")
+@router.get("/ready", summary="Readiness: every enabled engine loaded, answering and matching the reference")
 async def ready(request: Request) -> JSONResponse:
-    service = _service(request)
+    runtime: Runtime = request.app.state.runtime
+    snap = runtime.current
     engines = {}
-    for name, engine in service.engines.items():
-        h = await engine.check_health()
-        engines[name] = {"ready": h.ok, "detail": h.detail}
+    for name, entry in snap.entries.items():
+        status = await runtime.status(snap, entry)
+        engines[name] = {k: status[k] for k in ("ready", "detail", "parity")} | {"circuit": status["circuit"]["state"]}
     ok = bool(engines) and all(e["ready"] for e in engines.values())
     not_ready = [n for n, e in engines.items() if not e["ready"]]
-    body = {"status": "ready" if ok else "not ready", "engines": engines}
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "engines": engines}
     if not ok:
         body["not_ready"] = not_ready
     return JSONResponse(body, status_code=200 if ok else 503)

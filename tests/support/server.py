@@ -6,14 +6,17 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.contract import Engine
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -23,9 +26,9 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: Settings, engines: Mapping[str, Engine] | None = None) -> None:
+    def __init__(self, settings: Settings, engines: Mapping[str, Engine] | None = None, **app_kwargs: Any) -> None:
         self.port = free_port()
-        self.app = create_app(settings, engines)
+        self.app = create_app(settings, engines, **app_kwargs)
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         )
@@ -56,14 +59,19 @@ class LiveServer:
             time.sleep(0.02)
         return self
 
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        """Run a coroutine on the server's event loop (where its engines live) and wait for it."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
 
 @contextmanager
-def live_server(settings: Settings, engines: Mapping[str, Engine] | None = None) -> Iterator[LiveServer]:
-    server = LiveServer(settings, engines).start()
+def live_server(settings: Settings, engines: Mapping[str, Engine] | None = None, **app_kwargs: Any) -> Iterator[LiveServer]:
+    server = LiveServer(settings, engines, **app_kwargs).start()
     try:
         yield server
     finally:

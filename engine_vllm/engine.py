@@ -1,0 +1,315 @@
+"""``VLLMEngine``: the engine contract over HTTP to a vLLM OpenAI-compatible server.
+
+vLLM merges only the text-matching adapter at load, so this engine declares text-matching and
+nothing else; the router sends every other task elsewhere.
+
+Token counting uses vLLM's own tokenizer, so over-long input gets the same 400 as on the HF engine
+(naming the input and its token count) and ``usage`` counts the same tokens: every input is its own
+``POST /v1/embeddings`` call (all sent at once; vLLM batches them), whose ``usage`` is that input's
+exact count — no extra round trip in the common case. Only an input that vLLM refuses or that comes
+back over ``max_input_tokens`` is counted with ``POST /tokenize``: it then gets the 400, or with
+``truncate`` is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``)
+and embedded from those ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from engine_vllm.errors import RefusedInput, from_response, from_transport
+from engine_vllm.managed import VLLMProcess
+from engine_vllm.wire import (
+    MalformedResponse,
+    ServedModel,
+    embeddings_body,
+    fit_to_limit,
+    parse_embeddings,
+    parse_models,
+    parse_prompt_tokens,
+    parse_tokens,
+    tokenize_body,
+)
+from gateway.contract import (
+    EmbedJob,
+    EmbedResult,
+    EngineCapabilities,
+    EngineError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    Health,
+    InputTooLongError,
+    Task,
+    UnsupportedTaskError,
+)
+
+if TYPE_CHECKING:
+    from gateway.config import VLLMEngineSettings
+
+__all__ = ["VLLMEngine"]
+
+log = logging.getLogger(__name__)
+
+#: jina-embeddings-v3's full output dimension, assumed until vLLM's first vector says otherwise
+_DEFAULT_DIMENSIONS = 1024
+
+
+class VLLMEngine:
+    """Text-matching on a vLLM server (see docs/engines.md)."""
+
+    def __init__(
+        self,
+        settings: VLLMEngineSettings,
+        *,
+        name: str = "vllm",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self._name = name
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._url = settings.url.rstrip("/")
+        self._served: ServedModel | None = None
+        self._dimensions: int | None = None
+        self._discover_lock: asyncio.Lock | None = None
+        self.process: VLLMProcess | None = (
+            VLLMProcess(settings.managed, self._health_ok, name=name) if settings.managed.enabled else None
+        )
+
+    # ------------------------------------------------------------------ contract
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(
+            tasks=frozenset([Task.TEXT_MATCHING]),
+            dimensions=self._dimensions or _DEFAULT_DIMENSIONS,
+            max_input_tokens=self.settings.max_input_tokens,
+            late_chunking=False,
+            # Token-id input goes to engines that check ids against their vocabulary themselves.
+            token_ids=False,
+        )
+
+    async def start(self) -> None:
+        """Open the connection pool (and the managed process). An unreachable vLLM is not an error
+        here: the gateway keeps it out of the route until a probe succeeds."""
+        s = self.settings
+        headers = {"authorization": f"Bearer {s.api_key.get_secret_value()}"} if s.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self._url,
+            headers=headers,
+            timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout, pool=s.read_timeout),
+            limits=httpx.Limits(max_connections=s.max_connections, max_keepalive_connections=s.max_connections),
+            transport=self._transport,
+        )
+        self._discover_lock = asyncio.Lock()
+        if self.process is not None:
+            await self.process.start()
+            return
+        try:
+            await self._discover()
+        except (EngineUnavailableError, EngineTimeoutError, EngineError) as exc:
+            log.warning("engine %s: vLLM at %s not usable yet (%s); it stays out of the route until a probe succeeds",
+                        self._name, self._url, exc.message)
+
+    async def embed(self, job: EmbedJob) -> EmbedResult:
+        if job.task is not Task.TEXT_MATCHING:
+            what = "no task" if job.task is None else f"task {job.task.value!r}"
+            raise UnsupportedTaskError(f"engine {self._name} (vLLM) serves only text-matching, not {what}", param="task")
+        if job.late_chunking:
+            raise UnsupportedTaskError("late chunking is not available on the vLLM engine", param="late_chunking")
+        texts = [x for x in job.inputs if isinstance(x, str)]
+        if len(texts) != len(job.inputs):
+            raise UnsupportedTaskError("token-id input is not sent to the vLLM engine", param="input")
+        model = await self._model()
+        started = time.perf_counter()
+        # one call per input, all at once: vLLM batches them itself (continuous batching), and each
+        # answer's usage is that input's exact token count
+        outcomes = await asyncio.gather(
+            *(self._embed_text(model, i, t, job) for i, t in enumerate(texts)), return_exceptions=True
+        )
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            # an engine failure wins (another engine may serve the whole job); else the first over-long input
+            err = next((e for e in failed if not isinstance(e, InputTooLongError)), failed[0])
+            if isinstance(err, RefusedInput):  # engine-internal: leaves as the plain EngineError it is
+                raise EngineError(err.message, engine=self._name) from err
+            raise err
+        rows = [o for o in outcomes if not isinstance(o, BaseException)]
+        return EmbedResult(
+            vectors=np.stack([vector for vector, _ in rows]),
+            token_counts=tuple(n for _, n in rows),
+            engine=self._name,
+            queue_seconds=0.0,
+            inference_seconds=time.perf_counter() - started,
+        )
+
+    async def check_health(self) -> Health:
+        extra: dict[str, object] = {"url": self._url, "model": self._served.id if self._served else self.settings.model}
+        if self._served is not None:
+            extra["max_model_len"] = self._served.max_model_len
+        if self._dimensions is not None:
+            extra["dimensions"] = self._dimensions
+        if self.process is not None:
+            extra["process"] = self.process.describe()
+        if self._client is None:
+            return Health(False, "not started", extra)
+        try:
+            response = await self._client.get("/health", timeout=self.settings.health_timeout)
+        except httpx.TransportError as exc:
+            state = f" (managed process {self.process.state.value})" if self.process is not None else ""
+            return Health(False, f"vLLM at {self._url} unreachable: {type(exc).__name__}{state}", extra)
+        if response.status_code != 200:
+            return Health(False, f"vLLM /health answered {response.status_code}", extra)
+        if self._served is None or self._dimensions is None:
+            try:
+                await self._discover()
+            except (EngineUnavailableError, EngineTimeoutError, EngineError) as exc:
+                return Health(False, exc.message, extra)
+        return Health(True, "ok", extra)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        if self.process is not None:
+            await self.process.stop()
+
+    # ------------------------------------------------------------------ discovery
+
+    async def _model(self) -> str:
+        if self._served is None:
+            await self._discover()
+        assert self._served is not None
+        return self._served.id
+
+    async def _discover(self) -> None:
+        """Which model vLLM serves (and its length limit), and the vector dimension."""
+        lock = self._discover_lock
+        if lock is None:
+            raise EngineUnavailableError(f"engine {self._name} is not started", engine=self._name)
+        async with lock:
+            if self._served is not None and self._dimensions is not None:
+                return
+            payload = await self._call("GET", "/v1/models", None, None)
+            try:
+                models = parse_models(payload)
+            except MalformedResponse as exc:
+                raise EngineError(f"engine {self._name}: GET /v1/models: {exc}", engine=self._name) from exc
+            served = self._pick(models)
+            try:
+                vector, _ = await self._embed_one(served.id, "dimension probe", None)
+            except RefusedInput:
+                raise EngineError(refusal.message, engine=self._name) from refusal
+            self._served, self._dimensions = served, int(vector.shape[0])
+            log.info("engine %s: vLLM at %s serves %r (max_model_len %s, %d dimensions)",
+                     self._name, self._url, served.id, served.max_model_len, self._dimensions)
+
+    def _pick(self, models: Sequence[ServedModel]) -> ServedModel:
+        wanted, limit = self.settings.model, self.settings.max_input_tokens
+        names = ", ".join(m.id for m in models)
+        if wanted is None:
+            if len(models) != 1:
+                raise EngineUnavailableError(
+                    f"engine {self._name}: vLLM serves several models ({names}); set engines.vllm.model", engine=self._name
+                )
+            served = models[0]
+        else:
+            found = [m for m in models if m.id == wanted]
+            if not found:
+                raise EngineUnavailableError(
+                    f"engine {self._name}: vLLM does not serve {wanted!r} (it serves {names})", engine=self._name
+                )
+            served = found[0]
+        if served.max_model_len is not None and served.max_model_len < limit:
+            raise EngineUnavailableError(
+                f"engine {self._name}: vLLM's max_model_len is {served.max_model_len} but engines.vllm.max_input_tokens "
+                f"is {limit}; start vLLM with --max-model-len {limit} (or lower max_input_tokens on every engine)",
+                engine=self._name,
+            )
+        return served
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _embed_text(self, model: str, index: int, text: str, job: EmbedJob) -> tuple[npt.NDArray[np.float32], int]:
+        """One input: ``(vector, tokens)``, over-long input handled exactly as the HF engine does."""
+        limit = self.settings.max_input_tokens
+        try:
+            vector, n_tokens = await self._embed_one(model, text, job.deadline)
+        except RefusedInput:
+            # vLLM refuses inputs over its --max-model-len; count to tell "too long" from anything else
+            ids = await self._tokenize(model, text, job.deadline)
+            if len(ids) <= limit:
+                raise
+            return await self._over_limit(model, index, ids, job)
+        if n_tokens > limit:  # within vLLM's --max-model-len but over the gateway's limit
+            return await self._over_limit(model, index, await self._tokenize(model, text, job.deadline), job)
+        return vector, n_tokens
+
+    async def _over_limit(self, model: str, index: int, ids: list[int], job: EmbedJob) -> tuple[npt.NDArray[np.float32], int]:
+        limit = self.settings.max_input_tokens
+        kept, _ = fit_to_limit(ids, limit, truncate=job.truncate)
+        if not job.truncate:
+            raise InputTooLongError(index, len(ids), limit)
+        vector, _ = await self._embed_one(model, kept, job.deadline)
+        return vector, len(kept)
+
+    async def _embed_one(self, model: str, item: str | Sequence[int], deadline: float | None) -> tuple[npt.NDArray[np.float32], int]:
+        payload = await self._call("POST", "/v1/embeddings", embeddings_body(model, [item]), deadline)
+        try:
+            return parse_embeddings(payload, 1)[0], parse_prompt_tokens(payload)
+        except MalformedResponse as exc:
+            raise EngineError(f"engine {self._name}: POST /v1/embeddings: {exc}", engine=self._name) from exc
+
+    async def _tokenize(self, model: str, text: str, deadline: float | None) -> list[int]:
+        payload = await self._call("POST", "/tokenize", tokenize_body(model, text), deadline)
+        try:
+            return parse_tokens(payload)
+        except MalformedResponse as exc:
+            raise EngineError(f"engine {self._name}: POST /tokenize: {exc}", engine=self._name) from exc
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None, deadline: float | None) -> Any:
+        """One HTTP call; every failure leaves here as an error of the gateway's tree."""
+        client = self._client
+        if client is None:
+            raise EngineUnavailableError(f"engine {self._name} is not started", engine=self._name)
+        timeout: httpx.Timeout | None = None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EngineTimeoutError(f"engine {self._name}: the request's deadline passed", engine=self._name)
+            s = self.settings
+            timeout = httpx.Timeout(min(s.read_timeout, left), connect=min(s.connect_timeout, left), pool=left)
+        try:
+            if timeout is None:
+                response = await client.request(method, path, json=body)
+            else:
+                response = await client.request(method, path, json=body, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise from_transport(exc, engine=self._name, url=self._url) from exc
+        if not response.is_success:
+            raise from_response(response, engine=self._name, what=f"{method} {path}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise EngineError(f"engine {self._name}: {method} {path} answered non-JSON", engine=self._name) from exc
+
+    async def _health_ok(self) -> bool:
+        client = self._client
+        if client is None:
+            return False
+        try:
+            response = await client.get("/health", timeout=self.settings.health_timeout)
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
+

@@ -1,0 +1,80 @@
+"""How much latency the gateway adds in front of vLLM: ``embed-gateway measure-overhead``.
+
+Sends the same one-text text-matching request, one at a time, alternately to vLLM directly (as a
+plain OpenAI client would: float JSON, vLLM normalises) and through the gateway (which counts
+tokens with ``/tokenize`` alongside the embedding request, asks for raw base64 vectors and
+post-processes them), in the same run, and reports the latency percentiles of both and the p50
+difference. Alternating cancels slow drift of the machine; run it on loopback on an idle machine.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import httpx
+
+__all__ = ["main_json", "measure"]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _summary(ms: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(statistics.median(ms), 3),
+        "p90_ms": round(_percentile(ms, 0.90), 3),
+        "p99_ms": round(_percentile(ms, 0.99), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+def measure(gateway: str, vllm: str, *, requests: int = 300, warmup: int = 20, text: str = "The user likes dark roast coffee.",
+            model: str | None = None, gateway_model: str = "jina-embeddings-v3") -> dict[str, Any]:
+    with httpx.Client(base_url=vllm.rstrip("/"), timeout=60) as direct, httpx.Client(base_url=gateway.rstrip("/"), timeout=60) as gw:
+        served = model or direct.get("/v1/models").json()["data"][0]["id"]
+        direct_body = {"model": served, "input": [text]}
+        gateway_body = {"model": gateway_model, "input": [text]}
+
+        def once(client: httpx.Client, body: dict[str, Any]) -> tuple[float, httpx.Response]:
+            started = time.perf_counter()
+            r = client.post("/v1/embeddings", json=body)
+            elapsed = (time.perf_counter() - started) * 1000
+            r.raise_for_status()
+            return elapsed, r
+
+        for _ in range(warmup):
+            once(direct, direct_body)
+            _, r = once(gw, gateway_body)
+        if r.headers.get("x-embed-engine") != "vllm":
+            raise SystemExit(
+                f"the gateway served text-matching with {r.headers.get('x-embed-engine')!r}, not vLLM: "
+                "enable engines.vllm and check GET /ready"
+            )
+        d_ms: list[float] = []
+        g_ms: list[float] = []
+        for i in range(requests):
+            pair = [(direct, direct_body, d_ms), (gw, gateway_body, g_ms)]
+            for client, body, sink in pair if i % 2 == 0 else reversed(pair):
+                elapsed, r = once(client, body)
+                sink.append(elapsed)
+                if client is gw and r.headers.get("x-embed-engine") != "vllm":
+                    raise SystemExit("the gateway stopped serving with vLLM during the run")
+    direct_s, gateway_s = _summary(d_ms), _summary(g_ms)
+    return {
+        "requests_each": requests,
+        "text_chars": len(text),
+        "vllm_direct": direct_s,
+        "through_gateway": gateway_s,
+        "added_p50_ms": round(gateway_s["p50_ms"] - direct_s["p50_ms"], 3),
+        "added_median_of_pairs_ms": round(statistics.median(g - d for g, d in zip(g_ms, d_ms, strict=True)), 3),
+    }
+
+
+def main_json(**kwargs: Any) -> str:
+    return json.dumps(measure(**kwargs), indent=2)

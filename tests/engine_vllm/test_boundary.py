@@ -1,0 +1,278 @@
+"""The engine's boundary: every foreign failure becomes an error of the gateway's tree.
+
+A real vLLM cannot be made to time out, send a proxy's HTML page or a ragged vector on demand, so
+these faults come from an ``httpx.MockTransport`` that otherwise answers like vLLM 0.32 (its
+real behaviour is tested in test_real_vllm.py). The unreachable case uses a real closed port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+import pytest
+
+from engine_vllm import VLLMEngine
+from gateway.config import VLLMEngineSettings
+from gateway.contract import (
+    EmbedGatewayError,
+    EmbedJob,
+    EngineError,
+    EngineOverloadedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    InputTooLongError,
+    Task,
+    UnsupportedTaskError,
+)
+from tests.support.server import free_port
+
+T = TypeVar("T")
+DIM = 8
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+class FakeVLLM:
+    """Answers like vLLM: one token per word between <s> (0) and </s> (2), a 400 over
+    ``max_model_len``, usage per request; ``embeddings`` scripts faults."""
+
+    def __init__(self, *, models: list[dict[str, Any]] | None = None, max_model_len: int = 8194) -> None:
+        self.models = models if models is not None else [{"id": "jina", "max_model_len": max_model_len}]
+        self.max_model_len = max_model_len
+        self.embeddings: Callable[[dict[str, Any]], httpx.Response] | None = None
+        self.requests: list[tuple[str, dict[str, Any] | None]] = []
+        self.headers: list[httpx.Headers] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((request.url.path, body))
+        self.headers.append(request.headers)
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": self.models})
+        if request.url.path == "/tokenize":
+            assert body is not None
+            return httpx.Response(200, json={"count": 0, "tokens": [0, *[10] * len(body["prompt"].split()), 2]})
+        if request.url.path == "/v1/embeddings":
+            assert body is not None
+            if self.embeddings is not None and not (body["input"] == ["dimension probe"]):
+                return self.embeddings(body)
+            ids = [x if isinstance(x, list) else [0, *[10] * len(x.split()), 2] for x in body["input"]]
+            if any(len(x) > self.max_model_len for x in ids):
+                return httpx.Response(400, json={"error": {"message": "maximum context length", "type": "BadRequestError"}})
+            rows = [np.full(DIM, float(len(x)), dtype="<f4") for x in ids]
+            data = [{"index": i, "object": "embedding", "embedding": base64.b64encode(r.tobytes()).decode()}
+                    for i, r in enumerate(rows)]
+            usage = {"prompt_tokens": sum(len(x) for x in ids), "total_tokens": sum(len(x) for x in ids)}
+            return httpx.Response(200, json={"object": "list", "data": data, "usage": usage})
+        return httpx.Response(404, json={"error": {"message": "not found", "type": "NotFoundError", "code": 404}})
+
+    def embeds(self) -> list[dict[str, Any]]:
+        return [b for p, b in self.requests if p == "/v1/embeddings" and b and b["input"] != ["dimension probe"]]
+
+
+def engine(fake: FakeVLLM, **settings: Any) -> VLLMEngine:
+    return VLLMEngine(VLLMEngineSettings(enabled=True, url="http://vllm.test", **settings), transport=httpx.MockTransport(fake))
+
+
+def job(*texts: str, task: Task | None = Task.TEXT_MATCHING, **kw: Any) -> EmbedJob:
+    return EmbedJob(inputs=texts, task=task, **kw)
+
+
+async def embed_once(e: VLLMEngine, j: EmbedJob) -> Any:
+    await e.start()
+    try:
+        return await e.embed(j)
+    finally:
+        await e.aclose()
+
+
+def test_happy_path_counts_tokens_and_sends_raw_full_vectors_request() -> None:
+    fake = FakeVLLM()
+    result = run(embed_once(engine(fake, api_key="k"), job("a b c", "d")))
+    assert result.vectors.shape == (2, DIM) and result.engine == "vllm"
+    assert result.token_counts == (5, 3)  # <s> + words + </s>: each call's usage
+    np.testing.assert_array_equal(result.vectors[:, 0], [5.0, 3.0])  # rows in input order
+    sent = fake.embeds()
+    assert sorted(b["input"][0] for b in sent) == ["a b c", "d"]  # one call per input, no /tokenize
+    assert not [p for p, _ in fake.requests if p == "/tokenize"]
+    assert all(b["model"] == "jina" and b["use_activation"] is False and "dimensions" not in b for b in sent)
+    assert all(h["authorization"] == "Bearer k" for h in fake.headers)
+
+
+@pytest.mark.parametrize(
+    ("exc", "want"),
+    [
+        (httpx.ConnectError("refused"), EngineUnavailableError),
+        (httpx.RemoteProtocolError("peer closed connection"), EngineUnavailableError),
+        (httpx.ReadError("reset"), EngineUnavailableError),
+        (httpx.ConnectTimeout("slow"), EngineUnavailableError),
+        (httpx.ReadTimeout("slow"), EngineTimeoutError),
+        (httpx.PoolTimeout("busy"), EngineOverloadedError),
+    ],
+)
+def test_transport_failures(exc: Exception, want: type[EmbedGatewayError]) -> None:
+    fake = FakeVLLM()
+
+    def boom(body: dict[str, Any]) -> httpx.Response:
+        raise exc
+
+    fake.embeddings = boom
+    with pytest.raises(want) as info:
+        run(embed_once(engine(fake), job("x")))
+    assert type(info.value) is want and info.value.engine == "vllm"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "want", "retry_after"),
+    [
+        (429, {"retry-after": "7"}, EngineOverloadedError, 7.0),
+        (503, {}, EngineUnavailableError, None),
+        (500, {}, EngineUnavailableError, None),
+        (401, {}, EngineUnavailableError, None),
+        (404, {}, EngineUnavailableError, None),
+        (408, {}, EngineTimeoutError, None),
+        (400, {}, EngineError, None),
+        (422, {}, EngineError, None),
+    ],
+)
+def test_vllm_error_statuses(status: int, headers: dict[str, str], want: type[EmbedGatewayError], retry_after: float | None) -> None:
+    fake = FakeVLLM()
+    fake.embeddings = lambda body: httpx.Response(
+        status, headers=headers, json={"error": {"message": "secret /models/path detail", "type": "X", "code": status}}
+    )
+    with pytest.raises(want) as info:
+        run(embed_once(engine(fake), job("x")))
+    assert type(info.value) is want
+    assert "/models/path" not in info.value.message  # vLLM's text goes to the log, not to clients
+    if retry_after is not None:
+        assert info.value.retry_after == retry_after  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, text="<html>bad gateway</html>"),
+        httpx.Response(200, json={"data": [], "usage": {"prompt_tokens": 3}}),  # no vector for the input
+        httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0]}]}),  # no usage
+        httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0]}], "usage": {"prompt_tokens": 0}}),
+    ],
+)
+def test_malformed_responses_are_engine_errors(response: httpx.Response) -> None:
+    fake = FakeVLLM()
+    fake.embeddings = lambda body: response
+    with pytest.raises(EngineError):
+        run(embed_once(engine(fake), job("x", "y")))
+
+
+@pytest.mark.parametrize("max_model_len", [8194, 20])  # vLLM embeds it and usage says too long / vLLM refuses it
+def test_over_long_input_is_the_hf_engines_400_unless_truncate(max_model_len: int) -> None:
+    long = " ".join(["w"] * 20)  # 22 tokens
+    with pytest.raises(InputTooLongError) as info:
+        run(embed_once(engine(FakeVLLM(max_model_len=max_model_len), max_input_tokens=16), job("short", long, "also " * 30)))
+    assert (info.value.index, info.value.n_tokens, info.value.limit) == (1, 22, 16)  # the first over-long input
+    assert info.value.param == "input[1]"
+
+    fake = FakeVLLM(max_model_len=max_model_len)
+    result = run(embed_once(engine(fake, max_input_tokens=16), job("short", long, truncate=True)))
+    assert result.token_counts == (3, 16)
+    assert [0, *[10] * 14, 2] in [b["input"][0] for b in fake.embeds()]  # first 15 tokens and </s>, as ids
+
+
+def test_a_refusal_of_an_input_within_the_limit_stays_an_engine_error() -> None:
+    fake = FakeVLLM()
+    fake.embeddings = lambda body: httpx.Response(400, json={"error": {"message": "weird", "type": "BadRequestError"}})
+    with pytest.raises(EngineError) as info:
+        run(embed_once(engine(fake), job("two words")))
+    assert not isinstance(info.value, InputTooLongError)
+    assert [p for p, _ in fake.requests if p == "/tokenize"]  # it was counted first
+
+
+def test_an_engine_failure_wins_over_an_over_long_input() -> None:
+    fake = FakeVLLM()
+    fake.embeddings = lambda body: (httpx.Response(503) if body["input"] == ["short"] else
+                                    httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0] * DIM}],
+                                                              "usage": {"prompt_tokens": 99}}))
+    with pytest.raises(EngineUnavailableError):  # retryable: another engine will give the client its 400
+        run(embed_once(engine(fake, max_input_tokens=16), job("short", "long text")))
+
+
+def test_other_tasks_and_token_ids_are_refused() -> None:
+    for j in (job("x", task=Task.RETRIEVAL_QUERY), job("x", task=None), EmbedJob(inputs=[(5, 6)], task=Task.TEXT_MATCHING)):
+        with pytest.raises(UnsupportedTaskError):
+            run(embed_once(engine(FakeVLLM()), j))
+    caps = engine(FakeVLLM()).capabilities
+    assert caps.tasks == frozenset([Task.TEXT_MATCHING]) and not caps.token_ids and not caps.late_chunking
+
+
+def test_passed_deadline_is_a_timeout() -> None:
+    with pytest.raises(EngineTimeoutError):
+        run(embed_once(engine(FakeVLLM()), job("x", deadline=0.0)))
+
+
+@pytest.mark.parametrize(
+    ("models", "settings", "fragment"),
+    [
+        ([{"id": "a"}, {"id": "b"}], {}, "serves several models (a, b); set engines.vllm.model"),
+        ([{"id": "a"}], {"model": "jina"}, "does not serve 'jina' (it serves a)"),
+        ([{"id": "a", "max_model_len": 512}], {}, "start vLLM with --max-model-len 8192"),
+    ],
+)
+def test_discovery_problems_keep_the_engine_out_and_say_why(models: list[dict[str, Any]], settings: dict[str, Any], fragment: str) -> None:
+    e = engine(FakeVLLM(models=models), **settings)
+
+    async def go() -> tuple[Any, Any]:
+        await e.start()  # does not raise: the engine just is not usable yet
+        try:
+            health = await e.check_health()
+            with pytest.raises(EngineUnavailableError) as info:
+                await e.embed(job("x"))
+            return health, info.value
+        finally:
+            await e.aclose()
+
+    health, err = run(go())
+    assert not health.ok and fragment in health.detail and fragment in err.message
+
+
+def test_discovery_learns_model_and_dimension() -> None:
+    e = engine(FakeVLLM())
+
+    async def go() -> Any:
+        await e.start()
+        try:
+            return await e.check_health()
+        finally:
+            await e.aclose()
+
+    health = run(go())
+    assert health.ok and health.extra["model"] == "jina" and health.extra["dimensions"] == DIM
+    assert e.capabilities.dimensions == DIM
+
+
+def test_unreachable_vllm_real_socket() -> None:
+    port = free_port()  # nothing listens there
+    e = VLLMEngine(VLLMEngineSettings(enabled=True, url=f"http://127.0.0.1:{port}", connect_timeout=1))
+
+    async def go() -> tuple[Any, Any]:
+        await e.start()  # no exception: it is probed back later
+        try:
+            health = await e.check_health()
+            with pytest.raises(EngineUnavailableError) as info:
+                await e.embed(job("x"))
+            return health, info.value
+        finally:
+            await e.aclose()
+
+    health, err = run(go())
+    assert not health.ok and "unreachable" in health.detail
+    assert "unreachable" in err.message and err.engine == "vllm"
