@@ -14,6 +14,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,16 +37,19 @@ from engine_hf.model import JinaEncoder
 from engine_hf.scheduler import Scheduler
 from engine_hf.tokenization import Document, TextEncoder, load_tokenizer
 from gateway.contract import (
+    NULL_OBSERVER,
     TASKS,
     ChunkingRule,
     EmbedJob,
     EmbedResult,
     EngineCapabilities,
     EngineError,
+    EngineObserver,
     EngineUnavailableError,
     Health,
     InvalidRequestError,
     Task,
+    TooManyTokensError,
     UnsupportedTaskError,
 )
 from gateway.contract.chunking import group_sentences, split_sentences, token_chunks
@@ -80,9 +84,14 @@ class _LatePlan:
 class HFEngine:
     """In-process jina-embeddings-v3 with all five adapters (see docs/engines.md)."""
 
-    def __init__(self, settings: HFEngineSettings, *, name: str = "hf") -> None:
+    def __init__(
+        self, settings: HFEngineSettings, *, name: str = "hf", observer: EngineObserver = NULL_OBSERVER
+    ) -> None:
         self.settings = settings
         self._name = name
+        self._observer = observer
+        #: the hub commit the weights came from (None for a local directory)
+        self._revision: str | None = settings.revision
         self.info: CheckpointInfo | None = None
         self.encoder: JinaEncoder | None = None
         self.text: TextEncoder | None = None
@@ -99,14 +108,21 @@ class HFEngine:
 
     @property
     def capabilities(self) -> EngineCapabilities:
-        info = self.info
+        info, enc, s = self.info, self.encoder, self.settings
         tasks: frozenset[Task | None] = frozenset([*(info.tasks if info else TASKS), None])
         return EngineCapabilities(
             tasks=tasks,
             dimensions=info.hidden_size if info else 1024,
-            max_input_tokens=info.max_input_tokens if info else self.settings.max_input_tokens,
+            max_input_tokens=info.max_input_tokens if info else s.max_input_tokens,
             late_chunking=True,
             token_ids=True,
+            model=_display_name(s.model),
+            revision=self._revision,
+            dtype=str(enc.dtype).removeprefix("torch.") if enc else None,
+            device=str(enc.device) if enc else None,
+            max_batch_tokens=s.max_batch_tokens,
+            max_batch_requests=s.max_batch_requests,
+            max_queued_tokens=s.max_queued_tokens,
         )
 
     async def start(self) -> None:
@@ -120,7 +136,7 @@ class HFEngine:
             max_batch_tokens=s.max_batch_tokens, max_batch_requests=s.max_batch_requests, padded=not self._packed
         )
         self._scheduler = Scheduler(
-            self._forward, limits, name=self._name, max_queued_tokens=s.max_queued_tokens
+            self._forward, limits, name=self._name, max_queued_tokens=s.max_queued_tokens, observer=self._observer
         )
         self._scheduler.start()
         if s.threads:
@@ -141,6 +157,7 @@ class HFEngine:
         encoded = await loop.run_in_executor(
             self._tokenize_pool, lambda: text.encode(job.inputs, job.task, truncate=job.truncate)
         )
+        _check_total(sum(len(e.ids) for e in encoded), job.max_total_tokens)
         adapter = -1 if job.task is None else encoder.task_index[job.task]
         outcome = await scheduler.submit(
             [_Seq(e.ids, adapter) for e in encoded],
@@ -172,6 +189,7 @@ class HFEngine:
         plan = await loop.run_in_executor(
             self._tokenize_pool, lambda: self._plan_late(job, text, adapter)
         )
+        _check_total(len(plan.document.ids), job.max_total_tokens)
         outcome = await scheduler.submit(
             [payload for payload, _ in plan.windows],
             [len(payload.ids) for payload, _ in plan.windows],
@@ -268,6 +286,8 @@ class HFEngine:
         path = resolve_model_dir(
             s.model, revision=s.revision, cache_dir=s.cache_dir, local_files_only=s.local_files_only
         )
+        if not Path(s.model).expanduser().is_dir():  # a hub snapshot: .../snapshots/<commit>
+            self._revision = path.name
         info = describe_checkpoint(path, max_input_tokens=s.max_input_tokens)
         device = resolve_device(s.device)
         dtype = resolve_dtype(s.dtype, device)
@@ -310,6 +330,17 @@ class HFEngine:
             torch.cuda.empty_cache()
             raise EngineError("out of GPU memory; lower engines.hf.max_batch_tokens", engine=self._name) from exc
         return [p.cpu().numpy().astype(np.float32, copy=False) for p in pooled]
+
+
+def _check_total(n_tokens: int, limit: int | None) -> None:
+    """``limits.max_tokens_per_request``, checked once the job is tokenised and before it is queued."""
+    if limit is not None and n_tokens > limit:
+        raise TooManyTokensError(n_tokens, limit)
+
+
+def _display_name(model: str) -> str:
+    """The model as /info shows it: a hub id as is, a local directory by its name only (no paths)."""
+    return Path(model).name if model.startswith((".", "/", "~")) else model
 
 
 def _shares(spans: list[tuple[int, int]], n_tokens: int) -> tuple[int, ...]:

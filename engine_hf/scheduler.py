@@ -6,7 +6,9 @@ forward pass on the engine's one worker thread, so the event loop stays free whi
 works. ``forward`` returns one result per payload, of any type (a pooled row, or the span sums of
 a window): the scheduler only routes results back in order, the engine interprets them. Every waiter gets a result or an
 error: a failed batch fails each of its jobs, a cancelled job's queued sequences are withdrawn,
-and a dead loop fails everything pending and refuses new work.
+and a dead loop (or a worker that dies mid-batch) fails everything pending *and* the batch it was
+running, then refuses new work. Each forward pass and each change of the queue is reported to an
+:class:`~gateway.contract.EngineObserver` (the gateway's metrics).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from typing import Any, Generic, TypeVar
 
 from engine_hf.batching import BatchLimits, Queued, next_batch
 from gateway.contract import (
+    NULL_OBSERVER,
     EmbedGatewayError,
     EngineError,
+    EngineObserver,
     EngineOverloadedError,
     EngineTimeoutError,
     EngineUnavailableError,
@@ -80,13 +84,17 @@ class Scheduler(Generic[P, R]):
         name: str,
         max_queued_tokens: int,
         clock: Callable[[], float] = time.monotonic,
+        observer: EngineObserver = NULL_OBSERVER,
     ) -> None:
         self._forward = forward
+        self._observer = observer
         self.limits = limits
         self.name = name
         self.max_queued_tokens = max_queued_tokens
         self._clock = clock
         self._pending: list[_Item[P]] = []
+        #: the batch on the worker right now: failed with everything else if the loop dies
+        self._running: list[_Item[P]] = []
         self._queued_tokens = 0
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-worker")
@@ -142,6 +150,7 @@ class Scheduler(Generic[P, R]):
         for pos, (payload, length) in enumerate(zip(payloads, lengths, strict=True)):
             self._pending.append(_Item(job, pos, payload, Queued(length, group)))
         self._queued_tokens += total
+        self._queue_changed()
         self._wake.set()
         try:
             return await job.future
@@ -160,9 +169,13 @@ class Scheduler(Generic[P, R]):
                 await self._loop_task
             except (asyncio.CancelledError, Exception):
                 pass
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        # off the event loop: a forward pass still running must not block every other request
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ internals
+
+    def _queue_changed(self) -> None:
+        self._observer.queue(self.name, depth=len(self._pending), tokens=self._queued_tokens)
 
     def _retry_after(self) -> float:
         if self._tokens_per_second <= 0:
@@ -171,15 +184,20 @@ class Scheduler(Generic[P, R]):
 
     def _withdraw(self, job: _Job) -> None:
         kept = [it for it in self._pending if it.job is not job]
+        if len(kept) == len(self._pending):
+            return
         self._queued_tokens -= sum(it.queued.length for it in self._pending if it.job is job)
         self._pending = kept
+        self._queue_changed()
 
     def _fail_all(self, err: BaseException) -> None:
-        for item in self._pending:
+        for item in [*self._running, *self._pending]:
             if not item.job.future.done():
                 item.job.future.set_exception(err)
+        self._running = []
         self._pending = []
         self._queued_tokens = 0
+        self._queue_changed()
 
     def _take_batch(self) -> list[_Item[P]]:
         now = self._clock()
@@ -197,6 +215,7 @@ class Scheduler(Generic[P, R]):
         batch = [self._pending[i] for i in chosen]
         self._pending = [it for i, it in enumerate(self._pending) if i not in picked]
         self._queued_tokens -= sum(it.queued.length for it in batch)
+        self._queue_changed()
         return batch
 
     async def _run(self) -> None:
@@ -219,20 +238,26 @@ class Scheduler(Generic[P, R]):
         for it in batch:
             if it.job.started is None:
                 it.job.started = started
+        self._running = batch
         try:
             results = await loop.run_in_executor(self._executor, self._forward, [it.payload for it in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"forward returned {len(results)} results for {len(batch)} payloads")
         except EmbedGatewayError as exc:
+            self._running = []
             self._fail_jobs(batch, exc)
             return
         except Exception as exc:
+            self._running = []
             log.exception("forward pass failed on %s (%d sequences)", self.name, len(batch))
             self._fail_jobs(batch, EngineError(f"forward pass failed: {type(exc).__name__}", engine=self.name))
             return
+        # (anything else — the worker dying, the loop cancelled — leaves ``_running`` set for _fail_all)
+        self._running = []
         elapsed = self._clock() - started
         self.batches += 1
         tokens = sum(it.queued.length for it in batch)
+        self._observer.batch(self.name, sequences=len(batch), tokens=tokens, seconds=elapsed)
         if elapsed > 0:
             rate = tokens / elapsed
             self._tokens_per_second = rate if self._tokens_per_second == 0 else 0.8 * self._tokens_per_second + 0.2 * rate

@@ -10,6 +10,11 @@ exact count — no extra round trip in the common case. Only an input that vLLM 
 back over ``max_input_tokens`` is counted with ``POST /tokenize``: it then gets the 400, or with
 ``truncate`` is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``)
 and embedded from those ids.
+
+Admission is bounded like the HF engine's queue: at most ``max_queued_inputs`` inputs may be on
+their way to vLLM; beyond that a job is refused as overloaded (the router falls over to HF, then
+429). ``limits.max_tokens_per_request`` is checked before anything is embedded: when the inputs
+are long enough that they *could* exceed it, they are counted with ``/tokenize`` first.
 """
 
 from __future__ import annotations
@@ -38,27 +43,42 @@ from engine_vllm.wire import (
     tokenize_body,
 )
 from gateway.contract import (
+    NULL_OBSERVER,
     EmbedJob,
     EmbedResult,
     EngineCapabilities,
     EngineError,
+    EngineObserver,
+    EngineOverloadedError,
     EngineTimeoutError,
     EngineUnavailableError,
     Health,
     InputTooLongError,
     Task,
+    TooManyTokensError,
     UnsupportedTaskError,
 )
 
 if TYPE_CHECKING:
     from gateway.config import VLLMEngineSettings
 
-__all__ = ["VLLMEngine"]
+__all__ = ["VLLMEngine", "token_bound"]
 
 log = logging.getLogger(__name__)
 
 #: jina-embeddings-v3's full output dimension, assumed until vLLM's first vector says otherwise
 _DEFAULT_DIMENSIONS = 1024
+
+#: Most tokens one character can become: NFKC normalisation expands a character to at most 18
+#: (U+FDFA), and the XLM-R tokenizer's pieces each cover at least one normalised character (plus
+#: one leading "▁"). Used for a bound that needs no tokenizer: below it, counting is skipped.
+_MAX_TOKENS_PER_CHAR = 18
+
+
+def token_bound(texts: Sequence[str], per_input_limit: int) -> int:
+    """An upper bound of the job's token count, computed without tokenising (see above): inputs
+    over ``per_input_limit`` are refused or truncated, so none counts for more."""
+    return sum(min(per_input_limit, _MAX_TOKENS_PER_CHAR * len(t) + 3) for t in texts)
 
 
 class VLLMEngine:
@@ -70,9 +90,13 @@ class VLLMEngine:
         *,
         name: str = "vllm",
         transport: httpx.AsyncBaseTransport | None = None,
+        observer: EngineObserver = NULL_OBSERVER,
     ) -> None:
         self.settings = settings
         self._name = name
+        self._observer = observer
+        #: inputs sent (or about to be sent) to vLLM and not answered yet
+        self._queued_inputs = 0
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._url = settings.url.rstrip("/")
@@ -98,6 +122,8 @@ class VLLMEngine:
             late_chunking=False,
             # Token-id input goes to engines that check ids against their vocabulary themselves.
             token_ids=False,
+            model=self._served.id if self._served else self.settings.model,
+            max_queued_inputs=self.settings.max_queued_inputs,
         )
 
     async def start(self) -> None:
@@ -131,8 +157,28 @@ class VLLMEngine:
         texts = [x for x in job.inputs if isinstance(x, str)]
         if len(texts) != len(job.inputs):
             raise UnsupportedTaskError("token-id input is not sent to the vLLM engine", param="input")
+        limit = self.settings.max_queued_inputs
+        if self._queued_inputs and self._queued_inputs + len(texts) > limit:
+            raise EngineOverloadedError(
+                f"engine {self._name} is at capacity ({self._queued_inputs} inputs on their way to vLLM)",
+                engine=self._name,
+                retry_after=1.0,
+            )
+        self._queued(len(texts))
+        try:
+            return await self._embed_texts(texts, job)
+        finally:
+            self._queued(-len(texts))
+
+    def _queued(self, delta: int) -> None:
+        self._queued_inputs += delta
+        self._observer.queue(self._name, depth=self._queued_inputs, tokens=0)
+
+    async def _embed_texts(self, texts: list[str], job: EmbedJob) -> EmbedResult:
         model = await self._model()
         started = time.perf_counter()
+        if job.max_total_tokens is not None and token_bound(texts, self.settings.max_input_tokens) > job.max_total_tokens:
+            await self._check_total(model, texts, job, job.max_total_tokens)
         # one call per input, all at once: vLLM batches them itself (continuous batching), and each
         # answer's usage is that input's exact token count
         outcomes = await asyncio.gather(
@@ -154,12 +200,26 @@ class VLLMEngine:
             inference_seconds=time.perf_counter() - started,
         )
 
+    async def _check_total(self, model: str, texts: list[str], job: EmbedJob, cap: int) -> None:
+        """Count with vLLM's tokenizer before embedding anything: an over-long input is its 400
+        (as on the HF engine), a total over ``cap`` the 413."""
+        per_input = self.settings.max_input_tokens
+        counts = [len(ids) for ids in await asyncio.gather(*(self._tokenize(model, t, job.deadline) for t in texts))]
+        if not job.truncate:
+            over = next((i for i, n in enumerate(counts) if n > per_input), None)
+            if over is not None:
+                raise InputTooLongError(over, counts[over], per_input)
+        total = sum(min(n, per_input) for n in counts)
+        if total > cap:
+            raise TooManyTokensError(total, cap)
+
     async def check_health(self) -> Health:
         extra: dict[str, object] = {"url": self._url, "model": self._served.id if self._served else self.settings.model}
         if self._served is not None:
             extra["max_model_len"] = self._served.max_model_len
         if self._dimensions is not None:
             extra["dimensions"] = self._dimensions
+        extra["queued_inputs"] = self._queued_inputs
         if self.process is not None:
             extra["process"] = self.process.describe()
         if self._client is None:

@@ -4,7 +4,9 @@ Engines are injectable so tests run the real app over real HTTP with any impleme
 contract; by default they are built from the settings (heavy engines import lazily). The lifespan
 starts the engines, runs the parity guard once before the first request, starts the monitor, and
 wires live reload (SIGHUP and ``POST /admin/reload``) when the app knows how to re-read its
-configuration.
+configuration. Every request passes the front door (:mod:`gateway.api.middleware`: request id,
+keys, body size, admission) and, when ``server.cors`` allows origins, CORS before it.
+``app.state.shutdown`` is the drain step a :class:`~gateway.lifecycle.GatewayServer` runs on SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,15 +16,22 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 
 from gateway import __version__
 from gateway.api.admin import router as admin_router
 from gateway.api.errors import install_error_handlers
+from gateway.api.middleware import OPEN_PATHS, FrontDoor
+from gateway.api.ops import router as ops_router
 from gateway.api.routes import router
 from gateway.config import Settings
-from gateway.contract import Engine
+from gateway.contract import NULL_OBSERVER, Engine, EngineObserver
+from gateway.lifecycle import Gate, drain
 from gateway.metrics import GatewayMetrics
 from gateway.monitor import Monitor
 from gateway.reload import Reloader
@@ -34,8 +43,9 @@ __all__ = ["build_engine", "build_engines", "create_app"]
 log = logging.getLogger(__name__)
 
 
-def build_engine(name: str, settings: Settings) -> Engine:
-    """The engine called ``name`` (``hf`` or ``vllm``) from its ``engines.<name>`` section, not started."""
+def build_engine(name: str, settings: Settings, observer: EngineObserver = NULL_OBSERVER) -> Engine:
+    """The engine called ``name`` (``hf`` or ``vllm``) from its ``engines.<name>`` section, not
+    started; it reports its batches and queue to ``observer`` (the app's metrics)."""
     if name == "hf":
         try:
             from engine_hf import HFEngine
@@ -43,16 +53,18 @@ def build_engine(name: str, settings: Settings) -> Engine:
             raise RuntimeError(
                 "engines.hf is enabled but its dependencies are missing: pip install 'embed-gateway[hf]'"
             ) from exc
-        return HFEngine(settings.engines.hf)
+        return HFEngine(settings.engines.hf, observer=observer)
     if name == "vllm":
         from engine_vllm import VLLMEngine
 
-        return VLLMEngine(settings.engines.vllm)
+        return VLLMEngine(settings.engines.vllm, observer=observer)
     raise ValueError(f"unknown engine {name!r}")
 
 
-def build_engines(settings: Settings) -> dict[str, Engine]:
-    engines = {n: build_engine(n, settings) for n in ("vllm", "hf") if getattr(settings.engines, n).enabled}
+def build_engines(settings: Settings, observer: EngineObserver = NULL_OBSERVER) -> dict[str, Engine]:
+    engines = {
+        n: build_engine(n, settings, observer) for n in ("vllm", "hf") if getattr(settings.engines, n).enabled
+    }
     if not engines:
         raise RuntimeError("no engine is enabled: enable engines.hf and/or engines.vllm")
     return engines
@@ -63,18 +75,21 @@ def create_app(
     engines: Mapping[str, Engine] | None = None,
     *,
     reload_settings: Callable[[], Settings] | None = None,
-    builder: EngineBuilder = build_engine,
+    builder: EngineBuilder | None = None,
     metrics: GatewayMetrics | None = None,
 ) -> FastAPI:
     """The app. ``reload_settings`` re-reads the configuration (the CLI passes "load the same file
     again"); without it SIGHUP is not handled and ``POST /admin/reload`` answers 409.
-    ``builder`` builds engines a reload enables."""
+    ``builder`` builds engines (at start-up unless injected, and when a reload enables one);
+    the default builds them from the settings, reporting to the app's metrics."""
     chosen = dict(engines) if engines is not None else None
     app_metrics = metrics or GatewayMetrics()
+    build: EngineBuilder = builder or partial(build_engine, observer=app_metrics.observer)
+    gate = Gate()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(app_metrics, builder=builder)
+        runtime = Runtime(app_metrics, builder=build)
         await runtime.open(settings, chosen)
         monitor = Monitor(runtime)
         reloader = Reloader(runtime, reload_settings)
@@ -82,6 +97,7 @@ def create_app(
         app.state.reloader = reloader
         app.state.monitor = monitor
         app.state.service = EmbeddingService(runtime, app_metrics)
+        app_metrics.watch(lambda: None if runtime.closed else runtime.current)
         monitor.start()
         hup = _install_sighup(reloader) if reload_settings is not None else False
         try:
@@ -101,10 +117,50 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = app_metrics
+    app.state.gate = gate
+
+    async def shutdown() -> None:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        if runtime is not None:
+            await drain(gate, runtime.current.settings.server.shutdown_grace, runtime.aclose)
+
+    app.state.shutdown = shutdown
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(ops_router)
     app.include_router(admin_router)
+    app.add_middleware(FrontDoor)
+    cors = settings.server.cors
+    if cors.allow_origins:  # outermost: a browser's preflight is answered before any key check
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors.allow_origins,
+            allow_methods=cors.allow_methods,
+            allow_headers=cors.allow_headers,
+            allow_credentials=cors.allow_credentials,
+            max_age=cors.max_age,
+            expose_headers=["x-request-id", "x-embed-engine", "x-queue-time", "x-inference-time", "retry-after"],
+        )
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, made true to what the app answers: no 422 (validation errors are 400,
+    through the error table), and the bearer key every route but /health takes."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path, item in schema.get("paths", {}).items():
+            for op in item.values():
+                op.get("responses", {}).pop("422", None)
+                if path not in OPEN_PATHS:
+                    op["security"] = [{"bearer": []}, {}]  # a key when the operator configured keys
+        components = schema.setdefault("components", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.get("schemas", {}).pop(name, None)
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _install_sighup(reloader: Reloader) -> bool:

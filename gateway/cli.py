@@ -13,10 +13,10 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.app import create_app
     from gateway.config import Settings, load_settings
+    from gateway.lifecycle import GatewayServer
+    from gateway.logs import configure_logging
 
     config_file = args.config or os.environ.get("EMBED_GATEWAY_CONFIG")
 
@@ -29,13 +29,11 @@ def _serve(args: argparse.Namespace) -> int:
         return settings.model_copy(update={"server": server})
 
     settings = load()
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.server)
     app = create_app(settings, reload_settings=load)
-    server = settings.server
-    uvicorn.run(app, host=server.host, port=server.port, log_level=server.log_level, access_log=False)
+    s = settings.server
+    config = GatewayServer.config(app, host=s.host, port=s.port, log_level=s.log_level, grace=s.shutdown_grace)
+    GatewayServer(config, app.state.shutdown).run()
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,7 @@ __all__ = [
     "ApiSettings",
     "AuthSettings",
     "BreakerSettings",
+    "CorsSettings",
     "EnginesSettings",
     "HFEngineSettings",
     "LimitsSettings",
@@ -42,10 +43,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CorsSettings(_Section):
+    """Cross-origin requests from browsers. Off (no CORS headers at all) while ``allow_origins`` is empty."""
+
+    #: origins allowed to call the API from a browser, e.g. ["https://app.example.com"]; ["*"] = any
+    allow_origins: list[str] = Field(default_factory=list)
+    allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST"])
+    allow_headers: list[str] = Field(default_factory=lambda: ["authorization", "content-type", "x-request-id"])
+    #: send cookies / the Authorization header cross-origin (not together with allow_origins ["*"])
+    allow_credentials: bool = False
+    #: seconds a browser may cache a preflight answer
+    max_age: int = Field(600, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> CorsSettings:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("server.cors: allow_credentials needs explicit allow_origins, not \"*\"")
+        return self
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: json: one JSON object per line (for log shippers); text: human-readable lines
+    log_format: Literal["json", "text"] = "json"
+    #: debug only: put request texts in the request log (they are users' memories; off by default)
+    log_request_texts: bool = False
+    #: SIGTERM: stop accepting, let in-flight requests finish for this many seconds, then fail what is
+    #: left with 503 and close the engines
+    shutdown_grace: float = Field(30.0, ge=0)
+    cors: CorsSettings = CorsSettings()
 
 
 class HFEngineSettings(_Section):
@@ -146,6 +174,9 @@ class VLLMEngineSettings(_Section):
     max_connections: int = Field(64, ge=1)
     #: per input, <s>, </s> included; the same limit as engines.hf (vLLM's --max-model-len must be >= this)
     max_input_tokens: int = Field(8192, ge=8)
+    #: admission bound: inputs sent to vLLM and not answered yet before new work is refused
+    #: (the router tries another engine, then 429 with Retry-After)
+    max_queued_inputs: int = Field(4096, ge=1)
     managed: ManagedVLLMSettings = ManagedVLLMSettings()
 
 
@@ -188,7 +219,22 @@ class ApiSettings(_Section):
 
 
 class LimitsSettings(_Section):
+    """Per-request limits (defaults: OpenAI's where it has one, TEI's where it does not).
+
+    Each violation is a 4xx that names the limit and the offending value."""
+
+    #: OpenAI's limit (TEI's default is 32)
     max_inputs_per_request: int = Field(2048, ge=1)
+    #: OpenAI's 300k tokens per request, instruction and special tokens included; null = no limit
+    max_tokens_per_request: int | None = Field(300_000, ge=1)
+    #: request body size (413 beyond). TEI's is 2 MB; 4 MiB fits a 300k-token request even when
+    #: the client escapes non-ASCII text as \uXXXX (Python's json does)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: embedding requests being served at once (TEI's default); more get 429 with Retry-After at once
+    max_concurrent_requests: int = Field(512, ge=1)
+    #: seconds a request may take end to end: then 504 with Retry-After and its queued work is
+    #: dropped; null = no deadline. 600 = the OpenAI SDK's own client timeout
+    request_timeout: float | None = Field(600.0, gt=0)
 
 
 class RetrySettings(_Section):
@@ -225,14 +271,48 @@ class ParitySettings(_Section):
 
 
 class AuthSettings(_Section):
+    """Bearer keys. With none configured the API is open (only /admin needs a key)."""
+
+    #: client keys: when any is set (here or in ``api_keys_file``), every route but /health needs one
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    #: a file with one client key per line (blank lines and lines starting with # ignored); read at
+    #: start-up and on every reload, so keys rotate without a restart
+    api_keys_file: str | None = None
     #: bearer key of the /admin endpoints; null (or empty) = admin endpoints refuse every call
     admin_key: SecretStr | None = None
+    _file_keys: tuple[SecretStr, ...] = PrivateAttr(default=())
 
     @field_validator("admin_key")
     @classmethod
     def _empty_is_none(cls, v: SecretStr | None) -> SecretStr | None:
         # `EMBED_GATEWAY_AUTH__ADMIN_KEY=` (an unset compose variable) must not mean "the empty key"
         return v if v is not None and v.get_secret_value().strip() else None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_empty_keys(cls, v: list[SecretStr]) -> list[SecretStr]:
+        # an empty key would let "Authorization: Bearer " in: refuse the configuration instead
+        if any(not k.get_secret_value().strip() for k in v):
+            raise ValueError("auth.api_keys contains an empty key")
+        return v
+
+    @model_validator(mode="after")
+    def _read_file(self) -> AuthSettings:
+        if self.api_keys_file:
+            path = Path(self.api_keys_file)
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ValueError(f"auth.api_keys_file cannot be read ({type(exc).__name__})") from None
+            keys = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+            if not keys:
+                raise ValueError("auth.api_keys_file holds no key (one per line)")
+            self._file_keys = tuple(SecretStr(k) for k in keys)
+        return self
+
+    def client_keys(self) -> tuple[SecretStr, ...]:
+        """Every client key: ``api_keys`` and the file's."""
+        return (*self.api_keys, *self._file_keys)
 
 
 #: route keys: the five tasks and "none" (no task)

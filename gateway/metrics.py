@@ -1,53 +1,248 @@
 """Every Prometheus metric of the gateway, declared in this one module.
 
-Metrics are recorded where the decisions happen (the service's fallback loop, the monitor's
-breaker and parity decisions). Each app owns a :class:`GatewayMetrics` with its own registry, so
-several apps in one process (tests) never collide and a test reads exactly its app's counts;
-``/metrics`` (a later issue) exposes ``registry``.
+Events are recorded where the decisions happen: the front door records each finished request
+(route, model alias, task, engine, status), the service its tokens and engine timings and its
+fallbacks, the batcher (through :class:`~gateway.contract.EngineObserver`) each forward pass and
+its queue, the runtime and monitor the breaker and parity decisions. States that are simply
+*there* (engine health, breaker state, parity status, requests held per engine) are read from the
+runtime when Prometheus scrapes (:class:`StateCollector`), so they can never go stale or drift.
+
+Each app owns a :class:`GatewayMetrics` with its own registry, so several apps in one process
+(tests) never collide and a test reads exactly its app's counts; ``GET /metrics`` exposes it.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-__all__ = ["GatewayMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.context import RequestContext
+from gateway.contract import EngineObserver
+
+if TYPE_CHECKING:
+    from gateway.snapshot import Snapshot
+
+__all__ = ["GatewayMetrics", "StateCollector"]
+
+#: request and engine latencies: 1 ms .. 10 min
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_BATCH_SIZE = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_BATCH_TOKENS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        # ------------------------------------------------------------ requests (front door, service)
+        self.requests = Counter(
+            "embed_gateway_requests_total",
+            "Finished HTTP requests by route, model alias, task, serving engine and status code.",
+            ["route", "model", "task", "engine", "status"],
+            registry=r,
+        )
+        self.request_failures = Counter(
+            "embed_gateway_request_failures_total",
+            "Requests answered with an error (status >= 400), with the error code.",
+            ["route", "model", "task", "engine", "status", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "embed_gateway_request_duration_seconds",
+            "Time from the request's arrival to its response, by route (all statuses).",
+            ["route", "model", "task", "engine"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "embed_gateway_requests_in_flight",
+            "Embedding requests admitted and not finished (bounded by limits.max_concurrent_requests).",
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "embed_gateway_queue_duration_seconds",
+            "Time a served request's work waited in the engine's queue before its first forward pass.",
+            ["engine", "task"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "embed_gateway_inference_duration_seconds",
+            "Time a served request's work spent in forward passes (or in the remote engine's calls).",
+            ["engine", "task"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "embed_gateway_tokens_total",
+            "Tokens embedded (what usage reports: instruction and special tokens included).",
+            ["model", "task", "engine"],
+            registry=r,
+        )
+        self.inputs = Counter(
+            "embed_gateway_inputs_total",
+            "Inputs (texts, token-id lists or chunks) embedded.",
+            ["model", "task", "engine"],
+            registry=r,
+        )
+        # ------------------------------------------------------------ the batcher (EngineObserver)
+        self.batch_size = Histogram(
+            "embed_gateway_batch_size",
+            "Sequences per forward pass.",
+            ["engine"],
+            buckets=_BATCH_SIZE,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "embed_gateway_batch_tokens",
+            "Tokens per forward pass.",
+            ["engine"],
+            buckets=_BATCH_TOKENS,
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "embed_gateway_batch_duration_seconds",
+            "Duration of one forward pass.",
+            ["engine"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "embed_gateway_queue_depth",
+            "Sequences (HF) or inputs (vLLM) waiting in an engine's queue.",
+            ["engine"],
+            registry=r,
+        )
+        self.queue_tokens = Gauge(
+            "embed_gateway_queue_tokens",
+            "Tokens waiting in an engine's queue (bounded by engines.hf.max_queued_tokens).",
+            ["engine"],
+            registry=r,
+        )
+        # ------------------------------------------------------------ routing decisions
         self.fallbacks = Counter(
             "embed_gateway_fallbacks_total",
             "Requests moved to the next engine of their route after a retryable failure.",
             ["task", "engine", "reason"],
-            registry=self.registry,
+            registry=r,
         )
         self.retries = Counter(
             "embed_gateway_retries_total",
             "Retries of the last engine a request could go to (the retry policy).",
             ["task", "engine", "reason"],
-            registry=self.registry,
+            registry=r,
         )
         self.circuit_opened = Counter(
             "embed_gateway_circuit_opened_total",
             "Times an engine's circuit breaker took it out of its routes.",
             ["engine"],
-            registry=self.registry,
+            registry=r,
         )
         self.parity_failures = Counter(
             "embed_gateway_parity_failures_total",
             "Parity checks an engine failed (vectors differ from the reference engine's).",
             ["engine", "task"],
-            registry=self.registry,
+            registry=r,
         )
         self.parity_cosine = Gauge(
             "embed_gateway_parity_mean_cosine",
             "Mean cosine between an engine's and the reference engine's probe vectors at the last check.",
             ["engine", "task"],
-            registry=self.registry,
+            registry=r,
         )
+        self.observer: EngineObserver = _Observer(self)
+        self._state: StateCollector | None = None
+
+    # ------------------------------------------------------------------ recording
+
+    def record_request(self, ctx: RequestContext, status: int, seconds: float) -> None:
+        """One finished request (the front door calls this once per request)."""
+        labels = {"route": ctx.route, "model": ctx.model, "task": ctx.task, "engine": ctx.engine}
+        self.requests.labels(**labels, status=str(status)).inc()
+        self.request_duration.labels(**labels).observe(seconds)
+        if status >= 400:
+            self.request_failures.labels(**labels, status=str(status), code=ctx.error_code or str(status)).inc()
+
+    def record_served(self, ctx: RequestContext) -> None:
+        """A request an engine served: its tokens and the engine's timings (the service calls this)."""
+        labels = {"model": ctx.model, "task": ctx.task, "engine": ctx.engine}
+        self.tokens.labels(**labels).inc(ctx.tokens)
+        self.inputs.labels(**labels).inc(ctx.inputs)
+        self.queue_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.queue_seconds)
+        self.inference_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.inference_seconds)
+
+    def watch(self, snapshot: Callable[[], Snapshot | None]) -> None:
+        """Export the runtime's live state (see :class:`StateCollector`); once per app."""
+        if self._state is None:
+            self._state = StateCollector(snapshot)
+            self.registry.register(self._state)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when absent); for tests and the admin view."""
         got = self.registry.get_sample_value(name, labels)
         return 0.0 if got is None else got
+
+
+class _Observer:
+    """:class:`~gateway.contract.EngineObserver` writing into one app's metrics."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._m = metrics
+
+    def batch(self, engine: str, *, sequences: int, tokens: int, seconds: float) -> None:
+        self._m.batch_size.labels(engine=engine).observe(sequences)
+        self._m.batch_tokens.labels(engine=engine).observe(tokens)
+        self._m.batch_duration.labels(engine=engine).observe(seconds)
+
+    def queue(self, engine: str, *, depth: int, tokens: int) -> None:
+        self._m.queue_depth.labels(engine=engine).set(depth)
+        self._m.queue_tokens.labels(engine=engine).set(tokens)
+
+
+class StateCollector(Collector):
+    """Engine states read from the current runtime snapshot at scrape time.
+
+    * ``embed_gateway_engine_healthy`` — 1 if the engine's last health check passed (the monitor
+      checks every ``breaker.probe_interval``); absent before the first check;
+    * ``embed_gateway_engine_ready`` — 1 if it is in its routes: started, circuit closed, parity cleared;
+    * ``embed_gateway_circuit_open`` — 1 while its circuit breaker keeps it out of its routes;
+    * ``embed_gateway_parity_status`` — 1 for its current parity-guard status (``not_required``,
+      ``pending``, ``passed``, ``failed``), 0 for the others;
+    * ``embed_gateway_engine_requests`` — requests holding the engine (in flight on it).
+    """
+
+    def __init__(self, snapshot: Callable[[], Snapshot | None]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        from gateway.parity import ParityStatus
+
+        healthy = GaugeMetricFamily("embed_gateway_engine_healthy", "Last health check passed (1) or failed (0).",
+                                    labels=["engine"])
+        ready = GaugeMetricFamily("embed_gateway_engine_ready", "Engine is in its routes now.", labels=["engine"])
+        circuit = GaugeMetricFamily("embed_gateway_circuit_open", "Circuit breaker open (1) or closed (0).",
+                                    labels=["engine"])
+        parity = GaugeMetricFamily("embed_gateway_parity_status", "Parity-guard status (1 = current).",
+                                   labels=["engine", "status"])
+        held = GaugeMetricFamily("embed_gateway_engine_requests", "Requests in flight on the engine.",
+                                 labels=["engine"])
+        snap = self._snapshot()
+        if snap is not None:
+            for name, entry in snap.entries.items():
+                if entry.healthy is not None:
+                    healthy.add_metric([name], 1.0 if entry.healthy else 0.0)
+                is_ready = (entry.start_error is None and not entry.held_back and not entry.breaker.is_open
+                            and entry.healthy is not False)
+                ready.add_metric([name], 1.0 if is_ready else 0.0)
+                circuit.add_metric([name], 1.0 if entry.breaker.is_open else 0.0)
+                for status in ParityStatus:
+                    parity.add_metric([name, status.value], 1.0 if entry.parity is status else 0.0)
+                held.add_metric([name], float(max(0, entry.in_flight)))
+        yield from (healthy, ready, circuit, parity, held)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

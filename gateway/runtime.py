@@ -68,6 +68,7 @@ class Runtime:
         self._reference_vectors: dict[tuple[int, str], npt.NDArray[np.float32]] = {}
         self._reload_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     # ------------------------------------------------------------------ the current view
 
@@ -108,12 +109,28 @@ class Runtime:
         self._swap(settings, entries, routes)
         await self.check_all(starting=True)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def aclose(self) -> None:
+        """Close every engine: each fails what it still has pending (its waiters get a 503 at
+        once) and stops a managed process. Idempotent: shutdown's grace period may call it
+        before the lifespan does."""
+        if self._closed:
+            return
+        self._closed = True
         for task in list(self._retiring):
             task.cancel()
         if self._current is not None:
-            for entry in self._current.entries.values():
-                await entry.engine.aclose()
+            await asyncio.gather(*(self._close(e) for e in self._current.entries.values()))
+
+    @staticmethod
+    async def _close(entry: EngineEntry) -> None:
+        try:
+            await entry.engine.aclose()
+        except Exception:  # one engine failing to close must not keep the others open
+            log.exception("engine %s failed to close", entry.name)
 
     # ------------------------------------------------------------------ reload
 
@@ -248,6 +265,7 @@ class Runtime:
     async def probe(self, entry: EngineEntry) -> None:
         """An open circuit without parity duty: healthy and one real embedding closes it."""
         health = await entry.engine.check_health()
+        entry.healthy = health.ok
         if not health.ok:
             return
         caps = entry.engine.capabilities
@@ -262,6 +280,7 @@ class Runtime:
 
     async def health(self, entry: EngineEntry) -> None:
         health = await entry.engine.check_health()
+        entry.healthy = health.ok
         if not health.ok:
             self.trip(entry, f"health: {health.detail}")
 
@@ -288,6 +307,7 @@ class Runtime:
     async def status(self, snap: Snapshot, entry: EngineEntry) -> dict[str, Any]:
         """What /ready and the admin view show about one engine."""
         health = await entry.engine.check_health()
+        entry.healthy = health.ok
         b = entry.breaker.snapshot()
         ready = health.ok and not entry.held_back and not entry.breaker.is_open
         if entry.start_error:

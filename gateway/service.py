@@ -8,6 +8,7 @@ of its plan at once on a retryable error, and retries (one tenacity policy) only
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -17,17 +18,20 @@ import numpy.typing as npt
 
 from gateway.api.schemas import EmbeddingSpec
 from gateway.config import AliasSettings, Settings
+from gateway.context import RequestContext, current_request
 from gateway.contract import (
     EmbedGatewayError,
     EmbedJob,
     EmbedResult,
     EngineError,
     Engine,
+    EngineTimeoutError,
     EngineUnavailableError,
     InvalidRequestError,
     ModelNotFoundError,
     RetryableError,
     Task,
+    TokenIds,
 )
 from gateway.metrics import GatewayMetrics
 from gateway.postprocess import finalize
@@ -39,6 +43,9 @@ from gateway.snapshot import EngineEntry, Snapshot
 __all__ = ["EmbedOutcome", "EmbeddingService"]
 
 log = logging.getLogger(__name__)
+
+#: request texts in the request log (``server.log_request_texts``) are cut to this many characters
+_LOGGED_TEXT_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,19 +87,49 @@ class EmbeddingService:
         return name, alias
 
     async def embed(self, spec: EmbeddingSpec, *, request_id: str = "", deadline: float | None = None) -> EmbedOutcome:
+        """Serve one request. ``deadline`` (``time.monotonic()``) defaults to now +
+        ``limits.request_timeout``; past it the request is a 504 and its queued work is dropped
+        (the engine call is cancelled, which withdraws it from the engine's queue)."""
+        ctx = current_request.get() or RequestContext(request_id)
         with self.runtime.acquire() as snap:
-            return await self._embed(snap, spec, request_id=request_id, deadline=deadline)
+            timeout = snap.settings.limits.request_timeout
+            if deadline is None and timeout is not None:
+                deadline = time.monotonic() + timeout
+            if deadline is None:
+                return await self._embed(snap, spec, ctx, request_id=request_id, deadline=None)
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
+                    return await self._embed(snap, spec, ctx, request_id=request_id, deadline=deadline)
+            except TimeoutError:
+                limit = f" (limits.request_timeout = {timeout:g} s)" if timeout is not None else ""
+                err = EngineTimeoutError(
+                    f"the request did not finish within its deadline{limit}; its queued work was dropped",
+                    engine=ctx.engine or None,
+                )
+                entry = snap.entries.get(ctx.engine)
+                if entry is not None:  # a wedged engine times out every request: let its breaker see it
+                    self.runtime.record_failure(entry, err)
+                raise err from None
 
-    async def _embed(self, snap: Snapshot, spec: EmbeddingSpec, *, request_id: str, deadline: float | None) -> EmbedOutcome:
+    async def _embed(
+        self, snap: Snapshot, spec: EmbeddingSpec, ctx: RequestContext, *, request_id: str, deadline: float | None
+    ) -> EmbedOutcome:
         settings = snap.settings
         name, alias = self.alias(spec.model, settings)
         task = spec.task if spec.task_given else alias.task
         dimensions = spec.dimensions if spec.dimensions is not None else alias.dimensions
+        key = route_key(task)
+        ctx.model, ctx.task, ctx.inputs = name, key, len(spec.inputs)
+        if settings.server.log_request_texts:
+            ctx.texts = [_loggable(x) for x in spec.inputs]
         limits = settings.limits
         if len(spec.inputs) > limits.max_inputs_per_request:
             raise InvalidRequestError(
-                f"input has {len(spec.inputs)} items; the limit is {limits.max_inputs_per_request} per request",
+                f"input has {len(spec.inputs)} items, more than limits.max_inputs_per_request = "
+                f"{limits.max_inputs_per_request}; split the request",
                 param="input",
+                code="too_many_inputs",
             )
         if spec.has_token_ids and settings.api.token_ids == "reject":
             raise InvalidRequestError(
@@ -116,12 +153,13 @@ class EmbeddingService:
             chunking=spec.chunking,
             request_id=request_id,
             deadline=deadline,
+            max_total_tokens=limits.max_tokens_per_request,
         )
-        key = route_key(task)
         for attempt, engine_name in enumerate(order):
             entry = snap.entries[engine_name]
             last = attempt + 1 == len(order)
             started = time.perf_counter()
+            ctx.engine, ctx.fallbacks = engine_name, attempt
             try:
                 result = await (self._with_retries(entry, job, key, settings) if last else self._once(entry, job))
             except RetryableError as err:
@@ -133,6 +171,9 @@ class EmbeddingService:
             _check_shape(result, job)
             log.debug("engine %s served %d inputs in %.1f ms", engine_name, len(job.inputs),
                       1000 * (time.perf_counter() - started))
+            ctx.engine, ctx.inputs, ctx.tokens = result.engine, len(result.vectors), sum(result.token_counts)
+            ctx.queue_seconds, ctx.inference_seconds = result.queue_seconds, result.inference_seconds
+            self.metrics.record_served(ctx)
             return EmbedOutcome(
                 vectors=finalize(result.vectors, dimensions, spec.normalized),
                 token_counts=result.token_counts,
@@ -167,6 +208,11 @@ class EmbeddingService:
             with attempt:
                 return await self._once(entry, job)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def _loggable(item: str | TokenIds) -> str:
+    text = item if isinstance(item, str) else " ".join(map(str, item))
+    return text if len(text) <= _LOGGED_TEXT_CHARS else text[:_LOGGED_TEXT_CHARS] + "…"
 
 
 def _check_shape(result: EmbedResult, job: EmbedJob) -> None:

@@ -54,6 +54,8 @@ class EngineEntry:
     parity_keys: frozenset[str] = frozenset()
     parity_results: dict[str, ParityResult] = field(default_factory=dict)
     parity_checked_at: float | None = None
+    #: outcome of the last health check (monitor round, probe, /ready); None before the first
+    healthy: bool | None = None
     in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 

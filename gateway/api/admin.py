@@ -1,16 +1,17 @@
 """Admin endpoints (bearer ``auth.admin_key``): the engines' live state, and live reload.
 
 Kept apart from the public routes: they reveal internals (URLs, process ids) and change the
-running configuration, so without an admin key configured they refuse every call.
+running configuration, so without an admin key configured they refuse every call (the key check
+is :func:`gateway.api.auth.check_admin`, shared with the client keys' check).
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from gateway.api.auth import require_admin
 from gateway.api.errors import openapi_responses
 from gateway.contract import AuthenticationError, EmbedGatewayError, PermissionDeniedError, parse_task
 from gateway.reload import Reloader
@@ -18,16 +19,6 @@ from gateway.routing import ROUTE_KEYS
 from gateway.runtime import Runtime
 
 __all__ = ["router"]
-
-
-def require_admin(request: Request) -> None:
-    runtime: Runtime = request.app.state.runtime
-    key = runtime.current.settings.auth.admin_key
-    if key is None:
-        raise PermissionDeniedError("admin endpoints are disabled: set auth.admin_key to use them")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), key.get_secret_value().encode()):
-        raise AuthenticationError("missing or wrong admin key (send Authorization: Bearer <auth.admin_key>)")
 
 
 router = APIRouter(

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.disconnect import ClientDisconnected
 from gateway.api.schemas import ErrorResponse
+from gateway.context import current_request
 from gateway.contract import (
     AuthenticationError,
     EmbedGatewayError,
@@ -24,14 +25,24 @@ from gateway.contract import (
     EngineOverloadedError,
     EngineTimeoutError,
     EngineUnavailableError,
+    GatewayBusyError,
     InvalidRequestError,
     ModelNotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     RetryableError,
+    ShuttingDownError,
+    TooManyRequestsError,
 )
 
-__all__ = ["ERROR_TABLE", "error_body", "install_error_handlers", "openapi_responses", "status_of"]
+__all__ = [
+    "ERROR_TABLE",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "openapi_responses",
+    "status_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,9 @@ ERROR_TABLE: dict[type[EmbedGatewayError], tuple[int, str]] = {
     EngineUnavailableError: (503, "service_unavailable_error"),
     EngineTimeoutError: (504, "timeout_error"),
     RetryableError: (503, "service_unavailable_error"),
+    TooManyRequestsError: (429, "rate_limit_error"),
+    ShuttingDownError: (503, "service_unavailable_error"),
+    GatewayBusyError: (503, "service_unavailable_error"),
     EngineError: (500, "server_error"),
     EmbedGatewayError: (500, "server_error"),
 }
@@ -64,15 +78,30 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _gateway_error(request: Request, err: Exception) -> JSONResponse:
-    assert isinstance(err, EmbedGatewayError)
+def _note(code: str | None) -> None:
+    """The request's error code, for its log line and its failure metric."""
+    ctx = current_request.get()
+    if ctx is not None and code:
+        ctx.error_code = code
+
+
+def error_response(err: EmbedGatewayError) -> JSONResponse:
+    """The response for any error of the tree, through the table (handlers and the front door)."""
     status, type_ = status_of(err)
     headers = {}
-    if isinstance(err, RetryableError):
+    if isinstance(err, RetryableError | GatewayBusyError):
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after or 1)))
+    if isinstance(err, AuthenticationError):
+        headers["WWW-Authenticate"] = "Bearer"
     if status >= 500:
         log.warning("request failed with %d: %s", status, err.message)
+    _note(err.code)
     return JSONResponse(error_body(err.message, type_, err.param, err.code), status_code=status, headers=headers)
+
+
+def _gateway_error(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, EmbedGatewayError)
+    return error_response(err)
 
 
 def _validation_error(request: Request, err: Exception) -> JSONResponse:
@@ -93,12 +122,14 @@ def _validation_error(request: Request, err: Exception) -> JSONResponse:
         message = "the request body must be a JSON object"
     else:
         message = f"{param}: {msg}" if param else msg
+    _note("invalid_request")
     return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_request"), status_code=400)
 
 
 def _http_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, StarletteHTTPException)
     type_ = _HTTP_TYPES.get(err.status_code, "invalid_request_error" if err.status_code < 500 else "server_error")
+    _note(type_)
     return JSONResponse(
         error_body(str(err.detail), type_, None, None),
         status_code=err.status_code,
@@ -108,11 +139,13 @@ def _http_error(request: Request, err: Exception) -> JSONResponse:
 
 def _client_gone(request: Request, err: Exception) -> JSONResponse:
     # Nobody reads this; 499 (nginx's "client closed request") keeps logs and metrics honest.
+    _note("client_closed_request")
     return JSONResponse(error_body("client closed the request", "invalid_request_error"), status_code=499)
 
 
 def _unexpected(request: Request, err: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=err)
+    _note("internal_error")
     return JSONResponse(error_body("internal server error", "server_error", None, "internal_error"), status_code=500)
 
 
@@ -124,10 +157,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-def openapi_responses(*errors: type[EmbedGatewayError]) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route that can raise ``errors`` (always includes 400 and 500)."""
+def openapi_responses(*errors: type[EmbedGatewayError], auth: bool = True) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that can raise ``errors`` (always includes 400 and 500; 401 when
+    the route is behind the API keys)."""
     out: dict[int | str, dict[str, Any]] = {}
-    for cls in (InvalidRequestError, *errors, EmbedGatewayError):
+    for cls in (InvalidRequestError, *((AuthenticationError,) if auth else ()), *errors, EmbedGatewayError):
         status, type_ = ERROR_TABLE[cls]
         out[status] = {"model": ErrorResponse, "description": f"{type_} ({cls.__name__})"}
     return out

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
@@ -19,15 +17,17 @@ from gateway.api.schemas import (
     ModelCard,
     ModelList,
 )
+from gateway.context import request_id
 from gateway.contract import (
     EngineOverloadedError,
     EngineTimeoutError,
     EngineUnavailableError,
     ModelNotFoundError,
     PayloadTooLargeError,
+    ShuttingDownError,
+    TooManyRequestsError,
 )
 from gateway.postprocess import OutputFormat, encode_vectors
-from gateway.runtime import Runtime
 from gateway.service import EmbedOutcome, EmbeddingService
 
 __all__ = ["router"]
@@ -78,21 +78,29 @@ def _headers(outcome: EmbedOutcome, request_id: str) -> dict[str, str]:
     }
 
 
+#: what an embedding route can answer besides 200 (the front door adds 401, 413, 429 and 503)
+_WORK_ERRORS = (
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    EngineOverloadedError,
+    TooManyRequestsError,
+    EngineUnavailableError,
+    ShuttingDownError,
+    EngineTimeoutError,
+)
+
+
 @router.post(
     "/v1/embeddings",
     response_model=EmbeddingResponse,
-    responses=openapi_responses(
-        ModelNotFoundError, PayloadTooLargeError, EngineOverloadedError, EngineUnavailableError, EngineTimeoutError
-    ),
+    responses=openapi_responses(*_WORK_ERRORS),
     summary="Create embeddings (OpenAI- and Jina-compatible)",
 )
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    rid = request_id()
     spec = body.to_spec()
-    outcome = await cancel_on_disconnect(request, _service(request).embed(spec, request_id=request_id))
-    return Response(
-        render_embeddings(outcome, spec.output), media_type="application/json", headers=_headers(outcome, request_id)
-    )
+    outcome = await cancel_on_disconnect(request, _service(request).embed(spec, request_id=rid))
+    return Response(render_embeddings(outcome, spec.output), media_type="application/json", headers=_headers(outcome, rid))
 
 
 router.add_api_route(
@@ -103,20 +111,16 @@ router.add_api_route(
 @router.post(
     "/v1/chunk-embeddings",
     response_model=ChunkEmbeddingResponse,
-    responses=openapi_responses(
-        ModelNotFoundError, EngineOverloadedError, EngineUnavailableError, EngineTimeoutError
-    ),
+    responses=openapi_responses(*_WORK_ERRORS),
     summary="Cut one long text into chunks and late-chunk them",
 )
 async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    rid = request_id()
     spec = body.to_spec()
-    outcome = await cancel_on_disconnect(request, _service(request).embed(spec, request_id=request_id))
+    outcome = await cancel_on_disconnect(request, _service(request).embed(spec, request_id=rid))
     text = spec.inputs[0]
     assert isinstance(text, str)
-    return Response(
-        render_chunks(outcome, text, spec.output), media_type="application/json", headers=_headers(outcome, request_id)
-    )
+    return Response(render_chunks(outcome, text, spec.output), media_type="application/json", headers=_headers(outcome, rid))
 
 
 def _card(service: EmbeddingService, name: str) -> ModelCard:
@@ -124,7 +128,7 @@ def _card(service: EmbeddingService, name: str) -> ModelCard:
     return ModelCard(id=name, task=alias.task.value if alias.task else None, dimensions=alias.dimensions)
 
 
-@router.get("/v1/models", response_model=ModelList, summary="List model aliases")
+@router.get("/v1/models", response_model=ModelList, summary="List model aliases", responses=openapi_responses())
 async def list_models(request: Request) -> ModelList:
     service = _service(request)
     return ModelList(data=[_card(service, n) for n in service.settings.aliases])
@@ -135,24 +139,3 @@ async def get_model(model: str, request: Request) -> ModelCard:
     service = _service(request)
     name, _ = service.alias(model)
     return _card(service, name)
-
-
-@router.get("/health", summary="Liveness: the process answers")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@router.get("/ready", summary="Readiness: every enabled engine loaded, answering and matching the reference")
-async def ready(request: Request) -> JSONResponse:
-    runtime: Runtime = request.app.state.runtime
-    snap = runtime.current
-    engines = {}
-    for name, entry in snap.entries.items():
-        status = await runtime.status(snap, entry)
-        engines[name] = {k: status[k] for k in ("ready", "detail", "parity")} | {"circuit": status["circuit"]["state"]}
-    ok = bool(engines) and all(e["ready"] for e in engines.values())
-    not_ready = [n for n, e in engines.items() if not e["ready"]]
-    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "engines": engines}
-    if not ok:
-        body["not_ready"] = not_ready
-    return JSONResponse(body, status_code=200 if ok else 503)

@@ -22,8 +22,11 @@ __all__ = [
     "EmbeddingRequest",
     "EmbeddingResponse",
     "EmbeddingSpec",
+    "EngineInfo",
     "ErrorBody",
     "ErrorResponse",
+    "Info",
+    "LimitsInfo",
     "ModelCard",
     "ModelList",
     "SentenceChunking",
@@ -378,3 +381,44 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class EngineInfo(BaseModel):
+    """One engine as ``GET /info`` shows it (what it runs and its own limits)."""
+
+    tasks: list[str]
+    dimensions: int
+    max_input_tokens: int
+    late_chunking: bool
+    model: str | None = None
+    revision: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    max_batch_tokens: int | None = None
+    max_batch_requests: int | None = None
+    max_queued_tokens: int | None = None
+    max_queued_inputs: int | None = None
+
+
+class LimitsInfo(BaseModel):
+    max_inputs_per_request: int
+    max_tokens_per_request: int | None
+    max_input_tokens: int
+    max_body_bytes: int
+    max_concurrent_requests: int
+    request_timeout: float | None
+
+
+class Info(BaseModel):
+    """``GET /info`` (like TEI's): what this server runs and what it accepts."""
+
+    version: str
+    model: str | None
+    revision: str | None
+    dimensions: int
+    dtype: str | None
+    device: str | None
+    engines: dict[str, EngineInfo]
+    routes: dict[str, list[str]]
+    limits: LimitsInfo
+    api_keys_required: bool

@@ -8,8 +8,10 @@ engine can be written, and the gateway can be installed, without either.
 
 from gateway.contract.chunking import ChunkingRule
 from gateway.contract.engine import (
+    NULL_OBSERVER,
     Engine,
     EngineCapabilities,
+    EngineObserver,
     EmbedJob,
     EmbedResult,
     Health,
@@ -22,18 +24,23 @@ from gateway.contract.errors import (
     EngineOverloadedError,
     EngineTimeoutError,
     EngineUnavailableError,
+    GatewayBusyError,
     InputTooLongError,
     InvalidRequestError,
     ModelNotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     RetryableError,
+    ShuttingDownError,
+    TooManyRequestsError,
+    TooManyTokensError,
     UnsupportedTaskError,
     is_retryable,
 )
 from gateway.contract.tasks import TASKS, Task, parse_task
 
 __all__ = [
+    "NULL_OBSERVER",
     "TASKS",
     "AuthenticationError",
     "ChunkingRule",
@@ -46,6 +53,8 @@ __all__ = [
     "EngineOverloadedError",
     "EngineTimeoutError",
     "EngineUnavailableError",
+    "EngineObserver",
+    "GatewayBusyError",
     "Health",
     "InputTooLongError",
     "InvalidRequestError",
@@ -53,8 +62,11 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RetryableError",
+    "ShuttingDownError",
     "Task",
     "TokenIds",
+    "TooManyRequestsError",
+    "TooManyTokensError",
     "UnsupportedTaskError",
     "is_retryable",
     "parse_task",

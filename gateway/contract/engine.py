@@ -18,7 +18,16 @@ import numpy.typing as npt
 from gateway.contract.chunking import ChunkingRule
 from gateway.contract.tasks import Task
 
-__all__ = ["EmbedJob", "EmbedResult", "Engine", "EngineCapabilities", "Health", "TokenIds"]
+__all__ = [
+    "NULL_OBSERVER",
+    "EmbedJob",
+    "EmbedResult",
+    "Engine",
+    "EngineCapabilities",
+    "EngineObserver",
+    "Health",
+    "TokenIds",
+]
 
 #: An input given as token ids of the model's own tokenizer (content ids, no special tokens).
 TokenIds = tuple[int, ...]
@@ -43,6 +52,9 @@ class EmbedJob:
     request_id: str = ""
     #: ``time.monotonic()`` after which the job is worthless to its client; ``None`` = no deadline.
     deadline: float | None = None
+    #: most tokens the whole job may have (``limits.max_tokens_per_request``); an engine counts
+    #: before it runs any forward pass and raises ``PayloadTooLargeError`` beyond it. ``None`` = no limit.
+    max_total_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -80,6 +92,16 @@ class EngineCapabilities:
     late_chunking: bool = False
     #: whether it accepts token-id inputs in the model's own vocabulary
     token_ids: bool = True
+    # What it runs and its own limits, for GET /info (None where the engine cannot tell).
+    model: str | None = None
+    revision: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    max_batch_tokens: int | None = None
+    max_batch_requests: int | None = None
+    #: admission bounds: queued tokens (in-process) or queued inputs (a remote server) before "overloaded"
+    max_queued_tokens: int | None = None
+    max_queued_inputs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +109,31 @@ class Health:
     ok: bool
     detail: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+
+
+class EngineObserver(Protocol):
+    """What an engine reports about its own work, as it happens (the gateway turns it into metrics).
+
+    Why a protocol here: the batcher is where batch sizes and queue depth are decided, and only
+    the engine sees it; the engine must not import the gateway's metrics (arrows point one way)."""
+
+    def batch(self, engine: str, *, sequences: int, tokens: int, seconds: float) -> None:
+        """One forward pass ran: how many sequences and tokens, in how many seconds."""
+
+    def queue(self, engine: str, *, depth: int, tokens: int) -> None:
+        """The engine's queue changed: ``depth`` waiting sequences (or inputs) holding ``tokens``."""
+
+
+class _NullObserver:
+    def batch(self, engine: str, *, sequences: int, tokens: int, seconds: float) -> None:
+        pass
+
+    def queue(self, engine: str, *, depth: int, tokens: int) -> None:
+        pass
+
+
+#: the observer of an engine nobody watches (tests, tools)
+NULL_OBSERVER: EngineObserver = _NullObserver()
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ the router decides what to do from the class alone, never from a message.
     │   ├── InputTooLongError        an input exceeds the token limit and truncate is off
     │   ├── UnsupportedTaskError     no enabled engine serves the task / the capability asked for
     │   └── PayloadTooLargeError     the body or the token total is over a configured limit (413)
+    │       └── TooManyTokensError   the request's tokens exceed ``limits.max_tokens_per_request``
     ├── AuthenticationError          missing or wrong API key (401)
     ├── PermissionDeniedError        a valid key without the right (403)
     ├── ModelNotFoundError           unknown model alias (404)
@@ -17,7 +18,13 @@ the router decides what to do from the class alone, never from a message.
     │   ├── EngineUnavailableError   not started, dead, unreachable, circuit open (503)
     │   ├── EngineTimeoutError       deadline passed (504)
     │   └── EngineOverloadedError    queue full; carries ``retry_after`` seconds (429)
+    ├── GatewayBusyError             the gateway itself refuses work before any engine sees it
+    │   ├── TooManyRequestsError     ``limits.max_concurrent_requests`` in flight (429)
+    │   └── ShuttingDownError        SIGTERM received: draining, no new work (503)
     └── EngineError                  the engine failed in a way retrying will not fix (500)
+
+Every error that tells a client to come back later (``RetryableError``, ``GatewayBusyError``)
+carries ``retry_after`` seconds, sent as the ``Retry-After`` header.
 """
 
 from __future__ import annotations
@@ -29,12 +36,16 @@ __all__ = [
     "EngineOverloadedError",
     "EngineTimeoutError",
     "EngineUnavailableError",
+    "GatewayBusyError",
     "InputTooLongError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RetryableError",
+    "ShuttingDownError",
+    "TooManyRequestsError",
+    "TooManyTokensError",
     "UnsupportedTaskError",
     "is_retryable",
 ]
@@ -83,6 +94,21 @@ class PayloadTooLargeError(InvalidRequestError):
     code = "payload_too_large"
 
 
+class TooManyTokensError(PayloadTooLargeError):
+    """Raised by an engine once it has counted a job's tokens, before any forward pass."""
+
+    code = "too_many_tokens"
+
+    def __init__(self, n_tokens: int, limit: int) -> None:
+        super().__init__(
+            f"the request has {n_tokens} tokens (instruction and special tokens included), more than "
+            f"limits.max_tokens_per_request = {limit}; split it into smaller requests",
+            param="input",
+        )
+        self.n_tokens = n_tokens
+        self.limit = limit
+
+
 class AuthenticationError(EmbedGatewayError):
     code = "invalid_api_key"
 
@@ -124,6 +150,26 @@ class EngineTimeoutError(RetryableError):
 
 class EngineOverloadedError(RetryableError):
     code = "overloaded"
+
+
+class GatewayBusyError(EmbedGatewayError):
+    """The gateway refuses the request at its door (no engine was tried, so there is no fallback).
+
+    Not a ``RetryableError``: the router never sees it. Clients should retry after ``retry_after``."""
+
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooManyRequestsError(GatewayBusyError):
+    code = "too_many_concurrent_requests"
+
+
+class ShuttingDownError(GatewayBusyError):
+    code = "shutting_down"
 
 
 class EngineError(EmbedGatewayError):

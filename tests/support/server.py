@@ -1,8 +1,13 @@
-"""Run the real FastAPI app over real HTTP (uvicorn on a loopback port, in a thread)."""
+"""Run the real FastAPI app over real HTTP (uvicorn on a loopback port, in a thread).
+
+The server is the gateway's own :class:`~gateway.lifecycle.GatewayServer`, so ``stop()`` goes
+through the same drain as SIGTERM does (``handle_exit`` is what the signal handler calls).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 import time
@@ -10,11 +15,10 @@ from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import uvicorn
-
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.contract import Engine
+from gateway.lifecycle import GatewayServer
 
 T = TypeVar("T")
 
@@ -29,9 +33,10 @@ class LiveServer:
     def __init__(self, settings: Settings, engines: Mapping[str, Engine] | None = None, **app_kwargs: Any) -> None:
         self.port = free_port()
         self.app = create_app(settings, engines, **app_kwargs)
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = GatewayServer.config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", grace=settings.server.shutdown_grace
         )
+        self.server = GatewayServer(config, self.app.state.shutdown)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.error: BaseException | None = None
@@ -64,9 +69,13 @@ class LiveServer:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def stop(self) -> None:
+    def sigterm(self) -> None:
+        """What SIGTERM does to `embed-gateway serve` (uvicorn's signal handler calls handle_exit)."""
+        self.server.handle_exit(signal.SIGTERM, None)
+
+    def stop(self, timeout: float = 30) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=timeout)
 
 
 @contextmanager

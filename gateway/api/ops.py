@@ -1,0 +1,113 @@
+"""Operational endpoints: liveness, readiness, Prometheus metrics, and what this server runs.
+
+``/health`` is the one route that never needs a key (liveness probes); the others follow the API
+keys like every route (see :mod:`gateway.api.middleware`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import __version__
+from gateway.api.errors import openapi_responses
+from gateway.api.schemas import EngineInfo, Info, LimitsInfo
+from gateway.contract import EngineCapabilities
+from gateway.lifecycle import Gate
+from gateway.routing import route_key
+from gateway.runtime import Runtime
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/health", summary="Liveness: the process answers (never needs a key)")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: every enabled engine loaded, answering and matching the reference",
+    responses=openapi_responses(),
+)
+async def ready(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    gate: Gate = request.app.state.gate
+    snap = runtime.current
+    engines = {}
+    for name, entry in snap.entries.items():
+        status = await runtime.status(snap, entry)
+        engines[name] = {k: status[k] for k in ("ready", "detail", "parity")} | {"circuit": status["circuit"]["state"]}
+    ok = bool(engines) and all(e["ready"] for e in engines.values()) and not gate.draining
+    not_ready = [n for n, e in engines.items() if not e["ready"]]
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "engines": engines}
+    if gate.draining:
+        body["status"] = "shutting down"
+    if not ok:
+        body["not_ready"] = not_ready
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}
+    | openapi_responses(),
+)
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _engine_info(caps: EngineCapabilities) -> EngineInfo:
+    return EngineInfo(
+        tasks=sorted(route_key(t) for t in caps.tasks),
+        dimensions=caps.dimensions,
+        max_input_tokens=caps.max_input_tokens,
+        late_chunking=caps.late_chunking,
+        model=caps.model,
+        revision=caps.revision,
+        dtype=caps.dtype,
+        device=caps.device,
+        max_batch_tokens=caps.max_batch_tokens,
+        max_batch_requests=caps.max_batch_requests,
+        max_queued_tokens=caps.max_queued_tokens,
+        max_queued_inputs=caps.max_queued_inputs,
+    )
+
+
+@router.get("/info", response_model=Info, summary="What this server runs and accepts (like TEI's /info)",
+            responses=openapi_responses())
+async def info(request: Request) -> Info:
+    runtime: Runtime = request.app.state.runtime
+    snap = runtime.current
+    s = snap.settings
+    caps = snap.capabilities()
+    # the model as the reference engine (the exact one) describes it, else the first engine
+    main_name = next(iter(n for n in ("hf", *caps) if n in caps))
+    main = caps[main_name]
+    return Info(
+        version=__version__,
+        model=main.model,
+        revision=main.revision,
+        dimensions=main.dimensions,
+        dtype=main.dtype,
+        device=main.device,
+        engines={n: _engine_info(c) for n, c in caps.items()},
+        routes={k: list(v) for k, v in snap.routes.items()},
+        limits=LimitsInfo(
+            max_inputs_per_request=s.limits.max_inputs_per_request,
+            max_tokens_per_request=s.limits.max_tokens_per_request,
+            max_input_tokens=min(c.max_input_tokens for c in caps.values()),
+            max_body_bytes=s.limits.max_body_bytes,
+            max_concurrent_requests=s.limits.max_concurrent_requests,
+            request_timeout=s.limits.request_timeout,
+        ),
+        api_keys_required=bool(s.auth.client_keys()),
+    )

@@ -1,0 +1,77 @@
+"""Logging: one JSON object per line (or plain text), every line of a request with its id.
+
+Why JSON by default: log shippers (Loki, Elasticsearch, CloudWatch) index fields, and a request
+id field lets an operator pull every line one request caused — the access line, a fallback
+warning, an engine error. Request texts never appear unless ``server.log_request_texts`` is on
+(they are users' memories): the service puts them on the request context only then.
+
+Configured once by the CLI (:func:`configure_logging`); uvicorn's own loggers are not configured
+by uvicorn (``log_config=None``) and propagate here, so its lines are JSON too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from gateway.config import ServerSettings
+from gateway.context import request_id
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+def _request_id(record: logging.LogRecord) -> str:
+    return str(getattr(record, "request_id", "") or request_id())
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "message", "request_id"?, ...fields, "exc"?}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = _request_id(record)
+        if rid:
+            out["request_id"] = rid
+        out.update(_fields(record))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger [request id]: message key=value ...`` for people reading a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(rid)s: %(message)s%(kv)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        rid = _request_id(record)
+        record.rid = f" [{rid}]" if rid else ""
+        kv = _fields(record)
+        record.kv = "".join(f" {k}={v}" for k, v in kv.items())
+        return super().format(record)
+
+
+def configure_logging(server: ServerSettings) -> None:
+    """The root logger: one handler on stderr, the configured level and format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if server.log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(server.log_level.upper())
