@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
@@ -129,7 +130,8 @@ def create_app(
     app.include_router(router)
     app.include_router(ops_router)
     app.include_router(admin_router)
-    app.add_middleware(FrontDoor)
+    templates = [r.path for rt in (router, ops_router, admin_router) for r in rt.routes if isinstance(r, APIRoute)]
+    app.add_middleware(FrontDoor, templates=[*templates, "/openapi.json", "/docs", "/redoc"])
     cors = settings.server.cors
     if cors.allow_origins:  # outermost: a browser's preflight is answered before any key check
         app.add_middleware(

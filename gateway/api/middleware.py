@@ -26,9 +26,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.auth import check_client
@@ -58,8 +60,12 @@ def sane_request_id(given: str | None) -> str:
 
 
 class FrontDoor:
-    def __init__(self, app: ASGIApp) -> None:
+    """``templates``: the app's route paths (``/v1/models/{model}``), to label requests refused
+    before routing with their route rather than their raw path."""
+
+    def __init__(self, app: ASGIApp, templates: Iterable[str] = ()) -> None:
         self.app = app
+        self._templates = [(compile_path(t)[0], t) for t in templates]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,12 +110,21 @@ class FrontDoor:
             if admitted:
                 gate.leave()
                 state.metrics.in_flight.dec()
-            route = scope.get("route")
-            ctx.route = str(getattr(route, "path", "other")) if route is not None else "other"
+            ctx.route = self._route_of(scope)
             elapsed = time.perf_counter() - started
             state.metrics.record_request(ctx, status or 500, elapsed)
             _access_log(scope, ctx, status or 500, elapsed)
             current_request.reset(token)
+
+
+    def _route_of(self, scope: Scope) -> str:
+        """The route template for metric labels (bounded: never the raw path), also for requests
+        refused before routing; ``other`` for paths no route serves."""
+        route = scope.get("route")
+        if route is not None and hasattr(route, "path"):
+            return str(route.path)
+        path = scope["path"]
+        return next((t for regex, t in self._templates if regex.match(path)), "other")
 
 
 async def _limit_body(headers: Headers, receive: Receive, limit: int) -> Receive:
