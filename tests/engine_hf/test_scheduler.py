@@ -183,3 +183,89 @@ def test_long_input_is_not_starved_by_a_stream_of_short_ones() -> None:
     order = [p for batch in calls for p in batch]
     assert order.index(999) < order.index(130)  # served well before the stream behind it ends
     assert all(max(b) < 100 or b == [999] or 999 not in b for b in calls)
+
+
+class WorkerDied(BaseException):
+    """What a worker thread that dies mid-batch looks like from the loop (not an ordinary error)."""
+
+
+def test_a_worker_dying_mid_batch_fails_that_batch_and_everything_queued_at_once() -> None:
+    gate = threading.Event()
+
+    def forward(payloads: list[int]) -> np.ndarray:
+        gate.wait(5)
+        raise WorkerDied()
+
+    async def main() -> None:
+        s = Scheduler(forward, BatchLimits(max_batch_requests=1), name="t", max_queued_tokens=10_000)
+        s.start()
+        running = asyncio.create_task(s.submit([1], [5]))
+        await asyncio.sleep(0.05)  # on the worker now
+        queued = [asyncio.create_task(s.submit([i], [5])) for i in range(2, 5)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = await asyncio.wait_for(asyncio.gather(running, *queued, return_exceptions=True), 5)
+        assert all(isinstance(r, EngineUnavailableError) for r in results), results
+        assert s.problem is not None and "scheduler died" in s.problem and not s.alive
+        with pytest.raises(EngineUnavailableError):
+            await s.submit([9], [5])
+        assert s.queue_depth == 0 and s.queued_tokens == 0
+        await s.aclose()
+
+    run(main())
+
+
+def test_close_fails_the_running_batch_too_and_does_not_block_the_loop() -> None:
+    gate = threading.Event()
+
+    async def main() -> None:
+        s = Scheduler(echo_forward([], gate), BatchLimits(max_batch_requests=1), name="t", max_queued_tokens=10_000)
+        s.start()
+        running = asyncio.create_task(s.submit([1], [5]))
+        await asyncio.sleep(0.05)
+        closing = asyncio.create_task(s.aclose())
+        with pytest.raises(EngineUnavailableError):
+            await asyncio.wait_for(running, 2)  # failed at once, while the forward pass still runs
+        ticks = 0
+        while not closing.done():  # the loop keeps running while the worker finishes its pass
+            ticks += 1
+            if ticks == 3:
+                gate.set()
+            await asyncio.sleep(0.02)
+        assert ticks >= 3
+
+    run(main())
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, int, int]] = []
+        self.queues: list[tuple[int, int]] = []
+
+    def batch(self, engine: str, *, sequences: int, tokens: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.batches.append((engine, sequences, tokens))
+
+    def queue(self, engine: str, *, depth: int, tokens: int) -> None:
+        self.queues.append((depth, tokens))
+
+
+def test_batches_and_queue_changes_are_reported_to_the_observer() -> None:
+    seen = Recorder()
+    gate = threading.Event()
+
+    async def main() -> None:
+        s = Scheduler(echo_forward([], gate), BatchLimits(), name="hf", max_queued_tokens=10_000, observer=seen)
+        s.start()
+        first = asyncio.create_task(s.submit([0], [7]))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(s.submit([i, i], [3, 4])) for i in range(1, 4)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(first, *rest)
+        await s.aclose()
+
+    run(main())
+    assert seen.batches == [("hf", 1, 7), ("hf", 6, 21)]
+    assert (6, 21) in seen.queues  # the three jobs waiting behind the first
+    assert seen.queues[-1] == (0, 0)
