@@ -188,4 +188,5 @@ def _access_log(scope: Scope, ctx: RequestContext, status: int, seconds: float) 
         fields["error"] = ctx.error_code
     if ctx.texts:
         fields["texts"] = ctx.texts
-    log.log(level, "%s %s %d %.1fms", scope["method"], path, status, seconds * 1000, extra={"fields": fields})
+    log.log(level, "%s %s %d %.1fms", scope["method"], path, status, seconds * 1000,
+            extra={"fields": fields, "request_id": ctx.request_id})
