@@ -47,6 +47,8 @@ InputType = (
     StrictStr | TextInput | list[StrictStr | TextInput] | list[StrictInt] | list[list[StrictInt]]
 )
 EmbeddingTypes = EmbeddingType | list[EmbeddingType]
+#: the task names in the OpenAPI schema (validated by parse_task, whose message names them all)
+_TASK_ENUM: dict[str, Any] = {"enum": [*(t.value for t in Task), "none", None]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class EmbeddingRequest(BaseModel):
     task: StrictStr | None = Field(
         None,
         description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
+        json_schema_extra=_TASK_ENUM,
     )
     normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
     truncate: StrictBool = Field(False, description="Drop the tail of over-long inputs instead of a 400.")
@@ -271,6 +274,7 @@ class ChunkEmbeddingRequest(BaseModel):
     task: StrictStr | None = Field(
         None,
         description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
+        json_schema_extra=_TASK_ENUM,
     )
     dimensions: StrictInt | None = Field(None, ge=1, le=1024, description="Matryoshka truncation, then normalisation.")
     normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
