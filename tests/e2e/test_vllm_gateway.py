@@ -107,3 +107,28 @@ def test_admin_view_shows_vllm_in_front_for_text_matching(both: LiveServer) -> N
     assert view["serving_now"]["text-matching"] == ["vllm", "hf"]
     assert view["engines"]["vllm"]["info"]["dimensions"] == 64
     assert view["engines"]["vllm"]["routes"] == ["text-matching"]
+
+
+def test_token_total_limit_through_vllm_names_the_same_count_as_hf(
+    original_dir: Path, vllm_server: VLLMServer, hf_only: LiveServer
+) -> None:
+    texts = ["the user likes coffee in the morning", "người dùng thích cà phê", "用户喜欢咖啡", "meeting on friday"]
+    n = embed(hf_only, input=texts, task="text-matching").json()["usage"]["total_tokens"]
+    vllm_only = load_settings(
+        engines={"hf": {"enabled": False}, "vllm": {"enabled": True, "url": vllm_server.url}},
+        limits={"max_tokens_per_request": n - 1},
+    )
+    with live_server(vllm_only) as s:
+        r = httpx.post(s.url + "/v1/embeddings", json={"input": texts}, timeout=60)
+        assert r.status_code == 413, r.text
+        err = r.json()["error"]
+        assert err["code"] == "too_many_tokens" and f"has {n} tokens" in err["message"]
+        assert f"limits.max_tokens_per_request = {n - 1}" in err["message"]
+        ok = embed(s, input=texts[:3])
+        assert ok.headers["x-embed-engine"] == "vllm"
+        assert ok.json()["usage"]["total_tokens"] == embed(hf_only, input=texts[:3]).json()["usage"]["total_tokens"]
+        info = httpx.get(s.url + "/info").json()
+        assert info["engines"]["vllm"]["tasks"] == ["text-matching"] and info["engines"]["vllm"]["model"]
+        assert info["engines"]["vllm"]["max_queued_inputs"] == 4096
+        metrics = httpx.get(s.url + "/metrics").text
+        assert 'embed_gateway_tokens_total{engine="vllm",model="jina-embeddings-v3",task="text-matching"}' in metrics

@@ -105,6 +105,20 @@ def test_managed_vllm_is_started_restarted_after_a_kill_and_stopped(original_dir
         second_pid = process["pid"]
         assert second_pid != first_pid and process["restarts"] == 1 and process["last_exit_code"] == -signal.SIGKILL
         assert not group_alive(first_pid)  # the crashed server's children were cleaned up too
+        # the metrics tell the same story: requests fell back while vLLM was down, its circuit
+        # opened, and it is back: healthy, closed, parity passed
+        metrics = httpx.get(gw.url + "/metrics", timeout=10).text
+        fallbacks = [ln for ln in metrics.splitlines() if ln.startswith("embed_gateway_fallbacks_total{")
+                     and 'engine="vllm"' in ln]
+        assert fallbacks and sum(float(ln.split()[-1]) for ln in fallbacks) >= 1, fallbacks
+        assert 'embed_gateway_circuit_opened_total{engine="vllm"}' in metrics
+        for line in ('embed_gateway_circuit_open{engine="vllm"} 0.0', 'embed_gateway_engine_ready{engine="vllm"} 1.0',
+                     'embed_gateway_parity_status{engine="vllm",status="passed"} 1.0'):
+            assert line in metrics, line
+        served = {e: sum(float(ln.split()[-1]) for ln in metrics.splitlines()
+                         if ln.startswith("embed_gateway_requests_total{") and f'engine="{e}"' in ln
+                         and 'status="200"' in ln) for e in ("vllm", "hf")}
+        assert served["vllm"] >= 80 and served["hf"] >= 40, served
 
         rc = gw.stop()
         stopped = True
