@@ -268,7 +268,7 @@ class VLLMEngine:
             served = self._pick(models)
             try:
                 vector, _ = await self._embed_one(served.id, "dimension probe", None)
-            except RefusedInput:
+            except RefusedInput as refusal:
                 raise EngineError(refusal.message, engine=self._name) from refusal
             self._served, self._dimensions = served, int(vector.shape[0])
             log.info("engine %s: vLLM at %s serves %r (max_model_len %s, %d dimensions)",

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import uvicorn
 
@@ -90,12 +92,12 @@ class GatewayServer(uvicorn.Server):
     ``on_shutdown`` runs as soon as uvicorn starts shutting down (a signal, or ``should_exit``),
     concurrently with uvicorn closing its listeners and waiting for connections."""
 
-    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], Coroutine[Any, Any, None]]) -> None:
         super().__init__(config)
         self._on_shutdown = on_shutdown
 
     @staticmethod
-    def config(app: object, *, host: str, port: int, log_level: str, grace: float) -> uvicorn.Config:
+    def make_config(app: object, *, host: str, port: int, log_level: str, grace: float) -> uvicorn.Config:
         """The uvicorn configuration the gateway runs with (logging is the gateway's own)."""
         return uvicorn.Config(
             app,  # type: ignore[arg-type]
@@ -105,7 +107,7 @@ class GatewayServer(uvicorn.Server):
             log_config=None,
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=grace + _UVICORN_MARGIN_S,
+            timeout_graceful_shutdown=math.ceil(grace + _UVICORN_MARGIN_S),
         )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -143,7 +143,6 @@ async def _limit_body(headers: Headers, receive: Receive, limit: int) -> Receive
     while True:
         message = await receive()
         if message["type"] != "http.request":  # the client left: let the route see it
-            first: Message | None = message
             break
         body = message.get("body", b"")
         size += len(body)
@@ -153,9 +152,9 @@ async def _limit_body(headers: Headers, receive: Receive, limit: int) -> Receive
             )
         chunks.append(body)
         if not message.get("more_body", False):
-            first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
             break
-    pending: list[Message] = [first]
+    pending: list[Message] = [message]
 
     async def replay() -> Message:
         return pending.pop() if pending else await receive()

@@ -57,8 +57,7 @@ async def ready(request: Request) -> JSONResponse:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}
-    | openapi_responses(),
+    responses={**openapi_responses(), 200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry

@@ -33,7 +33,7 @@ class LiveServer:
     def __init__(self, settings: Settings, engines: Mapping[str, Engine] | None = None, **app_kwargs: Any) -> None:
         self.port = free_port()
         self.app = create_app(settings, engines, **app_kwargs)
-        config = GatewayServer.config(
+        config = GatewayServer.make_config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", grace=settings.server.shutdown_grace
         )
         self.server = GatewayServer(config, self.app.state.shutdown)
