@@ -51,13 +51,17 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _uniform_seconds_per_token(enc: JinaEncoder, length: int, max_batch_tokens: int, repeats: int = 2) -> float:
+def _uniform_seconds_per_token(enc: JinaEncoder, length: int, max_batch_tokens: int) -> float:
     """Best time per token of a forward pass on a batch of identical-length sequences."""
     batch = max(1, min(64, max_batch_tokens // length))
     g = torch.Generator().manual_seed(length)
     seqs = torch.randint(5, min(enc.config.vocab_size, 8000), (batch, length), generator=g).tolist()
     rows = [len(enc.task_index) - 1] * batch
-    enc.pooled_batch(seqs, rows, packed=False)  # warm-up at this shape
+    on_gpu = enc.device.type == "cuda"
+    if on_gpu:
+        enc.pooled_batch(seqs, rows, packed=False)  # warm-up at this shape (kernel selection)
+    # long sequences on a CPU take minutes each: one timing is enough there
+    repeats = 3 if on_gpu or batch * length < 2048 else 1
     best = float("inf")
     for _ in range(repeats):
         _sync()
@@ -77,6 +81,7 @@ def ceiling(enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]],
         lengths += [len(e.ids) for e in text.encode(r["texts"], task, truncate=True)]
     lo, hi = min(lengths), max(lengths)
     grid = sorted({lo, hi, *(2**k for k in range(3, 14) if lo < 2**k < hi)})
+    enc.pooled_batch([[0, 5, 2]], [-1], packed=False)  # first-call costs out of the timings
     spt = {n: _uniform_seconds_per_token(enc, n, max_batch_tokens) for n in grid}
 
     def at(n: int) -> float:

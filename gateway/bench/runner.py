@@ -56,7 +56,7 @@ class BenchSettings:
     vllm_model: str | None = None
     idle_requests: int = 30
     #: batch size (tokens) of the uniform batches the ceiling is measured on
-    ceiling_batch_tokens: int = 4096
+    ceiling_batch_tokens: int = 1024
     seed: int = 0
     gateway_env: dict[str, str] = field(default_factory=dict)
 
@@ -204,13 +204,16 @@ def _vllm_server(s: BenchSettings) -> tuple[Server, str]:
     env = {
         "HF_HUB_OFFLINE": "1",
         "VLLM_CPU_KVCACHE_SPACE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
         "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
     }
     cmd = [s.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", s.vllm_model or s.model,
            "--served-model-name", SERVED_NAME, "--trust-remote-code", "--runner", "pooling",
            "--dtype", "float32" if s.dtype in ("auto", "float32") else s.dtype, "--max-model-len", "8192",
-           "--host", "127.0.0.1", "--port", str(port), "--gpu-memory-utilization", "0.5"]
+           "--host", "127.0.0.1", "--port", str(port), "--disable-log-stats",
+           # a fixed KV budget instead of a fraction of (shared) memory; pooling models barely use it
+           "--kv-cache-memory-bytes", str(1024 * 2**20)]
     url = f"http://127.0.0.1:{port}"
     return Server("vllm", cmd, env, url + "/health", s.out_dir / "vllm.log"), url
 
