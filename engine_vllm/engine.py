@@ -4,12 +4,19 @@ vLLM merges only the text-matching adapter at load, so this engine declares text
 nothing else; the router sends every other task elsewhere.
 
 Token counting uses vLLM's own tokenizer, so over-long input gets the same 400 as on the HF engine
-(naming the input and its token count) and ``usage`` counts the same tokens: every input is its own
-``POST /v1/embeddings`` call (all sent at once; vLLM batches them), whose ``usage`` is that input's
-exact count — no extra round trip in the common case. Only an input that vLLM refuses or that comes
-back over ``max_input_tokens`` is counted with ``POST /tokenize``: it then gets the 400, or with
-``truncate`` is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``)
-and embedded from those ids.
+(naming the input and its token count) and ``usage`` counts the same tokens. A job goes to vLLM as
+ONE ``POST /v1/embeddings`` with all its inputs — as a client calling vLLM directly would send it,
+so vLLM's HTTP front end does no more work behind the gateway than without it — whenever no input
+can be over ``max_input_tokens`` without vLLM refusing the call: vLLM's ``max_model_len`` equals the
+limit (it refuses over-long input itself), or every input is too short to reach it. Otherwise, or
+when vLLM refuses the batch, every input is its own call (all sent at once; vLLM batches them),
+whose ``usage`` is that input's exact count; an input that vLLM refuses or that comes back over
+``max_input_tokens`` is counted with ``POST /tokenize``: it then gets the 400, or with ``truncate``
+is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``) and embedded
+from those ids.
+
+Health probes have a connection of their own: a pool full of slow embedding calls must not make a
+healthy vLLM look dead.
 
 Admission is bounded like the HF engine's queue: at most ``max_queued_inputs`` inputs may be on
 their way to vLLM; beyond that a job is refused as overloaded (the router falls over to HF, then
@@ -99,6 +106,8 @@ class VLLMEngine:
         self._queued_inputs = 0
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        #: health probes only (never queued behind embedding calls)
+        self._probe_client: httpx.AsyncClient | None = None
         self._url = settings.url.rstrip("/")
         self._served: ServedModel | None = None
         self._dimensions: int | None = None
@@ -136,6 +145,13 @@ class VLLMEngine:
             headers=headers,
             timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout, pool=s.read_timeout),
             limits=httpx.Limits(max_connections=s.max_connections, max_keepalive_connections=s.max_connections),
+            transport=self._transport,
+        )
+        self._probe_client = httpx.AsyncClient(
+            base_url=self._url,
+            headers=headers,
+            timeout=httpx.Timeout(s.health_timeout, connect=min(s.connect_timeout, s.health_timeout)),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
             transport=self._transport,
         )
         self._discover_lock = asyncio.Lock()
@@ -179,6 +195,19 @@ class VLLMEngine:
         started = time.perf_counter()
         if job.max_total_tokens is not None and token_bound(texts, self.settings.max_input_tokens) > job.max_total_tokens:
             await self._check_total(model, texts, job, job.max_total_tokens)
+        if len(texts) > 1 and self._batch_is_safe(texts):
+            try:
+                payload = await self._call("POST", "/v1/embeddings", embeddings_body(model, texts), job.deadline)
+            except RefusedInput:
+                pass  # an input over vLLM's max_model_len: one call per input finds it and counts it
+            else:
+                try:
+                    vectors, total = parse_embeddings(payload, len(texts)), parse_prompt_tokens(payload)
+                except MalformedResponse as exc:
+                    raise EngineError(f"engine {self._name}: POST /v1/embeddings: {exc}", engine=self._name) from exc
+                # vLLM's usage is the batch total; the contract allows one entry for it
+                return EmbedResult(vectors=vectors, token_counts=(total,), engine=self._name,
+                                   inference_seconds=time.perf_counter() - started)
         # one call per input, all at once: vLLM batches them itself (continuous batching), and each
         # answer's usage is that input's exact token count
         outcomes = await asyncio.gather(
@@ -199,6 +228,14 @@ class VLLMEngine:
             queue_seconds=0.0,
             inference_seconds=time.perf_counter() - started,
         )
+
+    def _batch_is_safe(self, texts: Sequence[str]) -> bool:
+        """Whether one call for all ``texts`` cannot hide an input over ``max_input_tokens``."""
+        limit = self.settings.max_input_tokens
+        served = self._served
+        if served is not None and served.max_model_len is not None and served.max_model_len <= limit:
+            return True  # vLLM refuses any input over the limit itself
+        return all(_MAX_TOKENS_PER_CHAR * len(t) + 3 <= limit for t in texts)
 
     async def _check_total(self, model: str, texts: list[str], job: EmbedJob, cap: int) -> None:
         """Count with vLLM's tokenizer before embedding anything: an over-long input is its 400
@@ -222,10 +259,10 @@ class VLLMEngine:
         extra["queued_inputs"] = self._queued_inputs
         if self.process is not None:
             extra["process"] = self.process.describe()
-        if self._client is None:
+        if self._probe_client is None:
             return Health(False, "not started", extra)
         try:
-            response = await self._client.get("/health", timeout=self.settings.health_timeout)
+            response = await self._probe_client.get("/health")
         except httpx.TransportError as exc:
             state = f" (managed process {self.process.state.value})" if self.process is not None else ""
             return Health(False, f"vLLM at {self._url} unreachable: {type(exc).__name__}{state}", extra)
@@ -239,8 +276,9 @@ class VLLMEngine:
         return Health(True, "ok", extra)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        for client in (self._client, self._probe_client):
+            if client is not None:
+                await client.aclose()
         if self.process is not None:
             await self.process.stop()
 
@@ -364,11 +402,11 @@ class VLLMEngine:
             raise EngineError(f"engine {self._name}: {method} {path} answered non-JSON", engine=self._name) from exc
 
     async def _health_ok(self) -> bool:
-        client = self._client
+        client = self._probe_client
         if client is None:
             return False
         try:
-            response = await client.get("/health", timeout=self.settings.health_timeout)
+            response = await client.get("/health")
         except httpx.TransportError:
             return False
         return response.status_code == 200

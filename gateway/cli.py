@@ -31,7 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.server)
     app = create_app(settings, reload_settings=load)
     s = settings.server
-    config = GatewayServer.make_config(app, host=s.host, port=s.port, log_level=s.log_level, grace=s.shutdown_grace)
+    config = GatewayServer.make_config(app, host=s.host, port=s.port, log_level=s.log_level, grace=s.shutdown_grace,
+                                         keep_alive=s.keep_alive)
     GatewayServer(config, app.state.shutdown).run()
     return 0
 

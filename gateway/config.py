@@ -73,6 +73,10 @@ class ServerSettings(_Section):
     #: SIGTERM: stop accepting, let in-flight requests finish for this many seconds, then fail what is
     #: left with 503 and close the engines
     shutdown_grace: float = Field(30.0, ge=0)
+    #: how long an idle client connection is kept open. Longer than any client's or proxy's idle
+    #: timeout (60 s on common load balancers), so a client never reuses a connection the server is
+    #: closing at that moment (the request would fail with a connection reset)
+    keep_alive: float = Field(75.0, gt=0)
     cors: CorsSettings = CorsSettings()
 
 

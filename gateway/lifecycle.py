@@ -97,7 +97,9 @@ class GatewayServer(uvicorn.Server):
         self._on_shutdown = on_shutdown
 
     @staticmethod
-    def make_config(app: object, *, host: str, port: int, log_level: str, grace: float) -> uvicorn.Config:
+    def make_config(
+        app: object, *, host: str, port: int, log_level: str, grace: float, keep_alive: float = 75.0
+    ) -> uvicorn.Config:
         """The uvicorn configuration the gateway runs with (logging is the gateway's own)."""
         return uvicorn.Config(
             app,  # type: ignore[arg-type]
@@ -108,6 +110,7 @@ class GatewayServer(uvicorn.Server):
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=math.ceil(grace + _UVICORN_MARGIN_S),
+            timeout_keep_alive=math.ceil(keep_alive),
         )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -26,7 +26,7 @@ from gateway.contract import EngineObserver
 if TYPE_CHECKING:
     from gateway.snapshot import Snapshot
 
-__all__ = ["GatewayMetrics", "StateCollector"]
+__all__ = ["CudaMemoryCollector", "GatewayMetrics", "StateCollector"]
 
 #: request and engine latencies: 1 ms .. 10 min
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -180,6 +180,7 @@ class GatewayMetrics:
         if self._state is None:
             self._state = StateCollector(snapshot)
             self.registry.register(self._state)
+            self.registry.register(CudaMemoryCollector())
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when absent); for tests and the admin view."""
@@ -243,6 +244,34 @@ class StateCollector(Collector):
                     parity.add_metric([name, status.value], 1.0 if entry.parity is status else 0.0)
                 held.add_metric([name], float(max(0, entry.in_flight)))
         yield from (healthy, ready, circuit, parity, held)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class CudaMemoryCollector(Collector):
+    """GPU memory of this process, read from torch at scrape time (nothing without CUDA in use):
+
+    * ``embed_gateway_cuda_memory_bytes{device, kind}`` — ``allocated`` (tensors now), ``reserved``
+      (held by torch's caching allocator), ``peak_allocated`` (most tensors at once since start).
+
+    torch is never imported for this: a gateway without the HF engine has no GPU memory to show.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return
+        family = GaugeMetricFamily("embed_gateway_cuda_memory_bytes", "GPU memory of this process (torch's allocator).",
+                                   labels=["device", "kind"])
+        for index in range(torch.cuda.device_count()):
+            device = f"cuda:{index}"
+            family.add_metric([device, "allocated"], float(torch.cuda.memory_allocated(index)))
+            family.add_metric([device, "reserved"], float(torch.cuda.memory_reserved(index)))
+            family.add_metric([device, "peak_allocated"], float(torch.cuda.max_memory_allocated(index)))
+        yield family
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

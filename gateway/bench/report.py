@@ -17,6 +17,7 @@ _COLUMNS = [
     ("p99_ms", "p99 ms"),
     ("errors", "errors"),
     ("peak_rss_mib", "peak RSS MiB"),
+    ("gpu_peak_mib", "peak GPU MiB"),
 ]
 
 
@@ -32,13 +33,16 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# embed-gateway bench — {results['machine']}", ""]
     lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in results["settings"].items()))
     lines.append("")
+    rows_all = [row for rows in results["workloads"].values() for row in rows["targets"]]
+    # the GPU column only where some target ran on a GPU
+    columns = [(k, h) for k, h in _COLUMNS if k != "gpu_peak_mib" or any(k in row for row in rows_all)]
     for workload, rows in results["workloads"].items():
         lines.append(f"## {workload}: {rows['description']}")
         lines.append("")
-        lines.append("| " + " | ".join(h for _, h in _COLUMNS) + " |")
-        lines.append("|" + "---|" * len(_COLUMNS))
+        lines.append("| " + " | ".join(h for _, h in columns) + " |")
+        lines.append("|" + "---|" * len(columns))
         for row in rows["targets"]:
-            lines.append("| " + " | ".join(_fmt(row.get(k)) for k, _ in _COLUMNS) + " |")
+            lines.append("| " + " | ".join(_fmt(row.get(k)) for k, _ in columns) + " |")
         lines.append("")
     if results.get("checks"):
         lines.append("## Targets")

@@ -127,6 +127,27 @@ class Server:
     def peak_rss(self) -> float | None:
         return tree_peak_rss_mib(self.proc.pid) if self.proc else None
 
+
+def gpu_peak_mib(metrics_text: str) -> float | None:
+    """Most GPU memory the server's tensors took at once (its /metrics), MiB; None without CUDA."""
+    peak = None
+    for line in metrics_text.splitlines():
+        if line.startswith("embed_gateway_cuda_memory_bytes{") and 'kind="peak_allocated"' in line:
+            value = float(line.rsplit(" ", 1)[1]) / 2**20
+            peak = value if peak is None else max(peak, value)
+    return None if peak is None else round(peak, 1)
+
+
+def _gateway_memory(srv: Server, url: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"peak_rss_mib": srv.peak_rss()}
+    try:
+        gpu = gpu_peak_mib(httpx.get(url + "/metrics", timeout=10).text)
+    except httpx.HTTPError:
+        gpu = None
+    if gpu is not None:
+        row["gpu_peak_mib"] = gpu
+    return row
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -261,7 +282,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
         try:
             results["idle_gateway_hf"] = _idle(url + "/v1/embeddings", idle_req, _gateway_body, s.idle_requests)
             for name, reqs in work.items():
-                add(name, "gateway-hf", {**_drive(url + "/v1/embeddings", reqs, _gateway_body, s), "peak_rss_mib": srv.peak_rss()})
+                add(name, "gateway-hf", {**_drive(url + "/v1/embeddings", reqs, _gateway_body, s), **_gateway_memory(srv, url)})
         finally:
             srv.stop()
 
@@ -273,8 +294,10 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
                 for name in text_matching:
                     add(name, "vllm", {**_drive(vurl + "/v1/embeddings", work[name], _vllm_body, s), "peak_rss_mib": vsrv.peak_rss()})
             if "gateway-vllm" in s.targets:
+                # the gateway waits for vLLM as long as the load generator waits for either
                 env = {"EMBED_GATEWAY_ENGINES__HF__ENABLED": "false", "EMBED_GATEWAY_ENGINES__VLLM__ENABLED": "true",
-                       "EMBED_GATEWAY_ENGINES__VLLM__URL": vurl, "EMBED_GATEWAY_ENGINES__VLLM__MODEL": SERVED_NAME}
+                       "EMBED_GATEWAY_ENGINES__VLLM__URL": vurl, "EMBED_GATEWAY_ENGINES__VLLM__MODEL": SERVED_NAME,
+                       "EMBED_GATEWAY_ENGINES__VLLM__READ_TIMEOUT": "600"}
                 gsrv, gurl = _gateway_server("gateway-vllm", s, env)
                 gsrv.start()
                 try:

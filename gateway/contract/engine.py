@@ -69,7 +69,9 @@ class EmbedResult:
 
     vectors: npt.NDArray[np.float32]
     #: tokens per input, instruction and special tokens included (what ``usage`` counts); for
-    #: late chunking, each chunk's share of the document (they add up to its token count)
+    #: late chunking, each chunk's share of the document (they add up to its token count). An
+    #: engine that learns only a batch's total (a remote server's ``usage``) gives it as ONE
+    #: entry: consumers only ever add these up.
     token_counts: tuple[int, ...]
     engine: str
     queue_seconds: float = 0.0

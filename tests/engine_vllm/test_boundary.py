@@ -100,10 +100,10 @@ def test_happy_path_counts_tokens_and_sends_raw_full_vectors_request() -> None:
     fake = FakeVLLM()
     result = run(embed_once(engine(fake, api_key="k"), job("a b c", "d")))
     assert result.vectors.shape == (2, DIM) and result.engine == "vllm"
-    assert result.token_counts == (5, 3)  # <s> + words + </s>: each call's usage
+    assert result.token_counts == (8,)  # <s> + words + </s>, twice: the call's usage
     np.testing.assert_array_equal(result.vectors[:, 0], [5.0, 3.0])  # rows in input order
     sent = fake.embeds()
-    assert sorted(b["input"][0] for b in sent) == ["a b c", "d"]  # one call per input, no /tokenize
+    assert [b["input"] for b in sent] == [["a b c", "d"]]  # one call for the job, no /tokenize
     assert not [p for p, _ in fake.requests if p == "/tokenize"]
     assert all(b["model"] == "jina" and b["use_activation"] is False and "dimensions" not in b for b in sent)
     assert all(h["authorization"] == "Bearer k" for h in fake.headers)
@@ -174,7 +174,9 @@ def test_malformed_responses_are_engine_errors(response: httpx.Response) -> None
         run(embed_once(engine(fake), job("x", "y")))
 
 
-@pytest.mark.parametrize("max_model_len", [8194, 20])  # vLLM embeds it and usage says too long / vLLM refuses it
+# vLLM embeds it and usage says too long / vLLM refuses it / vLLM's limit is the gateway's (the job is
+# sent as one call, which vLLM refuses: then one call per input finds the over-long one)
+@pytest.mark.parametrize("max_model_len", [8194, 20, 16])
 def test_over_long_input_is_the_hf_engines_400_unless_truncate(max_model_len: int) -> None:
     long = " ".join(["w"] * 20)  # 22 tokens
     with pytest.raises(InputTooLongError) as info:
@@ -186,6 +188,48 @@ def test_over_long_input_is_the_hf_engines_400_unless_truncate(max_model_len: in
     result = run(embed_once(engine(fake, max_input_tokens=16), job("short", long, truncate=True)))
     assert result.token_counts == (3, 16)
     assert [0, *[10] * 14, 2] in [b["input"][0] for b in fake.embeds()]  # first 15 tokens and </s>, as ids
+
+
+@pytest.mark.parametrize(
+    ("max_model_len", "limit", "texts", "calls"),
+    [
+        (16, 16, ("w " * 10, "v " * 10), 1),  # vLLM enforces the gateway's limit itself: one call
+        (8194, 8192, ("short", "also short"), 1),  # too short to reach the limit whatever the tokenizer: one call
+        (8194, 16, ("w " * 10, "v"), 2),  # could be over the limit unnoticed by vLLM: one call per input
+    ],
+)
+def test_a_job_is_one_call_only_when_no_over_long_input_can_hide_in_it(
+    max_model_len: int, limit: int, texts: tuple[str, ...], calls: int
+) -> None:
+    fake = FakeVLLM(max_model_len=max_model_len)
+    result = run(embed_once(engine(fake, max_input_tokens=limit), job(*texts)))
+    assert len(fake.embeds()) == calls
+    assert sum(result.token_counts) == sum(len(t.split()) + 2 for t in texts)
+    np.testing.assert_array_equal(result.vectors[:, 0], [len(t.split()) + 2 for t in texts])
+
+
+def test_health_probes_do_not_wait_for_busy_embedding_connections() -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        fake = FakeVLLM()
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/v1/embeddings" and b"dimension probe" not in request.content:
+                await release.wait()
+            return fake(request)
+
+        e = VLLMEngine(VLLMEngineSettings(enabled=True, url="http://vllm.test", max_connections=1, health_timeout=0.5),
+                       transport=httpx.MockTransport(handler))
+        await e.start()
+        busy = asyncio.create_task(e.embed(job("a")))
+        await asyncio.sleep(0.05)  # the only embedding connection is taken
+        health = await e.check_health()
+        assert health.ok, health.detail
+        release.set()
+        assert (await busy).token_counts == (3,)
+        await e.aclose()
+
+    run(main())
 
 
 def test_a_refusal_of_an_input_within_the_limit_stays_an_engine_error() -> None:

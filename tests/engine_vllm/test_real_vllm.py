@@ -65,7 +65,11 @@ def test_text_matching_vectors_and_token_counts_equal_the_hf_engine(engines: Eng
         assert cosine(a, b) >= 0.9999
     # un-normalised too: vLLM was asked not to normalise, so `normalized: false` means the same on both
     np.testing.assert_allclose(vllm.vectors, hf.vectors, rtol=1e-4, atol=1e-5)
-    assert vllm.token_counts == hf.token_counts
+    # the job went to vLLM as one call: its usage is the batch total
+    assert vllm.token_counts == (sum(hf.token_counts),)
+    for text in TEXTS:  # and each input's own count is the HF engine's
+        one_hf, one_vllm = engines.both(EmbedJob(inputs=[text], task=Task.TEXT_MATCHING))
+        assert one_vllm.token_counts == one_hf.token_counts
 
 
 def test_over_long_input_is_refused_the_same_way(engines: Engines) -> None:

@@ -58,6 +58,24 @@ def test_checks_compare_the_right_rows() -> None:
     assert got["facts: gateway-hf / vllm"]["measured"] == 1.1
 
 
+def test_gpu_peak_is_read_from_the_metrics_and_shown_only_when_present() -> None:
+    from gateway.bench.report import markdown
+    from gateway.bench.runner import gpu_peak_mib
+
+    metrics = (
+        "# TYPE embed_gateway_cuda_memory_bytes gauge\n"
+        'embed_gateway_cuda_memory_bytes{device="cuda:0",kind="allocated"} 1048576.0\n'
+        'embed_gateway_cuda_memory_bytes{device="cuda:0",kind="peak_allocated"} 3145728.0\n'
+    )
+    assert gpu_peak_mib(metrics) == 3.0
+    assert gpu_peak_mib("embed_gateway_requests_in_flight 0.0\n") is None
+    base = {"machine": "m", "settings": {}, "workloads": {"facts": {"description": "d", "targets": [
+        {"target": "gateway-hf", "tokens_per_second": 1.0}]}}}
+    assert "peak GPU MiB" not in markdown(base)
+    base["workloads"]["facts"]["targets"][0]["gpu_peak_mib"] = 3.0  # type: ignore[index]
+    assert "peak GPU MiB" in markdown(base) and "| 3.00 |" in markdown(base)
+
+
 def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     cmd = [

@@ -124,3 +124,14 @@ def test_every_key_is_in_the_shipped_yaml_and_documented() -> None:
             assert isinstance(node, dict) and part in node, f"{'.'.join(path)} missing from configs/gateway.yaml"
             node = node[part]
         assert f"`{path[-1]}`" in docs, f"{'.'.join(path)} is not documented in docs/configuration.md"
+
+
+def test_server_keep_alive_reaches_uvicorn() -> None:
+    from gateway.lifecycle import GatewayServer
+
+    from gateway.config import ServerSettings
+
+    config = GatewayServer.make_config(object(), host="127.0.0.1", port=8080, log_level="info", grace=1.0,
+                                       keep_alive=ServerSettings(keep_alive=90).keep_alive)
+    assert config.timeout_keep_alive == 90
+    assert ServerSettings().keep_alive > 60  # longer than common load balancers' idle timeout
