@@ -127,6 +127,15 @@ class Server:
     def peak_rss(self) -> float | None:
         return tree_peak_rss_mib(self.proc.pid) if self.proc else None
 
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
 
 def gpu_peak_mib(metrics_text: str) -> float | None:
     """Most GPU memory the server's tensors took at once (its /metrics), MiB; None without CUDA."""
@@ -147,15 +156,6 @@ def _gateway_memory(srv: Server, url: str) -> dict[str, Any]:
     if gpu is not None:
         row["gpu_peak_mib"] = gpu
     return row
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 # --------------------------------------------------------------------------- running
