@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = ["default_max_batch_tokens", "resolve_device", "resolve_dtype"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -35,3 +35,12 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return _DTYPES[name]
     except KeyError:
         raise ValueError(f"unknown dtype {name!r}; use auto, float32, float16 or bfloat16") from None
+
+
+def default_max_batch_tokens(device_type: str) -> int:
+    """``engines.hf.max_batch_tokens`` when it is not set: what keeps each device fastest per token.
+
+    A CPU is fastest per token on passes of ~1-2k tokens: bigger passes spill the activations out
+    of its caches (full size, fp32, 2 cores: 1024 tokens ~210 tok/s, 4096 ~190, 16384 ~184; see
+    docs/benchmarks.md). A GPU needs big passes to fill its SMs."""
+    return 16384 if device_type == "cuda" else 1024

@@ -23,7 +23,7 @@ import torch
 
 from engine_hf.batching import BatchLimits
 from engine_hf.checkpoint import CheckpointInfo, describe_checkpoint, resolve_model_dir
-from engine_hf.device import resolve_device, resolve_dtype
+from engine_hf.device import default_max_batch_tokens, resolve_device, resolve_dtype
 from engine_hf.late_chunking import (
     EmptyChunkError,
     Segment,
@@ -99,6 +99,8 @@ class HFEngine:
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-tokenize")
         self._load_error: str | None = None
         self._packed = False
+        #: engines.hf.max_batch_tokens, or its device default once the device is known
+        self._max_batch_tokens = settings.max_batch_tokens or default_max_batch_tokens("cpu")
 
     # ------------------------------------------------------------------ contract
 
@@ -120,7 +122,7 @@ class HFEngine:
             revision=self._revision,
             dtype=str(enc.dtype).removeprefix("torch.") if enc else None,
             device=str(enc.device) if enc else None,
-            max_batch_tokens=s.max_batch_tokens,
+            max_batch_tokens=self._max_batch_tokens,
             max_batch_requests=s.max_batch_requests,
             max_queued_tokens=s.max_queued_tokens,
         )
@@ -133,7 +135,7 @@ class HFEngine:
             raise
         s = self.settings
         limits = BatchLimits(
-            max_batch_tokens=s.max_batch_tokens, max_batch_requests=s.max_batch_requests, padded=not self._packed
+            max_batch_tokens=self._max_batch_tokens, max_batch_requests=s.max_batch_requests, padded=not self._packed
         )
         self._scheduler = Scheduler(
             self._forward, limits, name=self._name, max_queued_tokens=s.max_queued_tokens, observer=self._observer
@@ -299,6 +301,7 @@ class HFEngine:
         )
         # auto: packed (no padding) on CPU, where compute is per real token; padded SDPA on GPUs
         self._packed = s.attention == "packed" or (s.attention == "auto" and device.type == "cpu")
+        self._max_batch_tokens = s.max_batch_tokens or default_max_batch_tokens(device.type)
         tokenizer = load_tokenizer(path)
         self.text = TextEncoder(
             tokenizer,

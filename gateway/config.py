@@ -101,7 +101,9 @@ class HFEngineSettings(_Section):
     #: torch.compile the model: off | default | reduce-overhead (CUDA graphs) | max-autotune.
     #: Pays a compile on start-up and on new shapes; meant for GPUs with padded attention.
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
-    max_batch_tokens: int = Field(16384, ge=16)
+    #: tokens per forward pass (real tokens when packed, padded size when padded);
+    #: null = the device's best: 1024 on CPU (bigger passes are slower per token there), 16384 on CUDA
+    max_batch_tokens: int | None = Field(None, ge=16)
     max_batch_requests: int = Field(64, ge=1)
     #: admission bound: tokens waiting in the queue before new work is refused (429)
     max_queued_tokens: int = Field(262144, ge=16)

@@ -88,7 +88,7 @@ def test_info_describes_model_engines_limits_and_version(server: LiveServer) -> 
     hf = info["engines"]["hf"]
     assert hf["tasks"] == sorted(["classification", "none", "retrieval.passage", "retrieval.query", "separation",
                                   "text-matching"])
-    assert hf["max_input_tokens"] == 64 and hf["max_batch_tokens"] == 16384 and hf["max_queued_tokens"] == 262144
+    assert hf["max_input_tokens"] == 64 and hf["max_batch_tokens"] == 1024 and hf["max_queued_tokens"] == 262144
     assert info["limits"] == {
         "max_inputs_per_request": 2048, "max_tokens_per_request": 300000, "max_input_tokens": 64,
         "max_body_bytes": 4194304, "max_concurrent_requests": 512, "request_timeout": 600.0,
