@@ -251,8 +251,8 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
     work: dict[str, list[BenchRequest]] = {}
     for name in s.workloads:
         work[name] = make_workload(name, s.requests.get(name, 32), count, seed=s.seed)
-    if "mixed" in work:  # the same texts, all on one task: the single-task comparison
-        work["mixed-single-task"] = [BenchRequest(r.texts, "text-matching", r.tokens) for r in work["mixed"]]
+        if name == "mixed":  # the same texts, all on one task: the single-task comparison, run right after
+            work["mixed-single-task"] = [BenchRequest(r.texts, "text-matching", r.tokens) for r in work["mixed"]]
     idle_text, idle_tokens = text_of_length(random.Random(s.seed), 20, count)
     idle_req = BenchRequest((idle_text,), "text-matching", (idle_tokens,))
     results: dict[str, Any] = {

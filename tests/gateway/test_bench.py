@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from engine_hf.tokenization import load_tokenizer
+from gateway.bench.loadgen import closed_loop, open_loop
 from gateway.bench.runner import checks
 from gateway.bench.stats import Sample, percentile, summarize
-from gateway.bench.workloads import WORKLOADS, make_workload
+from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
+from gateway.config import load_settings
+from tests.support.fakes import HeldEngine
+from tests.support.server import live_server
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +101,36 @@ def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp
         assert by["gateway-hf"]["peak_rss_mib"] > 0
     assert "| gateway-hf |" in (out / "bench.md").read_text()
     assert {c["name"] for c in data["checks"]} >= {"mixed tasks / single task (gateway-hf)"}
+
+
+def _gateway_body(req: BenchRequest) -> dict[str, object]:
+    return {"input": list(req.texts), "task": req.task}
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_open_loop_keeps_arriving_while_closed_loop_waits_for_answers(mode: str) -> None:
+    """Against the real app over HTTP, with an engine that answers nothing until all 6 requests are
+    in: the open loop sends them all at its rate regardless (all answered); a closed loop of 2
+    clients never has more than 2 in flight (the engine is released after a while to end it)."""
+    engine = HeldEngine()
+    reqs = [BenchRequest((f"fact {i}",), "text-matching", (4,)) for i in range(6)]
+    with live_server(load_settings(), {"held": engine}) as s:
+        arrived: list[int] = []
+
+        def release_when_all_arrived() -> None:
+            deadline = time.monotonic() + 3
+            while engine.entered < len(reqs) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            arrived.append(engine.entered)
+            s.loop.call_soon_threadsafe(engine.release.set)  # type: ignore[union-attr]
+
+        watcher = threading.Thread(target=release_when_all_arrived)
+        watcher.start()
+        url = s.url + "/v1/embeddings"
+        if mode == "open":
+            samples, wall = asyncio.run(open_loop(url, reqs, _gateway_body, rate=50, max_seconds=30))
+        else:
+            samples, wall = asyncio.run(closed_loop(url, reqs, _gateway_body, concurrency=2, max_seconds=30))
+        watcher.join()
+    assert len(samples) == len(reqs) and all(x.ok for x in samples)
+    assert arrived == ([len(reqs)] if mode == "open" else [2])

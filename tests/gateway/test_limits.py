@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 import pytest
 
 from gateway.config import load_settings
-from tests.support.fakes import FakeEngine
+from tests.support.fakes import FakeEngine, HeldEngine
 from tests.support.server import LiveServer, live_server
 
 
@@ -99,22 +99,8 @@ async def _healthy(s: LiveServer) -> bool:
     return bool((await s.app.state.runtime.current.entries["hf"].engine.check_health()).ok)
 
 
-class Gatekeeper(FakeEngine):
-    """Holds every job until released: requests pile up in flight."""
-
-    def __init__(self, name: str = "held") -> None:
-        super().__init__(name)
-        self.release = asyncio.Event()
-        self.entered = 0
-
-    async def embed(self, job):  # type: ignore[no-untyped-def]
-        self.entered += 1
-        await self.release.wait()
-        return await super().embed(job)
-
-
 def test_concurrent_requests_over_the_limit_get_429_at_once() -> None:
-    engine = Gatekeeper()
+    engine = HeldEngine()
     settings = load_settings(limits={"max_concurrent_requests": 3})
     with live_server(settings, {"held": engine}) as s:
         results: list[httpx.Response] = []

@@ -14,22 +14,8 @@ import numpy as np
 import pytest
 
 from gateway.config import load_settings
-from tests.support.fakes import FakeEngine
+from tests.support.fakes import HeldEngine
 from tests.support.server import LiveServer
-
-
-class Held(FakeEngine):
-    """Every job waits until released."""
-
-    def __init__(self) -> None:
-        super().__init__("held")
-        self.release = asyncio.Event()
-        self.entered = 0
-
-    async def embed(self, job):  # type: ignore[no-untyped-def]
-        self.entered += 1
-        await self.release.wait()
-        return await super().embed(job)
 
 
 def wait_until(condition, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
@@ -53,7 +39,7 @@ def fire(url: str, n: int, results: list[httpx.Response | Exception], **body: ob
 
 
 def test_sigterm_stops_accepting_and_lets_in_flight_requests_finish() -> None:
-    engine = Held()
+    engine = HeldEngine()
     s = LiveServer(load_settings(server={"shutdown_grace": 20}), {"held": engine}).start()
     results: list[httpx.Response | Exception] = []
     threads = fire(s.url, 3, results)

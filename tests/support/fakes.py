@@ -83,3 +83,17 @@ class FakeEngine:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+class HeldEngine(FakeEngine):
+    """Holds every job until ``release`` is set: requests pile up in flight (``entered`` counts them)."""
+
+    def __init__(self, name: str = "held") -> None:
+        super().__init__(name)
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def embed(self, job):  # type: ignore[no-untyped-def]
+        self.entered += 1
+        await self.release.wait()
+        return await super().embed(job)
