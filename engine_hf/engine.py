@@ -99,14 +99,18 @@ class HFEngine:
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-tokenize")
         self._load_error: str | None = None
         self._packed = False
-        #: engines.hf.max_batch_tokens, or its device default once the device is known
-        self._max_batch_tokens = settings.max_batch_tokens or default_max_batch_tokens("cpu")
 
     # ------------------------------------------------------------------ contract
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def _max_batch_tokens(self) -> int:
+        """``engines.hf.max_batch_tokens``, or the default of the device (CPU until it is loaded)."""
+        device = self.encoder.device.type if self.encoder is not None else "cpu"
+        return self.settings.max_batch_tokens or default_max_batch_tokens(device)
 
     @property
     def capabilities(self) -> EngineCapabilities:
@@ -301,7 +305,6 @@ class HFEngine:
         )
         # auto: packed (no padding) on CPU, where compute is per real token; padded SDPA on GPUs
         self._packed = s.attention == "packed" or (s.attention == "auto" and device.type == "cpu")
-        self._max_batch_tokens = s.max_batch_tokens or default_max_batch_tokens(device.type)
         tokenizer = load_tokenizer(path)
         self.text = TextEncoder(
             tokenizer,

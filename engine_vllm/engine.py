@@ -197,14 +197,10 @@ class VLLMEngine:
             await self._check_total(model, texts, job, job.max_total_tokens)
         if len(texts) > 1 and self._batch_is_safe(texts):
             try:
-                payload = await self._call("POST", "/v1/embeddings", embeddings_body(model, texts), job.deadline)
+                vectors, total = await self._embed_many(model, texts, job.deadline)
             except RefusedInput:
                 pass  # an input over vLLM's max_model_len: one call per input finds it and counts it
             else:
-                try:
-                    vectors, total = parse_embeddings(payload, len(texts)), parse_prompt_tokens(payload)
-                except MalformedResponse as exc:
-                    raise EngineError(f"engine {self._name}: POST /v1/embeddings: {exc}", engine=self._name) from exc
                 # vLLM's usage is the batch total; the contract allows one entry for it
                 return EmbedResult(vectors=vectors, token_counts=(total,), engine=self._name,
                                    inference_seconds=time.perf_counter() - started)
@@ -362,9 +358,16 @@ class VLLMEngine:
         return vector, len(kept)
 
     async def _embed_one(self, model: str, item: str | Sequence[int], deadline: float | None) -> tuple[npt.NDArray[np.float32], int]:
-        payload = await self._call("POST", "/v1/embeddings", embeddings_body(model, [item]), deadline)
+        vectors, n_tokens = await self._embed_many(model, [item], deadline)
+        return vectors[0], n_tokens
+
+    async def _embed_many(
+        self, model: str, items: Sequence[str | Sequence[int]], deadline: float | None
+    ) -> tuple[npt.NDArray[np.float32], int]:
+        """One ``POST /v1/embeddings``: ``[len(items), d]`` vectors and vLLM's token total."""
+        payload = await self._call("POST", "/v1/embeddings", embeddings_body(model, items), deadline)
         try:
-            return parse_embeddings(payload, 1)[0], parse_prompt_tokens(payload)
+            return parse_embeddings(payload, len(items)), parse_prompt_tokens(payload)
         except MalformedResponse as exc:
             raise EngineError(f"engine {self._name}: POST /v1/embeddings: {exc}", engine=self._name) from exc
 

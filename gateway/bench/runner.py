@@ -348,22 +348,19 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
         if measured is not None and ok is not None:
             out.append({"name": name, "measured": round(measured, 3), "target": target, "met": ok})
 
+    def ratio(name: str, a: tuple[str, str], b: tuple[str, str], minimum: float, target: str) -> None:
+        """tokens/s of (workload, target) ``a`` over ``b``, at least ``minimum``."""
+        x, y = _tps(results, *a), _tps(results, *b)
+        if x and y:
+            check(name, x / y, target, x / y >= minimum)
+
     for w in ("passages", "mixed", "long"):
-        g, c = _tps(results, w, "gateway-hf"), _tps(results, w, "ceiling")
-        if g and c:
-            check(f"{w}: gateway-hf / ceiling", g / c, ">= 0.90", g / c >= 0.9)
-    g, v = _tps(results, "facts", "gateway-hf"), _tps(results, "facts", "vllm")
-    if g and v:
-        check("facts: gateway-hf / vllm", g / v, ">= 1.0", g / v >= 1.0)
-    g, n = _tps(results, "passages", "gateway-hf"), _tps(results, "passages", "naive")
-    if g and n:
-        check("passages: gateway-hf / naive", g / n, ">= 1.5", g / n >= 1.5)
-    m, single = _tps(results, "mixed", "gateway-hf"), _tps(results, "mixed-single-task", "gateway-hf")
-    if m and single:
-        check("mixed tasks / single task (gateway-hf)", m / single, ">= 0.95", m / single >= 0.95)
-    gv, v = _tps(results, "facts", "gateway-vllm"), _tps(results, "facts", "vllm")
-    if gv and v:
-        check("facts: gateway-vllm / vllm throughput", gv / v, ">= 0.97", gv / v >= 0.97)
+        ratio(f"{w}: gateway-hf / ceiling", (w, "gateway-hf"), (w, "ceiling"), 0.9, ">= 0.90")
+    ratio("facts: gateway-hf / vllm", ("facts", "gateway-hf"), ("facts", "vllm"), 1.0, ">= 1.0")
+    ratio("passages: gateway-hf / naive", ("passages", "gateway-hf"), ("passages", "naive"), 1.5, ">= 1.5")
+    ratio("mixed tasks / single task (gateway-hf)", ("mixed", "gateway-hf"), ("mixed-single-task", "gateway-hf"),
+          0.95, ">= 0.95")
+    ratio("facts: gateway-vllm / vllm throughput", ("facts", "gateway-vllm"), ("facts", "vllm"), 0.97, ">= 0.97")
     pg, pv = _p50(results, "facts", "gateway-vllm"), _p50(results, "facts", "vllm")
     if pg is not None and pv is not None:
         check("facts: p50 added by gateway in front of vllm (ms)", pg - pv, "<= 1 ms", pg - pv <= 1.0)

@@ -133,6 +133,26 @@ class _Base:
         self.policy = policy or RetryPolicy()
         self.stats = RetryStats()
 
+    def _settle(
+        self, response: httpx.Response | httpx.TransportError, n_inputs: int, attempt: int
+    ) -> Embeddings | float:
+        """One attempt's outcome: the embeddings, or the seconds to wait before the next attempt;
+        raises when the failure is final (not retryable, or out of retries)."""
+        status, retry_after = None, None
+        if isinstance(response, httpx.TransportError):
+            if not self.policy.should_retry(None, attempt):
+                raise GatewayRequestError(f"cannot reach the gateway at {self.url}: {response}") from response
+        else:
+            if response.is_success:
+                return parse_embeddings(response.json(), n_inputs)
+            status = response.status_code
+            if not self.policy.should_retry(status, attempt):
+                raise request_error(response, retries=attempt)
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+        wait = self.policy.delay(attempt, retry_after)
+        self.stats.record(status, wait)
+        return wait
+
 
 class GatewayClient(_Base):
     """Blocking client (Mem0 calls its embedder synchronously)."""
@@ -146,22 +166,13 @@ class GatewayClient(_Base):
         body = build_body(texts, **options)
         attempt = 0
         while True:
-            status, retry_after = None, None
             try:
-                response = self._http.post(self.url, json=body)
+                outcome = self._settle(self._http.post(self.url, json=body), len(body["input"]), attempt)
             except httpx.TransportError as exc:
-                if not self.policy.should_retry(None, attempt):
-                    raise GatewayRequestError(f"cannot reach the gateway at {self.url}: {exc}") from exc
-            else:
-                if response.is_success:
-                    return parse_embeddings(response.json(), len(body["input"]))
-                status = response.status_code
-                if not self.policy.should_retry(status, attempt):
-                    raise request_error(response, retries=attempt)
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-            wait = self.policy.delay(attempt, retry_after)
-            self.stats.record(status, wait)
-            self._sleep(wait)
+                outcome = self._settle(exc, len(body["input"]), attempt)
+            if isinstance(outcome, Embeddings):
+                return outcome
+            self._sleep(outcome)
             attempt += 1
 
     def close(self) -> None:
@@ -182,22 +193,13 @@ class AsyncGatewayClient(_Base):
         body = build_body(texts, **options)
         attempt = 0
         while True:
-            status, retry_after = None, None
             try:
-                response = await self._http.post(self.url, json=body)
+                outcome = self._settle(await self._http.post(self.url, json=body), len(body["input"]), attempt)
             except httpx.TransportError as exc:
-                if not self.policy.should_retry(None, attempt):
-                    raise GatewayRequestError(f"cannot reach the gateway at {self.url}: {exc}") from exc
-            else:
-                if response.is_success:
-                    return parse_embeddings(response.json(), len(body["input"]))
-                status = response.status_code
-                if not self.policy.should_retry(status, attempt):
-                    raise request_error(response, retries=attempt)
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-            wait = self.policy.delay(attempt, retry_after)
-            self.stats.record(status, wait)
-            await self._sleep(wait)
+                outcome = self._settle(exc, len(body["input"]), attempt)
+            if isinstance(outcome, Embeddings):
+                return outcome
+            await self._sleep(outcome)
             attempt += 1
 
     async def aclose(self) -> None:

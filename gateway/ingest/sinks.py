@@ -115,18 +115,28 @@ class _Parts:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class ParquetSink:
-    """``OUTPUT.parquet`` with columns id, line, vector (fixed-size float32 list), [text], [metadata JSON]."""
+class _PartsSink:
+    """A sink that collects rows in resumable ``_Parts`` and writes the file once at the end."""
 
-    def __init__(self, path: Path, *, overwrite: bool = False, store_text: bool = False, with_metadata: bool = False) -> None:
-        self.path = path
-        self.parts = _Parts(path, overwrite=overwrite, store_text=store_text, with_metadata=with_metadata)
+    parts: _Parts
 
     def done(self, ids: Sequence[str]) -> set[str]:
         return {i for i in ids if i in self.parts.ids}
 
     def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
         self.parts.write(records, vectors)
+
+    def close(self) -> None:
+        return None
+
+
+class ParquetSink(_PartsSink):
+    """``OUTPUT.parquet`` with columns id, line, vector (fixed-size float32 list), [text], [metadata JSON]."""
+
+    def __init__(self, path: Path, *, overwrite: bool = False, store_text: bool = False, with_metadata: bool = False) -> None:
+        self.path = path
+        self.parts = _Parts(path, overwrite=overwrite, store_text=store_text, with_metadata=with_metadata)
+
 
     def finish(self) -> str:
         import pyarrow.parquet as pq
@@ -138,11 +148,8 @@ class ParquetSink:
         self.parts.discard()
         return f"wrote {table.num_rows} rows to {self.path}"
 
-    def close(self) -> None:
-        return None
 
-
-class NpySink:
+class NpySink(_PartsSink):
     """``OUTPUT.npy`` (float32, one row per record in input order) + ``OUTPUT.ids.json`` (the ids, same order)."""
 
     def __init__(self, path: Path, *, overwrite: bool = False) -> None:
@@ -152,11 +159,6 @@ class NpySink:
             self.ids_path.unlink()
         self.parts = _Parts(path, overwrite=overwrite, store_text=False, with_metadata=False)
 
-    def done(self, ids: Sequence[str]) -> set[str]:
-        return {i for i in ids if i in self.parts.ids}
-
-    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
-        self.parts.write(records, vectors)
 
     def finish(self) -> str:
         table = self.parts.table()
@@ -169,9 +171,6 @@ class NpySink:
         os.replace(tmp, self.path)
         self.parts.discard()
         return f"wrote {matrix.shape[0]} x {dims} float32 to {self.path} (ids in {self.ids_path.name})"
-
-    def close(self) -> None:
-        return None
 
 
 @contextmanager
