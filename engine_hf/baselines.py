@@ -1,9 +1,10 @@
 """In-process reference points for ``embed-gateway bench`` (no HTTP, no scheduler).
 
-* ``ceiling`` — the bare forward pass on uniform-length batches: time per token measured on
+* ``ceiling`` — the bare forward pass on uniform-length batches: mean time per token measured on
   batches of identical-length sequences at grid lengths spanning the workload, interpolated at each
   sequence's length and summed. No padding, no queueing, no tokenisation, no HTTP: what the
-  workload costs with perfect batching.
+  workload costs with perfect batching. It runs the forward pass the engine serves with (packed on
+  CPU, padded on CUDA: ``--attention``), so the ratio to it is what serving and batching cost.
 * ``single`` — median latency of one forward pass of one short text (the idle-latency yardstick).
 * ``naive`` — what a straightforward Transformers server does (sentence-transformers style):
   fixed batches of 32 texts in arrival order, padded to the longest, tokenisation included.
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from engine_hf.checkpoint import describe_checkpoint, resolve_model_dir
-from engine_hf.device import resolve_device, resolve_dtype
+from engine_hf.device import resolve_device, resolve_dtype, use_packed
 from engine_hf.measure import rss_mib
 from engine_hf.model import JinaEncoder
 from engine_hf.tokenization import TextEncoder, load_tokenizer
@@ -51,64 +52,74 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _uniform_seconds_per_token(enc: JinaEncoder, length: int, max_batch_tokens: int) -> float:
-    """Best time per token of a forward pass on a batch of identical-length sequences."""
+def _uniform_seconds_per_token(enc: JinaEncoder, length: int, max_batch_tokens: int, packed: bool) -> tuple[float, float]:
+    """Time per token of a forward pass on a batch of identical-length sequences: ``(mean, best)``
+    over the repeats. The mean is the ceiling: the served figures it is compared with are means too
+    (all tokens over all the time), and the best of a few noisy repeats would flatter the ceiling."""
     batch = max(1, min(64, max_batch_tokens // length))
     g = torch.Generator().manual_seed(length)
     seqs = torch.randint(5, min(enc.config.vocab_size, 8000), (batch, length), generator=g).tolist()
     rows = [len(enc.task_index) - 1] * batch
     on_gpu = enc.device.type == "cuda"
     if on_gpu:
-        enc.pooled_batch(seqs, rows, packed=False)  # warm-up at this shape (kernel selection)
+        enc.pooled_batch(seqs, rows, packed=packed)  # warm-up at this shape (kernel selection)
     # long sequences on a CPU take minutes each: one timing is enough there
     repeats = 3 if on_gpu or batch * length < 2048 else 1
-    best = float("inf")
+    times = []
     for _ in range(repeats):
         _sync()
         t0 = time.perf_counter()
-        enc.pooled_batch(seqs, rows, packed=False)
+        enc.pooled_batch(seqs, rows, packed=packed)
         _sync()
-        best = min(best, time.perf_counter() - t0)
-    return best / (batch * length)
+        times.append(time.perf_counter() - t0)
+    tokens = batch * length
+    return sum(times) / (repeats * tokens), min(times) / tokens
 
 
-def ceiling(enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], max_batch_tokens: int) -> dict[str, Any]:
+def ceiling(
+    enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], max_batch_tokens: int, *, packed: bool = False
+) -> dict[str, Any]:
     """Time per token measured on uniform-length batches at grid lengths spanning the workload,
-    interpolated at each sequence's length: what the workload would cost with perfect batching."""
+    interpolated at each sequence's length: what the workload would cost with perfect batching.
+    ``packed``: the attention mode the engine serves with (the same forward pass, without the serving)."""
     lengths = []
     for r in requests:
         task = parse_task(r["task"])
         lengths += [len(e.ids) for e in text.encode(r["texts"], task, truncate=True)]
     lo, hi = min(lengths), max(lengths)
     grid = sorted({lo, hi, *(2**k for k in range(3, 14) if lo < 2**k < hi)})
-    enc.pooled_batch([[0, 5, 2]], [-1], packed=False)  # first-call costs out of the timings
-    spt = {n: _uniform_seconds_per_token(enc, n, max_batch_tokens) for n in grid}
+    enc.pooled_batch([[0, 5, 2]], [-1], packed=packed)  # first-call costs out of the timings
+    timed = {n: _uniform_seconds_per_token(enc, n, max_batch_tokens, packed) for n in grid}
 
-    def at(n: int) -> float:
+    def at(n: int, which: int) -> float:
         for a, b in zip(grid, grid[1:]):
             if a <= n <= b:
                 w = (n - a) / (b - a) if b > a else 0.0
-                return spt[a] * (1 - w) + spt[b] * w
-        return spt[grid[0]]
+                return timed[a][which] * (1 - w) + timed[b][which] * w
+        return timed[grid[0]][which]
 
-    seconds = sum(n * at(n) for n in lengths)
+    seconds = sum(n * at(n, 0) for n in lengths)
+    best_seconds = sum(n * at(n, 1) for n in lengths)
     tokens = sum(lengths)
     return {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds,
-            "grid": {str(n): round(1 / spt[n], 1) for n in grid}}
+            "best_tokens_per_second": tokens / best_seconds, "attention": "packed" if packed else "padded",
+            "grid": {str(n): round(1 / timed[n][0], 1) for n in grid}}
 
 
-def single(enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], repeats: int = 30) -> dict[str, Any]:
+def single(
+    enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], repeats: int = 30, *, packed: bool = False
+) -> dict[str, Any]:
     """Median latency of one forward pass of the first request's first text, alone."""
     r = requests[0]
     task = parse_task(r["task"])
     ids = text.encode(r["texts"][:1], task, truncate=True)[0].ids
     row = _adapter(enc, task)
-    enc.pooled_batch([ids], [row], packed=False)
+    enc.pooled_batch([ids], [row], packed=packed)
     times = []
     for _ in range(repeats):
         _sync()
         t0 = time.perf_counter()
-        enc.pooled_batch([ids], [row], packed=False)
+        enc.pooled_batch([ids], [row], packed=packed)
         _sync()
         times.append(time.perf_counter() - t0)
     times.sort()
@@ -141,15 +152,18 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int)
     p.add_argument("--max-batch-tokens", type=int, default=16384)
+    p.add_argument("--attention", default="auto", choices=["auto", "packed", "padded"],
+                   help="the engine's engines.hf.attention (ceiling and single use the same forward pass)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     enc, text = _load(args.model, args.device, args.dtype)
     requests = json.loads(Path(args.requests).read_text())
+    packed = use_packed(args.attention, enc.device)
     if args.mode == "ceiling":
-        result = ceiling(enc, text, requests, args.max_batch_tokens)
+        result = ceiling(enc, text, requests, args.max_batch_tokens, packed=packed)
     elif args.mode == "single":
-        result = single(enc, text, requests)
+        result = single(enc, text, requests, packed=packed)
     else:
         result = naive(enc, text, requests)
     result["peak_rss_mib"] = round(rss_mib()[1], 1)

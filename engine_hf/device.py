@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["default_max_batch_tokens", "resolve_device", "resolve_dtype"]
+__all__ = ["default_max_batch_tokens", "resolve_device", "resolve_dtype", "use_packed"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -44,3 +44,11 @@ def default_max_batch_tokens(device_type: str) -> int:
     of its caches (full size, fp32, 2 cores: 1024 tokens ~210 tok/s, 4096 ~190, 16384 ~184; see
     docs/benchmarks.md). A GPU needs big passes to fill its SMs."""
     return 16384 if device_type == "cuda" else 1024
+
+
+def use_packed(attention: str, device: torch.device) -> bool:
+    """``engines.hf.attention`` resolved: packed (no padding) on CPU, where compute is per real
+    token; padded SDPA (one fused kernel per layer) on GPUs."""
+    if attention not in ("auto", "packed", "padded"):
+        raise ValueError(f"unknown attention {attention!r}; use auto, packed or padded")
+    return attention == "packed" or (attention == "auto" and device.type == "cpu")

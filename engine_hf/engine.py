@@ -23,7 +23,7 @@ import torch
 
 from engine_hf.batching import BatchLimits
 from engine_hf.checkpoint import CheckpointInfo, describe_checkpoint, resolve_model_dir
-from engine_hf.device import default_max_batch_tokens, resolve_device, resolve_dtype
+from engine_hf.device import default_max_batch_tokens, resolve_device, resolve_dtype, use_packed
 from engine_hf.late_chunking import (
     EmptyChunkError,
     Segment,
@@ -303,8 +303,7 @@ class HFEngine:
             info, device=device, dtype=dtype, merged_adapters=s.adapter_mode == "merged",
             compile_mode=None if s.compile == "off" else s.compile,
         )
-        # auto: packed (no padding) on CPU, where compute is per real token; padded SDPA on GPUs
-        self._packed = s.attention == "packed" or (s.attention == "auto" and device.type == "cpu")
+        self._packed = use_packed(s.attention, device)
         tokenizer = load_tokenizer(path)
         self.text = TextEncoder(
             tokenizer,

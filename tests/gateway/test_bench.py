@@ -83,6 +83,19 @@ def test_gpu_peak_is_read_from_the_metrics_and_shown_only_when_present() -> None
     assert "peak GPU MiB" in markdown(base) and "| 3.00 |" in markdown(base)
 
 
+def test_forward_seconds_are_read_from_the_engine_batch_histogram() -> None:
+    from gateway.bench.runner import forward_seconds
+
+    metrics = (
+        'embed_gateway_batch_duration_seconds_sum{engine="hf"} 12.5\n'
+        'embed_gateway_batch_duration_seconds_sum{engine="vllm"} 99.0\n'
+        'embed_gateway_batch_duration_seconds_count{engine="hf"} 7.0\n'
+    )
+    assert forward_seconds(metrics) == 12.5
+    assert forward_seconds(metrics, "vllm") == 99.0
+    assert forward_seconds("") == 0.0
+
+
 def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     cmd = [
@@ -99,7 +112,12 @@ def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp
         assert set(by) == {"gateway-hf", "naive", "ceiling"}
         assert by["gateway-hf"]["errors"] == 0 and by["gateway-hf"]["tokens_per_second"] > 0
         assert by["gateway-hf"]["peak_rss_mib"] > 0
-    assert "| gateway-hf |" in (out / "bench.md").read_text()
+        # the engine's busy share comes from the server's own /metrics; passes alone are at least as fast
+        assert 0 < by["gateway-hf"]["busy_fraction"] <= 1.05
+        assert by["gateway-hf"]["forward_tokens_per_second"] >= by["gateway-hf"]["tokens_per_second"]
+        assert by["ceiling"]["best_tokens_per_second"] >= by["ceiling"]["tokens_per_second"] > 0
+    assert data["settings"]["attention"] == "auto"
+    assert "| gateway-hf |" in (out / "bench.md").read_text() and "engine busy" in (out / "bench.md").read_text()
     assert {c["name"] for c in data["checks"]} >= {"mixed tasks / single task (gateway-hf)"}
 
 
