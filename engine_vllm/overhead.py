@@ -1,10 +1,14 @@
 """How much latency the gateway adds in front of vLLM: ``embed-gateway measure-overhead``.
 
 Sends the same one-text text-matching request, one at a time, alternately to vLLM directly (as a
-plain OpenAI client would: float JSON, vLLM normalises) and through the gateway (which counts
-tokens with ``/tokenize`` alongside the embedding request, asks for raw base64 vectors and
-post-processes them), in the same run, and reports the latency percentiles of both and the p50
+plain OpenAI client would: float JSON, vLLM normalises) and through the gateway (which passes it
+on as one call asking for raw base64 vectors, and post-processes them), in the same run, and reports the latency percentiles of both and the p50
 difference. Alternating cancels slow drift of the machine; run it on loopback on an idle machine.
+
+Latency on a machine with few cores mixes the gateway's own work with waiting for a core (client,
+gateway and vLLM's processes take turns). So it also reports the CPU time each server spent per
+request, from ``process_cpu_seconds_total`` on their ``/metrics`` (10 ms ticks: use a few hundred
+requests): the gateway's own cost, whatever the scheduling.
 """
 
 from __future__ import annotations
@@ -34,9 +38,29 @@ def _summary(ms: list[float]) -> dict[str, float]:
     }
 
 
+def cpu_seconds(client: httpx.Client) -> float | None:
+    """``process_cpu_seconds_total`` of the server behind ``client`` (None if it exposes none)."""
+    try:
+        r = client.get("/metrics")
+    except httpx.HTTPError:
+        return None
+    if r.status_code != 200:
+        return None
+    for line in r.text.splitlines():
+        if line.startswith("process_cpu_seconds_total "):
+            return float(line.split()[1])
+    return None
+
+
+def _per_request_ms(before: float | None, after: float | None, requests: int) -> float | None:
+    return None if before is None or after is None else round((after - before) * 1000 / requests, 3)
+
+
 def measure(gateway: str, vllm: str, *, requests: int = 300, warmup: int = 20, text: str = "The user likes dark roast coffee.",
-            model: str | None = None, gateway_model: str = "jina-embeddings-v3") -> dict[str, Any]:
-    with httpx.Client(base_url=vllm.rstrip("/"), timeout=60) as direct, httpx.Client(base_url=gateway.rstrip("/"), timeout=60) as gw:
+            model: str | None = None, gateway_model: str = "jina-embeddings-v3", api_key: str | None = None) -> dict[str, Any]:
+    auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=vllm.rstrip("/"), timeout=60) as direct, \
+            httpx.Client(base_url=gateway.rstrip("/"), timeout=60, headers=auth) as gw:
         served = model or direct.get("/v1/models").json()["data"][0]["id"]
         direct_body = {"model": served, "input": [text]}
         gateway_body = {"model": gateway_model, "input": [text]}
@@ -58,6 +82,7 @@ def measure(gateway: str, vllm: str, *, requests: int = 300, warmup: int = 20, t
             )
         d_ms: list[float] = []
         g_ms: list[float] = []
+        cpu_before = cpu_seconds(gw), cpu_seconds(direct)
         for i in range(requests):
             pair = [(direct, direct_body, d_ms), (gw, gateway_body, g_ms)]
             for client, body, sink in pair if i % 2 == 0 else reversed(pair):
@@ -65,6 +90,7 @@ def measure(gateway: str, vllm: str, *, requests: int = 300, warmup: int = 20, t
                 sink.append(elapsed)
                 if client is gw and r.headers.get("x-embed-engine") != "vllm":
                     raise SystemExit("the gateway stopped serving with vLLM during the run")
+        cpu_after = cpu_seconds(gw), cpu_seconds(direct)
     direct_s, gateway_s = _summary(d_ms), _summary(g_ms)
     return {
         "requests_each": requests,
@@ -73,6 +99,11 @@ def measure(gateway: str, vllm: str, *, requests: int = 300, warmup: int = 20, t
         "through_gateway": gateway_s,
         "added_p50_ms": round(gateway_s["p50_ms"] - direct_s["p50_ms"], 3),
         "added_median_of_pairs_ms": round(statistics.median(g - d for g, d in zip(g_ms, d_ms, strict=True)), 3),
+        # CPU the gateway process spent per request through it (HTTP in and out, the call to vLLM)
+        "gateway_cpu_ms_per_request": _per_request_ms(cpu_before[0], cpu_after[0], requests),
+        # CPU of vLLM's API-server process per request it answered (direct and via the gateway;
+        # its engine-core process, which runs the model, is not in this figure)
+        "vllm_api_server_cpu_ms_per_request": _per_request_ms(cpu_before[1], cpu_after[1], 2 * requests),
     }
 
 

@@ -82,11 +82,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from engine_hf.verify import main_json
+
+    text, passed = main_json(model=args.model, device=args.device, dtype=args.dtype,
+                             attention=args.attention.split(","), threshold=args.threshold, dims=args.dims)
+    print(text)
+    return 0 if passed else 1
+
+
 def _measure_overhead(args: argparse.Namespace) -> int:
     from engine_vllm.overhead import main_json
 
     print(main_json(gateway=args.gateway, vllm=args.vllm, requests=args.requests, warmup=args.warmup,
-                    text=args.text, model=args.model))
+                    text=args.text, model=args.model, api_key=args.api_key))
     return 0
 
 
@@ -120,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--batch", type=int, default=8)
     ms.add_argument("--repeats", type=int, default=5)
     ms.set_defaults(func=_measure)
+
+    v = sub.add_parser("verify", help="vectors on a device/dtype/attention vs the fp32 CPU engine, every task (docs/engines.md)")
+    v.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    v.add_argument("--device", default="auto")
+    v.add_argument("--dtype", default="auto")
+    v.add_argument("--attention", default="padded,packed", help="comma-separated: padded, packed")
+    v.add_argument("--threshold", type=float, default=0.999, help="lowest cosine accepted (exit 1 below it)")
+    v.add_argument("--dims", type=int, default=32, help="also compare the first DIMS dimensions (Matryoshka)")
+    v.set_defaults(func=_verify)
 
     b = sub.add_parser("bench", help="race this gateway against vLLM, a naive baseline and the forward ceiling")
     b.add_argument("--model", required=True, help="checkpoint directory (original layout if vLLM races too)")
@@ -155,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--warmup", type=int, default=20)
     mo.add_argument("--text", default="The user likes dark roast coffee.")
     mo.add_argument("--model", help="vLLM's served model name (default: ask /v1/models)")
+    mo.add_argument("--api-key", help="the gateway's API key, when auth is configured (also for its /metrics)")
     mo.set_defaults(func=_measure_overhead)
     return parser
 

@@ -132,3 +132,20 @@ def test_token_total_limit_through_vllm_names_the_same_count_as_hf(
         assert info["engines"]["vllm"]["max_queued_inputs"] == 4096
         metrics = httpx.get(s.url + "/metrics").text
         assert 'embed_gateway_tokens_total{engine="vllm",model="jina-embeddings-v3",task="text-matching"}' in metrics
+
+
+def test_measure_overhead_pairs_the_two_paths_and_reports_each_servers_cpu(
+    both: LiveServer, vllm_server: VLLMServer
+) -> None:
+    from engine_vllm.overhead import cpu_seconds, measure
+
+    with httpx.Client(base_url=both.url) as gw:
+        assert (cpu_seconds(gw) or 0) > 0  # the gateway's /metrics has process_cpu_seconds_total
+    out = measure(both.url, vllm_server.url, requests=30, warmup=3)
+    assert out["requests_each"] == 30
+    for side in ("vllm_direct", "through_gateway"):
+        assert 0 < out[side]["p50_ms"] <= out[side]["p90_ms"] <= out[side]["p99_ms"]
+    assert out["added_p50_ms"] == pytest.approx(out["through_gateway"]["p50_ms"] - out["vllm_direct"]["p50_ms"], abs=1e-3)
+    # in-process test server: its CPU counter is this whole process's, so only its sign is checked
+    assert out["gateway_cpu_ms_per_request"] is not None and out["gateway_cpu_ms_per_request"] >= 0
+    assert "vllm_api_server_cpu_ms_per_request" in out

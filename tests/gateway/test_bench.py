@@ -116,7 +116,11 @@ def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp
         assert 0 < by["gateway-hf"]["busy_fraction"] <= 1.05
         assert by["gateway-hf"]["forward_tokens_per_second"] >= by["gateway-hf"]["tokens_per_second"]
         assert by["ceiling"]["best_tokens_per_second"] >= by["ceiling"]["tokens_per_second"] > 0
+        # timed once before and once after the served run; the row is their mean and their spread
+        runs = by["ceiling"]["runs_tokens_per_second"]
+        assert len(runs) == 2 and min(runs) <= by["ceiling"]["tokens_per_second"] * 1.001 and by["ceiling"]["spread"] >= 0
     assert data["settings"]["attention"] == "auto"
+    assert data["idle_forward"]["tokens"] > 0 and data["idle_gateway_hf"]["p50_ms"] > 0
     assert "| gateway-hf |" in (out / "bench.md").read_text() and "engine busy" in (out / "bench.md").read_text()
     assert {c["name"] for c in data["checks"]} >= {"mixed tasks / single task (gateway-hf)"}
 
