@@ -19,9 +19,10 @@ _COLUMNS = [
     ("peak_rss_mib", "peak RSS MiB"),
     ("gpu_peak_mib", "peak GPU MiB"),
     ("busy_fraction", "engine busy"),
+    ("spread", "ceiling spread"),
 ]
 #: columns shown only where some row has them
-_OPTIONAL = frozenset({"gpu_peak_mib", "busy_fraction"})
+_OPTIONAL = frozenset({"gpu_peak_mib", "busy_fraction", "spread"})
 
 
 def _fmt(v: Any) -> str:
@@ -37,7 +38,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in results["settings"].items()))
     lines.append("")
     rows_all = [row for rows in results["workloads"].values() for row in rows["targets"]]
-    # the GPU column only where some target ran on a GPU; engine busy only for gateway-hf runs
+    # the GPU column only where some target ran on a GPU; engine busy only for gateway-hf runs,
+    # ceiling spread only for a ceiling timed before and after one
     columns = [(k, h) for k, h in _COLUMNS if k not in _OPTIONAL or any(k in row for row in rows_all)]
     for workload, rows in results["workloads"].items():
         lines.append(f"## {workload}: {rows['description']}")

@@ -63,6 +63,12 @@ def test_checks_compare_the_right_rows() -> None:
     assert got["passages: gateway-hf / ceiling"]["met"] is True
     assert got["passages: gateway-hf / naive"]["met"] is True  # 95/60 = 1.58
     assert got["facts: gateway-hf / vllm"]["measured"] == 1.1
+    # saturated p50s (queueing) are not the overhead check; the idle paired measurement is
+    assert not any("added by gateway" in name for name in got)
+    results["idle_overhead_vllm"] = {"added_p50_ms": 4.2}
+    got = {c["name"]: c for c in checks(results)}
+    assert got["idle p50 added by gateway in front of vllm (ms)"] == {
+        "name": "idle p50 added by gateway in front of vllm (ms)", "measured": 4.2, "target": "<= 1 ms", "met": False}
 
 
 def test_gpu_peak_is_read_from_the_metrics_and_shown_only_when_present() -> None:
