@@ -61,7 +61,6 @@ def packed_attention(
     """``query/key/value [1, heads, total, head_dim]`` -> ``[1, total, heads, head_dim]``."""
     bounds: list[tuple[int, int]] = kwargs["jina_bounds"]
     if uses_varlen_kernel(query):
-        assert varlen_attn is not None
         cu, longest = cumulative_bounds(bounds, query.device)
         # [1, heads, total, d] -> [total, heads, d], the kernel's layout
         q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))

@@ -30,10 +30,11 @@ from engine_hf.model import JinaEncoder
 from engine_hf.tokenization import TextEncoder, load_tokenizer
 from gateway.contract import Task, parse_task
 
-__all__ = ["ceiling", "naive"]
+__all__ = ["ceiling", "load_encoder", "naive"]
 
 
-def _load(model: str, device: str, dtype: str) -> tuple[JinaEncoder, TextEncoder]:
+def load_encoder(model: str, device: str, dtype: str) -> tuple[JinaEncoder, TextEncoder]:
+    """The encoder on ``device``/``dtype`` and the text encoder of its checkpoint."""
     path = resolve_model_dir(model)
     info = describe_checkpoint(path)
     dev = resolve_device(device)
@@ -157,7 +158,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    enc, text = _load(args.model, args.device, args.dtype)
+    enc, text = load_encoder(args.model, args.device, args.dtype)
     requests = json.loads(Path(args.requests).read_text())
     packed = use_packed(args.attention, enc.device)
     if args.mode == "ceiling":

@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from engine_hf.checkpoint import describe_checkpoint, resolve_model_dir
+from engine_hf.baselines import load_encoder
 from engine_hf.device import resolve_device, resolve_dtype
 from engine_hf.model import JinaEncoder
-from engine_hf.tokenization import TextEncoder, load_tokenizer
 from gateway.contract import Task
 
 __all__ = ["SAMPLES", "main_json", "verify"]
@@ -51,14 +50,11 @@ def verify(
     dims: int = 32,
     texts: Sequence[str] = SAMPLES,
 ) -> dict[str, Any]:
-    path = resolve_model_dir(model)
-    info = describe_checkpoint(path)
+    reference, text = load_encoder(model, "cpu", "float32")
+    info = reference.info
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    reference = JinaEncoder(info, device=torch.device("cpu"), dtype=torch.float32)
     checked = JinaEncoder(info, device=dev, dtype=dt)
-    text = TextEncoder(load_tokenizer(path), instructions=info.instructions, max_tokens=info.max_input_tokens,
-                       vocab_size=reference.config.vocab_size)
     tasks: list[Task | None] = [*info.tasks, None]
     seqs: list[list[int]] = []
     adapters: list[int] = []

@@ -25,7 +25,7 @@ class _ScriptedClock:
 
 
 def test_ceiling_is_the_mean_of_the_repeats_not_the_best(original_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    enc, _ = baselines._load(str(original_dir), "cpu", "auto")
+    enc, _ = baselines.load_encoder(str(original_dir), "cpu", "auto")
     calls: list[bool] = []
     real = enc.pooled_batch
 
@@ -42,7 +42,7 @@ def test_ceiling_is_the_mean_of_the_repeats_not_the_best(original_dir: Path, mon
 
 
 def test_ceiling_reports_mean_and_best_and_its_attention(original_dir: Path) -> None:
-    enc, text = baselines._load(str(original_dir), "cpu", "auto")
+    enc, text = baselines.load_encoder(str(original_dir), "cpu", "auto")
     requests = [{"texts": ["a short text", "a somewhat longer text " * 6], "task": "retrieval.passage"}]
     r = baselines.ceiling(enc, text, requests, 512, packed=True)
     assert r["attention"] == "packed" and r["tokens"] > 0

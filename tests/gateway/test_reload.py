@@ -152,7 +152,8 @@ def test_a_bad_configuration_is_refused_and_the_old_one_stays(
 
 
 def test_in_flight_request_finishes_on_the_engine_it_started_on(config: Path) -> None:
-    builder = Builder(vllm_delay=1.5)
+    # long enough that the reload (slower on a busy 2-core machine) lands while the request is inside
+    builder = Builder(vllm_delay=5.0)
     s = serve(config, builder)
     try:
         slow_vllm = builder.latest("vllm")
