@@ -33,6 +33,7 @@ from gateway.contract import (
     EngineOverloadedError,
     EngineTimeoutError,
     EngineUnavailableError,
+    parse_retry_after,
 )
 
 __all__ = ["RefusedInput", "from_response", "from_transport", "vllm_message"]
@@ -72,11 +73,7 @@ def vllm_message(response: httpx.Response) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get("retry-after"))
 
 
 def from_response(response: httpx.Response, *, engine: str, what: str) -> EmbedGatewayError:

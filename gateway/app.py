@@ -1,7 +1,8 @@
 """``create_app(settings, engines=None)``: the FastAPI app and its lifespan.
 
 Engines are injectable so tests run the real app over real HTTP with any implementation of the
-contract; by default they are built from the settings (heavy engines import lazily). The lifespan
+contract; by default they are built from the settings (:func:`gateway.engines.build_engine`;
+heavy engines import lazily). The lifespan
 starts the engines, runs the parity guard once before the first request, starts the monitor, and
 wires live reload (SIGHUP and ``POST /admin/reload``) when the app knows how to re-read its
 configuration. Every request passes the front door (:mod:`gateway.api.middleware`: request id,
@@ -31,44 +32,17 @@ from gateway.api.middleware import OPEN_PATHS, FrontDoor
 from gateway.api.ops import router as ops_router
 from gateway.api.routes import router
 from gateway.config import Settings
-from gateway.contract import NULL_OBSERVER, Engine, EngineObserver
+from gateway.contract import Engine
+from gateway.engines import build_engine
 from gateway.lifecycle import Gate, drain
-from gateway.metrics import GatewayMetrics
-from gateway.monitor import Monitor
-from gateway.reload import Reloader
-from gateway.runtime import EngineBuilder, Runtime
-from gateway.service import EmbeddingService
+from gateway.obs.metrics import GatewayMetrics
+from gateway.pool import EngineBuilder, Monitor, Pool
+from gateway.pool.reload import Reloader
+from gateway.serving.service import EmbeddingService
 
-__all__ = ["build_engine", "build_engines", "create_app"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-
-def build_engine(name: str, settings: Settings, observer: EngineObserver = NULL_OBSERVER) -> Engine:
-    """The engine called ``name`` (``hf`` or ``vllm``) from its ``engines.<name>`` section, not
-    started; it reports its batches and queue to ``observer`` (the app's metrics)."""
-    if name == "hf":
-        try:
-            from engine_hf import HFEngine
-        except ImportError as exc:  # torch/transformers are the [hf] extra
-            raise RuntimeError(
-                "engines.hf is enabled but its dependencies are missing: pip install 'embed-gateway[hf]'"
-            ) from exc
-        return HFEngine(settings.engines.hf, observer=observer)
-    if name == "vllm":
-        from engine_vllm import VLLMEngine
-
-        return VLLMEngine(settings.engines.vllm, observer=observer)
-    raise ValueError(f"unknown engine {name!r}")
-
-
-def build_engines(settings: Settings, observer: EngineObserver = NULL_OBSERVER) -> dict[str, Engine]:
-    engines = {
-        n: build_engine(n, settings, observer) for n in ("vllm", "hf") if getattr(settings.engines, n).enabled
-    }
-    if not engines:
-        raise RuntimeError("no engine is enabled: enable engines.hf and/or engines.vllm")
-    return engines
 
 
 def create_app(
@@ -90,15 +64,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(app_metrics, builder=build)
-        await runtime.open(settings, chosen)
-        monitor = Monitor(runtime)
-        reloader = Reloader(runtime, reload_settings)
-        app.state.runtime = runtime
+        pool = Pool(app_metrics, builder=build)
+        await pool.open(settings, chosen)
+        monitor = Monitor(pool.supervisor, lambda: pool.current)
+        reloader = Reloader(pool, reload_settings)
+        app.state.pool = pool
         app.state.reloader = reloader
         app.state.monitor = monitor
-        app.state.service = EmbeddingService(runtime, app_metrics)
-        app_metrics.watch(lambda: None if runtime.closed else runtime.current)
+        app.state.service = EmbeddingService(pool, app_metrics)
+        app_metrics.watch(pool.supervisor, lambda: None if pool.closed else pool.current)
         monitor.start()
         hup = _install_sighup(reloader) if reload_settings is not None else False
         try:
@@ -108,7 +82,7 @@ def create_app(
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await monitor.stop()
             await reloader.aclose()
-            await runtime.aclose()
+            await pool.aclose()
 
     app = FastAPI(
         title="embed-gateway",
@@ -116,14 +90,13 @@ def create_app(
         description="OpenAI-compatible embeddings for jina-embeddings-v3, all five task adapters.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
     app.state.metrics = app_metrics
     app.state.gate = gate
 
     async def shutdown() -> None:
-        runtime: Runtime | None = getattr(app.state, "runtime", None)
-        if runtime is not None:
-            await drain(gate, runtime.current.settings.server.shutdown_grace, runtime.aclose)
+        pool: Pool | None = getattr(app.state, "pool", None)
+        if pool is not None:
+            await drain(gate, pool.current.settings.server.shutdown_grace, pool.aclose)
 
     app.state.shutdown = shutdown
     install_error_handlers(app)

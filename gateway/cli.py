@@ -15,7 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.config import Settings, load_settings
     from gateway.lifecycle import GatewayServer
-    from gateway.logs import configure_logging
+    from gateway.obs.logs import configure_logging
 
     config_file = args.config or os.environ.get("EMBED_GATEWAY_CONFIG")
 

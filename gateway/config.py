@@ -18,7 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from gateway.contract import Task, parse_task
+from gateway.contract import ROUTE_KEYS, Task, parse_task
 
 __all__ = [
     "AliasSettings",
@@ -321,10 +321,6 @@ class AuthSettings(_Section):
         return (*self.api_keys, *self._file_keys)
 
 
-#: route keys: the five tasks and "none" (no task)
-_ROUTE_KEYS = frozenset([*(t.value for t in Task), "none"])
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EMBED_GATEWAY_",
@@ -339,7 +335,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     limits: LimitsSettings = LimitsSettings()
     #: task (or "none") -> engines to try, in order; tasks not listed get the built-in default
-    #: (gateway.routing.default_route). Listed tasks are strict: see gateway.routing.resolve_routes.
+    #: (gateway.serving.routing.default_route). Listed tasks are strict: see gateway.serving.routing.resolve_routes.
     routes: dict[str, list[str]] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
@@ -350,8 +346,8 @@ class Settings(BaseSettings):
     @classmethod
     def _routes(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         for key, names in v.items():
-            if key not in _ROUTE_KEYS:
-                raise ValueError(f"routes: unknown task {key!r}; valid keys: {', '.join(sorted(_ROUTE_KEYS))}")
+            if key not in ROUTE_KEYS:
+                raise ValueError(f"routes: unknown task {key!r}; valid keys: {', '.join(sorted(ROUTE_KEYS))}")
             if not names:
                 raise ValueError(f"routes.{key} is empty; list at least one engine or remove the key")
             if len(set(names)) != len(names):

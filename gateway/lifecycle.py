@@ -27,7 +27,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway.contract import ShuttingDownError, TooManyRequestsError
+from gateway.errors import ShuttingDownError, TooManyRequestsError
 
 __all__ = ["Gate", "GatewayServer", "drain"]
 

@@ -7,16 +7,16 @@ is :func:`gateway.api.auth.check_admin`, shared with the client keys' check).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 
 from gateway.api.auth import require_admin
 from gateway.api.errors import openapi_responses
-from gateway.contract import AuthenticationError, EmbedGatewayError, PermissionDeniedError, parse_task
-from gateway.reload import Reloader
-from gateway.routing import ROUTE_KEYS
-from gateway.runtime import Runtime
+from gateway.api.schemas import EnginesView, ReloadResponse
+from gateway.api.views import engines_view
+from gateway.errors import AuthenticationError, PermissionDeniedError
+from gateway.pool import Pool
+from gateway.pool.reload import Reloader
+from gateway.obs.context import request_snapshot
 
 __all__ = ["router"]
 
@@ -29,26 +29,15 @@ router = APIRouter(
 )
 
 
-@router.get("/engines", summary="Engines, routes, circuit breakers and parity results, live")
-async def engines(request: Request) -> dict[str, Any]:
-    runtime: Runtime = request.app.state.runtime
-    snap = runtime.current
-    plans: dict[str, Any] = {}
-    for key in ROUTE_KEYS:
-        try:
-            plans[key] = snap.plan(parse_task(key))
-        except EmbedGatewayError as exc:
-            plans[key] = {"error": exc.message}
-    return {
-        "generation": snap.generation,
-        "routes": dict(snap.routes),
-        "serving_now": plans,
-        "engines": {n: await runtime.status(snap, e) for n, e in snap.entries.items()},
-    }
+@router.get("/engines", response_model=EnginesView, response_model_exclude_unset=True,
+            summary="Engines, routes, circuit breakers and parity results, live")
+async def engines(request: Request) -> EnginesView:
+    pool: Pool = request.app.state.pool
+    return await engines_view(pool, request_snapshot())
 
 
-@router.post("/reload", summary="Re-read the configuration file and apply it (same as SIGHUP)")
-async def reload(request: Request) -> dict[str, Any]:
+@router.post("/reload", response_model=ReloadResponse, summary="Re-read the configuration file and apply it (same as SIGHUP)")
+async def reload(request: Request) -> ReloadResponse:
     reloader: Reloader = request.app.state.reloader
     snap = await reloader.reload()
-    return {"status": "reloaded", "generation": snap.generation, "routes": dict(snap.routes)}
+    return ReloadResponse(generation=snap.generation, routes=snap.routes)

@@ -23,7 +23,8 @@ from fastapi import Request
 from pydantic import SecretStr
 
 from gateway.config import AuthSettings
-from gateway.contract import AuthenticationError, PermissionDeniedError
+from gateway.errors import AuthenticationError, PermissionDeniedError
+from gateway.obs.context import request_snapshot
 
 __all__ = ["bearer_token", "check_admin", "check_client", "key_matches", "require_admin"]
 
@@ -82,4 +83,4 @@ def check_admin(auth: AuthSettings, authorization: str | None) -> None:
 
 def require_admin(request: Request) -> None:
     """FastAPI dependency of the ``/admin`` router (reads the live settings: keys reload)."""
-    check_admin(request.app.state.runtime.current.settings.auth, request.headers.get("authorization"))
+    check_admin(request_snapshot().settings.auth, request.headers.get("authorization"))

@@ -17,20 +17,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.disconnect import ClientDisconnected
 from gateway.api.schemas import ErrorResponse
-from gateway.context import current_request
 from gateway.contract import (
-    AuthenticationError,
     EmbedGatewayError,
     EngineError,
     EngineOverloadedError,
     EngineTimeoutError,
     EngineUnavailableError,
-    GatewayBusyError,
     InvalidRequestError,
-    ModelNotFoundError,
     PayloadTooLargeError,
-    PermissionDeniedError,
     RetryableError,
+)
+from gateway.obs.context import current_request
+from gateway.errors import (
+    AuthenticationError,
+    GatewayBusyError,
+    ModelNotFoundError,
+    PermissionDeniedError,
     ShuttingDownError,
     TooManyRequestsError,
 )

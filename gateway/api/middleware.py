@@ -11,9 +11,12 @@ On the way in, in this order:
 4. embedding requests pass the :class:`~gateway.lifecycle.Gate`: 429 beyond
    ``limits.max_concurrent_requests``, 503 while shutting down.
 
-A refusal is rendered through the one error table (:func:`gateway.api.errors.error_response`).
-On the way out: one access-log line and the request's metrics, labelled with what the service
-decided (model alias, task, engine — :class:`gateway.context.RequestContext`).
+The front door reads the pool's current snapshot once and puts it on the request's
+:class:`gateway.obs.context.RequestContext`: the keys, limits and engines of one configuration
+generation serve the whole request, and an embedding request holds that snapshot (its engines
+stay open) until its response is out. A refusal is rendered through the one error table
+(:func:`gateway.api.errors.error_response`). On the way out: one access-log line and the request's
+metrics, labelled with what the service decided (model alias, task, engine).
 
 Why pure ASGI rather than Starlette's ``BaseHTTPMiddleware``: the route's disconnect watcher
 (:mod:`gateway.api.disconnect`) must read the client's real ``receive`` channel, and refusals
@@ -27,6 +30,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -35,8 +39,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.auth import check_client
 from gateway.api.errors import error_response
-from gateway.context import RequestContext, current_request
 from gateway.contract import EmbedGatewayError, PayloadTooLargeError
+from gateway.obs.context import RequestContext, current_request
+from gateway.pool import Pool
 
 __all__ = ["OPEN_PATHS", "WORK_PATHS", "FrontDoor", "sane_request_id"]
 
@@ -72,9 +77,17 @@ class FrontDoor:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
+        pool: Pool = state.pool
+        with pool.acquire() if _is_work(scope) else nullcontext(pool.current) as snap:
+            await self._serve(scope, receive, send, RequestContext(
+                sane_request_id(Headers(scope=scope).get("x-request-id")), snapshot=snap
+            ))
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
+        state = scope["app"].state
         started = time.perf_counter()
         headers = Headers(scope=scope)
-        ctx = RequestContext(sane_request_id(headers.get("x-request-id")))
+        path: str = scope["path"]
         token = current_request.set(ctx)
         status = 0
 
@@ -92,13 +105,13 @@ class FrontDoor:
         admitted = False
         try:
             try:
-                settings = state.runtime.current.settings
-                path: str = scope["path"]
+                assert ctx.snapshot is not None
+                settings = ctx.snapshot.settings
                 if path not in OPEN_PATHS and not path.startswith("/admin/"):
                     check_client(settings.auth, headers.get("authorization"))
                 if scope["method"] in _BODY_METHODS:
                     receive = await _limit_body(headers, receive, settings.limits.max_body_bytes)
-                if scope["method"] == "POST" and path in WORK_PATHS:
+                if _is_work(scope):
                     gate.enter(settings.limits.max_concurrent_requests)
                     admitted = True
                     state.metrics.in_flight.inc()
@@ -116,7 +129,6 @@ class FrontDoor:
             _access_log(scope, ctx, status or 500, elapsed)
             current_request.reset(token)
 
-
     def _route_of(self, scope: Scope) -> str:
         """The route template for metric labels (bounded: never the raw path), also for requests
         refused before routing; ``other`` for paths no route serves."""
@@ -125,6 +137,11 @@ class FrontDoor:
             return str(route.path)
         path = scope["path"]
         return next((t for regex, t in self._templates if regex.match(path)), "other")
+
+
+def _is_work(scope: Scope) -> bool:
+    """An embedding request: bounded by the gate, holds its snapshot."""
+    return scope["method"] == "POST" and scope["path"] in WORK_PATHS
 
 
 async def _limit_body(headers: Headers, receive: Receive, limit: int) -> Receive:

@@ -6,19 +6,18 @@ keys like every route (see :mod:`gateway.api.middleware`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import __version__
 from gateway.api.errors import openapi_responses
-from gateway.api.schemas import EngineInfo, Info, LimitsInfo
-from gateway.contract import EngineCapabilities
+from gateway.api.schemas import EngineInfo, Info, LimitsInfo, ReadyResponse
+from gateway.api.views import ready_view
+from gateway.contract import EngineCapabilities, route_key
 from gateway.lifecycle import Gate
-from gateway.routing import route_key
-from gateway.runtime import Runtime
+from gateway.pool import Pool
+from gateway.obs.context import request_snapshot
 
 __all__ = ["router"]
 
@@ -33,24 +32,14 @@ async def health() -> dict[str, str]:
 @router.get(
     "/ready",
     summary="Readiness: every enabled engine loaded, answering and matching the reference",
-    responses=openapi_responses(),
+    response_model=ReadyResponse,
+    responses={**openapi_responses(), 503: {"model": ReadyResponse, "description": "not ready (same body)"}},
 )
 async def ready(request: Request) -> JSONResponse:
-    runtime: Runtime = request.app.state.runtime
+    pool: Pool = request.app.state.pool
     gate: Gate = request.app.state.gate
-    snap = runtime.current
-    engines = {}
-    for name, entry in snap.entries.items():
-        status = await runtime.status(snap, entry)
-        engines[name] = {k: status[k] for k in ("ready", "detail", "parity")} | {"circuit": status["circuit"]["state"]}
-    ok = bool(engines) and all(e["ready"] for e in engines.values()) and not gate.draining
-    not_ready = [n for n, e in engines.items() if not e["ready"]]
-    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "engines": engines}
-    if gate.draining:
-        body["status"] = "shutting down"
-    if not ok:
-        body["not_ready"] = not_ready
-    return JSONResponse(body, status_code=200 if ok else 503)
+    readiness, body = await ready_view(pool, request_snapshot(), draining=gate.draining)
+    return JSONResponse(body.model_dump(mode="json", exclude_unset=True), status_code=200 if readiness.ready else 503)
 
 
 @router.get(
@@ -84,12 +73,11 @@ def _engine_info(caps: EngineCapabilities) -> EngineInfo:
 @router.get("/info", response_model=Info, summary="What this server runs and accepts (like TEI's /info)",
             responses=openapi_responses())
 async def info(request: Request) -> Info:
-    runtime: Runtime = request.app.state.runtime
-    snap = runtime.current
+    snap = request_snapshot()
     s = snap.settings
     caps = snap.capabilities()
-    # the model as the reference engine (the exact one) describes it, else the first engine
-    main_name = next(iter(n for n in ("hf", *caps) if n in caps))
+    # the model as the parity reference (the exact engine) describes it, else the first engine
+    main_name = next(iter(n for n in (s.parity.reference, *caps) if n in caps))
     main = caps[main_name]
     return Info(
         version=__version__,
@@ -99,7 +87,7 @@ async def info(request: Request) -> Info:
         dtype=main.dtype,
         device=main.device,
         engines={n: _engine_info(c) for n, c in caps.items()},
-        routes={k: list(v) for k, v in snap.routes.items()},
+        routes=snap.routes,
         limits=LimitsInfo(
             max_inputs_per_request=s.limits.max_inputs_per_request,
             max_tokens_per_request=s.limits.max_tokens_per_request,

@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from fastapi import APIRouter, Request, Response
 
 from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
 from gateway.api.schemas import (
+    ChunkData,
     ChunkEmbeddingRequest,
     ChunkEmbeddingResponse,
+    EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
     ModelCard,
     ModelList,
+    Usage,
+    dump_json,
 )
-from gateway.context import request_id
-from gateway.contract import (
-    EngineOverloadedError,
-    EngineTimeoutError,
-    EngineUnavailableError,
-    ModelNotFoundError,
-    PayloadTooLargeError,
-    ShuttingDownError,
-    TooManyRequestsError,
-)
-from gateway.postprocess import OutputFormat, encode_vectors
-from gateway.service import EmbedOutcome, EmbeddingService
+from gateway.config import Settings
+from gateway.contract import EngineOverloadedError, EngineTimeoutError, EngineUnavailableError, PayloadTooLargeError
+from gateway.errors import ModelNotFoundError, ShuttingDownError, TooManyRequestsError
+from gateway.obs.context import current_request, request_snapshot
+from gateway.serving.postprocess import encode_vectors
+from gateway.serving.service import EmbeddingService, EmbedOutcome, resolve_alias
+from gateway.serving.spec import OutputFormat
 
 __all__ = ["router"]
 
@@ -40,42 +36,43 @@ def _service(request: Request) -> EmbeddingService:
     return service
 
 
+def _usage(outcome: EmbedOutcome) -> Usage:
+    tokens = sum(outcome.token_counts)
+    return Usage.model_construct(prompt_tokens=tokens, total_tokens=tokens)
+
+
 def render_embeddings(outcome: EmbedOutcome, output: OutputFormat) -> bytes:
     items = encode_vectors(outcome.vectors, output)
-    tokens = sum(outcome.token_counts)
-    body = {
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
-        "model": outcome.model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return dump_json(EmbeddingResponse.model_construct(
+        data=[EmbeddingData.model_construct(index=i, embedding=e) for i, e in enumerate(items)],
+        model=outcome.model,
+        usage=_usage(outcome),
+    ))
 
 
 def render_chunks(outcome: EmbedOutcome, text: str, output: OutputFormat) -> bytes:
     items = encode_vectors(outcome.vectors, output)
     spans = outcome.spans or ()
-    tokens = sum(outcome.token_counts)
-    data: list[dict[str, Any]] = [
-        {"object": "chunk", "index": i, "text": text[a:b], "start": a, "end": b, "embedding": e}
-        for i, ((a, b), e) in enumerate(zip(spans, items, strict=True))
-    ]
-    body = {
-        "object": "list",
-        "data": data,
-        "model": outcome.model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return dump_json(ChunkEmbeddingResponse.model_construct(
+        data=[
+            ChunkData.model_construct(index=i, text=text[a:b], start=a, end=b, embedding=e)
+            for i, ((a, b), e) in enumerate(zip(spans, items, strict=True))
+        ],
+        model=outcome.model,
+        usage=_usage(outcome),
+    ))
 
 
-def _headers(outcome: EmbedOutcome, request_id: str) -> dict[str, str]:
-    return {
-        "x-embed-engine": outcome.engine,
-        "x-queue-time": f"{outcome.queue_seconds * 1000:.2f}",
-        "x-inference-time": f"{outcome.inference_seconds * 1000:.2f}",
-        "x-request-id": request_id,
-    }
+def _respond(body: bytes) -> Response:
+    """The rendered body with the headers of what served it (from the request's context)."""
+    ctx = current_request.get()
+    assert ctx is not None
+    return Response(body, media_type="application/json", headers={
+        "x-embed-engine": ctx.engine,
+        "x-queue-time": f"{ctx.queue_seconds * 1000:.2f}",
+        "x-inference-time": f"{ctx.inference_seconds * 1000:.2f}",
+        "x-request-id": ctx.request_id,
+    })
 
 
 #: what an embedding route can answer besides 200 (the front door adds 401, 413, 429 and 503)
@@ -97,10 +94,9 @@ _WORK_ERRORS = (
     summary="Create embeddings (OpenAI- and Jina-compatible)",
 )
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
-    rid = request_id()
     spec = body.to_spec()
-    outcome = await cancel_on_disconnect(request, _service(request).embed(spec, request_id=rid))
-    return Response(render_embeddings(outcome, spec.output), media_type="application/json", headers=_headers(outcome, rid))
+    outcome = await cancel_on_disconnect(request, _service(request).embed(spec))
+    return _respond(render_embeddings(outcome, spec.output))
 
 
 router.add_api_route(
@@ -115,27 +111,26 @@ router.add_api_route(
     summary="Cut one long text into chunks and late-chunk them",
 )
 async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
-    rid = request_id()
     spec = body.to_spec()
-    outcome = await cancel_on_disconnect(request, _service(request).embed(spec, request_id=rid))
+    outcome = await cancel_on_disconnect(request, _service(request).embed(spec))
     text = spec.inputs[0]
     assert isinstance(text, str)
-    return Response(render_chunks(outcome, text, spec.output), media_type="application/json", headers=_headers(outcome, rid))
+    return _respond(render_chunks(outcome, text, spec.output))
 
 
-def _card(service: EmbeddingService, name: str) -> ModelCard:
-    alias = service.settings.aliases[name]
+def _card(settings: Settings, name: str) -> ModelCard:
+    alias = settings.aliases[name]
     return ModelCard(id=name, task=alias.task.value if alias.task else None, dimensions=alias.dimensions)
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List model aliases", responses=openapi_responses())
-async def list_models(request: Request) -> ModelList:
-    service = _service(request)
-    return ModelList(data=[_card(service, n) for n in service.settings.aliases])
+async def list_models() -> ModelList:
+    settings = request_snapshot().settings
+    return ModelList(data=[_card(settings, n) for n in settings.aliases])
 
 
 @router.get("/v1/models/{model}", response_model=ModelCard, responses=openapi_responses(ModelNotFoundError))
-async def get_model(model: str, request: Request) -> ModelCard:
-    service = _service(request)
-    name, _ = service.alias(model)
-    return _card(service, name)
+async def get_model(model: str) -> ModelCard:
+    settings = request_snapshot().settings
+    name, _ = resolve_alias(settings, model)
+    return _card(settings, name)

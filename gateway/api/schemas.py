@@ -6,22 +6,31 @@ pydantic wire object travels further than the route.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
 from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, parse_task
-from gateway.postprocess import EMBEDDING_TYPES, EmbeddingType, OutputFormat
+from gateway.serving.spec import EMBEDDING_TYPES, EmbeddingSpec, EmbeddingType, OutputFormat
 
 __all__ = [
     "ChunkData",
+    "CircuitView",
+    "EngineStatus",
+    "EnginesView",
+    "ParityResultView",
+    "ParityView",
+    "PlanError",
+    "ReadyEngine",
+    "ReadyResponse",
+    "ReloadResponse",
+    "dump_json",
     "ChunkEmbeddingRequest",
     "ChunkEmbeddingResponse",
     "EmbeddingData",
     "EmbeddingRequest",
     "EmbeddingResponse",
-    "EmbeddingSpec",
     "EngineInfo",
     "ErrorBody",
     "ErrorResponse",
@@ -49,24 +58,6 @@ InputType = (
 EmbeddingTypes = EmbeddingType | list[EmbeddingType]
 #: the task names in the OpenAPI schema (validated by parse_task, whose message names them all)
 _TASK_ENUM: dict[str, Any] = {"enum": [*(t.value for t in Task), "none", None]}
-
-
-@dataclass(frozen=True, slots=True)
-class EmbeddingSpec:
-    """A validated request, in internal terms (alias not yet resolved)."""
-
-    model: str | None
-    inputs: tuple[str | TokenIds, ...]
-    has_token_ids: bool
-    task: Task | None
-    task_given: bool
-    dimensions: int | None
-    normalized: bool
-    truncate: bool
-    output: OutputFormat = OutputFormat()
-    #: the inputs are consecutive chunks of one document (or, with ``chunking``, the document)
-    late_chunking: bool = False
-    chunking: ChunkingRule | None = None
 
 
 def _unwrap_text(item: Any, where: str) -> Any:
@@ -171,7 +162,7 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64 = little-endian float32 bytes (the OpenAI SDK's default)."
     )
-    dimensions: StrictInt | None = Field(None, ge=1, le=1024, description="Matryoshka truncation, then normalisation.")
+    dimensions: StrictInt | None = Field(None, ge=1, description="Matryoshka truncation, then normalisation (up to the model's width).")
     user: StrictStr | None = Field(None, description="Accepted for compatibility; not used.")
     task: StrictStr | None = Field(
         None,
@@ -276,7 +267,7 @@ class ChunkEmbeddingRequest(BaseModel):
         description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
         json_schema_extra=_TASK_ENUM,
     )
-    dimensions: StrictInt | None = Field(None, ge=1, le=1024, description="Matryoshka truncation, then normalisation.")
+    dimensions: StrictInt | None = Field(None, ge=1, description="Matryoshka truncation, then normalisation (up to the model's width).")
     normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
     embedding_type: EmbeddingTypes | None = Field(
         None, description="float (default) | base64 | binary | ubinary, or a list of them."
@@ -362,6 +353,19 @@ class ChunkEmbeddingResponse(BaseModel):
     usage: Usage
 
 
+def dump_json(model: BaseModel) -> bytes:
+    """A response model as JSON bytes, fast: the model is built unvalidated (``model_construct``)
+    by the route, numpy rows are written by orjson exactly as float32, and the shape is the
+    model's own (its fields in order), so the documented schema is the rendered one."""
+    return orjson.dumps(model, default=_fields, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _fields(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.__dict__
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -426,3 +430,84 @@ class Info(BaseModel):
     routes: dict[str, list[str]]
     limits: LimitsInfo
     api_keys_required: bool
+
+
+# ---------------------------------------------------------------------- /ready and /admin
+
+
+class CircuitView(BaseModel):
+    state: str
+    consecutive_failures: int
+    times_opened: int
+    open_for_s: float
+    last_reason: str
+
+
+class ParityResultView(BaseModel):
+    ok: bool
+    task: str | None
+    mean_cosine: float
+    min_cosine: float
+    norm_deviation: float
+    detail: str
+    #: wall-clock seconds (``time.time()``)
+    checked_at: float
+
+
+class ParityView(BaseModel):
+    #: ``not_required``, ``pending``, ``passed`` or ``failed``
+    status: str
+    #: the last check per task
+    results: dict[str, ParityResultView]
+
+
+class EngineStatus(BaseModel):
+    """One engine, live, as ``GET /admin/engines`` shows it."""
+
+    ready: bool
+    detail: str
+    healthy: bool
+    tasks: list[str]
+    routes: list[str]
+    circuit: CircuitView
+    parity: ParityView
+    in_flight: int
+    #: what the engine reports about itself (present when it reports anything)
+    info: dict[str, Any] | None = None
+
+
+class ReadyEngine(BaseModel):
+    ready: bool
+    detail: str
+    parity: ParityView
+    #: ``closed`` or ``open``
+    circuit: str
+
+
+class ReadyResponse(BaseModel):
+    """``GET /ready``: 200 when ready, 503 otherwise, with the same body."""
+
+    #: ``ready``, ``not ready`` or ``shutting down``
+    status: str
+    engines: dict[str, ReadyEngine]
+    #: the engines that are not ready (present unless ready)
+    not_ready: list[str] | None = None
+
+
+class PlanError(BaseModel):
+    error: str
+
+
+class EnginesView(BaseModel):
+    """``GET /admin/engines``: routes, what each task is served by right now, every engine live."""
+
+    generation: int
+    routes: dict[str, list[str]]
+    serving_now: dict[str, list[str] | PlanError]
+    engines: dict[str, EngineStatus]
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["reloaded"] = "reloaded"
+    generation: int
+    routes: dict[str, list[str]]

@@ -6,7 +6,8 @@ long a 429 made them wait). It needs only httpx and numpy, never FastAPI or torc
 """
 
 from gateway.client.http import AsyncGatewayClient, Embeddings, GatewayClient, GatewayRequestError
-from gateway.client.retry import RETRY_STATUSES, RetryPolicy, RetryStats, parse_retry_after
+from gateway.client.retry import RETRY_STATUSES, RetryPolicy, RetryStats
+from gateway.contract import parse_retry_after
 
 __all__ = [
     "RETRY_STATUSES",

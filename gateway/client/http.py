@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from gateway.client.retry import RetryPolicy, RetryStats, parse_retry_after
+from gateway.client.retry import RetryPolicy, RetryStats
+from gateway.contract import parse_retry_after
 
 __all__ = [
     "AsyncGatewayClient",

@@ -7,35 +7,13 @@ exponentially. Everything else (400, 404, 413, 500) is final: retrying cannot fi
 
 from __future__ import annotations
 
-import email.utils
-import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
-__all__ = ["RETRY_STATUSES", "RetryPolicy", "RetryStats", "parse_retry_after"]
+
+__all__ = ["RETRY_STATUSES", "RetryPolicy", "RetryStats"]
 
 #: Statuses worth another attempt (the OpenAI SDK retries the same set, minus 409).
 RETRY_STATUSES: frozenset[int] = frozenset({408, 429, 502, 503, 504})
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; ``None`` when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,31 +18,26 @@ from gateway.contract.engine import (
     TokenIds,
 )
 from gateway.contract.errors import (
-    AuthenticationError,
     EmbedGatewayError,
     EngineError,
     EngineOverloadedError,
     EngineTimeoutError,
     EngineUnavailableError,
-    GatewayBusyError,
     InputTooLongError,
     InvalidRequestError,
-    ModelNotFoundError,
     PayloadTooLargeError,
-    PermissionDeniedError,
     RetryableError,
-    ShuttingDownError,
-    TooManyRequestsError,
     TooManyTokensError,
     UnsupportedTaskError,
     is_retryable,
 )
-from gateway.contract.tasks import TASKS, Task, parse_task
+from gateway.contract.retry_after import parse_retry_after
+from gateway.contract.tasks import ROUTE_KEYS, TASKS, Task, parse_task, route_key
 
 __all__ = [
     "NULL_OBSERVER",
+    "ROUTE_KEYS",
     "TASKS",
-    "AuthenticationError",
     "ChunkingRule",
     "EmbedGatewayError",
     "EmbedJob",
@@ -54,20 +49,17 @@ __all__ = [
     "EngineTimeoutError",
     "EngineUnavailableError",
     "EngineObserver",
-    "GatewayBusyError",
     "Health",
     "InputTooLongError",
     "InvalidRequestError",
-    "ModelNotFoundError",
     "PayloadTooLargeError",
-    "PermissionDeniedError",
     "RetryableError",
-    "ShuttingDownError",
     "Task",
     "TokenIds",
-    "TooManyRequestsError",
     "TooManyTokensError",
     "UnsupportedTaskError",
     "is_retryable",
+    "parse_retry_after",
     "parse_task",
+    "route_key",
 ]

@@ -1,9 +1,10 @@
-"""The gateway's error tree.
+"""The engine-facing error tree: what an engine may raise, and what the router reads.
 
-Every failure the gateway can report is one of these classes; the HTTP layer maps each class to a
-status code and an OpenAI error ``type`` through one table (:mod:`gateway.api.errors`). Engines
-translate foreign failures (torch, httpx, a vLLM error body) into this tree at their own boundary;
-the router decides what to do from the class alone, never from a message.
+Engines translate foreign failures (torch, httpx, a vLLM error body) into this tree at their own
+boundary; the router decides what to do from the class alone, never from a message. The HTTP
+layer maps each class to a status code and an OpenAI error ``type`` through one table
+(:mod:`gateway.api.errors`). Errors only the gateway raises (keys, model aliases, its own door,
+reloads) extend this tree in :mod:`gateway.errors`.
 
     EmbedGatewayError
     ├── InvalidRequestError          the request itself is wrong; no engine can help (400)
@@ -11,40 +12,27 @@ the router decides what to do from the class alone, never from a message.
     │   ├── UnsupportedTaskError     no enabled engine serves the task / the capability asked for
     │   └── PayloadTooLargeError     the body or the token total is over a configured limit (413)
     │       └── TooManyTokensError   the request's tokens exceed ``limits.max_tokens_per_request``
-    ├── AuthenticationError          missing or wrong API key (401)
-    ├── PermissionDeniedError        a valid key without the right (403)
-    ├── ModelNotFoundError           unknown model alias (404)
     ├── RetryableError               the engine could not do it now; another engine may (fallback)
     │   ├── EngineUnavailableError   not started, dead, unreachable, circuit open (503)
     │   ├── EngineTimeoutError       deadline passed (504)
     │   └── EngineOverloadedError    queue full; carries ``retry_after`` seconds (429)
-    ├── GatewayBusyError             the gateway itself refuses work before any engine sees it
-    │   ├── TooManyRequestsError     ``limits.max_concurrent_requests`` in flight (429)
-    │   └── ShuttingDownError        SIGTERM received: draining, no new work (503)
     └── EngineError                  the engine failed in a way retrying will not fix (500)
 
-Every error that tells a client to come back later (``RetryableError``, ``GatewayBusyError``)
-carries ``retry_after`` seconds, sent as the ``Retry-After`` header.
+Every ``RetryableError`` carries ``retry_after`` seconds (or None), sent as the ``Retry-After`` header.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "AuthenticationError",
     "EmbedGatewayError",
     "EngineError",
     "EngineOverloadedError",
     "EngineTimeoutError",
     "EngineUnavailableError",
-    "GatewayBusyError",
     "InputTooLongError",
     "InvalidRequestError",
-    "ModelNotFoundError",
     "PayloadTooLargeError",
-    "PermissionDeniedError",
     "RetryableError",
-    "ShuttingDownError",
-    "TooManyRequestsError",
     "TooManyTokensError",
     "UnsupportedTaskError",
     "is_retryable",
@@ -109,18 +97,6 @@ class TooManyTokensError(PayloadTooLargeError):
         self.limit = limit
 
 
-class AuthenticationError(EmbedGatewayError):
-    code = "invalid_api_key"
-
-
-class PermissionDeniedError(EmbedGatewayError):
-    code = "permission_denied"
-
-
-class ModelNotFoundError(EmbedGatewayError):
-    code = "model_not_found"
-
-
 class RetryableError(EmbedGatewayError):
     """The engine could not serve the job now; the same job may succeed elsewhere or later."""
 
@@ -150,26 +126,6 @@ class EngineTimeoutError(RetryableError):
 
 class EngineOverloadedError(RetryableError):
     code = "overloaded"
-
-
-class GatewayBusyError(EmbedGatewayError):
-    """The gateway refuses the request at its door (no engine was tried, so there is no fallback).
-
-    Not a ``RetryableError``: the router never sees it. Clients should retry after ``retry_after``."""
-
-    code = "busy"
-
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class TooManyRequestsError(GatewayBusyError):
-    code = "too_many_concurrent_requests"
-
-
-class ShuttingDownError(GatewayBusyError):
-    code = "shutting_down"
 
 
 class EngineError(EmbedGatewayError):

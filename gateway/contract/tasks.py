@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["TASKS", "Task", "parse_task"]
+__all__ = ["ROUTE_KEYS", "TASKS", "Task", "parse_task", "route_key"]
 
 
 class Task(StrEnum):
@@ -22,6 +22,15 @@ class Task(StrEnum):
 
 #: All tasks, in the model's adapter order.
 TASKS: tuple[Task, ...] = tuple(Task)
+
+#: every key of the routing table (and of per-task views and metric labels): the five tasks and
+#: "none" (base weights, no task); :func:`parse_task` reads each back, :func:`route_key` writes it
+ROUTE_KEYS: tuple[str, ...] = (*(t.value for t in TASKS), "none")
+
+
+def route_key(task: Task | None) -> str:
+    """The routing-table key of ``task`` (``"none"`` for base weights): the inverse of :func:`parse_task`."""
+    return "none" if task is None else task.value
 
 
 def parse_task(value: str | None) -> Task | None:

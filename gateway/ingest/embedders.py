@@ -1,7 +1,6 @@
 """Where vectors come from: a running gateway over HTTP, or the HF engine in this process.
 
-Both give the same vectors (the gateway post-processes with :func:`gateway.postprocess.finalize`,
-and so does :class:`LocalEmbedder`) and the same failure shape: :class:`BatchRejected` with the
+Both give the same vectors (:class:`LocalEmbedder` runs the gateway's own service in-process) and the same failure shape: :class:`BatchRejected` with the
 index of the input at fault when one is known, so the runner can name the row's line.
 """
 
@@ -12,7 +11,13 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from gateway.client import AsyncGatewayClient, Embeddings, GatewayRequestError, RetryPolicy, RetryStats
-from gateway.contract import EmbedGatewayError, EmbedJob, InputTooLongError, RetryableError, parse_task
+from gateway.config import Settings, load_settings
+from gateway.contract import EmbedGatewayError, InputTooLongError, InvalidRequestError, RetryableError, parse_task
+from gateway.engines import build_engine
+from gateway.obs.metrics import GatewayMetrics
+from gateway.pool import Pool
+from gateway.serving.service import EmbeddingService, check_dimensions
+from gateway.serving.spec import EmbeddingSpec
 
 __all__ = ["BatchRejected", "Embedder", "HttpEmbedder", "LocalEmbedder"]
 
@@ -72,7 +77,9 @@ class HttpEmbedder:
 
 
 class LocalEmbedder:
-    """The HF engine in-process (needs the ``hf`` extra); no server, same vectors."""
+    """The HF engine in-process (needs the ``hf`` extra), served by the gateway's own service
+    (:class:`gateway.serving.service.EmbeddingService` over a one-engine pool): no server, and the
+    same limits, alias rules and post-processing as a gateway, so the same vectors."""
 
     def __init__(
         self,
@@ -86,39 +93,50 @@ class LocalEmbedder:
         threads: int | None = None,
         local_files_only: bool = False,
     ) -> None:
-        from gateway.config import HFEngineSettings
-
         self.task = parse_task(task)
         self.dimensions, self.truncate = dimensions, truncate
-        self.settings = HFEngineSettings(
-            model=model, device=device, dtype=dtype, threads=threads,  # type: ignore[arg-type]
-            local_files_only=local_files_only,
-        )
+        self.engine_settings = {
+            "model": model, "device": device, "dtype": dtype, "threads": threads, "local_files_only": local_files_only,
+        }
         self.stats = RetryStats()
-        self.engine = None
+        self._pool: Pool | None = None
+        self._service: EmbeddingService | None = None
+
+    def _settings(self) -> Settings:
+        """One HF engine; no per-request limits (the ingest command sizes its batches) and no
+        retries (a full queue is waited out below, like an HTTP client would)."""
+        return load_settings(
+            engines={"hf": {"enabled": True, **self.engine_settings}, "vllm": {"enabled": False}},
+            limits={"max_inputs_per_request": 2**31 - 1, "max_tokens_per_request": None, "request_timeout": None},
+            retry={"attempts": 1},
+        )
 
     async def start(self) -> None:
         try:
-            from engine_hf import HFEngine
+            import engine_hf  # noqa: F401
         except ImportError as exc:
             raise RuntimeError("--local needs the hf extra: pip install 'embed-gateway[hf]'") from exc
-        engine = HFEngine(self.settings)
-        await engine.start()
-        width = engine.capabilities.dimensions
-        if self.dimensions is not None and not 1 <= self.dimensions <= width:
-            await engine.aclose()
-            raise ValueError(f"--dimensions must be between 1 and {width} for this model")
-        self.engine = engine
+        metrics = GatewayMetrics()
+        pool = Pool(metrics, builder=build_engine)
+        await pool.open(self._settings())
+        width = max(m.capabilities.dimensions for m in pool.current.members.values())
+        try:
+            check_dimensions(self.dimensions, width)
+        except InvalidRequestError as exc:
+            await pool.aclose()
+            raise ValueError(f"--{exc.message} for this model") from None
+        self._pool, self._service = pool, EmbeddingService(pool, metrics)
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
-        from gateway.postprocess import finalize
-
-        if self.engine is None:
+        if self._service is None:
             raise RuntimeError("LocalEmbedder.start() was not awaited")
-        job = EmbedJob(inputs=list(texts), task=self.task, truncate=self.truncate)
+        spec = EmbeddingSpec(
+            model=None, inputs=tuple(texts), has_token_ids=False, task=self.task, task_given=True,
+            dimensions=self.dimensions, normalized=True, truncate=self.truncate,
+        )
         while True:
             try:
-                result = await self.engine.embed(job)
+                outcome = await self._service.embed(spec)
                 break
             except InputTooLongError as err:
                 raise BatchRejected(err.message, err.index) from err
@@ -128,8 +146,8 @@ class LocalEmbedder:
                 await asyncio.sleep(wait)
             except EmbedGatewayError as err:
                 raise BatchRejected(err.message) from err
-        return Embeddings(vectors=finalize(result.vectors, self.dimensions, True), total_tokens=sum(result.token_counts))
+        return Embeddings(vectors=outcome.vectors, total_tokens=sum(outcome.token_counts))
 
     async def aclose(self) -> None:
-        if self.engine is not None:
-            await self.engine.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()

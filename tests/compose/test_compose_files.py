@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from gateway.config import load_settings
-from gateway.contract import EngineCapabilities, Task
-from gateway.routing import ROUTE_KEYS, resolve_routes
+from gateway.contract import ROUTE_KEYS, EngineCapabilities, Task
+from gateway.serving.routing import resolve_routes
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
 REPO = COMPOSE.parent

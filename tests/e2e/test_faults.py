@@ -48,7 +48,7 @@ class Worker:
     """Scripted faults on the HF engine's worker thread: wedge it, or make it die."""
 
     def __init__(self, server: LiveServer) -> None:
-        self.scheduler = server.app.state.runtime.current.entries["hf"].engine._scheduler
+        self.scheduler = server.app.state.pool.current.members["hf"].engine._scheduler
         self.forward = self.scheduler._forward
         self.gate = threading.Event()
         self.gate.set()

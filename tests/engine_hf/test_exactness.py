@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gateway.contract import EmbedJob, Task
-from gateway.postprocess import finalize
+from gateway.serving.postprocess import finalize
 from tests.engine_hf.conftest import start_engine
 from tests.support.harness import LoopThread, cosine
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gateway.contract import ChunkingRule, EmbedJob, InvalidRequestError, Task
-from gateway.postprocess import finalize
+from gateway.serving.postprocess import finalize
 from tests.engine_hf.conftest import start_engine
 from tests.support import late_reference as lr
 from tests.support.harness import LoopThread, cosine

@@ -9,11 +9,12 @@ import sys
 def test_vllm_only_gateway_imports_neither_torch_nor_transformers() -> None:
     code = (
         "import sys\n"
-        "from gateway.app import build_engine, create_app\n"
+        "from gateway.app import create_app\n"
+        "from gateway.engines import build_engine\n"
         "from gateway.config import load_settings\n"
         "s = load_settings(engines={'hf': {'enabled': False}, 'vllm': {'enabled': True}})\n"
         "create_app(s); build_engine('vllm', s)\n"
-        "import gateway.runtime, gateway.monitor, gateway.parity, engine_vllm.managed\n"
+        "import gateway.pool, gateway.pool.supervisor, gateway.pool.parity, engine_vllm.managed\n"
         "bad = [m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules]\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
     )

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.contract import ChunkingRule, Task
-from gateway.postprocess import finalize
+from gateway.serving.postprocess import finalize
 from tests.gateway.test_api import assert_error
 from tests.support import late_reference as lr
 from tests.support.fakes import FakeEngine

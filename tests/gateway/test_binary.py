@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from gateway.postprocess import OutputFormat, encode_vectors, finalize, pack_binary, pack_ubinary
+from gateway.serving.postprocess import encode_vectors, finalize, pack_binary, pack_ubinary
+from gateway.serving.spec import OutputFormat
 
 
 def test_known_vector_msb_first() -> None:

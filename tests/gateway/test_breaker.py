@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.breaker import CircuitBreaker, CircuitState
+from gateway.pool.breaker import CircuitBreaker, CircuitState
 
 
 class Clock:

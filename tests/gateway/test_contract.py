@@ -21,7 +21,7 @@ from gateway.contract import (
 
 def test_contract_and_config_import_without_fastapi_or_torch() -> None:
     code = (
-        "import sys, gateway.contract, gateway.config, gateway.routing, gateway.postprocess;"
+        "import sys, gateway.contract, gateway.config, gateway.serving.routing, gateway.serving.postprocess;"
         "bad = [m for m in ('fastapi', 'starlette', 'torch', 'transformers') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

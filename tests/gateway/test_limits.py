@@ -96,7 +96,7 @@ def test_body_over_the_limit_is_413_before_it_is_read(hf: LiveServer) -> None:
 
 
 async def _healthy(s: LiveServer) -> bool:
-    return bool((await s.app.state.runtime.current.entries["hf"].engine.check_health()).ok)
+    return bool((await s.app.state.pool.current.members["hf"].engine.check_health()).ok)
 
 
 def test_concurrent_requests_over_the_limit_get_429_at_once() -> None:

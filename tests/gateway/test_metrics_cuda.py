@@ -9,7 +9,7 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.metrics import CudaMemoryCollector
+from gateway.obs.metrics import CudaMemoryCollector
 
 
 def scrape() -> tuple[CollectorRegistry, str]:

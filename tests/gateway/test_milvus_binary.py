@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.postprocess import OutputFormat, encode_vectors, finalize
+from gateway.serving.postprocess import encode_vectors, finalize
+from gateway.serving.spec import OutputFormat
 
 MILVUS_LITE_25 = Path(sys.prefix) / "milvus-lite-2.5"
 SCRIPT = Path(__file__).resolve().parents[1] / "support" / "milvus_binary.py"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.monitor import Check, next_check
-from gateway.parity import ParityStatus as P
+from gateway.pool.supervisor import Check, next_check
+from gateway.pool.parity import ParityStatus as P
 
 
 @pytest.mark.parametrize(

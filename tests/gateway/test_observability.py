@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import load_settings
-from gateway.context import RequestContext, current_request
-from gateway.logs import JsonFormatter, TextFormatter
+from gateway.obs.context import RequestContext, current_request
+from gateway.obs.logs import JsonFormatter, TextFormatter
 from tests.support.server import LiveServer, live_server
 
 

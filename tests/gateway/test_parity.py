@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from engine_hf import HFEngine
 from gateway.config import HFEngineSettings, load_settings
 from gateway.contract import EmbedJob, EmbedResult, Task
-from gateway.parity import PROBES, compare
+from gateway.pool.parity import PROBES, compare
 from tests.support.server import LiveServer, live_server
 
 ADMIN = {"authorization": "Bearer secret"}

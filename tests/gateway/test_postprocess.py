@@ -4,7 +4,7 @@ import base64
 
 import numpy as np
 
-from gateway.postprocess import encode_base64, finalize
+from gateway.serving.postprocess import encode_base64, finalize
 
 
 def test_truncate_then_normalise() -> None:

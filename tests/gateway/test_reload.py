@@ -17,9 +17,9 @@ import pytest
 
 from gateway.config import Settings, load_settings
 from gateway.contract import Engine, Task
-from gateway.metrics import GatewayMetrics
-from gateway.routing import RouteConfigError
-from gateway.runtime import Runtime
+from gateway.obs.metrics import GatewayMetrics
+from gateway.serving.routing import RouteConfigError
+from gateway.pool import Pool
 from tests.support.fakes import FakeEngine
 from tests.support.server import LiveServer, live_server
 
@@ -189,14 +189,14 @@ async def _until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-u
 
 def test_a_route_naming_a_disabled_engine_stops_start_up() -> None:
     settings = load_settings(routes={"text-matching": ["vllm", "hf"]})  # vllm is disabled by default
-    runtime = Runtime(GatewayMetrics(), builder=Builder())
+    runtime = Pool(GatewayMetrics(), builder=Builder())
     with pytest.raises(RouteConfigError, match=r"routes.text-matching names engine 'vllm', which is disabled"):
         asyncio.run(runtime.open(settings))
 
 
 def test_default_routes_with_vllm_disabled_start_fine() -> None:
     builder = Builder()
-    runtime = Runtime(GatewayMetrics(), builder=builder)
+    runtime = Pool(GatewayMetrics(), builder=builder)
 
     async def go() -> dict[str, list[str]]:
         await runtime.open(load_settings())

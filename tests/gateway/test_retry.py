@@ -8,7 +8,7 @@ import pytest
 
 from gateway.config import RetrySettings
 from gateway.contract import EngineOverloadedError, EngineTimeoutError, EngineUnavailableError, InvalidRequestError
-from gateway.retry import backoff, retrying
+from gateway.serving.retry import backoff, retrying
 
 
 def test_backoff_doubles_honours_retry_after_and_caps() -> None:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.contract import EngineCapabilities, EngineUnavailableError, Task, UnsupportedTaskError
-from gateway.routing import ROUTE_KEYS, RouteConfigError, default_route, plan, resolve_routes
+from gateway.contract import ROUTE_KEYS, EngineCapabilities, EngineUnavailableError, Task, UnsupportedTaskError
+from gateway.serving.routing import RouteConfigError, default_route, plan, resolve_routes
 
 ALL = frozenset([*Task, None])
 CAPS = {

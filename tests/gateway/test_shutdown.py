@@ -66,7 +66,7 @@ def test_work_still_running_after_the_grace_period_gets_503_at_once(original_dir
         server={"shutdown_grace": 1.0},
     )
     s = LiveServer(settings).start()
-    engine = s.app.state.runtime.current.entries["hf"].engine
+    engine = s.app.state.pool.current.members["hf"].engine
     scheduler = engine._scheduler
     wedge = threading.Event()
     forward = scheduler._forward

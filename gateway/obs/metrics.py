@@ -3,9 +3,9 @@
 Events are recorded where the decisions happen: the front door records each finished request
 (route, model alias, task, engine, status), the service its tokens and engine timings and its
 fallbacks, the batcher (through :class:`~gateway.contract.EngineObserver`) each forward pass and
-its queue, the runtime and monitor the breaker and parity decisions. States that are simply
-*there* (engine health, breaker state, parity status, requests held per engine) are read from the
-runtime when Prometheus scrapes (:class:`StateCollector`), so they can never go stale or drift.
+its queue, the supervisor the breaker and parity decisions. States that are simply
+*there* (engine health, breaker state, parity status, requests per engine) are read from the
+supervisor when Prometheus scrapes (:class:`StateCollector`), so they can never go stale or drift.
 
 Each app owns a :class:`GatewayMetrics` with its own registry, so several apps in one process
 (tests) never collide and a test reads exactly its app's counts; ``GET /metrics`` exposes it.
@@ -20,11 +20,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.context import RequestContext
 from gateway.contract import EngineObserver
+from gateway.obs.context import RequestContext
 
 if TYPE_CHECKING:
-    from gateway.snapshot import Snapshot
+    from gateway.pool import Snapshot, Supervisor
 
 __all__ = ["CudaMemoryCollector", "GatewayMetrics", "StateCollector"]
 
@@ -177,10 +177,10 @@ class GatewayMetrics:
         self.queue_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.queue_seconds)
         self.inference_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.inference_seconds)
 
-    def watch(self, snapshot: Callable[[], Snapshot | None]) -> None:
-        """Export the runtime's live state (see :class:`StateCollector`); once per app."""
+    def watch(self, supervisor: Supervisor, snapshot: Callable[[], Snapshot | None]) -> None:
+        """Export the engines' live state (see :class:`StateCollector`); once per app."""
         if self._state is None:
-            self._state = StateCollector(snapshot)
+            self._state = StateCollector(supervisor, snapshot)
             self.registry.register(self._state)
             self.registry.register(CudaMemoryCollector())
 
@@ -207,22 +207,24 @@ class _Observer:
 
 
 class StateCollector(Collector):
-    """Engine states read from the current runtime snapshot at scrape time.
+    """Engine states read from the supervisor, for the current snapshot's engines, at scrape time.
 
     * ``embed_gateway_engine_healthy`` — 1 if the engine's last health check passed (the monitor
       checks every ``breaker.probe_interval``); absent before the first check;
-    * ``embed_gateway_engine_ready`` — 1 if it is in its routes: started, circuit closed, parity cleared;
+    * ``embed_gateway_engine_ready`` — 1 if it is ready (:func:`gateway.pool.readiness.engine_ready`:
+      started, last health check not failed, parity cleared, circuit closed);
     * ``embed_gateway_circuit_open`` — 1 while its circuit breaker keeps it out of its routes;
     * ``embed_gateway_parity_status`` — 1 for its current parity-guard status (``not_required``,
       ``pending``, ``passed``, ``failed``), 0 for the others;
-    * ``embed_gateway_engine_requests`` — requests holding the engine (in flight on it).
+    * ``embed_gateway_engine_requests`` — requests calling the engine now.
     """
 
-    def __init__(self, snapshot: Callable[[], Snapshot | None]) -> None:
+    def __init__(self, supervisor: Supervisor, snapshot: Callable[[], Snapshot | None]) -> None:
+        self._supervisor = supervisor
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        from gateway.parity import ParityStatus
+        from gateway.pool.parity import ParityStatus
 
         healthy = GaugeMetricFamily("embed_gateway_engine_healthy", "Last health check passed (1) or failed (0).",
                                     labels=["engine"])
@@ -235,16 +237,15 @@ class StateCollector(Collector):
                                  labels=["engine"])
         snap = self._snapshot()
         if snap is not None:
-            for name, entry in snap.entries.items():
-                if entry.healthy is not None:
-                    healthy.add_metric([name], 1.0 if entry.healthy else 0.0)
-                is_ready = (entry.start_error is None and not entry.held_back and not entry.breaker.is_open
-                            and entry.healthy is not False)
-                ready.add_metric([name], 1.0 if is_ready else 0.0)
-                circuit.add_metric([name], 1.0 if entry.breaker.is_open else 0.0)
+            for name, member in snap.members.items():
+                state = self._supervisor.state(member)
+                if state.healthy is not None:
+                    healthy.add_metric([name], 1.0 if state.healthy else 0.0)
+                ready.add_metric([name], 1.0 if self._supervisor.ready(member) else 0.0)
+                circuit.add_metric([name], 1.0 if state.breaker.is_open else 0.0)
                 for status in ParityStatus:
-                    parity.add_metric([name, status.value], 1.0 if entry.parity is status else 0.0)
-                held.add_metric([name], float(max(0, entry.in_flight)))
+                    parity.add_metric([name, status.value], 1.0 if state.parity is status else 0.0)
+                held.add_metric([name], float(max(0, state.in_flight)))
         yield from (healthy, ready, circuit, parity, held)
 
     def describe(self) -> Iterator[Metric]:

@@ -13,37 +13,20 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 from gateway.contract import (
+    ROUTE_KEYS,
     EngineCapabilities,
     EngineUnavailableError,
     Task,
     UnsupportedTaskError,
+    route_key,
 )
+from gateway.engines import PREFERENCE
 
-__all__ = [
-    "DEFAULT_PREFERENCE",
-    "ROUTE_KEYS",
-    "RouteConfigError",
-    "default_route",
-    "plan",
-    "resolve_routes",
-    "route_key",
-]
-
-#: every key of the routing table: the five tasks and "none" (base weights, no task)
-ROUTE_KEYS: tuple[str, ...] = (*(t.value for t in Task), "none")
-
-#: Built-in order for tasks the operator does not list. vLLM first where it can serve (it merges
-#: only the text-matching adapter, so its capabilities keep it out of every other task), then the
-#: exact in-process engine; any other engine follows in registration order.
-DEFAULT_PREFERENCE: tuple[str, ...] = ("vllm", "hf")
+__all__ = ["RouteConfigError", "default_route", "plan", "resolve_routes"]
 
 
 class RouteConfigError(ValueError):
     """The configured routes cannot work with the enabled engines (a start-up / reload error)."""
-
-
-def route_key(task: Task | None) -> str:
-    return "none" if task is None else task.value
 
 
 def _serves(caps: EngineCapabilities, key: str) -> bool:
@@ -51,13 +34,14 @@ def _serves(caps: EngineCapabilities, key: str) -> bool:
 
 
 def default_route(key: str, capabilities: Mapping[str, EngineCapabilities]) -> list[str]:
-    """The route of a task the operator did not list: enabled engines that serve it, vLLM first.
+    """The route of a task the operator did not list: enabled engines that serve it, in the
+    built-in order (:data:`gateway.engines.PREFERENCE`: vLLM first), others after in their order.
 
     Defaults never name a disabled engine, so the default config (vLLM off) works as is and
     turning ``engines.vllm.enabled`` on is all it takes to put vLLM in front for text-matching.
     """
     able = [n for n, c in capabilities.items() if _serves(c, key)]
-    rank = {n: i for i, n in enumerate(DEFAULT_PREFERENCE)}
+    rank = {n: i for i, n in enumerate(PREFERENCE)}
     return sorted(able, key=lambda n: (rank.get(n, len(rank)), able.index(n)))
 
 

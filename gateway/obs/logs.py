@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.config import ServerSettings
-from gateway.context import request_id
+from gateway.obs.context import request_id
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
 

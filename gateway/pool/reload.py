@@ -15,17 +15,18 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from gateway.config import Settings
-from gateway.runtime import ReloadError, Runtime
-from gateway.snapshot import Snapshot
+from gateway.errors import ReloadError
+from gateway.pool.pool import Pool
+from gateway.pool.snapshot import Snapshot
 
-__all__ = ["ReloadError", "Reloader"]
+__all__ = ["Reloader"]
 
 log = logging.getLogger(__name__)
 
 
 class Reloader:
-    def __init__(self, runtime: Runtime, load: Callable[[], Settings] | None) -> None:
-        self.runtime = runtime
+    def __init__(self, pool: Pool, load: Callable[[], Settings] | None) -> None:
+        self.pool = pool
         self._load = load
         self._background: set[asyncio.Task[None]] = set()
         self.reloads = 0
@@ -45,7 +46,7 @@ class Reloader:
         except Exception as exc:  # unreadable file, YAML syntax: details (with the path) go to the log only
             log.error("reload: cannot read the configuration: %s", exc)
             raise ReloadError(f"the configuration cannot be read ({type(exc).__name__}; see the gateway log)") from exc
-        snap = await self.runtime.reload(settings)
+        snap = await self.pool.reload(settings)
         self.reloads += 1
         return snap
 

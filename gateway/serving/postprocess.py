@@ -19,16 +19,14 @@ clients that still send the older ``encoding_type`` field and decode lists.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from gateway.serving.spec import EmbeddingType, OutputFormat
+
 __all__ = [
-    "EMBEDDING_TYPES",
-    "EmbeddingType",
-    "OutputFormat",
     "encode_base64",
     "encode_vectors",
     "finalize",
@@ -37,21 +35,6 @@ __all__ = [
 ]
 
 _EPS = 1e-12  # torch.nn.functional.normalize's eps, as the reference uses
-
-EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
-EMBEDDING_TYPES: tuple[EmbeddingType, ...] = ("float", "base64", "binary", "ubinary")
-
-
-@dataclass(frozen=True, slots=True)
-class OutputFormat:
-    """How vectors go on the wire."""
-
-    types: tuple[EmbeddingType, ...] = ("float",)
-    #: the client asked for a list of types: every ``embedding`` is an object ``{type: value}``
-    keyed: bool = False
-    #: packed types as a base64 string, or as a JSON list of byte values
-    packed: Literal["base64", "list"] = "base64"
-
 
 def finalize(vectors: npt.NDArray[np.float32], dimensions: int | None, normalized: bool) -> npt.NDArray[np.float32]:
     """``vectors [n, d]`` -> ``[n, dimensions or d]`` float32, normalised per row if asked."""

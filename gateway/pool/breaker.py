@@ -2,9 +2,9 @@
 
 Why: an engine that keeps failing with retryable errors (vLLM killed, unreachable, saturated)
 costs every request a failed attempt before it falls over. After ``failure_threshold``
-consecutive retryable failures the circuit opens and :func:`gateway.routing.plan` skips the engine
+consecutive retryable failures the circuit opens and :func:`gateway.serving.routing.plan` skips the engine
 (never the last one able to serve a task). Requests never probe an open engine; the monitor does
-(``gateway.monitor``), and a successful probe closes the circuit again.
+(``gateway.pool.supervisor``), and a successful probe closes the circuit again.
 
     closed --(threshold consecutive failures | trip)--> open --(successful probe | success)--> closed
 

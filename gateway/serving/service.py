@@ -1,9 +1,12 @@
 """The embeddings use case: resolve the alias, check limits, route, fall back, post-process.
 
 Routes call :meth:`EmbeddingService.embed` with a validated spec and render what it returns;
-all policy lives here, all wire concerns in :mod:`gateway.api`. A request holds one runtime
-snapshot from start to end (a reload meanwhile does not move it), falls over to the next engine
-of its plan at once on a retryable error, and retries (one tenacity policy) only on the last.
+all policy lives here, all wire concerns in :mod:`gateway.api`. A request runs on one snapshot
+from start to end (the one its front door read and holds; a reload meanwhile does not move it),
+falls over to the next engine of its plan at once on a retryable error, and retries (one tenacity
+policy) only on the last. What it decided (alias, task, engine, timings, fallbacks) goes on the
+request's :class:`~gateway.obs.context.RequestContext`, the one channel logs, metrics and response
+headers read; the service returns only the vectors.
 """
 
 from __future__ import annotations
@@ -11,36 +14,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from gateway.api.schemas import EmbeddingSpec
 from gateway.config import AliasSettings, Settings
-from gateway.context import RequestContext, current_request
 from gateway.contract import (
     EmbedGatewayError,
     EmbedJob,
     EmbedResult,
     EngineError,
-    Engine,
     EngineTimeoutError,
     EngineUnavailableError,
     InvalidRequestError,
-    ModelNotFoundError,
     RetryableError,
-    Task,
     TokenIds,
+    route_key,
 )
-from gateway.metrics import GatewayMetrics
-from gateway.postprocess import finalize
-from gateway.retry import retrying
-from gateway.routing import route_key
-from gateway.runtime import Runtime
-from gateway.snapshot import EngineEntry, Snapshot
+from gateway.errors import ModelNotFoundError
+from gateway.obs.context import RequestContext, current_request
+from gateway.obs.metrics import GatewayMetrics
+from gateway.pool import Member, Pool, Snapshot
+from gateway.serving.postprocess import finalize
+from gateway.serving.retry import retrying
+from gateway.serving.spec import EmbeddingSpec
 
-__all__ = ["EmbedOutcome", "EmbeddingService"]
+__all__ = ["EmbedOutcome", "EmbeddingService", "check_dimensions", "resolve_alias"]
 
 log = logging.getLogger(__name__)
 
@@ -50,73 +52,87 @@ _LOGGED_TEXT_CHARS = 1000
 
 @dataclass(frozen=True, slots=True)
 class EmbedOutcome:
+    """What the response body needs; the request's other facts are on its context."""
+
     vectors: npt.NDArray[np.float32]
     token_counts: tuple[int, ...]
+    #: the alias that served it
     model: str
-    task: Task | None
-    engine: str
-    queue_seconds: float
-    inference_seconds: float
-    fallbacks: int
     #: chunking jobs: each chunk's ``[start, end)`` character range in the document
     spans: tuple[tuple[int, int], ...] | None = None
 
 
-class EmbeddingService:
-    """Resolves aliases and limits, then walks the routing plan of the snapshot it started with."""
+def resolve_alias(settings: Settings, model: str | None) -> tuple[str, AliasSettings]:
+    """The alias ``model`` names (the default one when None), or ``ModelNotFoundError`` (404)."""
+    name = model or settings.api.default_model
+    alias = settings.aliases.get(name)
+    if alias is None:
+        known = ", ".join(sorted(settings.aliases))
+        raise ModelNotFoundError(f"the model {name!r} does not exist; available: {known}", param="model")
+    return name, alias
 
-    def __init__(self, runtime: Runtime, metrics: GatewayMetrics) -> None:
-        self.runtime = runtime
+
+def check_dimensions(dimensions: int | None, width: int) -> None:
+    """The one Matryoshka limit: 1..``width`` (the widest engine that may serve the request)."""
+    if dimensions is not None and not 1 <= dimensions <= width:
+        raise InvalidRequestError(f"dimensions must be between 1 and {width}", param="dimensions")
+
+
+class EmbeddingService:
+    """Resolves aliases and limits, then walks the routing plan of the snapshot it runs on."""
+
+    def __init__(self, pool: Pool, metrics: GatewayMetrics) -> None:
+        self.pool = pool
         self.metrics = metrics
 
-    @property
-    def settings(self) -> Settings:
-        return self.runtime.current.settings
+    @contextmanager
+    def _request(self) -> Iterator[RequestContext]:
+        """The current request's context; outside a server (no front door), a fresh one holding
+        the current snapshot."""
+        ctx = current_request.get()
+        if ctx is not None and ctx.snapshot is not None:
+            yield ctx
+            return
+        with self.pool.acquire() as snap:
+            ctx = RequestContext(ctx.request_id if ctx is not None else "", snapshot=snap)
+            token = current_request.set(ctx)
+            try:
+                yield ctx
+            finally:
+                current_request.reset(token)
 
-    @property
-    def engines(self) -> dict[str, Engine]:
-        return {n: e.engine for n, e in self.runtime.current.entries.items()}
-
-    def alias(self, model: str | None, settings: Settings | None = None) -> tuple[str, AliasSettings]:
-        settings = settings or self.settings
-        name = model or settings.api.default_model
-        alias = settings.aliases.get(name)
-        if alias is None:
-            known = ", ".join(sorted(settings.aliases))
-            raise ModelNotFoundError(f"the model {name!r} does not exist; available: {known}", param="model")
-        return name, alias
-
-    async def embed(self, spec: EmbeddingSpec, *, request_id: str = "", deadline: float | None = None) -> EmbedOutcome:
+    async def embed(self, spec: EmbeddingSpec, *, deadline: float | None = None) -> EmbedOutcome:
         """Serve one request. ``deadline`` (``time.monotonic()``) defaults to now +
         ``limits.request_timeout``; past it the request is a 504 and its queued work is dropped
         (the engine call is cancelled, which withdraws it from the engine's queue)."""
-        ctx = current_request.get() or RequestContext(request_id)
-        with self.runtime.acquire() as snap:
+        with self._request() as ctx:
+            snap = ctx.snapshot
+            assert snap is not None
             timeout = snap.settings.limits.request_timeout
             if deadline is None and timeout is not None:
                 deadline = time.monotonic() + timeout
             if deadline is None:
-                return await self._embed(snap, spec, ctx, request_id=request_id, deadline=None)
+                return await self._embed(snap, spec, ctx, deadline=None)
             loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
-                    return await self._embed(snap, spec, ctx, request_id=request_id, deadline=deadline)
+                    return await self._embed(snap, spec, ctx, deadline=deadline)
             except TimeoutError:
                 limit = f" (limits.request_timeout = {timeout:g} s)" if timeout is not None else ""
                 err = EngineTimeoutError(
                     f"the request did not finish within its deadline{limit}; its queued work was dropped",
                     engine=ctx.engine or None,
                 )
-                entry = snap.entries.get(ctx.engine)
-                if entry is not None:  # a wedged engine times out every request: let its breaker see it
-                    self.runtime.record_failure(entry, err)
+                member = snap.members.get(ctx.engine)
+                if member is not None:  # a wedged engine times out every request: let its breaker see it
+                    self.pool.supervisor.record_failure(member, err)
                 raise err from None
 
     async def _embed(
-        self, snap: Snapshot, spec: EmbeddingSpec, ctx: RequestContext, *, request_id: str, deadline: float | None
+        self, snap: Snapshot, spec: EmbeddingSpec, ctx: RequestContext, *, deadline: float | None
     ) -> EmbedOutcome:
         settings = snap.settings
-        name, alias = self.alias(spec.model, settings)
+        name, alias = resolve_alias(settings, spec.model)
         task = spec.task if spec.task_given else alias.task
         dimensions = spec.dimensions if spec.dimensions is not None else alias.dimensions
         key = route_key(task)
@@ -139,11 +155,9 @@ class EmbeddingService:
                 param="input",
                 code="token_ids_not_accepted",
             )
-        order = snap.plan(task, token_ids=spec.has_token_ids, late_chunking=spec.late_chunking)
-        caps = snap.capabilities()
-        dims = max(caps[n].dimensions for n in order)
-        if dimensions is not None and dimensions > dims:
-            raise InvalidRequestError(f"dimensions must be between 1 and {dims}", param="dimensions")
+        supervisor = self.pool.supervisor
+        order = supervisor.plan(snap, task, token_ids=spec.has_token_ids, late_chunking=spec.late_chunking)
+        check_dimensions(dimensions, max(snap.members[n].capabilities.dimensions for n in order))
 
         job = EmbedJob(
             inputs=spec.inputs,
@@ -151,17 +165,18 @@ class EmbeddingService:
             truncate=spec.truncate,
             late_chunking=spec.late_chunking,
             chunking=spec.chunking,
-            request_id=request_id,
+            request_id=ctx.request_id,
             deadline=deadline,
             max_total_tokens=limits.max_tokens_per_request,
         )
         for attempt, engine_name in enumerate(order):
-            entry = snap.entries[engine_name]
+            member = snap.members[engine_name]
             last = attempt + 1 == len(order)
             started = time.perf_counter()
             ctx.engine, ctx.fallbacks = engine_name, attempt
             try:
-                result = await (self._with_retries(entry, job, key, settings) if last else self._once(entry, job))
+                with supervisor.serving(member):
+                    result = await (self._with_retries(member, job, key, settings) if last else self._once(member, job))
             except RetryableError as err:
                 if last:
                     raise
@@ -178,35 +193,30 @@ class EmbeddingService:
                 vectors=finalize(result.vectors, dimensions, spec.normalized),
                 token_counts=result.token_counts,
                 model=name,
-                task=task,
-                engine=result.engine,
-                queue_seconds=result.queue_seconds,
-                inference_seconds=result.inference_seconds,
-                fallbacks=attempt,
                 spans=result.spans,
             )
         raise EngineUnavailableError("no engine could serve the request")  # unreachable: plan() is never empty
 
-    async def _once(self, entry: EngineEntry, job: EmbedJob) -> EmbedResult:
+    async def _once(self, member: Member, job: EmbedJob) -> EmbedResult:
         """One attempt; its outcome feeds the engine's circuit breaker."""
         try:
-            result = await entry.engine.embed(job)
+            result = await member.engine.embed(job)
         except RetryableError as err:
-            self.runtime.record_failure(entry, err)
+            self.pool.supervisor.record_failure(member, err)
             raise
-        entry.breaker.record_success()
+        self.pool.supervisor.record_success(member)
         return result
 
-    async def _with_retries(self, entry: EngineEntry, job: EmbedJob, key: str, settings: Settings) -> EmbedResult:
+    async def _with_retries(self, member: Member, job: EmbedJob, key: str, settings: Settings) -> EmbedResult:
         """The last engine a request can go to: retry retryable errors per the one policy."""
 
         def count(err: BaseException) -> None:
             code = err.code if isinstance(err, EmbedGatewayError) else type(err).__name__
-            self.metrics.retries.labels(task=key, engine=entry.name, reason=code).inc()
+            self.metrics.retries.labels(task=key, engine=member.name, reason=code).inc()
 
         async for attempt in retrying(settings.retry, deadline=job.deadline, on_retry=count):
             with attempt:
-                return await self._once(entry, job)
+                return await self._once(member, job)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
 

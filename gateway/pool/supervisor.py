@@ -1,0 +1,290 @@
+"""The supervisor: every engine's live state, and the decisions that change it.
+
+It owns one :class:`~gateway.pool.state.EngineState` per engine (breaker, parity results, health,
+requests on it) and is the only writer of those: requests report their outcome here
+(:meth:`Supervisor.record_success`, :meth:`Supervisor.record_failure`), the parity guard's checks
+and the monitor's health checks and probes run here, and :meth:`Supervisor.plan` reads the states
+to route a job.
+
+Why a separate monitor loop: requests must never pay for probing. Every ``breaker.probe_interval``
+seconds the :class:`Monitor` looks at each engine and does exactly one thing, chosen by the pure
+:func:`next_check`:
+
+* an engine the parity guard holds back (not checked yet, or failed), or one with an open circuit
+  and parity duty, or one whose last passed check is older than ``parity.interval``: a parity check
+  (embeds the probe set; passing closes the circuit, so a restarted vLLM is back in its route
+  within one probe interval of answering, and only if it still returns the right vectors);
+* an open circuit without parity duty: a probe (health + one embedding) that closes it;
+* otherwise a cheap health check that opens the circuit of an engine that stopped answering,
+  before requests have to find out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from gateway.contract import EmbedGatewayError, EmbedJob, Engine, RetryableError, Task, route_key
+from gateway.obs.metrics import GatewayMetrics
+from gateway.pool.breaker import BreakerSnapshot, CircuitBreaker
+from gateway.pool.parity import PROBES, ParityGuard, ParityResult, ParityStatus, status_on_swap
+from gateway.pool.readiness import engine_ready
+from gateway.pool.snapshot import Member, Snapshot
+from gateway.pool.state import EngineState
+from gateway.serving.routing import plan
+
+__all__ = ["Check", "EngineReport", "Monitor", "Supervisor", "next_check"]
+
+log = logging.getLogger(__name__)
+
+
+class Check(StrEnum):
+    HEALTH = "health"
+    PROBE = "probe"
+    PARITY = "parity"
+
+
+def next_check(
+    *,
+    circuit_open: bool,
+    parity: ParityStatus,
+    parity_age: float | None,
+    parity_interval: float,
+) -> Check:
+    """What the monitor does for one engine this round (``parity_age``: seconds since its last check)."""
+    if parity is not ParityStatus.NOT_REQUIRED:
+        stale = parity_age is None or parity_age >= parity_interval
+        if circuit_open or parity is not ParityStatus.PASSED or stale:
+            return Check.PARITY
+    if circuit_open:
+        return Check.PROBE
+    return Check.HEALTH
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReport:
+    """One engine as ``/ready`` and ``/admin/engines`` show it (rendered by :mod:`gateway.api.views`)."""
+
+    ready: bool
+    detail: str
+    healthy: bool
+    tasks: list[str]
+    routes: list[str]
+    circuit: BreakerSnapshot
+    open_for_s: float
+    parity: ParityStatus
+    parity_results: dict[str, ParityResult]
+    in_flight: int
+    info: dict[str, Any]
+
+
+class Supervisor:
+    def __init__(self, metrics: GatewayMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self.guard = ParityGuard(metrics, clock)
+        self._states: dict[int, tuple[Engine, EngineState]] = {}
+
+    # ------------------------------------------------------------------ states
+
+    def adopt(self, engine: Engine, failure_threshold: int) -> EngineState:
+        """A state for a newly built engine (a kept engine keeps its own)."""
+        state = EngineState(CircuitBreaker(failure_threshold, clock=self.clock))
+        self._states[id(engine)] = (engine, state)
+        return state
+
+    def forget(self, engine: Engine) -> None:
+        self._states.pop(id(engine), None)
+
+    def state(self, member: Member) -> EngineState:
+        return self._states[id(member.engine)][1]
+
+    def on_swap(self, snap: Snapshot) -> None:
+        """A new snapshot is current: thresholds and parity duties follow it."""
+        for member in snap.members.values():
+            state = self.state(member)
+            state.breaker.failure_threshold = snap.settings.breaker.failure_threshold
+            status_on_swap(state, member.parity_tasks)
+
+    # ------------------------------------------------------------------ requests
+
+    def plan(self, snap: Snapshot, task: Task | None, *, token_ids: bool = False, late_chunking: bool = False) -> list[str]:
+        """:func:`gateway.serving.routing.plan` with the live breaker and parity state."""
+        states = {n: self.state(m) for n, m in snap.members.items()}
+        return plan(
+            task,
+            snap.routes,
+            snap.capabilities(),
+            token_ids=token_ids,
+            late_chunking=late_chunking,
+            quarantined={n for n, s in states.items() if s.held_back},
+            circuit_open={n for n, s in states.items() if s.breaker.is_open},
+        )
+
+    @contextmanager
+    def serving(self, member: Member) -> Iterator[None]:
+        """Count one request on ``member``'s engine while it calls it."""
+        with self.state(member).serving():
+            yield
+
+    def record_success(self, member: Member) -> None:
+        self.state(member).breaker.record_success()
+
+    def record_failure(self, member: Member, err: RetryableError) -> None:
+        breaker = self.state(member).breaker
+        if breaker.record_failure(err.code):
+            self._opened(member.name, f"{breaker.failure_threshold} consecutive failures ({err.message})")
+
+    def trip(self, member: Member, reason: str) -> None:
+        if self.state(member).breaker.trip(reason):
+            self._opened(member.name, reason)
+
+    def _opened(self, name: str, reason: str) -> None:
+        self.metrics.circuit_opened.labels(engine=name).inc()
+        log.error("engine %s is out of its routes (circuit open): %s", name, reason)
+
+    # ------------------------------------------------------------------ checks
+
+    async def check_all(self, snap: Snapshot, *, starting: bool = False) -> None:
+        """Run the parity guard on every engine that needs it (start-up, reload)."""
+        await asyncio.gather(
+            *(self.check_parity(snap, m, starting=starting) for m in snap.members.values() if m.parity_tasks)
+        )
+
+    async def check_parity(self, snap: Snapshot, member: Member, *, starting: bool = False) -> None:
+        """Compare ``member`` with the reference; passing closes its circuit. ``starting``: an
+        engine that does not answer yet (a vLLM still loading) is expected at start-up, not an incident."""
+        state = self.state(member)
+        try:
+            passed = await self.guard.check(snap, member.name, state)
+        except RetryableError as exc:
+            if starting and state.breaker.trip(f"not answering yet: {exc.message}"):
+                log.warning("engine %s does not answer yet (%s); it joins its routes once it answers and "
+                            "passes the parity check", member.name, exc.message)
+            else:
+                self.trip(member, f"parity probe failed: {exc.message}")
+            return
+        if passed:
+            if state.breaker.is_open:
+                log.info("engine %s answers again and matches %s; back in its routes", member.name, snap.reference)
+            state.breaker.record_success()
+
+    async def probe(self, member: Member) -> None:
+        """An open circuit without parity duty: healthy and one real embedding closes it."""
+        if not await self._health(member):
+            return
+        task = next(iter(sorted(member.capabilities.tasks, key=lambda t: "" if t is None else t.value)), None)
+        try:
+            await member.engine.embed(EmbedJob(inputs=(PROBES[0],), task=task, request_id="probe"))
+        except EmbedGatewayError as exc:
+            log.debug("probe of %s failed: %s", member.name, exc.message)
+            return
+        log.info("engine %s answers again; back in its routes", member.name)
+        self.record_success(member)
+
+    async def health(self, member: Member) -> None:
+        health = await member.engine.check_health()
+        self.state(member).healthy = health.ok
+        if not health.ok:
+            self.trip(member, f"health: {health.detail}")
+
+    async def _health(self, member: Member) -> bool:
+        health = await member.engine.check_health()
+        self.state(member).healthy = health.ok
+        return health.ok
+
+    # ------------------------------------------------------------------ views
+
+    def ready(self, member: Member) -> bool:
+        """The one readiness rule (:func:`gateway.pool.readiness.engine_ready`) on live state."""
+        s = self.state(member)
+        return engine_ready(
+            started=member.start_error is None, healthy=s.healthy, held_back=s.held_back, circuit_open=s.breaker.is_open
+        )
+
+    async def report(self, snap: Snapshot, member: Member) -> EngineReport:
+        """What /ready and the admin view show about one engine (checks its health now)."""
+        health = await member.engine.check_health()
+        state = self.state(member)
+        state.healthy = health.ok
+        b = state.breaker.snapshot()
+        if member.start_error:
+            detail = f"failed to start: {member.start_error}"
+        elif state.parity is ParityStatus.FAILED:
+            detail = "parity check failed: " + "; ".join(r.detail for r in state.parity_results.values() if not r.ok)
+        elif state.parity is ParityStatus.PENDING:
+            detail = "waiting for its first parity check: " + health.detail
+        elif state.breaker.is_open:
+            detail = f"circuit open ({b.last_reason}): {health.detail}"
+        else:
+            detail = health.detail
+        return EngineReport(
+            ready=self.ready(member),
+            detail=detail,
+            healthy=health.ok,
+            tasks=sorted(route_key(t) for t in member.capabilities.tasks),
+            routes=snap.routes_of(member.name),
+            circuit=b,
+            open_for_s=round(state.breaker.open_for(), 1),
+            parity=state.parity,
+            parity_results=dict(state.parity_results),
+            in_flight=max(0, state.in_flight),
+            info=dict(health.extra) if health.extra else {},
+        )
+
+
+class Monitor:
+    """The background loop over the current snapshot's engines."""
+
+    def __init__(self, supervisor: Supervisor, current: Callable[[], Snapshot]) -> None:
+        self.supervisor = supervisor
+        self.current = current
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="engine-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def tick(self) -> None:
+        """One round over the current engines (concurrently: a slow engine does not delay the others)."""
+        snap = self.current()
+        await asyncio.gather(*(self._one(snap, m) for m in snap.members.values()))
+
+    async def _one(self, snap: Snapshot, member: Member) -> None:
+        sup = self.supervisor
+        state = sup.state(member)
+        age = None if state.parity_checked_at is None else sup.clock() - state.parity_checked_at
+        check = next_check(
+            circuit_open=state.breaker.is_open,
+            parity=state.parity,
+            parity_age=age,
+            parity_interval=snap.settings.parity.interval,
+        )
+        try:
+            if check is Check.PARITY:
+                await sup.check_parity(snap, member)
+            elif check is Check.PROBE:
+                await sup.probe(member)
+            else:
+                await sup.health(member)
+        except Exception:  # the monitor must outlive any engine bug
+            log.exception("monitor: %s check of engine %s failed", check.value, member.name)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.current().settings.breaker.probe_interval)
+            await self.tick()

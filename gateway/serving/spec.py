@@ -1,0 +1,47 @@
+"""A request in internal terms: what to embed and how the result goes on the wire.
+
+Why its own module: the wire schemas (:mod:`gateway.api.schemas`) convert *into* these types at
+the route, and the service and post-processing work *from* them, so neither the service nor the
+encoder imports the wire module (arrows point one way: api -> serving).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.contract import ChunkingRule, Task, TokenIds
+
+__all__ = ["EMBEDDING_TYPES", "EmbeddingSpec", "EmbeddingType", "OutputFormat"]
+
+EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
+EMBEDDING_TYPES: tuple[EmbeddingType, ...] = ("float", "base64", "binary", "ubinary")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """How vectors go on the wire."""
+
+    types: tuple[EmbeddingType, ...] = ("float",)
+    #: the client asked for a list of types: every ``embedding`` is an object ``{type: value}``
+    keyed: bool = False
+    #: packed types as a base64 string, or as a JSON list of byte values
+    packed: Literal["base64", "list"] = "base64"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingSpec:
+    """A validated request, in internal terms (alias not yet resolved)."""
+
+    model: str | None
+    inputs: tuple[str | TokenIds, ...]
+    has_token_ids: bool
+    task: Task | None
+    task_given: bool
+    dimensions: int | None
+    normalized: bool
+    truncate: bool
+    output: OutputFormat = OutputFormat()
+    #: the inputs are consecutive chunks of one document (or, with ``chunking``, the document)
+    late_chunking: bool = False
+    chunking: ChunkingRule | None = None
