@@ -100,17 +100,6 @@ class ParityResult:
     detail: str
     checked_at: float = 0.0  # wall-clock seconds (time.time()), for people reading /ready
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "ok": self.ok,
-            "task": None if self.task is None else self.task.value,
-            "mean_cosine": round(self.mean_cosine, 6),
-            "min_cosine": round(self.min_cosine, 6),
-            "norm_deviation": round(self.norm_deviation, 6),
-            "detail": self.detail,
-            "checked_at": self.checked_at,
-        }
-
 
 def compare(
     reference: npt.NDArray[np.float32],

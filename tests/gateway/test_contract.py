@@ -19,13 +19,27 @@ from gateway.contract import (
 )
 
 
-def test_contract_and_config_import_without_fastapi_or_torch() -> None:
+def loaded_after(imports: str, prefixes: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """Import ``imports`` in a fresh interpreter; exit 1 (printing them) if modules named
+    ``prefixes`` were loaded on the way."""
     code = (
-        "import sys, gateway.contract, gateway.config, gateway.serving.routing, gateway.serving.postprocess;"
-        "bad = [m for m in ('fastapi', 'starlette', 'torch', 'transformers') if m in sys.modules];"
+        f"import sys, {imports};"
+        f"bad = sorted(m for m in sys.modules if m.startswith({prefixes!r}));"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_contract_and_config_import_without_fastapi_or_torch() -> None:
+    out = loaded_after("gateway.contract, gateway.config, gateway.serving.routing, gateway.serving.postprocess",
+                       ("fastapi", "starlette", "torch", "transformers"))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_serving_and_the_pool_do_not_import_the_http_layer() -> None:
+    """Arrows point one way: api -> serving -> pool -> contract; the service never sees a wire schema."""
+    out = loaded_after("gateway.serving.service, gateway.pool, gateway.ingest.embedders",
+                       ("gateway.api", "fastapi", "starlette"))
     assert out.returncode == 0, out.stdout + out.stderr
 
 

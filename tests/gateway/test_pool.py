@@ -103,16 +103,3 @@ def test_a_request_counts_only_on_the_engine_it_calls() -> None:
 
     asyncio.run(go())
 
-
-def test_serving_and_the_pool_do_not_import_the_http_layer() -> None:
-    """Arrows point one way: api -> serving -> pool -> contract; the service never sees a wire schema."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, gateway.serving.service, gateway.pool, gateway.ingest.embedders\n"
-        "bad = sorted(m for m in sys.modules if m.startswith(('gateway.api', 'fastapi', 'starlette')))\n"
-        "print(bad); sys.exit(1 if bad else 0)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
