@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
+from gateway.api.quoting import quote_value
 from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, parse_task
 from gateway.postprocess import EMBEDDING_TYPES, EmbeddingType, OutputFormat
 
@@ -75,7 +76,7 @@ def _unwrap_text(item: Any, where: str) -> Any:
         return item
     if set(item) == {"text"}:
         if not isinstance(item["text"], str):
-            raise ValueError(f"{where}.text must be a string")
+            raise ValueError(f"{where}.text must be a string; got {quote_value(item['text'])}")
         return item["text"]
     raise ValueError(
         f"{where} must be a string or a {{\"text\": ...}} object (jina-embeddings-v3 embeds text only; "
@@ -91,7 +92,7 @@ def _check_text_input(v: Any) -> Any:
             raise ValueError("input must not be an empty string")
         return v
     if not isinstance(v, list):
-        raise ValueError("input must be a string, a list of strings, or token ids")
+        raise ValueError(f"input must be a string, a list of strings, or token ids; got {quote_value(v)}")
     if not v:
         raise ValueError("input must not be an empty list")
     v = [_unwrap_text(x, f"input[{i}]") for i, x in enumerate(v)]
@@ -106,10 +107,27 @@ def _check_text_input(v: Any) -> Any:
         for i, ids in enumerate(v):
             if not ids:
                 raise ValueError(f"input[{i}] is an empty token list")
-            if not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
-                raise ValueError(f"input[{i}] must be a list of integer token ids")
+            bad = next((j for j, x in enumerate(ids) if _kind(x) != "int"), None)
+            if bad is not None:
+                raise ValueError(
+                    f"input[{i}][{bad}] is {quote_value(ids[bad])}: input[{i}] must be a list of integer token ids"
+                )
         return v
-    raise ValueError("input must be a string, a list of strings, a list of token ids, or a list of such lists")
+    first = _kind(v[0])
+    bad = next(i for i, x in enumerate(v) if _kind(x) != first or first is None)
+    raise ValueError(
+        f"input[{bad}] is {quote_value(v[bad])}: input must be a string, a list of strings, a list of token ids "
+        "(integers), or a list of such lists, one kind per list"
+    )
+
+
+def _kind(x: Any) -> str | None:
+    """What an item of an ``input`` list is (JSON booleans are not token ids)."""
+    if isinstance(x, str):
+        return "str"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return "int"
+    return "list" if isinstance(x, list) else None
 
 
 def _check_embedding_types(v: Any, field: str) -> Any:
@@ -122,7 +140,7 @@ def _check_embedding_types(v: Any, field: str) -> Any:
         raise ValueError(f"{field} must not be an empty list; valid types: {valid}")
     for x in values:
         if x not in EMBEDDING_TYPES or not isinstance(x, str):
-            raise ValueError(f"{field} {x!r} is not supported; valid types: {valid} (or a list of them)")
+            raise ValueError(f"{field} {quote_value(x)} is not supported; valid types: {valid} (or a list of them)")
     if len(set(values)) != len(values):
         raise ValueError(f"{field} lists a type twice")
     return v
@@ -287,7 +305,10 @@ class ChunkEmbeddingRequest(BaseModel):
     def _check_input(cls, v: Any) -> Any:
         v = _unwrap_text(v, "input")
         if not isinstance(v, str):
-            raise ValueError('input must be one text (a string or {"text": ...}): the document to cut into chunks')
+            raise ValueError(
+                'input must be one text (a string or {"text": ...}): the document to cut into chunks; '
+                f"got {quote_value(v)}"
+            )
         if not v.strip():
             raise ValueError("input must contain text")
         return v
@@ -384,7 +405,12 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: ErrorBody
+    """Every error body: OpenAI's ``error`` object and Jina's ``detail`` (the same message), so that
+    the OpenAI SDK and Jina's clients (LangChain's ``JinaEmbeddings``, LlamaIndex's ``JinaEmbedding``)
+    each find the message where they look for it."""
+
+    error: ErrorBody = Field(description="OpenAI's error object.")
+    detail: str = Field(description="error.message again, where Jina's API puts it.")
 
 
 class EngineInfo(BaseModel):

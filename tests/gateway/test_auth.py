@@ -23,7 +23,7 @@ ADMIN = "admin-key-xyz"
 def assert_401(r: httpx.Response) -> None:
     assert r.status_code == 401, r.text
     err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"}
+    assert set(err) == {"message", "type", "param", "code"} and r.json()["detail"] == err["message"]
     assert err["type"] == "authentication_error" and err["code"] == "invalid_api_key"
     assert r.headers["www-authenticate"] == "Bearer"
     assert r.headers["x-request-id"]

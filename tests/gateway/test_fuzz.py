@@ -69,7 +69,8 @@ def _no_internals(response: Any) -> None:
     assert "Traceback" not in text and "/work/" not in text and "site-packages" not in text, text[:500]
     if response.status_code >= 400 and response.headers.get("content-type", [""])[0].startswith("application/json"):
         body = json.loads(text)
-        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert set(body) == {"error", "detail"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert body["detail"] == body["error"]["message"], body
 
 
 def fuzz(server: LiveServer, label: str, mode: GenerationMode, examples: int) -> None:
