@@ -27,7 +27,7 @@ from fastapi.openapi.utils import get_openapi
 from gateway import __version__
 from gateway.api.admin import router as admin_router
 from gateway.api.errors import install_error_handlers
-from gateway.api.middleware import OPEN_PATHS, FrontDoor
+from gateway.api.middleware import FrontDoor
 from gateway.api.ops import router as ops_router
 from gateway.api.routes import router
 from gateway.config import Settings
@@ -98,7 +98,7 @@ def create_app(
         app.state.reloader = reloader
         app.state.monitor = monitor
         app.state.service = EmbeddingService(runtime, app_metrics)
-        app_metrics.watch(lambda: None if runtime.closed else runtime.current)
+        app_metrics.watch(lambda: None if runtime.closed else runtime.current, lambda: gate.draining)
         monitor.start()
         hup = _install_sighup(reloader) if reload_settings is not None else False
         try:
@@ -149,13 +149,14 @@ def create_app(
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, made true to what the app answers: no 422 (validation errors are 400,
-    through the error table), and the bearer key every route but /health takes."""
+    through the error table), and the bearer key every route but the open ones takes."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        open_paths = app.state.settings.auth.open_paths()
         for path, item in schema.get("paths", {}).items():
             for op in item.values():
                 op.get("responses", {}).pop("422", None)
-                if path not in OPEN_PATHS:
+                if path not in open_paths:
                     op["security"] = [{"bearer": []}, {}]  # a key when the operator configured keys
         components = schema.setdefault("components", {})
         for name in ("HTTPValidationError", "ValidationError"):

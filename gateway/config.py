@@ -279,13 +279,20 @@ class ParitySettings(_Section):
 class AuthSettings(_Section):
     """Bearer keys. With none configured the API is open (only /admin needs a key)."""
 
-    #: client keys: when any is set (here or in ``api_keys_file``), every route but /health needs one
+    #: client keys: when any is set (here or in ``api_keys_file``), every route but the open ones
+    #: (see :meth:`open_paths`) needs one
     api_keys: list[SecretStr] = Field(default_factory=list)
     #: a file with one client key per line (blank lines and lines starting with # ignored); read at
     #: start-up and on every reload, so keys rotate without a restart
     api_keys_file: str | None = None
     #: bearer key of the /admin endpoints; null (or empty) = admin endpoints refuse every call
     admin_key: SecretStr | None = None
+    #: /health and /ready answer without a key (a kubelet or load-balancer probe sends none);
+    #: a caller without a valid key gets only /ready's status, not its per-engine detail
+    probes_open: bool = True
+    #: /metrics answers without a key (for a Prometheus that cannot send one; it shows engine
+    #: names, tasks and traffic, so it is closed by default)
+    metrics_open: bool = False
     _file_keys: tuple[SecretStr, ...] = PrivateAttr(default=())
 
     @field_validator("admin_key")
@@ -319,6 +326,12 @@ class AuthSettings(_Section):
     def client_keys(self) -> tuple[SecretStr, ...]:
         """Every client key: ``api_keys`` and the file's."""
         return (*self.api_keys, *self._file_keys)
+
+    def open_paths(self) -> frozenset[str]:
+        """Routes that never need a client key, whatever keys are configured."""
+        return frozenset(
+            (["/health", "/ready"] if self.probes_open else []) + (["/metrics"] if self.metrics_open else [])
+        )
 
 
 #: route keys: the five tasks and "none" (no task)

@@ -22,6 +22,8 @@ from prometheus_client.registry import Collector
 
 from gateway.context import RequestContext
 from gateway.contract import EngineObserver
+from gateway.parity import ParityStatus
+from gateway.readiness import ReadyState, assess
 
 if TYPE_CHECKING:
     from gateway.snapshot import Snapshot
@@ -177,10 +179,10 @@ class GatewayMetrics:
         self.queue_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.queue_seconds)
         self.inference_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.inference_seconds)
 
-    def watch(self, snapshot: Callable[[], Snapshot | None]) -> None:
+    def watch(self, snapshot: Callable[[], Snapshot | None], draining: Callable[[], bool] = lambda: False) -> None:
         """Export the runtime's live state (see :class:`StateCollector`); once per app."""
         if self._state is None:
-            self._state = StateCollector(snapshot)
+            self._state = StateCollector(snapshot, draining)
             self.registry.register(self._state)
             self.registry.register(CudaMemoryCollector())
 
@@ -211,19 +213,25 @@ class StateCollector(Collector):
 
     * ``embed_gateway_engine_healthy`` — 1 if the engine's last health check passed (the monitor
       checks every ``breaker.probe_interval``); absent before the first check;
-    * ``embed_gateway_engine_ready`` — 1 if it is in its routes: started, circuit closed, parity cleared;
+    * ``embed_gateway_engine_ready`` — 1 if it can serve now: started, parity cleared, circuit
+      closed, last health check passed (:func:`gateway.readiness.engine_state`, as ``GET /ready``);
     * ``embed_gateway_circuit_open`` — 1 while its circuit breaker keeps it out of its routes;
     * ``embed_gateway_parity_status`` — 1 for its current parity-guard status (``not_required``,
       ``pending``, ``passed``, ``failed``), 0 for the others;
-    * ``embed_gateway_engine_requests`` — requests holding the engine (in flight on it).
+    * ``embed_gateway_engine_requests`` — requests holding the engine (in flight on it);
+    * ``embed_gateway_ready`` — 1 for the gateway's current readiness ``state`` (``ready``,
+      ``degraded``, ``not_ready``, ``shutting_down``), 0 for the others: what ``GET /ready`` says
+      (:func:`gateway.readiness.assess`); alert on ``state="degraded"`` — the replica serves, an
+      engine is out;
+    * ``embed_gateway_task_engines_available`` — per task the configuration serves, how many
+      engines can serve it now (0: requests for it fail; ``/ready`` is 503).
     """
 
-    def __init__(self, snapshot: Callable[[], Snapshot | None]) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot | None], draining: Callable[[], bool]) -> None:
         self._snapshot = snapshot
+        self._draining = draining
 
     def collect(self) -> Iterator[Metric]:
-        from gateway.parity import ParityStatus
-
         healthy = GaugeMetricFamily("embed_gateway_engine_healthy", "Last health check passed (1) or failed (0).",
                                     labels=["engine"])
         ready = GaugeMetricFamily("embed_gateway_engine_ready", "Engine is in its routes now.", labels=["engine"])
@@ -233,19 +241,27 @@ class StateCollector(Collector):
                                    labels=["engine", "status"])
         held = GaugeMetricFamily("embed_gateway_engine_requests", "Requests in flight on the engine.",
                                  labels=["engine"])
+        gateway = GaugeMetricFamily("embed_gateway_ready", "Readiness state as GET /ready says it (1 = current).",
+                                    labels=["state"])
+        tasks = GaugeMetricFamily("embed_gateway_task_engines_available",
+                                  "Engines able to serve the task now (0 = the task cannot be served).",
+                                  labels=["task"])
         snap = self._snapshot()
         if snap is not None:
+            readiness = assess(snap, draining=self._draining())
             for name, entry in snap.entries.items():
                 if entry.healthy is not None:
                     healthy.add_metric([name], 1.0 if entry.healthy else 0.0)
-                is_ready = (entry.start_error is None and not entry.held_back and not entry.breaker.is_open
-                            and entry.healthy is not False)
-                ready.add_metric([name], 1.0 if is_ready else 0.0)
+                ready.add_metric([name], 1.0 if readiness.engines[name].available else 0.0)
                 circuit.add_metric([name], 1.0 if entry.breaker.is_open else 0.0)
                 for status in ParityStatus:
                     parity.add_metric([name, status.value], 1.0 if entry.parity is status else 0.0)
                 held.add_metric([name], float(max(0, entry.in_flight)))
-        yield from (healthy, ready, circuit, parity, held)
+            for state in ReadyState:
+                gateway.add_metric([state.label], 1.0 if readiness.state is state else 0.0)
+            for key, able in readiness.tasks.items():
+                tasks.add_metric([key], float(len(able)))
+        yield from (healthy, ready, circuit, parity, held, gateway, tasks)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

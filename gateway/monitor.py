@@ -11,6 +11,9 @@ seconds the monitor looks at each engine and does exactly one thing, chosen by t
 * an open circuit without parity duty: a probe (health + one embedding) that closes it;
 * otherwise a cheap health check that opens the circuit of an engine that stopped answering,
   before requests have to find out.
+
+What these checks record is what readiness reads (:mod:`gateway.readiness`): ``GET /ready`` and the
+metrics never check an engine themselves, so they lag the truth by at most one probe interval.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from gateway.contract import (
 )
 from gateway.metrics import GatewayMetrics
 from gateway.parity import ParityResult, ParityStatus
+from gateway.readiness import engine_state
 from gateway.routing import resolve_routes, route_key
 from gateway.snapshot import EngineEntry, Snapshot, configurable_engines, engine_section, is_enabled
 
@@ -108,6 +109,7 @@ class Runtime:
             raise RuntimeError("no engine could start; see the log above")
         self._swap(settings, entries, routes)
         await self.check_all(starting=True)
+        await self.first_health(entries.values())
 
     @property
     def closed(self) -> bool:
@@ -186,6 +188,7 @@ class Runtime:
                 self._retiring.add(task)
                 task.add_done_callback(self._retiring.discard)
             await self.check_all()
+            await self.first_health(new.values())
             return self.current
 
     async def _retire(self, entries: list[EngineEntry]) -> None:
@@ -246,7 +249,7 @@ class Runtime:
         if ok:
             if entry.breaker.is_open:
                 log.info("engine %s answers again and matches %s; back in its routes", entry.name, ref.name)
-            entry.breaker.record_success()
+            entry.record_answered()
             if before is not ParityStatus.PASSED:
                 log.info("parity guard: engine %s matches %s (%s)", entry.name, ref.name,
                          "; ".join(f"{k}: {r.detail}" for k, r in results.items()))
@@ -265,7 +268,7 @@ class Runtime:
     async def probe(self, entry: EngineEntry) -> None:
         """An open circuit without parity duty: healthy and one real embedding closes it."""
         health = await entry.engine.check_health()
-        entry.healthy = health.ok
+        entry.record_health(health)
         if not health.ok:
             return
         caps = entry.engine.capabilities
@@ -276,13 +279,23 @@ class Runtime:
             log.debug("probe of %s failed: %s", entry.name, exc.message)
             return
         log.info("engine %s answers again; back in its routes", entry.name)
-        entry.breaker.record_success()
+        entry.record_answered()
 
     async def health(self, entry: EngineEntry) -> None:
+        """A health check that takes an engine which stopped answering out of its routes at once."""
         health = await entry.engine.check_health()
-        entry.healthy = health.ok
+        entry.record_health(health)
         if not health.ok:
             self.trip(entry, f"health: {health.detail}")
+
+    async def first_health(self, entries: Iterable[EngineEntry]) -> None:
+        """The first health check of engines that started and that no parity check has judged yet,
+        so that readiness right after start-up (or a reload) rests on a real check."""
+        due = [e for e in entries if e.start_error is None and e.healthy is None and not e.breaker.is_open]
+        outcomes = await asyncio.gather(*(self.health(e) for e in due), return_exceptions=True)
+        for entry, outcome in zip(due, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # an engine bug must not stop start-up; the monitor retries
+                log.error("first health check of engine %s failed: %r", entry.name, outcome)
 
     def record_failure(self, entry: EngineEntry, err: RetryableError) -> None:
         if entry.breaker.record_failure(err.code):
@@ -305,25 +318,17 @@ class Runtime:
     # ------------------------------------------------------------------ views
 
     async def status(self, snap: Snapshot, entry: EngineEntry) -> dict[str, Any]:
-        """What /ready and the admin view show about one engine."""
+        """What the admin view shows about one engine: the recorded state (what /ready says) and a
+        live health check (``healthy``, ``info``), which is shown but changes nothing."""
         health = await entry.engine.check_health()
-        entry.healthy = health.ok
         b = entry.breaker.snapshot()
-        ready = health.ok and not entry.held_back and not entry.breaker.is_open
-        if entry.start_error:
-            detail = f"failed to start: {entry.start_error}"
-        elif entry.parity is ParityStatus.FAILED:
-            detail = "parity check failed: " + "; ".join(r.detail for r in entry.parity_results.values() if not r.ok)
-        elif entry.parity is ParityStatus.PENDING:
-            detail = "waiting for its first parity check: " + health.detail
-        elif entry.breaker.is_open:
-            detail = f"circuit open ({b.last_reason}): {health.detail}"
-        else:
-            detail = health.detail
+        state = engine_state(entry)
         return {
-            "ready": ready,
-            "detail": detail,
+            "ready": state.available,
+            "reason": None if state.reason is None else state.reason.value,
+            "detail": state.detail,
             "healthy": health.ok,
+            "health_detail": health.detail,
             "tasks": sorted(route_key(t) for t in entry.engine.capabilities.tasks),
             "routes": sorted(k for k, names in snap.routes.items() if entry.name in names),
             "circuit": {

@@ -194,7 +194,7 @@ class EmbeddingService:
         except RetryableError as err:
             self.runtime.record_failure(entry, err)
             raise
-        entry.breaker.record_success()
+        entry.record_answered()
         return result
 
     async def _with_retries(self, entry: EngineEntry, job: EmbedJob, key: str, settings: Settings) -> EmbedResult:

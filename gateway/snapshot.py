@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.breaker import CircuitBreaker
 from gateway.config import EnginesSettings, Settings
-from gateway.contract import Engine, EngineCapabilities, Task, parse_task
+from gateway.contract import Engine, EngineCapabilities, Health, Task, parse_task
 from gateway.parity import ParityResult, ParityStatus
 from gateway.routing import plan
 
@@ -54,8 +54,11 @@ class EngineEntry:
     parity_keys: frozenset[str] = frozenset()
     parity_results: dict[str, ParityResult] = field(default_factory=dict)
     parity_checked_at: float | None = None
-    #: outcome of the last health check (monitor round, probe, /ready); None before the first
+    #: outcome of the last health check (start-up, monitor round, probe, admin view); None before
+    #: the first. A parity pass or a served request also counts as "answering".
     healthy: bool | None = None
+    #: what that check said (``Health.detail``); shown by ``GET /ready`` without checking again
+    health_detail: str = ""
     in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -73,6 +76,16 @@ class EngineEntry:
 
     async def drained(self) -> None:
         await self._idle.wait()
+
+    def record_health(self, health: Health) -> None:
+        """Remember a health check's outcome (readiness and the metrics read it, never re-check)."""
+        self.healthy, self.health_detail = health.ok, health.detail
+
+    def record_answered(self) -> None:
+        """The engine just served an embedding (a request, a probe, a parity check): it is up."""
+        self.breaker.record_success()
+        if self.healthy is not True:
+            self.healthy, self.health_detail = True, "ok"
 
     @property
     def held_back(self) -> bool:

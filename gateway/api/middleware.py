@@ -4,8 +4,9 @@ On the way in, in this order:
 
 1. a request id: the client's ``X-Request-ID`` when it is a sane token, else a new one; it is on
    every log line the request causes and echoed on every response, errors included;
-2. the client API keys (:func:`gateway.api.auth.check_client`): every route but ``/health``
-   (``/admin/*`` checks its own key);
+2. the client API keys (:func:`gateway.api.auth.check_client`): every route but the open ones
+   (``auth.open_paths()``: ``/health`` and ``/ready`` by default, for probes that send no key;
+   ``/admin/*`` checks its own key);
 3. the body size, ``limits.max_body_bytes``: a ``Content-Length`` over it is refused before a
    byte is read; a chunked body is counted as it arrives (and buffered: at most the limit);
 4. embedding requests pass the :class:`~gateway.lifecycle.Gate`: 429 beyond
@@ -39,14 +40,12 @@ from gateway.api.errors import error_response
 from gateway.context import RequestContext, current_request
 from gateway.contract import EmbedGatewayError, PayloadTooLargeError
 
-__all__ = ["OPEN_PATHS", "WORK_PATHS", "FrontDoor", "sane_request_id"]
+__all__ = ["WORK_PATHS", "FrontDoor", "sane_request_id"]
 
 log = logging.getLogger("gateway.access")
 
 #: the routes that embed: bounded by the gate
 WORK_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/chunk-embeddings", "/chunk-embeddings"})
-#: the routes that need no key, ever (liveness probes cannot carry secrets everywhere)
-OPEN_PATHS = frozenset({"/health"})
 #: polled by probes and Prometheus: their access lines are debug-level
 _QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
@@ -95,7 +94,7 @@ class FrontDoor:
             try:
                 settings = state.runtime.current.settings
                 path: str = scope["path"]
-                if path not in OPEN_PATHS and not path.startswith("/admin/"):
+                if path not in settings.auth.open_paths() and not path.startswith("/admin/"):
                     check_client(settings.auth, headers.get("authorization"))
                 if scope["method"] in _BODY_METHODS:
                     receive = await _limit_body(headers, receive, settings.limits.max_body_bytes)

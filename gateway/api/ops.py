@@ -1,56 +1,73 @@
 """Operational endpoints: liveness, readiness, Prometheus metrics, and what this server runs.
 
-``/health`` is the one route that never needs a key (liveness probes); the others follow the API
-keys like every route (see :mod:`gateway.api.middleware`).
+With API keys configured, ``/health`` and ``/ready`` still answer without one by default (a
+kubelet or load-balancer probe sends none; ``auth.probes_open``), ``/metrics`` only with
+``auth.metrics_open`` (see :mod:`gateway.api.middleware`). ``/ready`` reads the state the monitor
+keeps (:mod:`gateway.readiness`): answering it never probes an engine.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import __version__
+from gateway.api.auth import client_allowed
 from gateway.api.errors import openapi_responses
-from gateway.api.schemas import EngineInfo, Info, LimitsInfo
+from gateway.api.schemas import EngineInfo, Info, LimitsInfo, ReadyEngine, ReadyParity, ReadyResponse
 from gateway.contract import EngineCapabilities
 from gateway.lifecycle import Gate
+from gateway.readiness import EngineState, assess
 from gateway.routing import route_key
 from gateway.runtime import Runtime
+from gateway.snapshot import EngineEntry
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 
-@router.get("/health", summary="Liveness: the process answers (never needs a key)")
+@router.get("/health", summary="Liveness: the process answers (no key needed unless auth.probes_open is false)")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get(
     "/ready",
-    summary="Readiness: every enabled engine loaded, answering and matching the reference",
-    responses=openapi_responses(),
+    summary="Readiness: every task has an engine able to serve it now (200 ready or degraded, else 503)",
+    response_model=ReadyResponse,
+    responses={**openapi_responses(), 503: {"model": ReadyResponse, "description": "not ready, or shutting down"}},
 )
 async def ready(request: Request) -> JSONResponse:
+    """200 ``ready`` (every engine in) or ``degraded`` (an engine is out, every task still served);
+    503 ``not ready`` (a task has no engine) or ``shutting down``. Only the status for a caller
+    without a valid key when keys are configured: the detail names engines, URLs and errors."""
     runtime: Runtime = request.app.state.runtime
     gate: Gate = request.app.state.gate
     snap = runtime.current
-    engines = {}
-    for name, entry in snap.entries.items():
-        status = await runtime.status(snap, entry)
-        engines[name] = {k: status[k] for k in ("ready", "detail", "parity")} | {"circuit": status["circuit"]["state"]}
-    ok = bool(engines) and all(e["ready"] for e in engines.values()) and not gate.draining
-    not_ready = [n for n, e in engines.items() if not e["ready"]]
-    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "engines": engines}
-    if gate.draining:
-        body["status"] = "shutting down"
-    if not ok:
-        body["not_ready"] = not_ready
-    return JSONResponse(body, status_code=200 if ok else 503)
+    readiness = assess(snap, draining=gate.draining)
+    body = ReadyResponse(status=readiness.state.value)
+    if client_allowed(snap.settings.auth, request.headers.get("authorization")):
+        body.engines = {name: _ready_engine(snap.entries[name], state) for name, state in readiness.engines.items()}
+        body.not_ready = readiness.out
+        body.tasks = readiness.tasks
+        body.fast_path_lost = readiness.fast_path_lost
+        body.unserved = readiness.unserved
+    return JSONResponse(body.model_dump(mode="json", exclude_unset=True), status_code=readiness.state.http_status)
+
+
+def _ready_engine(entry: EngineEntry, state: EngineState) -> ReadyEngine:
+    return ReadyEngine(
+        ready=state.available,
+        reason=None if state.reason is None else state.reason.value,
+        detail=state.detail,
+        circuit=entry.breaker.state.value,
+        parity=ReadyParity(
+            status=entry.parity.value,
+            results={k: r.as_dict() for k, r in entry.parity_results.items()},
+        ),
+    )
 
 
 @router.get(

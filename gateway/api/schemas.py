@@ -30,6 +30,9 @@ __all__ = [
     "LimitsInfo",
     "ModelCard",
     "ModelList",
+    "ReadyEngine",
+    "ReadyParity",
+    "ReadyResponse",
     "SentenceChunking",
     "TextInput",
     "TokenChunking",
@@ -452,3 +455,37 @@ class Info(BaseModel):
     routes: dict[str, list[str]]
     limits: LimitsInfo
     api_keys_required: bool
+
+
+class ReadyParity(BaseModel):
+    """The parity guard's view of one engine: its status and the last check per task."""
+
+    status: Literal["not_required", "pending", "passed", "failed"]
+    results: dict[str, dict[str, Any]]
+
+
+class ReadyEngine(BaseModel):
+    """One engine in ``GET /ready``: able to serve now, or out and why."""
+
+    ready: bool
+    #: why it is out (``start_failed``, ``parity_failed``, ``parity_pending``, ``circuit_open``,
+    #: ``unhealthy``); null while it serves
+    reason: str | None
+    detail: str
+    circuit: Literal["closed", "open"]
+    parity: ReadyParity
+
+
+class ReadyResponse(BaseModel):
+    """``GET /ready``. A caller without a valid key (when keys are configured) gets ``status`` only."""
+
+    status: Literal["ready", "degraded", "not ready", "shutting down"]
+    engines: dict[str, ReadyEngine] | None = None
+    #: engines that cannot serve now
+    not_ready: list[str] | None = None
+    #: every task the configuration serves -> the engines able to serve it now, in route order
+    tasks: dict[str, list[str]] | None = None
+    #: tasks served, but not by the first engine of their route (their fast engine is out)
+    fast_path_lost: list[str] | None = None
+    #: tasks no engine can serve now (the reason for a 503 ``not ready``)
+    unserved: list[str] | None = None
