@@ -103,6 +103,7 @@ def plan(
     *,
     late_chunking: bool = False,
     token_ids: bool = False,
+    token_embeddings: bool = False,
     quarantined: Collection[str] = (),
     circuit_open: Collection[str] = (),
 ) -> list[str]:
@@ -117,8 +118,9 @@ def plan(
     """
     key = route_key(task)
     route = list(routes.get(key, ()))
-    if late_chunking:
-        # Only engines that expose token states can late-chunk, whatever the task's usual route.
+    if late_chunking or token_embeddings:
+        # Only engines that expose token states can late-chunk or return them, whatever the task's
+        # usual route.
         route = route + [n for n in capabilities if n not in route]
     able = [
         name
@@ -127,11 +129,14 @@ def plan(
         and task in capabilities[name].tasks
         and (capabilities[name].late_chunking or not late_chunking)
         and (capabilities[name].token_ids or not token_ids)
+        and (capabilities[name].token_embeddings or not token_embeddings)
     ]
     if not able:
         what = f"task {key!r}" + (" with late chunking" if late_chunking else "")
         if token_ids:
             what += " with token-id input"
+        if token_embeddings:
+            what += " with token embeddings"
         raise UnsupportedTaskError(f"no enabled engine serves {what}", param="task")
     cleared = [n for n in able if n not in quarantined]
     if not cleared:

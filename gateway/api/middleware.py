@@ -11,7 +11,8 @@ On the way in, in this order:
 4. embedding requests pass the :class:`~gateway.lifecycle.Gate`: 429 beyond
    ``limits.max_concurrent_requests``, 503 while shutting down.
 
-A refusal is rendered through the one error table (:func:`gateway.api.errors.error_response`).
+A refusal is rendered through the one error table (:func:`gateway.api.errors.error_response`),
+or in TEI's shape on TEI's paths (:func:`gateway.api.tei_errors.tei_error`).
 On the way out: one access-log line and the request's metrics, labelled with what the service
 decided (model alias, task, engine — :class:`gateway.context.RequestContext`).
 
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.auth import check_client
 from gateway.api.errors import error_response
+from gateway.api.tei_errors import TEI_PATHS, tei_error
 from gateway.context import RequestContext, current_request
 from gateway.contract import EmbedGatewayError, PayloadTooLargeError
 
@@ -43,7 +45,7 @@ __all__ = ["OPEN_PATHS", "WORK_PATHS", "FrontDoor", "sane_request_id"]
 log = logging.getLogger("gateway.access")
 
 #: the routes that embed: bounded by the gate
-WORK_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/chunk-embeddings"})
+WORK_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/chunk-embeddings", "/embed", "/embed_all", "/", "/invocations"})
 #: the routes that need no key, ever (liveness probes cannot carry secrets everywhere)
 OPEN_PATHS = frozenset({"/health"})
 #: polled by probes and Prometheus: their access lines are debug-level
@@ -103,7 +105,8 @@ class FrontDoor:
                     admitted = True
                     state.metrics.in_flight.inc()
             except EmbedGatewayError as err:
-                await error_response(err)(scope, receive, send_with_id)
+                render = tei_error if scope["path"] in TEI_PATHS else error_response  # TEI's shape on its routes
+                await render(err)(scope, receive, send_with_id)
                 return
             await self.app(scope, receive, send_with_id)
         finally:
