@@ -30,6 +30,8 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import FrontDoor
 from gateway.api.ops import router as ops_router
 from gateway.api.routes import router
+from gateway.api.tei import router as tei_router
+from gateway.api.tei_errors import TEI_PATHS
 from gateway.config import Settings
 from gateway.contract import NULL_OBSERVER, Engine, EngineObserver
 from gateway.lifecycle import Gate, drain
@@ -38,6 +40,7 @@ from gateway.monitor import Monitor
 from gateway.reload import Reloader
 from gateway.runtime import EngineBuilder, Runtime
 from gateway.service import EmbeddingService
+from gateway.tokenizing import TokenService
 
 __all__ = ["build_engine", "build_engines", "create_app"]
 
@@ -98,6 +101,7 @@ def create_app(
         app.state.reloader = reloader
         app.state.monitor = monitor
         app.state.service = EmbeddingService(runtime, app_metrics)
+        app.state.tokens = TokenService(runtime)
         app_metrics.watch(lambda: None if runtime.closed else runtime.current, lambda: gate.draining)
         monitor.start()
         hup = _install_sighup(reloader) if reload_settings is not None else False
@@ -130,7 +134,9 @@ def create_app(
     app.include_router(router)
     app.include_router(ops_router)
     app.include_router(admin_router)
-    templates = [r.path for rt in (router, ops_router, admin_router) for r in rt.routes if isinstance(r, APIRoute)]
+    app.include_router(tei_router)
+    routers = (router, ops_router, admin_router, tei_router)
+    templates = [r.path for rt in routers for r in rt.routes if isinstance(r, APIRoute)]
     app.add_middleware(FrontDoor, templates=[*templates, "/openapi.json", "/docs", "/redoc"])
     cors = settings.server.cors
     if cors.allow_origins:  # outermost: a browser's preflight is answered before any key check
@@ -149,13 +155,15 @@ def create_app(
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, made true to what the app answers: no 422 (validation errors are 400,
-    through the error table), and the bearer key every route but the open ones takes."""
+    through the error table) except on the TEI routes, whose 422 is TEI's, and the bearer key
+    every route but the open ones takes."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         open_paths = app.state.settings.auth.open_paths()
         for path, item in schema.get("paths", {}).items():
             for op in item.values():
-                op.get("responses", {}).pop("422", None)
+                if path not in TEI_PATHS:
+                    op.get("responses", {}).pop("422", None)
                 if path not in open_paths:
                     op["security"] = [{"bearer": []}, {}]  # a key when the operator configured keys
         components = schema.setdefault("components", {})

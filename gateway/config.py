@@ -222,6 +222,9 @@ class ApiSettings(_Section):
     #: token-id inputs: "reject" (400 telling the client to send text) or "accept" (ids must be
     #: XLM-R ids of this model's tokenizer; OpenAI tiktoken ids would embed as garbage)
     token_ids: Literal["reject", "accept"] = "reject"
+    #: TEI routes (/embed, /embed_all): what a request without ``truncate`` gets, like TEI's
+    #: ``--auto-truncate`` (on by default since TEI 1.9): true = drop the tail, false = a 422
+    auto_truncate: bool = True
 
 
 class LimitsSettings(_Section):

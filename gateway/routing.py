@@ -107,14 +107,16 @@ def candidates(
     *,
     late_chunking: bool = False,
     token_ids: bool = False,
+    token_embeddings: bool = False,
 ) -> list[str]:
     """The engines of ``task``'s route that can do what the job needs, in route order, whatever
     their state (breaker, parity): who *would* serve it when every engine is up.
 
-    Late chunking is open to every engine that exposes token states, whatever the task's usual route.
+    Late chunking and per-token output are open to every engine that exposes token states, whatever
+    the task's usual route.
     """
     route = list(routes.get(route_key(task), ()))
-    if late_chunking:
+    if late_chunking or token_embeddings:
         route = route + [n for n in capabilities if n not in route]
     return [
         name
@@ -123,6 +125,7 @@ def candidates(
         and task in capabilities[name].tasks
         and (capabilities[name].late_chunking or not late_chunking)
         and (capabilities[name].token_ids or not token_ids)
+        and (capabilities[name].token_embeddings or not token_embeddings)
     ]
 
 
@@ -133,6 +136,7 @@ def plan(
     *,
     late_chunking: bool = False,
     token_ids: bool = False,
+    token_embeddings: bool = False,
     quarantined: Collection[str] = (),
     circuit_open: Collection[str] = (),
 ) -> list[str]:
@@ -145,12 +149,16 @@ def plan(
     3. Minus engines with an open circuit — unless that would leave nothing: the breaker never
        removes the last engine able to serve a task; trying it beats failing for sure.
     """
-    able = candidates(task, routes, capabilities, late_chunking=late_chunking, token_ids=token_ids)
+    able = candidates(
+        task, routes, capabilities, late_chunking=late_chunking, token_ids=token_ids, token_embeddings=token_embeddings
+    )
     key = route_key(task)
     if not able:
         what = f"task {key!r}" + (" with late chunking" if late_chunking else "")
         if token_ids:
             what += " with token-id input"
+        if token_embeddings:
+            what += " with token embeddings"
         raise UnsupportedTaskError(f"no enabled engine serves {what}", param="task")
     cleared = [n for n in able if n not in quarantined]
     if not cleared:

@@ -60,6 +60,8 @@ class EmbedOutcome:
     fallbacks: int
     #: chunking jobs: each chunk's ``[start, end)`` character range in the document
     spans: tuple[tuple[int, int], ...] | None = None
+    #: token-embedding jobs: each input's raw per-token states ``[n_i, d]`` (no truncation, no normalisation)
+    token_states: tuple[npt.NDArray[np.float32], ...] | None = None
 
 
 class EmbeddingService:
@@ -139,7 +141,9 @@ class EmbeddingService:
                 param="input",
                 code="token_ids_not_accepted",
             )
-        order = snap.plan(task, token_ids=spec.has_token_ids, late_chunking=spec.late_chunking)
+        order = snap.plan(
+            task, token_ids=spec.has_token_ids, late_chunking=spec.late_chunking, token_embeddings=spec.token_embeddings
+        )
         caps = snap.capabilities()
         dims = max(caps[n].dimensions for n in order)
         if dimensions is not None and dimensions > dims:
@@ -154,6 +158,8 @@ class EmbeddingService:
             request_id=request_id,
             deadline=deadline,
             max_total_tokens=limits.max_tokens_per_request,
+            truncation_direction=spec.truncation_direction,
+            token_embeddings=spec.token_embeddings,
         )
         for attempt, engine_name in enumerate(order):
             entry = snap.entries[engine_name]
@@ -184,6 +190,7 @@ class EmbeddingService:
                 inference_seconds=result.inference_seconds,
                 fallbacks=attempt,
                 spans=result.spans,
+                token_states=result.token_states,
             )
         raise EngineUnavailableError("no engine could serve the request")  # unreachable: plan() is never empty
 
@@ -222,5 +229,7 @@ def _check_shape(result: EmbedResult, job: EmbedJob) -> None:
         ok = result.spans is not None and len(result.spans) == len(result.vectors) >= 1
     else:
         ok = len(result.vectors) == len(job.inputs)
+    if job.token_embeddings:
+        ok = ok and result.token_states is not None and len(result.token_states) == len(job.inputs)
     if not ok:
         raise EngineError(f"engine {result.engine} returned {len(result.vectors)} vectors for this job", engine=result.engine)

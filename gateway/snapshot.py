@@ -127,7 +127,9 @@ class Snapshot:
                 keys.add(key)
         return frozenset(keys)
 
-    def plan(self, task: Task | None, *, token_ids: bool = False, late_chunking: bool = False) -> list[str]:
+    def plan(
+        self, task: Task | None, *, token_ids: bool = False, late_chunking: bool = False, token_embeddings: bool = False
+    ) -> list[str]:
         """:func:`gateway.routing.plan` with this snapshot's breaker and parity state."""
         return plan(
             task,
@@ -135,6 +137,7 @@ class Snapshot:
             self.capabilities(),
             token_ids=token_ids,
             late_chunking=late_chunking,
+            token_embeddings=token_embeddings,
             quarantined={n for n, e in self.entries.items() if e.held_back},
             circuit_open={n for n, e in self.entries.items() if e.breaker.is_open},
         )

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.api.disconnect import ClientDisconnected
 from gateway.api.quoting import quote_value
 from gateway.api.schemas import ErrorResponse
+from gateway.api.tei_errors import TEI_PATHS, tei_error
 from gateway.context import current_request
 from gateway.contract import (
     AuthenticationError,
@@ -142,7 +143,10 @@ def api_error(err: EmbedGatewayError) -> ApiError:
 
 
 def error_response(err: EmbedGatewayError, path: str = "") -> JSONResponse:
-    """The response for any error of the tree (handlers and the front door)."""
+    """The response for any error of the tree (handlers and the front door); in TEI's shape on
+    TEI's paths."""
+    if path in TEI_PATHS:
+        return tei_error(err)
     answer = api_error(err)
     if answer.status >= 500:
         log.warning("request failed with %d: %s", answer.status, err.message)

@@ -13,7 +13,7 @@ On the way in, in this order:
    ``limits.max_concurrent_requests``, 503 while shutting down.
 
 A refusal is rendered through the one error table (:func:`gateway.api.errors.error_response`), in
-the same body as every other error of the path it was sent to.
+the same body as every other error of the path it was sent to (TEI's shape on TEI's paths).
 On the way out: one access-log line and the request's metrics, labelled with what the service
 decided (model alias, task, engine — :class:`gateway.context.RequestContext`).
 
@@ -45,7 +45,10 @@ __all__ = ["WORK_PATHS", "FrontDoor", "sane_request_id"]
 log = logging.getLogger("gateway.access")
 
 #: the routes that embed: bounded by the gate
-WORK_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/chunk-embeddings", "/chunk-embeddings"})
+WORK_PATHS = frozenset({
+    "/v1/embeddings", "/embeddings", "/v1/chunk-embeddings", "/chunk-embeddings",
+    "/embed", "/embed_all", "/", "/invocations",  # TEI
+})
 #: polled by probes and Prometheus: their access lines are debug-level
 _QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")

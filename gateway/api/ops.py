@@ -15,7 +15,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import __version__
 from gateway.api.auth import client_allowed
 from gateway.api.errors import openapi_responses
-from gateway.api.schemas import EngineInfo, Info, LimitsInfo, ReadyEngine, ReadyParity, ReadyResponse
+from gateway.api.schemas import (
+    EngineInfo,
+    Info,
+    LimitsInfo,
+    ReadyEngine,
+    ReadyParity,
+    ReadyResponse,
+    TeiEmbeddingModel,
+    TeiModelType,
+)
 from gateway.contract import EngineCapabilities
 from gateway.lifecycle import Gate
 from gateway.readiness import EngineState, assess
@@ -98,7 +107,7 @@ def _engine_info(caps: EngineCapabilities) -> EngineInfo:
     )
 
 
-@router.get("/info", response_model=Info, summary="What this server runs and accepts (like TEI's /info)",
+@router.get("/info", response_model=Info, summary="What this server runs and accepts (TEI's /info keys and more)",
             responses=openapi_responses())
 async def info(request: Request) -> Info:
     runtime: Runtime = request.app.state.runtime
@@ -108,7 +117,21 @@ async def info(request: Request) -> Info:
     # the model as the reference engine (the exact one) describes it, else the first engine
     main_name = next(iter(n for n in ("hf", *caps) if n in caps))
     main = caps[main_name]
+    max_input = min(c.max_input_tokens for c in caps.values())
+    default_model = s.api.default_model
     return Info(
+        model_id=main.model or default_model,
+        model_sha=main.revision,
+        model_dtype=main.dtype or "float32",
+        served_model_name=default_model,
+        model_type=TeiModelType(embedding=TeiEmbeddingModel(pooling="mean")),
+        max_concurrent_requests=s.limits.max_concurrent_requests,
+        max_input_length=max_input,
+        max_batch_tokens=main.max_batch_tokens or max_input,
+        max_batch_requests=main.max_batch_requests,
+        max_client_batch_size=s.limits.max_inputs_per_request,
+        auto_truncate=s.api.auto_truncate,
+        tokenization_workers=main.tokenization_workers or 1,
         version=__version__,
         model=main.model,
         revision=main.revision,
@@ -120,7 +143,7 @@ async def info(request: Request) -> Info:
         limits=LimitsInfo(
             max_inputs_per_request=s.limits.max_inputs_per_request,
             max_tokens_per_request=s.limits.max_tokens_per_request,
-            max_input_tokens=min(c.max_input_tokens for c in caps.values()),
+            max_input_tokens=max_input,
             max_body_bytes=s.limits.max_body_bytes,
             max_concurrent_requests=s.limits.max_concurrent_requests,
             request_timeout=s.limits.request_timeout,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
 from gateway.api.quoting import quote_value
-from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, parse_task
+from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, TruncationDirection, parse_task
 from gateway.postprocess import EMBEDDING_TYPES, EmbeddingType, OutputFormat
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "ReadyParity",
     "ReadyResponse",
     "SentenceChunking",
+    "TeiEmbeddingModel",
+    "TeiModelType",
     "TextInput",
     "TokenChunking",
     "Usage",
@@ -71,6 +73,10 @@ class EmbeddingSpec:
     #: the inputs are consecutive chunks of one document (or, with ``chunking``, the document)
     late_chunking: bool = False
     chunking: ChunkingRule | None = None
+    #: with ``truncate``: which end of an over-long input is dropped (TEI's ``truncation_direction``)
+    truncation_direction: TruncationDirection = "right"
+    #: return every token's state too (TEI's ``/embed_all``)
+    token_embeddings: bool = False
 
 
 def _unwrap_text(item: Any, where: str) -> Any:
@@ -442,10 +448,36 @@ class LimitsInfo(BaseModel):
     request_timeout: float | None
 
 
-class Info(BaseModel):
-    """``GET /info`` (like TEI's): what this server runs and what it accepts."""
+class TeiEmbeddingModel(BaseModel):
+    pooling: str
 
+
+class TeiModelType(BaseModel):
+    embedding: TeiEmbeddingModel
+
+
+class Info(BaseModel):
+    """``GET /info``: TEI's keys (router/src/lib.rs ``Info``, so TEI tooling reads it) and the
+    gateway's own: what this server runs and what it accepts."""
+
+    # TEI's keys
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    served_model_name: str
+    model_type: TeiModelType
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
+    sha: str | None = None
+    docker_label: str | None = None
+    # TEI's and the gateway's: the gateway's version
     version: str
+    # the gateway's own
     model: str | None
     revision: str | None
     dimensions: int
