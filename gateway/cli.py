@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -43,7 +44,13 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
     from engine_hf.synthetic import FULL, TINY, write_checkpoints
 
     shape = FULL if args.size == "full" else TINY
-    layouts = ("original", "hf") if args.layout == "both" else (args.layout,)
+    layouts: tuple[str, ...] = ("original", "hf") if args.layout == "both" else (args.layout,)
+    if args.layout == "both" and importlib.util.find_spec("peft") is None:
+        # The -hf layout is written with PEFT, as the published repo was; serving needs no PEFT, so a
+        # plain `[hf]` install still gets a checkpoint to try.
+        print("peft is not installed: writing the original layout only (pip install peft for the -hf layout)",
+              file=sys.stderr)
+        layouts = ("original",)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     paths = write_checkpoints(Path(args.out), shape, layouts=layouts, seed=args.seed, dtype=dtype)
     for layout, path in paths.items():
@@ -114,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mk.add_argument("--out", required=True, help="output folder; layouts go to OUT/original and OUT/hf")
     mk.add_argument("--size", choices=["tiny", "full"], default="tiny")
-    mk.add_argument("--layout", choices=["original", "hf", "both"], default="both")
+    mk.add_argument("--layout", choices=["original", "hf", "both"], default="both",
+                    help="both (default) writes -hf only when PEFT is installed; hf needs PEFT")
     mk.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     mk.add_argument("--seed", type=int, default=0)
     mk.set_defaults(func=_make_checkpoint)
