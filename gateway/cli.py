@@ -10,6 +10,9 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+#: the project's bench targets (data, not code: gateway/bench/checks.py reads any such file)
+_BENCH_CHECKS = Path(__file__).resolve().parents[1] / "configs" / "bench-checks.yaml"
+
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
@@ -40,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _make_checkpoint(args: argparse.Namespace) -> int:
     import torch
 
-    from engine_hf.synthetic import FULL, TINY, write_checkpoints
+    from engine_hf.tools.synthetic import FULL, TINY, write_checkpoints
 
     shape = FULL if args.size == "full" else TINY
     layouts = ("original", "hf") if args.layout == "both" else (args.layout,)
@@ -52,7 +55,7 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from engine_hf.measure import main_json
+    from engine_hf.tools.measure import main_json
 
     print(main_json(
         model=args.model, adapter_mode=args.adapter_mode, device=args.device, dtype=args.dtype,
@@ -62,6 +65,7 @@ def _measure(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from gateway.bench.checks import load_checks
     from gateway.bench.report import write
     from gateway.bench.runner import BenchSettings, run_bench
 
@@ -75,15 +79,16 @@ def _bench(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds, device=args.device, dtype=args.dtype, threads=args.threads,
         vllm_python=args.vllm_python, vllm_model=args.vllm_model, seed=args.seed,
         ceiling_batch_tokens=args.ceiling_batch_tokens, attention=args.attention,
+        checks=load_checks(args.checks) if args.checks else (),
     )
-    md, js = write(run_bench(settings), settings.out_dir)
+    md, js = write(run_bench(settings).as_dict(), settings.out_dir)
     print(md.read_text())
     print(f"written: {md} {js}")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from engine_hf.verify import main_json
+    from engine_hf.tools.verify import main_json
 
     text, passed = main_json(model=args.model, device=args.device, dtype=args.dtype,
                              attention=args.attention.split(","), threshold=args.threshold, dims=args.dims)
@@ -92,7 +97,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _measure_overhead(args: argparse.Namespace) -> int:
-    from engine_vllm.overhead import main_json
+    from gateway.bench.overhead import main_json
 
     print(main_json(gateway=args.gateway, vllm=args.vllm, requests=args.requests, warmup=args.warmup,
                     text=args.text, model=args.model, api_key=args.api_key))
@@ -158,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--ceiling-batch-tokens", type=int, default=1024,
                    help="tokens per uniform batch the ceiling is timed on (CPU: ~1024 saturates; GPU: more)")
+    b.add_argument("--checks", default=str(_BENCH_CHECKS), metavar="FILE",
+                   help="YAML of the targets the run is checked against (default: configs/bench-checks.yaml; "
+                        "'' for none)")
     b.set_defaults(func=_bench)
 
     from gateway.ingest.command import add_parser as add_embed_parser

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from engine_vllm import VLLMEngine
-from gateway.config import VLLMEngineSettings
+from engine_vllm.settings import VLLMEngineSettings
 from gateway.contract import (
     EmbedGatewayError,
     EmbedJob,
