@@ -56,7 +56,7 @@ class BenchSettings:
     model: str
     out_dir: Path
     workloads: Sequence[str] = ("facts", "passages", "mixed", "long")
-    targets: Sequence[str] = ("gateway-hf", "naive", "ceiling")
+    targets: Sequence[str] = ("gateway-hf", "gateway-vllm", "vllm", "naive", "ceiling")
     requests: dict[str, int] = field(default_factory=lambda: {"facts": 256, "passages": 48, "mixed": 96, "long": 6})
     concurrency: int = 32
     rate: float | None = None

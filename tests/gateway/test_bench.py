@@ -115,6 +115,20 @@ def test_the_metrics_reader_parses_prometheus_text_by_sample_and_labels() -> Non
     assert sample_values(text, "vllm:request_success_total", model_name="other") == []
 
 
+def test_bench_options_not_given_keep_the_settings_defaults_and_the_shipped_checks() -> None:
+    from gateway.bench.runner import BenchSettings
+    from gateway.cli import bench_settings, build_parser
+
+    got = bench_settings(build_parser().parse_args(["bench", "--model", "m"]))
+    assert got == BenchSettings(model="m", out_dir=Path("bench-results"), checks=load_checks(SHIPPED_CHECKS))
+    assert {c.name for c in got.checks} >= {"passages: gateway-hf / ceiling", "facts: gateway-hf / vllm"}
+    got = bench_settings(build_parser().parse_args([
+        "bench", "--model", "m", "--targets", "gateway-hf,naive", "--requests", "facts=3", "--seed", "2",
+        "--checks", "", "--rate", "4"]))
+    assert list(got.targets) == ["gateway-hf", "naive"] and got.seed == 2 and got.rate == 4 and got.checks == ()
+    assert got.requests == {**BenchSettings(model="m", out_dir=Path()).requests, "facts": 3}
+
+
 def test_gpu_peak_is_read_from_the_metrics_and_shown_only_when_present() -> None:
     from gateway.bench.report import markdown
     from gateway.bench.scrape import gpu_peak_mib
