@@ -57,7 +57,7 @@ from gateway.contract import (
 from gateway.contract.chunking import group_sentences, split_sentences, token_chunks
 
 if TYPE_CHECKING:
-    from gateway.config import HFEngineSettings
+    from engine_hf.settings import HFEngineSettings
 
 __all__ = ["HFEngine"]
 

@@ -67,7 +67,7 @@ from gateway.contract import (
 )
 
 if TYPE_CHECKING:
-    from gateway.config import VLLMEngineSettings
+    from engine_vllm.settings import VLLMEngineSettings
 
 __all__ = ["VLLMEngine", "token_bound"]
 

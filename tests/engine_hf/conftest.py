@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import HFEngineSettings
+from engine_hf.settings import HFEngineSettings
 from tests.support.harness import LoopThread
 
 
