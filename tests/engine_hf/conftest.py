@@ -43,7 +43,7 @@ def hf_variants(hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     from safetensors.torch import save_file
     from transformers import JinaEmbeddingsV3Model
 
-    from engine_hf.synthetic import HF_EXTRA_KEYS
+    from engine_hf.tools.synthetic import HF_EXTRA_KEYS
 
     native = JinaEmbeddingsV3Model.from_pretrained(str(hf_dir), dtype=torch.float32).state_dict()
     root = tmp_path_factory.mktemp("hf-variants")

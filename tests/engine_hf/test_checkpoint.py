@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine_hf.checkpoint import CheckpointError, describe_checkpoint, resolve_model_dir
-from engine_hf.synthetic import HF_EXTRA_KEYS
+from engine_hf.tools.synthetic import HF_EXTRA_KEYS
 from gateway.contract import TASKS
 from tests.engine_hf.conftest import HF_VARIANTS
 
