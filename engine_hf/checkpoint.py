@@ -5,8 +5,12 @@ Two published layouts exist (see docs/engines.md):
 * ``original`` — ``jinaai/jina-embeddings-v3``: ``roberta.*`` keys, LoRA stored as torch
   parametrizations with the five tasks stacked on dim 0, config with ``lora_adaptations``,
   ``task_instructions`` and ``rotary_emb_base``.
-* ``hf`` — ``jinaai/jina-embeddings-v3-hf``: base weights for ``JinaEmbeddingsV3Model`` and one PEFT
-  LoRA adapter per task in a subfolder (``retrieval_query``, ``text_matching``, ...).
+* ``hf`` — ``jinaai/jina-embeddings-v3-hf``: base weights for ``JinaEmbeddingsV3Model`` (under the
+  native names or the original-style names ``save_pretrained`` writes) and one PEFT LoRA adapter per
+  task in a subfolder (``retrieval_query``, ``text_matching``, ...). Its config has
+  ``model_type: jina_embeddings_v3`` and may keep the original's extra keys (``lora_adaptations``, ...).
+
+The layout is told by the files (stacked LoRA tensors, adapter folders, ``model_type``), not one key.
 
 Nothing here executes code from the checkpoint: ``auto_map`` entries are ignored.
 """
@@ -18,11 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from safetensors import safe_open
+
 from gateway.contract import TASKS, Task
 
 __all__ = [
     "DEFAULT_INSTRUCTIONS",
     "HF_ADAPTER_DIRS",
+    "HF_MODEL_TYPE",
     "CheckpointInfo",
     "CheckpointError",
     "describe_checkpoint",
@@ -32,7 +39,7 @@ __all__ = [
 Layout = Literal["original", "hf"]
 
 #: The instructions of the published model (config ``task_instructions``); used when a
-#: checkpoint's config does not carry them (the converted ``-hf`` layout does not).
+#: checkpoint carries them nowhere (a ``-hf`` config written without the original's extra keys).
 DEFAULT_INSTRUCTIONS: dict[Task, str] = {
     Task.RETRIEVAL_QUERY: "Represent the query for retrieving evidence documents: ",
     Task.RETRIEVAL_PASSAGE: "Represent the document for retrieval: ",
@@ -43,6 +50,13 @@ HF_ADAPTER_DIRS: dict[Task, str] = {t: t.value.replace(".", "_").replace("-", "_
 
 #: The model card's maximum; some tokenizer copies say 8194.
 MODEL_MAX_TOKENS = 8192
+
+#: ``model_type`` of transformers' native class, which the ``-hf`` layout's config names.
+HF_MODEL_TYPE = "jina_embeddings_v3"
+#: ``JinaEmbeddingsV3Config.default_theta``: the rotary base when the config names none.
+HF_DEFAULT_ROPE_THETA = 20000.0
+#: Present only in the original layout: the task adapters stacked inside the weights file.
+_STACKED_LORA = ".parametrizations.weight.0.lora_A"
 
 _ALLOW_PATTERNS = [
     "*.json",
@@ -111,60 +125,109 @@ def resolve_model_dir(
 
 
 def describe_checkpoint(path: Path, *, max_input_tokens: int | None = None) -> CheckpointInfo:
-    """Read ``config.json`` (and adapter folders) and tell which layout ``path`` holds."""
+    """Tell which layout ``path`` holds from what its files are, and read its settings.
+
+    The layout is decided by where the adapters are: LoRA tensors stacked inside the weights file
+    (``...parametrizations.weight.0.lora_A``) mean the original layout; PEFT adapter folders, or
+    ``model_type: jina_embeddings_v3`` without stacked LoRA, mean the ``-hf`` layout. One config
+    key alone decides nothing: the published ``-hf`` config keeps the original's ``lora_adaptations``.
+    """
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path.name}: no config.json")
     raw = json.loads(config_file.read_text(encoding="utf-8"))
     model_type = raw.get("model_type")
     limit = max_input_tokens or MODEL_MAX_TOKENS
-
-    if "lora_adaptations" in raw:
-        tasks = tuple(_task(name) for name in raw["lora_adaptations"])
-        instructions = {Task(k): v for k, v in (raw.get("task_instructions") or {}).items() if v}
-        if "task_instructions" not in raw:
-            instructions = dict(DEFAULT_INSTRUCTIONS)
-        return CheckpointInfo(
-            path=path,
-            layout="original",
-            raw_config=raw,
-            tasks=tasks,
-            instructions=instructions,
-            # The original config class defaults to 10000 when the field is missing.
-            rotary_base=float(raw.get("rotary_emb_base", 10000.0)),
-            max_input_tokens=limit,
-            hidden_size=int(raw["hidden_size"]),
-            lora_alpha=float(raw.get("lora_alpha", 1)),
-            lora_rank=int(raw.get("lora_rank", 4)),
+    adapter_tasks = tuple(t for t in TASKS if (path / HF_ADAPTER_DIRS[t] / "adapter_config.json").is_file())
+    if model_type != HF_MODEL_TYPE and "lora_adaptations" not in raw and not adapter_tasks:
+        raise CheckpointError(
+            f"{path.name}: model_type {model_type!r} without lora_adaptations or adapter folders is not a "
+            "jina-embeddings-v3 checkpoint (expected the original layout or the -hf layout)"
         )
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        raise CheckpointError(f"{path.name}: no *.safetensors weights (pytorch .bin files are not loaded)")
+    stacked_lora = any(_STACKED_LORA in key for key in _tensor_names(weights))
 
-    if model_type == "jina_embeddings_v3":
-        tasks = tuple(t for t in TASKS if (path / HF_ADAPTER_DIRS[t] / "adapter_config.json").is_file())
-        rope = raw.get("rope_parameters") or {}
-        base = rope.get("rope_theta", raw.get("rope_theta", 20000.0))
-        rank, alpha = 4, 1.0
-        if tasks:
-            adapter_cfg = json.loads(
-                (path / HF_ADAPTER_DIRS[tasks[0]] / "adapter_config.json").read_text(encoding="utf-8")
+    if stacked_lora:
+        if adapter_tasks:
+            raise CheckpointError(
+                f"{path.name}: LoRA tensors inside the weights file AND PEFT adapter folders "
+                f"({', '.join(HF_ADAPTER_DIRS[t] for t in adapter_tasks)}): cannot tell which adapters to use"
             )
-            rank, alpha = int(adapter_cfg["r"]), float(adapter_cfg["lora_alpha"])
-        return CheckpointInfo(
-            path=path,
-            layout="hf",
-            raw_config=raw,
-            tasks=tasks,
-            instructions=_instructions_from_sentence_transformers(path) or dict(DEFAULT_INSTRUCTIONS),
-            rotary_base=float(base),
-            max_input_tokens=limit,
-            hidden_size=int(raw["hidden_size"]),
-            lora_alpha=alpha,
-            lora_rank=rank,
-        )
-
+        return _original(path, raw, limit)
+    if model_type == HF_MODEL_TYPE or adapter_tasks:
+        return _hf(path, raw, limit, adapter_tasks)
     raise CheckpointError(
-        f"{path.name}: model_type {model_type!r} without lora_adaptations is not a "
-        "jina-embeddings-v3 checkpoint (expected the original layout or the -hf layout)"
+        f"{path.name}: config.json declares tasks (lora_adaptations) but the weights hold no LoRA tensors "
+        f"and there are no adapter folders ({', '.join(HF_ADAPTER_DIRS.values())})"
     )
+
+
+def _original(path: Path, raw: dict[str, Any], limit: int) -> CheckpointInfo:
+    if "lora_adaptations" not in raw:
+        raise CheckpointError(f"{path.name}: stacked LoRA tensors but no lora_adaptations in config.json to name them")
+    tasks = tuple(_task(name) for name in raw["lora_adaptations"])
+    instructions = _config_instructions(raw) if "task_instructions" in raw else dict(DEFAULT_INSTRUCTIONS)
+    return CheckpointInfo(
+        path=path,
+        layout="original",
+        raw_config=raw,
+        tasks=tasks,
+        instructions=instructions,
+        # The original config class defaults to 10000 when the field is missing.
+        rotary_base=float(raw.get("rotary_emb_base", 10000.0)),
+        max_input_tokens=limit,
+        hidden_size=int(raw["hidden_size"]),
+        lora_alpha=float(raw.get("lora_alpha", 1)),
+        lora_rank=int(raw.get("lora_rank", 4)),
+    )
+
+
+def _hf(path: Path, raw: dict[str, Any], limit: int, tasks: tuple[Task, ...]) -> CheckpointInfo:
+    rank, alpha = 4, 1.0
+    if tasks:
+        adapter_cfg = json.loads((path / HF_ADAPTER_DIRS[tasks[0]] / "adapter_config.json").read_text(encoding="utf-8"))
+        rank, alpha = int(adapter_cfg["r"]), float(adapter_cfg["lora_alpha"])
+    instructions = (
+        _config_instructions(raw)
+        if "task_instructions" in raw
+        else _instructions_from_sentence_transformers(path) or dict(DEFAULT_INSTRUCTIONS)
+    )
+    return CheckpointInfo(
+        path=path,
+        layout="hf",
+        raw_config=raw,
+        tasks=tasks,
+        instructions=instructions,
+        rotary_base=_hf_rotary_base(path, raw),
+        max_input_tokens=limit,
+        hidden_size=int(raw["hidden_size"]),
+        lora_alpha=alpha,
+        lora_rank=rank,
+    )
+
+
+def _hf_rotary_base(path: Path, raw: dict[str, Any]) -> float:
+    """The native field (``rope_parameters.rope_theta``, older ``rope_theta``) that transformers reads;
+    the original's ``rotary_emb_base``, which the published ``-hf`` config keeps, must agree with it."""
+    native = (raw.get("rope_parameters") or {}).get("rope_theta", raw.get("rope_theta"))
+    legacy = raw.get("rotary_emb_base")
+    if native is not None and legacy is not None and float(native) != float(legacy):
+        raise CheckpointError(
+            f"{path.name}: config.json gives two rotary bases: rope_theta {native} and rotary_emb_base {legacy}"
+        )
+    chosen = native if native is not None else legacy
+    return float(chosen) if chosen is not None else HF_DEFAULT_ROPE_THETA
+
+
+def _tensor_names(files: list[Path]) -> set[str]:
+    """Tensor names from the safetensors headers (no tensor is read)."""
+    names: set[str] = set()
+    for f in files:
+        with safe_open(str(f), framework="pt") as handle:
+            names.update(handle.keys())
+    return names
 
 
 def _task(name: str) -> Task:
@@ -172,6 +235,12 @@ def _task(name: str) -> Task:
         return Task(name)
     except ValueError:
         raise CheckpointError(f"unknown task {name!r} in lora_adaptations") from None
+
+
+def _config_instructions(raw: dict[str, Any]) -> dict[Task, str]:
+    """config ``task_instructions``: task name -> prefix ("" = none); names we do not serve are ignored."""
+    given = raw.get("task_instructions") or {}
+    return {Task(k): v for k, v in given.items() if k in Task._value2member_map_ and v}
 
 
 def _instructions_from_sentence_transformers(path: Path) -> dict[Task, str]:

@@ -13,9 +13,10 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -49,25 +50,30 @@ from gateway.contract import (
     Health,
     InvalidRequestError,
     Task,
+    Tokenized,
     TooManyTokensError,
     UnsupportedTaskError,
 )
 from gateway.contract.chunking import group_sentences, split_sentences, token_chunks
 
 if TYPE_CHECKING:
-    from gateway.config import HFEngineSettings
+    from engine_hf.settings import HFEngineSettings
 
 __all__ = ["HFEngine"]
 
 log = logging.getLogger(__name__)
+
+#: threads tokenising off the event loop
+_TOKENIZE_WORKERS = 2
 
 
 @dataclass(frozen=True, slots=True)
 class _Seq:
     ids: list[int]
     adapter: int  # -1 = no task
-    #: None: pool the mean of the whole sequence; else the sums over each ``(start, end)``
-    segments: tuple[tuple[int, int], ...] | None = None
+    #: None: pool the mean of the whole sequence; ``"tokens"``: every token's state; else the sums
+    #: over each ``(start, end)``
+    segments: tuple[tuple[int, int], ...] | Literal["tokens"] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,7 @@ class HFEngine:
         self.encoder: JinaEncoder | None = None
         self.text: TextEncoder | None = None
         self._scheduler: Scheduler[_Seq, npt.NDArray[np.float32]] | None = None
-        self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{name}-tokenize")
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=_TOKENIZE_WORKERS, thread_name_prefix=f"{name}-tokenize")
         self._load_error: str | None = None
         self._packed = False
 
@@ -122,6 +128,8 @@ class HFEngine:
             max_input_tokens=info.max_input_tokens if info else s.max_input_tokens,
             late_chunking=True,
             token_ids=True,
+            token_embeddings=True,
+            tokenizer=True,
             model=_display_name(s.model),
             revision=self._revision,
             dtype=str(enc.dtype).removeprefix("torch.") if enc else None,
@@ -129,6 +137,7 @@ class HFEngine:
             max_batch_tokens=self._max_batch_tokens,
             max_batch_requests=s.max_batch_requests,
             max_queued_tokens=s.max_queued_tokens,
+            tokenization_workers=_TOKENIZE_WORKERS,
         )
 
     async def start(self) -> None:
@@ -161,23 +170,48 @@ class HFEngine:
             return await self._embed_late(job, scheduler, text, encoder)
         loop = asyncio.get_running_loop()
         encoded = await loop.run_in_executor(
-            self._tokenize_pool, lambda: text.encode(job.inputs, job.task, truncate=job.truncate)
+            self._tokenize_pool,
+            lambda: text.encode(job.inputs, job.task, truncate=job.truncate, direction=job.truncation_direction),
         )
         _check_total(sum(len(e.ids) for e in encoded), job.max_total_tokens)
         adapter = -1 if job.task is None else encoder.task_index[job.task]
+        mode: Literal["tokens"] | None = "tokens" if job.token_embeddings else None
         outcome = await scheduler.submit(
-            [_Seq(e.ids, adapter) for e in encoded],
+            [_Seq(e.ids, adapter, mode) for e in encoded],
             [len(e.ids) for e in encoded],
             group=adapter if self.settings.adapter_mode == "merged" else None,
             deadline=job.deadline,
         )
+        states = tuple(outcome.results) if job.token_embeddings else None
         return EmbedResult(
-            vectors=np.stack(outcome.results),
+            vectors=np.stack([s.mean(axis=0) for s in outcome.results] if states else outcome.results),
             token_counts=tuple(len(e.ids) for e in encoded),
             engine=self._name,
             queue_seconds=outcome.queue_seconds,
             inference_seconds=outcome.inference_seconds,
+            token_states=states,
         )
+
+    async def tokenize(self, texts: Sequence[str], task: Task | None, *, add_special_tokens: bool) -> list[Tokenized]:
+        text = self._loaded_text()
+        if task is not None and self.info is not None and task not in self.info.tasks:
+            raise UnsupportedTaskError(f"the loaded checkpoint has no adapter for task {task.value!r}", param="task")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._tokenize_pool, lambda: text.tokenize(texts, task, add_special_tokens=add_special_tokens)
+        )
+
+    async def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        text = self._loaded_text()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._tokenize_pool, lambda: text.decode(ids, skip_special_tokens=skip_special_tokens)
+        )
+
+    def _loaded_text(self) -> TextEncoder:
+        if self.text is None:
+            raise EngineUnavailableError(f"engine {self._name} is not loaded", engine=self._name)
+        return self.text
 
     async def _embed_late(
         self,

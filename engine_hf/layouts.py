@@ -5,9 +5,12 @@ Internal LoRA convention (the original checkpoint's, per task ``t``, scaling ``s
 * Linear ``W [out, in]``:   ``W_t = W + s * B[t] @ A[t]``  with ``A [T, r, in]``, ``B [T, out, r]``
 * Embedding ``E [V, d]``:   ``E_t = E + s * A[t] @ B[t]``  with ``A [T, V, r]``, ``B [T, r, d]``
 
-The converted layout's PEFT files are mapped onto the same convention (PEFT stores
-``lora_A.weight [r, in]`` / ``lora_B.weight [out, r]`` for Linear and ``lora_embedding_A [r, V]`` /
-``lora_embedding_B [d, r]`` for Embedding), so both layouts load into identical tensors.
+Base weights of either layout, under either naming, get their native names from transformers' own
+conversion mapping (:mod:`engine_hf.weight_names`). The LoRA tensors are ours to map: transformers'
+mapping knows nothing of the original layout's parametrizations, and PEFT's files for the converted
+layout store ``lora_A.weight [r, in]`` / ``lora_B.weight [out, r]`` for Linear and
+``lora_embedding_A [r, V]`` / ``lora_embedding_B [d, r]`` for Embedding, one file per task.
+Both load into identical tensors.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import torch
 from safetensors.torch import load_file
 
 from engine_hf.checkpoint import HF_ADAPTER_DIRS, CheckpointError, CheckpointInfo
+from engine_hf.weight_names import NativeNames
 
-__all__ = ["LinearLora", "EmbeddingLora", "LoadedWeights", "load_weights"]
+__all__ = ["LinearLora", "EmbeddingLora", "LoadedWeights", "load_weights", "split_original"]
 
 
 @dataclass
@@ -64,74 +68,59 @@ def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- original layout
 
 _PARAM = ".parametrizations.weight."
-_ORIGINAL_RENAMES = [
-    (re.compile(r"^emb_ln\."), "embeddings.LayerNorm."),
-    (re.compile(r"^encoder\.layers\.(\d+)\.mixer\.out_proj\."), r"layers.\1.self_attn.o_proj."),
-    (re.compile(r"^encoder\.layers\.(\d+)\.mlp\.(fc[12])\."), r"layers.\1.mlp.\2."),
-    (re.compile(r"^encoder\.layers\.(\d+)\.norm1\."), r"layers.\1.post_attention_layernorm."),
-    (re.compile(r"^encoder\.layers\.(\d+)\.norm2\."), r"layers.\1.post_mlp_layernorm."),
-    (re.compile(r"^(embeddings\.(?:word|token_type)_embeddings)\."), r"\1."),
-    (re.compile(r"^pooler\.dense\."), "pooler.dense."),
-]
-_WQKV = re.compile(r"^encoder\.layers\.(\d+)\.mixer\.Wqkv\.$")
+_PARAM_LEAVES = {"original": "weight", "0.lora_A": "lora_A", "0.lora_B": "lora_B"}
+
+
+def split_original(
+    tensors: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, LinearLora | EmbeddingLora]]:
+    """Original-layout tensors -> (base weights under their original names with the parametrizations
+    undone, LoRA factors per NATIVE module name).
+
+    transformers' mapping names the modules; splitting the fused ``Wqkv``'s adapter is ours: its rows
+    are ``[Q; K; V]``, so the q/k/v adapters share ``A`` and take row chunks of ``B``.
+    """
+    names = NativeNames()
+    base: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = {}  # original module -> {"lora_A", "lora_B"}
+    for key, tensor in tensors.items():
+        if _PARAM not in key:
+            base[key] = tensor
+            continue
+        module, _, leaf = key.partition(_PARAM)
+        name = _PARAM_LEAVES.get(leaf)
+        if name is None:
+            raise CheckpointError(f"unexpected parametrization tensor {key!r}")
+        if name == "weight":
+            base[f"{module}.weight"] = tensor
+        else:
+            parts.setdefault(module, {})[name] = tensor
+
+    lora: dict[str, LinearLora | EmbeddingLora] = {}
+    for module, factors in parts.items():
+        if set(factors) != {"lora_A", "lora_B"}:
+            raise CheckpointError(f"{module}: LoRA needs both lora_A and lora_B")
+        a, b = factors["lora_A"], factors["lora_B"]
+        targets = [t.removesuffix(".weight") for t in names.keys(f"{module}.weight")]
+        if len(targets) > 1:
+            for target, rows in zip(targets, b.chunk(len(targets), dim=1), strict=True):
+                lora[target] = LinearLora(A=a, B=rows.contiguous())
+        elif targets[0].startswith("embeddings."):
+            lora[targets[0]] = EmbeddingLora(A=a, B=b)  # A [T, V, r], B [T, r, d]
+        else:
+            lora[targets[0]] = LinearLora(A=a, B=b)  # A [T, r, in], B [T, out, r]
+    return base, lora
 
 
 def _load_original(info: CheckpointInfo) -> LoadedWeights:
-    raw = _read_safetensors(info.path)
-    # Group tensors by module: "<module>." -> {"weight"|"bias"|"lora_A"|"lora_B": tensor}
-    modules: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in raw.items():
-        if key.startswith("roberta."):
-            key = key[len("roberta.") :]
-        if _PARAM in key:
-            module, _, leaf = key.partition(_PARAM)
-            name = {"original": "weight", "0.lora_A": "lora_A", "0.lora_B": "lora_B"}.get(leaf)
-            if name is None:
-                raise CheckpointError(f"unexpected parametrization tensor {key!r}")
+    base, lora = split_original(_read_safetensors(info.path))
+    out = LoadedWeights(base=NativeNames().tensors(base), scaling=info.lora_alpha / info.lora_rank)
+    for module, factors in lora.items():
+        if isinstance(factors, EmbeddingLora):
+            out.embedding[module] = factors
         else:
-            module, _, name = key.rpartition(".")
-        modules.setdefault(module + ".", {})[name] = tensor
-
-    out = LoadedWeights(base={}, scaling=info.lora_alpha / info.lora_rank)
-    for module, parts in modules.items():
-        qkv = _WQKV.match(module)
-        targets = (
-            [f"layers.{qkv.group(1)}.self_attn.{p}_proj." for p in "qkv"] if qkv else [_rename(module)]
-        )
-        if len(targets) == 1:
-            (target,) = targets
-            for name in ("weight", "bias"):
-                if name in parts:
-                    out.base[target + name] = parts[name]
-            if "lora_A" in parts:
-                _add_original_lora(out, target[:-1], parts["lora_A"], parts["lora_B"])
-            continue
-        # Fused Wqkv [3*d, d], rows ordered [Q; K; V]; the q/k/v adapters share A and take row chunks of B.
-        weights = parts["weight"].chunk(3, dim=0)
-        biases = parts["bias"].chunk(3, dim=0) if "bias" in parts else (None, None, None)
-        b_chunks = parts["lora_B"].chunk(3, dim=1) if "lora_B" in parts else (None, None, None)
-        for target, w, b, lb in zip(targets, weights, biases, b_chunks, strict=True):
-            out.base[target + "weight"] = w.contiguous()
-            if b is not None:
-                out.base[target + "bias"] = b.contiguous()
-            if lb is not None:
-                out.linear[target[:-1]] = LinearLora(A=parts["lora_A"], B=lb.contiguous())
+            out.linear[module] = factors
     return out
-
-
-def _rename(module: str) -> str:
-    for pattern, repl in _ORIGINAL_RENAMES:
-        new, n = pattern.subn(repl, module)
-        if n:
-            return new
-    raise CheckpointError(f"unexpected tensor group {module!r} in the original layout")
-
-
-def _add_original_lora(out: LoadedWeights, module: str, a: torch.Tensor, b: torch.Tensor) -> None:
-    if module.startswith("embeddings."):
-        out.embedding[module] = EmbeddingLora(A=a, B=b)  # A [T, V, r], B [T, r, d]
-    else:
-        out.linear[module] = LinearLora(A=a, B=b)  # A [T, r, in], B [T, out, r]
 
 
 # --------------------------------------------------------------------------- converted (-hf) layout
@@ -143,9 +132,7 @@ _PEFT_KEY = re.compile(
 
 
 def _load_hf(info: CheckpointInfo) -> LoadedWeights:
-    base = {}
-    for key, tensor in _read_safetensors(info.path).items():
-        base[key[len("roberta.") :] if key.startswith("roberta.") else key] = tensor
+    base = NativeNames().tensors(_read_safetensors(info.path))
     out = LoadedWeights(base=base, scaling=info.lora_alpha / info.lora_rank)
 
     per_task: list[dict[str, dict[str, torch.Tensor]]] = []

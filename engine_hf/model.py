@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -182,17 +183,23 @@ class JinaEncoder:
         self,
         seqs: Sequence[Sequence[int]],
         adapters: Sequence[int],
-        segments: Sequence[Sequence[tuple[int, int]] | None],
+        segments: Sequence[Sequence[tuple[int, int]] | Literal["tokens"] | None],
         *,
         packed: bool,
     ) -> list[torch.Tensor]:
-        """One forward pass; per sequence the fp32 mean ``[d]`` (``segments[i] is None``) or the fp32
+        """One forward pass; per sequence the fp32 mean ``[d]`` (``segments[i] is None``), the fp32
         **sums** ``[k, d]`` of its token states over each ``[start, end)`` of ``segments[i]`` (late
-        chunking: the sums of several windows add up exactly, means would not)."""
+        chunking: the sums of several windows add up exactly, means would not), or every token's
+        fp32 state ``[len_i, d]`` (``segments[i] == "tokens"``: TEI's ``/embed_all``)."""
         out: list[torch.Tensor] = []
         for h, spans in zip(self.token_states(seqs, adapters, packed=packed), segments, strict=True):
             h = h.float()
-            out.append(h.mean(dim=0) if spans is None else torch.stack([h[a:b].sum(dim=0) for a, b in spans]))
+            if spans is None:
+                out.append(h.mean(dim=0))
+            elif spans == "tokens":
+                out.append(h)
+            else:
+                out.append(torch.stack([h[a:b].sum(dim=0) for a, b in spans]))
         return out
 
     @torch.inference_mode()

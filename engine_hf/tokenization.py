@@ -13,7 +13,15 @@ from pathlib import Path
 
 from tokenizers import Encoding, Tokenizer
 
-from gateway.contract import InputTooLongError, InvalidRequestError, Task, TokenIds
+from gateway.contract import (
+    InputTooLongError,
+    InvalidRequestError,
+    Task,
+    Token,
+    TokenIds,
+    Tokenized,
+    TruncationDirection,
+)
 
 __all__ = ["Document", "Encoded", "TextEncoder", "load_tokenizer"]
 
@@ -88,9 +96,17 @@ class TextEncoder:
         return Document([self.bos_id, *enc.ids, self.eos_id], list(enc.offsets), len(prefix))
 
     def encode(
-        self, inputs: Sequence[str | TokenIds], task: Task | None, *, truncate: bool
+        self,
+        inputs: Sequence[str | TokenIds],
+        task: Task | None,
+        *,
+        truncate: bool,
+        direction: TruncationDirection = "right",
     ) -> list[Encoded]:
-        """Token ids for every input; raises ``InputTooLongError`` naming the first over-long one."""
+        """Token ids for every input; raises ``InputTooLongError`` naming the first over-long one.
+
+        Truncation keeps ``<s>`` and ``</s>`` and drops content tokens: the tail (``right``, the
+        reference's) or the head (``left``, TEI's ``Left``: the instruction goes first)."""
         texts = [(i, x) for i, x in enumerate(inputs) if isinstance(x, str)]
         content: list[list[int]] = [[] for _ in inputs]
         for (i, _), enc in zip(texts, self.encode_texts([t for _, t in texts], task), strict=True):
@@ -111,6 +127,36 @@ class TextEncoder:
             if n > self.max_tokens:
                 if not truncate:
                     raise InputTooLongError(i, n, self.max_tokens)
-                ids = ids[: self.max_tokens - 2]
+                keep = self.max_tokens - 2
+                ids = ids[:keep] if direction == "right" else ids[len(ids) - keep :]
             out.append(Encoded([self.bos_id, *ids, self.eos_id], n))
         return out
+
+    def tokenize(self, texts: Sequence[str], task: Task | None, *, add_special_tokens: bool) -> list[Tokenized]:
+        """``instruction + text`` as the tokenizer cuts it, with character offsets (TEI's
+        ``/tokenize``: no length limit; special tokens have no offsets)."""
+        prefix = self.prefix(task)
+        out = []
+        for text in texts:
+            full = prefix + text
+            content = self.tokenizer.encode(full, add_special_tokens=False)
+            tokens = [
+                Token(i, piece, False, a, b) for i, piece, (a, b) in zip(content.ids, content.tokens, content.offsets, strict=True)
+            ]
+            if add_special_tokens:
+                bos = self.tokenizer.id_to_token(self.bos_id) or ""
+                eos = self.tokenizer.id_to_token(self.eos_id) or ""
+                tokens = [Token(self.bos_id, bos, True, None, None), *tokens, Token(self.eos_id, eos, True, None, None)]
+            out.append(Tokenized(full, tuple(tokens)))
+        return out
+
+    def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        """The text of each id sequence; ids outside the vocabulary are a 4xx, not silently dropped."""
+        for i, seq in enumerate(ids):
+            bad = next((v for v in seq if not 0 <= v < self.vocab_size), None)
+            if bad is not None:
+                raise InvalidRequestError(
+                    f"ids[{i}] has token id {bad}, outside this model's vocabulary (0..{self.vocab_size - 1})",
+                    param="ids",
+                )
+        return list(self.tokenizer.decode_batch([list(s) for s in ids], skip_special_tokens=skip_special_tokens))

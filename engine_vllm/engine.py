@@ -67,7 +67,7 @@ from gateway.contract import (
 )
 
 if TYPE_CHECKING:
-    from gateway.config import VLLMEngineSettings
+    from engine_vllm.settings import VLLMEngineSettings
 
 __all__ = ["VLLMEngine", "token_bound"]
 
@@ -351,7 +351,7 @@ class VLLMEngine:
 
     async def _over_limit(self, model: str, index: int, ids: list[int], job: EmbedJob) -> tuple[npt.NDArray[np.float32], int]:
         limit = self.settings.max_input_tokens
-        kept, _ = fit_to_limit(ids, limit, truncate=job.truncate)
+        kept, _ = fit_to_limit(ids, limit, truncate=job.truncate, left=job.truncation_direction == "left")
         if not job.truncate:
             raise InputTooLongError(index, len(ids), limit)
         vector, _ = await self._embed_one(model, kept, job.deadline)

@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.config import ManagedVLLMSettings
+    from engine_vllm.settings import ManagedVLLMSettings
 
 __all__ = ["ProcessState", "VLLMProcess", "restart_delay"]
 

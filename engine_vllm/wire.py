@@ -133,15 +133,18 @@ def parse_models(payload: Any) -> list[ServedModel]:
     return out
 
 
-def fit_to_limit(ids: list[int], limit: int, *, truncate: bool) -> tuple[list[int], bool]:
+def fit_to_limit(ids: list[int], limit: int, *, truncate: bool, left: bool = False) -> tuple[list[int], bool]:
     """``(ids, over)``: ``ids`` (``<s> … </s>``) within ``limit`` tokens, as the HF engine does it.
 
     Over the limit: ``over`` is True and, when ``truncate``, the ids keep their first
-    ``limit - 1`` tokens and the closing ``</s>`` (the reference's truncation); otherwise they are
-    returned unchanged for the caller to refuse.
+    ``limit - 1`` tokens and the closing ``</s>`` (the reference's truncation) — or, ``left``, the
+    opening ``<s>`` and the last ``limit - 1`` (TEI's ``Left``); otherwise they are returned
+    unchanged for the caller to refuse.
     """
     if len(ids) <= limit:
         return ids, False
     if not truncate:
         return ids, True
+    if left:
+        return ids[:1] + ids[len(ids) - (limit - 1) :], True
     return ids[: limit - 1] + ids[-1:], True

@@ -28,9 +28,11 @@ from fastapi.openapi.utils import get_openapi
 from gateway import __version__
 from gateway.api.admin import router as admin_router
 from gateway.api.errors import install_error_handlers
-from gateway.api.middleware import OPEN_PATHS, FrontDoor
+from gateway.api.middleware import FrontDoor
 from gateway.api.ops import router as ops_router
 from gateway.api.routes import router
+from gateway.api.tei import router as tei_router
+from gateway.api.tei_errors import TEI_PATHS
 from gateway.config import Settings
 from gateway.contract import Engine
 from gateway.engines import build_engine
@@ -39,6 +41,7 @@ from gateway.obs.metrics import GatewayMetrics
 from gateway.pool import EngineBuilder, Monitor, Pool
 from gateway.pool.reload import Reloader
 from gateway.serving.service import EmbeddingService
+from gateway.serving.tokenizing import TokenService
 
 __all__ = ["create_app"]
 
@@ -72,7 +75,8 @@ def create_app(
         app.state.reloader = reloader
         app.state.monitor = monitor
         app.state.service = EmbeddingService(pool, app_metrics)
-        app_metrics.watch(pool.supervisor, lambda: None if pool.closed else pool.current)
+        app.state.tokens = TokenService(pool)
+        app_metrics.watch(pool.supervisor, lambda: None if pool.closed else pool.current, lambda: gate.draining)
         monitor.start()
         hup = _install_sighup(reloader) if reload_settings is not None else False
         try:
@@ -103,7 +107,9 @@ def create_app(
     app.include_router(router)
     app.include_router(ops_router)
     app.include_router(admin_router)
-    templates = [r.path for rt in (router, ops_router, admin_router) for r in rt.routes if isinstance(r, APIRoute)]
+    app.include_router(tei_router)
+    routers = (router, ops_router, admin_router, tei_router)
+    templates = [r.path for rt in routers for r in rt.routes if isinstance(r, APIRoute)]
     app.add_middleware(FrontDoor, templates=[*templates, "/openapi.json", "/docs", "/redoc"])
     cors = settings.server.cors
     if cors.allow_origins:  # outermost: a browser's preflight is answered before any key check
@@ -116,19 +122,24 @@ def create_app(
             max_age=cors.max_age,
             expose_headers=["x-request-id", "x-embed-engine", "x-queue-time", "x-inference-time", "retry-after"],
         )
-    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
+    app.openapi = partial(_openapi, app, settings)  # type: ignore[method-assign]
     return app
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """FastAPI's schema, made true to what the app answers: no 422 (validation errors are 400,
-    through the error table), and the bearer key every route but /health takes."""
+    through the error table) except on the TEI routes, whose 422 is TEI's, and the bearer key
+    every route but the open ones takes (``auth.open_paths()`` of the running configuration, else
+    of the one the app was created with)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        pool: Pool | None = getattr(app.state, "pool", None)
+        open_paths = (settings if pool is None or pool.closed else pool.current.settings).auth.open_paths()
         for path, item in schema.get("paths", {}).items():
             for op in item.values():
-                op.get("responses", {}).pop("422", None)
-                if path not in OPEN_PATHS:
+                if path not in TEI_PATHS:
+                    op.get("responses", {}).pop("422", None)
+                if path not in open_paths:
                     op["security"] = [{"bearer": []}, {}]  # a key when the operator configured keys
         components = schema.setdefault("components", {})
         for name in ("HTTPValidationError", "ValidationError"):

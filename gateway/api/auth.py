@@ -7,8 +7,12 @@ configured key are hashed (SHA-256, so lengths leak nothing) and *all* are compa
 :func:`secrets.compare_digest`, without stopping at the first match.
 
 * Client keys (``auth.api_keys``, ``auth.api_keys_file``): when any is configured, every route but
-  ``/health`` needs one (the front door, :mod:`gateway.api.middleware`, enforces it). The admin
+  the open ones needs one (the front door, :mod:`gateway.api.middleware`, enforces it). The admin
   key is accepted there too: it is the stronger credential.
+* Open routes (:meth:`gateway.config.AuthSettings.open_paths`): ``/health`` and ``/ready`` unless
+  ``auth.probes_open`` is false (a kubelet or load-balancer probe sends no key), ``/metrics`` only
+  with ``auth.metrics_open``. ``/ready`` shows its per-engine detail (engine errors, URLs) only to
+  a caller whose key :func:`client_allowed` accepts.
 * The admin key (``auth.admin_key``) guards ``/admin/*``: without one configured they answer 403;
   a missing or wrong key is 401; a valid *client* key is 403 (authenticated, not allowed).
 """
@@ -26,7 +30,7 @@ from gateway.config import AuthSettings
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from gateway.obs.context import request_snapshot
 
-__all__ = ["bearer_token", "check_admin", "check_client", "key_matches", "require_admin"]
+__all__ = ["bearer_token", "check_admin", "check_client", "client_allowed", "key_matches", "require_admin"]
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -65,6 +69,15 @@ def check_client(auth: AuthSettings, authorization: str | None) -> None:
     allowed = (*keys, auth.admin_key) if auth.admin_key is not None else keys
     if not key_matches(token, allowed):
         raise AuthenticationError("the API key is not valid for this server")
+
+
+def client_allowed(auth: AuthSettings, authorization: str | None) -> bool:
+    """Whether the request could use the API: no keys configured, or a valid client (or admin) key."""
+    try:
+        check_client(auth, authorization)
+    except AuthenticationError:
+        return False
+    return True
 
 
 def check_admin(auth: AuthSettings, authorization: str | None) -> None:

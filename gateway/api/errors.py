@@ -2,12 +2,22 @@
 
 Handlers are registered per base class; the OpenAPI ``responses`` of each route are generated from
 the same table, so the documentation cannot drift from what is returned.
+
+Every error answer is first an :class:`ApiError` (status, type, message, param, code, headers)
+and then a body, made in one place (:func:`render_error`). The body satisfies two client
+families at once (:func:`error_body`): OpenAI's ``{"error": {...}}`` for the OpenAI SDK and the
+libraries built on it, and Jina's top-level ``{"detail": "..."}`` for Jina's clients (LangChain's
+``JinaEmbeddings``, LlamaIndex's ``JinaEmbedding``), which raise ``KeyError: 'detail'`` on any
+other shape. A route family whose clients expect yet another shape (TEI's) plugs its own body in
+:func:`render_error`, chosen by the request's path.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +26,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.disconnect import ClientDisconnected
+from gateway.api.quoting import quote_value
 from gateway.api.schemas import ErrorResponse
+from gateway.api.tei_errors import TEI_PATHS, tei_error
 from gateway.contract import (
     EmbedGatewayError,
     EngineError,
@@ -27,7 +39,6 @@ from gateway.contract import (
     PayloadTooLargeError,
     RetryableError,
 )
-from gateway.obs.context import current_request
 from gateway.errors import (
     AuthenticationError,
     GatewayBusyError,
@@ -36,13 +47,17 @@ from gateway.errors import (
     ShuttingDownError,
     TooManyRequestsError,
 )
+from gateway.obs.context import current_request
 
 __all__ = [
     "ERROR_TABLE",
+    "ApiError",
+    "api_error",
     "error_body",
     "error_response",
     "install_error_handlers",
     "openapi_responses",
+    "render_error",
     "status_of",
 ]
 
@@ -68,6 +83,25 @@ ERROR_TABLE: dict[type[EmbedGatewayError], tuple[int, str]] = {
 
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 
+#: pydantic error kinds whose message is ours (it names the value itself) or where the value is
+#: the whole body or a field name, not a rejected value
+_VALUE_NAMED = frozenset({
+    "value_error", "assertion_error", "missing", "extra_forbidden", "json_invalid", "model_attributes_type",
+    "dict_type", "union_tag_invalid", "union_tag_not_found",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """One error answer before it has a body: what any route family's renderer needs."""
+
+    status: int
+    type: str
+    message: str
+    param: str | None = None
+    code: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
 
 def status_of(err: EmbedGatewayError) -> tuple[int, str]:
     for cls in type(err).__mro__:
@@ -77,7 +111,19 @@ def status_of(err: EmbedGatewayError) -> tuple[int, str]:
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    """OpenAI's error object and Jina's ``detail`` (the same message) in one body: each client
+    family reads its own key and ignores the other (schema: :class:`~gateway.api.schemas.ErrorResponse`)."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}, "detail": message}
+
+
+def render_error(err: ApiError, path: str = "") -> JSONResponse:
+    """The response for every error the app answers (handlers and the front door alike).
+
+    ``path`` is the request's path: the place where a route family with its own error shape
+    (TEI's routes) gets its own body; every other route answers :func:`error_body`.
+    """
+    body = error_body(err.message, err.type, err.param, err.code)
+    return JSONResponse(body, status_code=err.status, headers=dict(err.headers))
 
 
 def _note(code: str | None) -> None:
@@ -87,68 +133,80 @@ def _note(code: str | None) -> None:
         ctx.error_code = code
 
 
-def error_response(err: EmbedGatewayError) -> JSONResponse:
-    """The response for any error of the tree, through the table (handlers and the front door)."""
+def api_error(err: EmbedGatewayError) -> ApiError:
+    """An error of the tree, through the table (with ``Retry-After`` / ``WWW-Authenticate``)."""
     status, type_ = status_of(err)
     headers = {}
     if isinstance(err, RetryableError | GatewayBusyError):
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after or 1)))
     if isinstance(err, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
-    if status >= 500:
-        log.warning("request failed with %d: %s", status, err.message)
+    return ApiError(status, type_, err.message, err.param, err.code, headers)
+
+
+def error_response(err: EmbedGatewayError, path: str = "") -> JSONResponse:
+    """The response for any error of the tree (handlers and the front door); in TEI's shape on
+    TEI's paths."""
+    if path in TEI_PATHS:
+        return tei_error(err)
+    answer = api_error(err)
+    if answer.status >= 500:
+        log.warning("request failed with %d: %s", answer.status, err.message)
     _note(err.code)
-    return JSONResponse(error_body(err.message, type_, err.param, err.code), status_code=status, headers=headers)
+    return render_error(answer, path)
 
 
 def _gateway_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, EmbedGatewayError)
-    return error_response(err)
+    return error_response(err, request.url.path)
 
 
-def _validation_error(request: Request, err: Exception) -> JSONResponse:
-    assert isinstance(err, RequestValidationError)
-    errors = err.errors()
-    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
+def _validation_message(first: Mapping[str, Any]) -> tuple[str, str | None]:
+    """pydantic's first error as a client-facing message and ``param``, naming the rejected value."""
     loc = [str(x) for x in first.get("loc", ()) if x != "body"]
     param = ".".join(loc) or None
     msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     kind = first.get("type")
     if kind == "json_invalid":
-        message, param = "the request body is not valid JSON", None
-    elif kind == "extra_forbidden":
-        message = f"unrecognized request argument supplied: {param}"
-    elif kind == "missing":
-        message = f"missing required parameter: {param}"
-    elif kind in ("model_attributes_type", "dict_type") and not loc:
-        message = "the request body must be a JSON object"
-    else:
-        message = f"{param}: {msg}" if param else msg
+        return "the request body is not valid JSON", None
+    if kind == "extra_forbidden":
+        return f"unrecognized request argument supplied: {param}", param
+    if kind == "missing":
+        return f"missing required parameter: {param}", param
+    if kind in ("model_attributes_type", "dict_type") and not loc:
+        return "the request body must be a JSON object", param
+    message = f"{param}: {msg}" if param else msg
+    if "input" in first and kind not in _VALUE_NAMED:
+        message += f"; got {quote_value(first['input'])}"
+    return message, param
+
+
+def _validation_error(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, RequestValidationError)
+    errors = err.errors()
+    message, param = _validation_message(errors[0] if errors else {"msg": "invalid request", "loc": ()})
     _note("invalid_request")
-    return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_request"), status_code=400)
+    return render_error(ApiError(400, "invalid_request_error", message, param, "invalid_request"), request.url.path)
 
 
 def _http_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, StarletteHTTPException)
     type_ = _HTTP_TYPES.get(err.status_code, "invalid_request_error" if err.status_code < 500 else "server_error")
     _note(type_)
-    return JSONResponse(
-        error_body(str(err.detail), type_, None, None),
-        status_code=err.status_code,
-        headers=getattr(err, "headers", None),
-    )
+    headers = getattr(err, "headers", None) or {}
+    return render_error(ApiError(err.status_code, type_, str(err.detail), headers=headers), request.url.path)
 
 
 def _client_gone(request: Request, err: Exception) -> JSONResponse:
     # Nobody reads this; 499 (nginx's "client closed request") keeps logs and metrics honest.
     _note("client_closed_request")
-    return JSONResponse(error_body("client closed the request", "invalid_request_error"), status_code=499)
+    return render_error(ApiError(499, "invalid_request_error", "client closed the request"), request.url.path)
 
 
 def _unexpected(request: Request, err: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=err)
     _note("internal_error")
-    return JSONResponse(error_body("internal server error", "server_error", None, "internal_error"), status_code=500)
+    return render_error(ApiError(500, "server_error", "internal server error", code="internal_error"), request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -4,8 +4,9 @@ On the way in, in this order:
 
 1. a request id: the client's ``X-Request-ID`` when it is a sane token, else a new one; it is on
    every log line the request causes and echoed on every response, errors included;
-2. the client API keys (:func:`gateway.api.auth.check_client`): every route but ``/health``
-   (``/admin/*`` checks its own key);
+2. the client API keys (:func:`gateway.api.auth.check_client`): every route but the open ones
+   (``auth.open_paths()``: ``/health`` and ``/ready`` by default, for probes that send no key;
+   ``/admin/*`` checks its own key);
 3. the body size, ``limits.max_body_bytes``: a ``Content-Length`` over it is refused before a
    byte is read; a chunked body is counted as it arrives (and buffered: at most the limit);
 4. embedding requests pass the :class:`~gateway.lifecycle.Gate`: 429 beyond
@@ -13,10 +14,12 @@ On the way in, in this order:
 
 The front door reads the pool's current snapshot once and puts it on the request's
 :class:`gateway.obs.context.RequestContext`: the keys, limits and engines of one configuration
-generation serve the whole request, and an embedding request holds that snapshot (its engines
-stay open) until its response is out. A refusal is rendered through the one error table
-(:func:`gateway.api.errors.error_response`). On the way out: one access-log line and the request's
-metrics, labelled with what the service decided (model alias, task, engine).
+generation serve the whole request, and a request that calls an engine (embedding, tokenising)
+holds that snapshot (its engines stay open) until its response is out. A refusal is rendered
+through the one error table (:func:`gateway.api.errors.error_response`), in the same body as every
+other error of the path it was sent to (TEI's shape on TEI's paths). On the way out: one
+access-log line and the request's metrics, labelled with what the service decided (model alias,
+task, engine).
 
 Why pure ASGI rather than Starlette's ``BaseHTTPMiddleware``: the route's disconnect watcher
 (:mod:`gateway.api.disconnect`) must read the client's real ``receive`` channel, and refusals
@@ -43,16 +46,19 @@ from gateway.contract import EmbedGatewayError, PayloadTooLargeError
 from gateway.obs.context import RequestContext, current_request
 from gateway.pool import Pool
 
-__all__ = ["OPEN_PATHS", "WORK_PATHS", "FrontDoor", "sane_request_id"]
+__all__ = ["WORK_PATHS", "FrontDoor", "sane_request_id"]
 
 log = logging.getLogger("gateway.access")
 
 #: the routes that embed: bounded by the gate
-WORK_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/chunk-embeddings"})
-#: the routes that need no key, ever (liveness probes cannot carry secrets everywhere)
-OPEN_PATHS = frozenset({"/health"})
+WORK_PATHS = frozenset({
+    "/v1/embeddings", "/embeddings", "/v1/chunk-embeddings", "/chunk-embeddings",
+    "/embed", "/embed_all", "/", "/invocations",  # TEI
+})
 #: polled by probes and Prometheus: their access lines are debug-level
 _QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+#: routes that call an engine without embedding (TEI's): they hold their snapshot, but the gate does not bound them
+_ENGINE_PATHS = frozenset({"/tokenize", "/decode"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -78,7 +84,7 @@ class FrontDoor:
             return
         state = scope["app"].state
         pool: Pool = state.pool
-        with pool.acquire() if _is_work(scope) else nullcontext(pool.current) as snap:
+        with pool.acquire() if _calls_engine(scope) else nullcontext(pool.current) as snap:
             await self._serve(scope, receive, send, RequestContext(
                 sane_request_id(Headers(scope=scope).get("x-request-id")), snapshot=snap
             ))
@@ -107,7 +113,7 @@ class FrontDoor:
             try:
                 assert ctx.snapshot is not None
                 settings = ctx.snapshot.settings
-                if path not in OPEN_PATHS and not path.startswith("/admin/"):
+                if path not in settings.auth.open_paths() and not path.startswith("/admin/"):
                     check_client(settings.auth, headers.get("authorization"))
                 if scope["method"] in _BODY_METHODS:
                     receive = await _limit_body(headers, receive, settings.limits.max_body_bytes)
@@ -116,7 +122,7 @@ class FrontDoor:
                     admitted = True
                     state.metrics.in_flight.inc()
             except EmbedGatewayError as err:
-                await error_response(err)(scope, receive, send_with_id)
+                await error_response(err, scope["path"])(scope, receive, send_with_id)
                 return
             await self.app(scope, receive, send_with_id)
         finally:
@@ -142,6 +148,11 @@ class FrontDoor:
 def _is_work(scope: Scope) -> bool:
     """An embedding request: bounded by the gate, holds its snapshot."""
     return scope["method"] == "POST" and scope["path"] in WORK_PATHS
+
+
+def _calls_engine(scope: Scope) -> bool:
+    """A request whose engines must stay open until it is answered: it holds its snapshot."""
+    return scope["method"] == "POST" and (scope["path"] in WORK_PATHS or scope["path"] in _ENGINE_PATHS)
 
 
 async def _limit_body(headers: Headers, receive: Receive, limit: int) -> Receive:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
 
 from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
@@ -99,11 +100,6 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     return _respond(render_embeddings(outcome, spec.output))
 
 
-router.add_api_route(
-    "/embeddings", create_embeddings, methods=["POST"], response_model=EmbeddingResponse, include_in_schema=False
-)
-
-
 @router.post(
     "/v1/chunk-embeddings",
     response_model=ChunkEmbeddingResponse,
@@ -134,3 +130,22 @@ async def get_model(model: str) -> ModelCard:
     settings = request_snapshot().settings
     name, _ = resolve_alias(settings, model)
     return _card(settings, name)
+
+
+def _add_unprefixed(r: APIRouter) -> None:
+    """Every ``/v1/...`` route also without ``/v1``: clients given a base URL without it (the
+    openai SDK with ``base_url="http://host:8080"``) call ``/embeddings`` and ``/models``. Kept out
+    of the OpenAPI document, which shows each operation once."""
+    for route in list(r.routes):
+        if isinstance(route, APIRoute) and route.path.startswith("/v1/"):
+            r.add_api_route(
+                route.path.removeprefix("/v1"),
+                route.endpoint,
+                methods=sorted(route.methods or ()),
+                response_model=route.response_model,
+                responses=route.responses,
+                include_in_schema=False,
+            )
+
+
+_add_unprefixed(router)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
+from gateway.api.quoting import quote_value
 from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, parse_task
 from gateway.serving.spec import EMBEDDING_TYPES, EmbeddingSpec, EmbeddingType, OutputFormat
 
@@ -38,6 +39,8 @@ __all__ = [
     "ReadyResponse",
     "ReloadResponse",
     "SentenceChunking",
+    "TeiEmbeddingModel",
+    "TeiModelType",
     "TextInput",
     "TokenChunking",
     "Usage",
@@ -66,7 +69,7 @@ def _unwrap_text(item: Any, where: str) -> Any:
         return item
     if set(item) == {"text"}:
         if not isinstance(item["text"], str):
-            raise ValueError(f"{where}.text must be a string")
+            raise ValueError(f"{where}.text must be a string; got {quote_value(item['text'])}")
         return item["text"]
     raise ValueError(
         f"{where} must be a string or a {{\"text\": ...}} object (jina-embeddings-v3 embeds text only; "
@@ -82,7 +85,7 @@ def _check_text_input(v: Any) -> Any:
             raise ValueError("input must not be an empty string")
         return v
     if not isinstance(v, list):
-        raise ValueError("input must be a string, a list of strings, or token ids")
+        raise ValueError(f"input must be a string, a list of strings, or token ids; got {quote_value(v)}")
     if not v:
         raise ValueError("input must not be an empty list")
     v = [_unwrap_text(x, f"input[{i}]") for i, x in enumerate(v)]
@@ -97,10 +100,27 @@ def _check_text_input(v: Any) -> Any:
         for i, ids in enumerate(v):
             if not ids:
                 raise ValueError(f"input[{i}] is an empty token list")
-            if not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
-                raise ValueError(f"input[{i}] must be a list of integer token ids")
+            bad = next((j for j, x in enumerate(ids) if _kind(x) != "int"), None)
+            if bad is not None:
+                raise ValueError(
+                    f"input[{i}][{bad}] is {quote_value(ids[bad])}: input[{i}] must be a list of integer token ids"
+                )
         return v
-    raise ValueError("input must be a string, a list of strings, a list of token ids, or a list of such lists")
+    first = _kind(v[0])
+    bad = next(i for i, x in enumerate(v) if _kind(x) != first or first is None)
+    raise ValueError(
+        f"input[{bad}] is {quote_value(v[bad])}: input must be a string, a list of strings, a list of token ids "
+        "(integers), or a list of such lists, one kind per list"
+    )
+
+
+def _kind(x: Any) -> str | None:
+    """What an item of an ``input`` list is (JSON booleans are not token ids)."""
+    if isinstance(x, str):
+        return "str"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return "int"
+    return "list" if isinstance(x, list) else None
 
 
 def _check_embedding_types(v: Any, field: str) -> Any:
@@ -113,7 +133,7 @@ def _check_embedding_types(v: Any, field: str) -> Any:
         raise ValueError(f"{field} must not be an empty list; valid types: {valid}")
     for x in values:
         if x not in EMBEDDING_TYPES or not isinstance(x, str):
-            raise ValueError(f"{field} {x!r} is not supported; valid types: {valid} (or a list of them)")
+            raise ValueError(f"{field} {quote_value(x)} is not supported; valid types: {valid} (or a list of them)")
     if len(set(values)) != len(values):
         raise ValueError(f"{field} lists a type twice")
     return v
@@ -278,7 +298,10 @@ class ChunkEmbeddingRequest(BaseModel):
     def _check_input(cls, v: Any) -> Any:
         v = _unwrap_text(v, "input")
         if not isinstance(v, str):
-            raise ValueError('input must be one text (a string or {"text": ...}): the document to cut into chunks')
+            raise ValueError(
+                'input must be one text (a string or {"text": ...}): the document to cut into chunks; '
+                f"got {quote_value(v)}"
+            )
         if not v.strip():
             raise ValueError("input must contain text")
         return v
@@ -388,7 +411,12 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: ErrorBody
+    """Every error body: OpenAI's ``error`` object and Jina's ``detail`` (the same message), so that
+    the OpenAI SDK and Jina's clients (LangChain's ``JinaEmbeddings``, LlamaIndex's ``JinaEmbedding``)
+    each find the message where they look for it."""
+
+    error: ErrorBody = Field(description="OpenAI's error object.")
+    detail: str = Field(description="error.message again, where Jina's API puts it.")
 
 
 class EngineInfo(BaseModel):
@@ -417,10 +445,36 @@ class LimitsInfo(BaseModel):
     request_timeout: float | None
 
 
-class Info(BaseModel):
-    """``GET /info`` (like TEI's): what this server runs and what it accepts."""
+class TeiEmbeddingModel(BaseModel):
+    pooling: str
 
+
+class TeiModelType(BaseModel):
+    embedding: TeiEmbeddingModel
+
+
+class Info(BaseModel):
+    """``GET /info``: TEI's keys (router/src/lib.rs ``Info``, so TEI tooling reads it) and the
+    gateway's own: what this server runs and what it accepts."""
+
+    # TEI's keys
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    served_model_name: str
+    model_type: TeiModelType
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
+    sha: str | None = None
+    docker_label: str | None = None
+    # TEI's and the gateway's: the gateway's version
     version: str
+    # the gateway's own
     model: str | None
     revision: str | None
     dimensions: int
@@ -436,7 +490,7 @@ class Info(BaseModel):
 
 
 class CircuitView(BaseModel):
-    state: str
+    state: Literal["closed", "open"]
     consecutive_failures: int
     times_opened: int
     open_for_s: float
@@ -455,18 +509,24 @@ class ParityResultView(BaseModel):
 
 
 class ParityView(BaseModel):
-    #: ``not_required``, ``pending``, ``passed`` or ``failed``
-    status: str
-    #: the last check per task
+    """The parity guard's view of one engine: its status and the last check per task."""
+
+    status: Literal["not_required", "pending", "passed", "failed"]
     results: dict[str, ParityResultView]
 
 
 class EngineStatus(BaseModel):
-    """One engine, live, as ``GET /admin/engines`` shows it."""
+    """One engine as ``GET /admin/engines`` shows it: the recorded state (``ready``, ``reason``,
+    ``detail``: what ``GET /ready`` says) and a live health check (``healthy``, ``health_detail``,
+    ``info``), which is shown but changes nothing."""
 
     ready: bool
+    #: why it is out (``start_failed``, ``parity_failed``, ``parity_pending``, ``circuit_open``,
+    #: ``unhealthy``); null while it serves
+    reason: str | None
     detail: str
     healthy: bool
+    health_detail: str
     tasks: list[str]
     routes: list[str]
     circuit: CircuitView
@@ -477,21 +537,31 @@ class EngineStatus(BaseModel):
 
 
 class ReadyEngine(BaseModel):
+    """One engine in ``GET /ready``: able to serve now, or out and why."""
+
     ready: bool
+    #: why it is out (``start_failed``, ``parity_failed``, ``parity_pending``, ``circuit_open``,
+    #: ``unhealthy``); null while it serves
+    reason: str | None
     detail: str
+    circuit: Literal["closed", "open"]
     parity: ParityView
-    #: ``closed`` or ``open``
-    circuit: str
 
 
 class ReadyResponse(BaseModel):
-    """``GET /ready``: 200 when ready, 503 otherwise, with the same body."""
+    """``GET /ready``: 200 ``ready`` or ``degraded``, 503 ``not ready`` or ``shutting down``. A caller
+    without a valid key (when keys are configured) gets ``status`` only."""
 
-    #: ``ready``, ``not ready`` or ``shutting down``
-    status: str
-    engines: dict[str, ReadyEngine]
-    #: the engines that are not ready (present unless ready)
+    status: Literal["ready", "degraded", "not ready", "shutting down"]
+    engines: dict[str, ReadyEngine] | None = None
+    #: engines that cannot serve now
     not_ready: list[str] | None = None
+    #: every task the configuration serves -> the engines able to serve it now, in route order
+    tasks: dict[str, list[str]] | None = None
+    #: tasks served, but not by the first engine of their route (their fast engine is out)
+    fast_path_lost: list[str] | None = None
+    #: tasks no engine can serve now (the reason for a 503 ``not ready``)
+    unserved: list[str] | None = None
 
 
 class PlanError(BaseModel):

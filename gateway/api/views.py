@@ -1,8 +1,10 @@
 """Typed views of the live engine state for ``GET /ready`` and ``GET /admin/engines``.
 
-The supervisor describes each engine once (:class:`gateway.pool.EngineReport`); this module turns
-that into the wire models of :mod:`gateway.api.schemas`, and the ready rule of
-:mod:`gateway.pool.readiness` decides the status: the two endpoints cannot drift apart.
+The ready rule of :mod:`gateway.pool.readiness` decides every engine's state and the gateway's
+status for both (and for the metrics); this module turns it into the wire models of
+:mod:`gateway.api.schemas`, so the endpoints cannot drift apart. ``/ready`` renders recorded state
+only (no I/O); the admin view adds a live health check per engine
+(:meth:`gateway.pool.Supervisor.report`).
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from gateway.api.schemas import (
 )
 from gateway.contract import ROUTE_KEYS, EmbedGatewayError, parse_task, route_key
 from gateway.pool import EngineReport, Pool, Snapshot
-from gateway.pool.readiness import Readiness, gateway_readiness
+from gateway.pool.parity import ParityResult, ParityStatus
+from gateway.pool.readiness import Readiness
 
 __all__ = ["engine_status", "engines_view", "ready_view"]
 
 
-def _parity(report: EngineReport) -> ParityView:
+def _parity(status: ParityStatus, results: dict[str, ParityResult]) -> ParityView:
     return ParityView(
-        status=report.parity.value,
+        status=status.value,
         results={
             k: ParityResultView(
                 ok=r.ok,
@@ -37,7 +40,7 @@ def _parity(report: EngineReport) -> ParityView:
                 detail=r.detail,
                 checked_at=r.checked_at,
             )
-            for k, r in report.parity_results.items()
+            for k, r in results.items()
         },
     )
 
@@ -46,8 +49,10 @@ def engine_status(report: EngineReport) -> EngineStatus:
     b = report.circuit
     status = EngineStatus(
         ready=report.ready,
+        reason=report.reason,
         detail=report.detail,
         healthy=report.healthy,
+        health_detail=report.health_detail,
         tasks=report.tasks,
         routes=report.routes,
         circuit=CircuitView(
@@ -57,7 +62,7 @@ def engine_status(report: EngineReport) -> EngineStatus:
             open_for_s=report.open_for_s,
             last_reason=b.last_reason,
         ),
-        parity=_parity(report),
+        parity=_parity(report.parity, report.parity_results),
         in_flight=report.in_flight,
     )
     if report.info:
@@ -65,22 +70,28 @@ def engine_status(report: EngineReport) -> EngineStatus:
     return status
 
 
-async def _reports(pool: Pool, snap: Snapshot) -> dict[str, EngineReport]:
-    return {n: await pool.supervisor.report(snap, m) for n, m in snap.members.items()}
-
-
-async def ready_view(pool: Pool, snap: Snapshot, *, draining: bool) -> tuple[Readiness, ReadyResponse]:
-    reports = await _reports(pool, snap)
-    readiness = gateway_readiness({n: r.ready for n, r in reports.items()}, draining=draining)
-    body = ReadyResponse(
-        status=readiness.status,
-        engines={
-            n: ReadyEngine(ready=r.ready, detail=r.detail, parity=_parity(r), circuit=r.circuit.state.value)
-            for n, r in reports.items()
-        },
-    )
-    if not readiness.ready:
-        body.not_ready = list(readiness.not_ready)
+def ready_view(pool: Pool, snap: Snapshot, *, draining: bool, detail: bool) -> tuple[Readiness, ReadyResponse]:
+    """The readiness of ``snap`` and its body; ``detail=False``: the status only (a caller
+    without a valid key when keys are configured: the detail names engines, URLs and errors)."""
+    supervisor = pool.supervisor
+    readiness = supervisor.assess(snap, draining=draining)
+    body = ReadyResponse(status=readiness.state.value)
+    if detail:
+        engines: dict[str, ReadyEngine] = {}
+        for name, now in readiness.engines.items():
+            state = supervisor.state(snap.members[name])
+            engines[name] = ReadyEngine(
+                ready=now.available,
+                reason=None if now.reason is None else now.reason.value,
+                detail=now.detail,
+                circuit=state.breaker.state.value,
+                parity=_parity(state.parity, state.parity_results),
+            )
+        body.engines = engines
+        body.not_ready = readiness.out
+        body.tasks = readiness.tasks
+        body.fast_path_lost = readiness.fast_path_lost
+        body.unserved = readiness.unserved
     return readiness, body
 
 
@@ -95,5 +106,5 @@ async def engines_view(pool: Pool, snap: Snapshot) -> EnginesView:
         generation=snap.generation,
         routes=snap.routes,
         serving_now=plans,
-        engines={n: engine_status(r) for n, r in (await _reports(pool, snap)).items()},
+        engines={n: engine_status(await pool.supervisor.report(snap, m)) for n, m in snap.members.items()},
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -26,11 +26,17 @@ __all__ = [
     "EngineCapabilities",
     "EngineObserver",
     "Health",
+    "Token",
     "TokenIds",
+    "Tokenized",
+    "Tokenizer",
+    "TruncationDirection",
 ]
 
 #: An input given as token ids of the model's own tokenizer (content ids, no special tokens).
 TokenIds = tuple[int, ...]
+#: which end of an over-long input ``truncate`` drops: the tail (the reference's) or the head (TEI's ``Left``)
+TruncationDirection = Literal["right", "left"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +47,9 @@ class EmbedJob:
     ``late_chunking`` the inputs are consecutive chunks of one document (joined with a single
     space) and the result has one vector per input. With ``chunking`` as well, ``inputs`` is the
     one document and the engine cuts it by that rule; the result then carries each chunk's
-    character range (:attr:`EmbedResult.spans`).
+    character range (:attr:`EmbedResult.spans`). With ``token_embeddings`` the result also carries
+    every token's last hidden state (:attr:`EmbedResult.token_states`): only engines whose
+    capabilities say ``token_embeddings`` get such a job.
     """
 
     inputs: Sequence[str | TokenIds]
@@ -55,10 +63,16 @@ class EmbedJob:
     #: most tokens the whole job may have (``limits.max_tokens_per_request``); an engine counts
     #: before it runs any forward pass and raises ``PayloadTooLargeError`` beyond it. ``None`` = no limit.
     max_total_tokens: int | None = None
+    #: with ``truncate``: ``right`` keeps the first tokens, ``left`` the last (``<s>``/``</s>`` kept)
+    truncation_direction: TruncationDirection = "right"
+    #: also return each input's per-token states (TEI's ``/embed_all``)
+    token_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ValueError("an EmbedJob needs at least one input")
+        if self.token_embeddings and self.late_chunking:
+            raise ValueError("token embeddings and late chunking cannot be asked of one job")
         if self.chunking is not None and (not self.late_chunking or len(self.inputs) != 1):
             raise ValueError("a chunking rule needs late_chunking and exactly one input (the document)")
 
@@ -78,6 +92,9 @@ class EmbedResult:
     inference_seconds: float = 0.0
     #: jobs with a chunking rule: each chunk's ``[start, end)`` character range in the document
     spans: tuple[tuple[int, int], ...] | None = None
+    #: ``token_embeddings`` jobs: per input, the fp32 last hidden state of every token ``[n_i, d]``
+    #: (``<s>``, the instruction and ``</s>`` included, un-normalised); ``vectors`` are their means
+    token_states: tuple[npt.NDArray[np.float32], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +111,10 @@ class EngineCapabilities:
     late_chunking: bool = False
     #: whether it accepts token-id inputs in the model's own vocabulary
     token_ids: bool = True
+    #: whether it can return every token's last hidden state (``EmbedJob.token_embeddings``)
+    token_embeddings: bool = False
+    #: whether it implements :class:`Tokenizer` (tokenise with offsets, decode ids)
+    tokenizer: bool = False
     # What it runs and its own limits, for GET /info (None where the engine cannot tell).
     model: str | None = None
     revision: str | None = None
@@ -104,6 +125,8 @@ class EngineCapabilities:
     #: admission bounds: queued tokens (in-process) or queued inputs (a remote server) before "overloaded"
     max_queued_tokens: int | None = None
     max_queued_inputs: int | None = None
+    #: threads that tokenise (TEI's ``tokenization_workers``)
+    tokenization_workers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +159,39 @@ class _NullObserver:
 
 #: the observer of an engine nobody watches (tests, tools)
 NULL_OBSERVER: EngineObserver = _NullObserver()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One token of :meth:`Tokenizer.tokenize`: offsets are CHARACTER offsets into
+    :attr:`Tokenized.text` (``None`` for special tokens, which have no source text)."""
+
+    id: int
+    #: the token as the vocabulary spells it (``<s>``, ``▁Zü``)
+    piece: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenized:
+    """One tokenised input: the string the tokenizer saw (instruction + input) and its tokens."""
+
+    text: str
+    tokens: tuple[Token, ...]
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What an engine whose capabilities say ``tokenizer`` also does (TEI's ``/tokenize`` and
+    ``/decode``). A separate protocol: most engines need not tokenise for clients."""
+
+    async def tokenize(self, texts: Sequence[str], task: Task | None, *, add_special_tokens: bool) -> list[Tokenized]:
+        """``instruction(task) + text`` tokenised, no length limit. Raises errors of the tree only."""
+
+    async def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        """Text of each id sequence; an id outside the vocabulary is an ``InvalidRequestError``."""
 
 
 @runtime_checkable

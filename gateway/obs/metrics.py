@@ -177,10 +177,12 @@ class GatewayMetrics:
         self.queue_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.queue_seconds)
         self.inference_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.inference_seconds)
 
-    def watch(self, supervisor: Supervisor, snapshot: Callable[[], Snapshot | None]) -> None:
+    def watch(
+        self, supervisor: Supervisor, snapshot: Callable[[], Snapshot | None], draining: Callable[[], bool] = lambda: False
+    ) -> None:
         """Export the engines' live state (see :class:`StateCollector`); once per app."""
         if self._state is None:
-            self._state = StateCollector(supervisor, snapshot)
+            self._state = StateCollector(supervisor, snapshot, draining)
             self.registry.register(self._state)
             self.registry.register(CudaMemoryCollector())
 
@@ -211,20 +213,30 @@ class StateCollector(Collector):
 
     * ``embed_gateway_engine_healthy`` — 1 if the engine's last health check passed (the monitor
       checks every ``breaker.probe_interval``); absent before the first check;
-    * ``embed_gateway_engine_ready`` — 1 if it is ready (:func:`gateway.pool.readiness.engine_ready`:
-      started, last health check not failed, parity cleared, circuit closed);
+    * ``embed_gateway_engine_ready`` — 1 if it can serve now: started, parity cleared, circuit
+      closed, last health check passed (:func:`gateway.pool.readiness.availability`, as ``GET /ready``);
     * ``embed_gateway_circuit_open`` — 1 while its circuit breaker keeps it out of its routes;
     * ``embed_gateway_parity_status`` — 1 for its current parity-guard status (``not_required``,
       ``pending``, ``passed``, ``failed``), 0 for the others;
-    * ``embed_gateway_engine_requests`` — requests calling the engine now.
+    * ``embed_gateway_engine_requests`` — requests calling the engine now;
+    * ``embed_gateway_ready`` — 1 for the gateway's current readiness ``state`` (``ready``,
+      ``degraded``, ``not_ready``, ``shutting_down``), 0 for the others: what ``GET /ready`` says
+      (:func:`gateway.pool.readiness.assess`); alert on ``state="degraded"`` — the replica serves, an
+      engine is out;
+    * ``embed_gateway_task_engines_available`` — per task the configuration serves, how many
+      engines can serve it now (0: requests for it fail; ``/ready`` is 503).
     """
 
-    def __init__(self, supervisor: Supervisor, snapshot: Callable[[], Snapshot | None]) -> None:
+    def __init__(
+        self, supervisor: Supervisor, snapshot: Callable[[], Snapshot | None], draining: Callable[[], bool]
+    ) -> None:
         self._supervisor = supervisor
         self._snapshot = snapshot
+        self._draining = draining
 
     def collect(self) -> Iterator[Metric]:
         from gateway.pool.parity import ParityStatus
+        from gateway.pool.readiness import ReadyState
 
         healthy = GaugeMetricFamily("embed_gateway_engine_healthy", "Last health check passed (1) or failed (0).",
                                     labels=["engine"])
@@ -235,18 +247,28 @@ class StateCollector(Collector):
                                    labels=["engine", "status"])
         held = GaugeMetricFamily("embed_gateway_engine_requests", "Requests in flight on the engine.",
                                  labels=["engine"])
+        gateway = GaugeMetricFamily("embed_gateway_ready", "Readiness state as GET /ready says it (1 = current).",
+                                    labels=["state"])
+        tasks = GaugeMetricFamily("embed_gateway_task_engines_available",
+                                  "Engines able to serve the task now (0 = the task cannot be served).",
+                                  labels=["task"])
         snap = self._snapshot()
         if snap is not None:
+            readiness = self._supervisor.assess(snap, draining=self._draining())
             for name, member in snap.members.items():
                 state = self._supervisor.state(member)
                 if state.healthy is not None:
                     healthy.add_metric([name], 1.0 if state.healthy else 0.0)
-                ready.add_metric([name], 1.0 if self._supervisor.ready(member) else 0.0)
+                ready.add_metric([name], 1.0 if readiness.engines[name].available else 0.0)
                 circuit.add_metric([name], 1.0 if state.breaker.is_open else 0.0)
                 for status in ParityStatus:
                     parity.add_metric([name, status.value], 1.0 if state.parity is status else 0.0)
                 held.add_metric([name], float(max(0, state.in_flight)))
-        yield from (healthy, ready, circuit, parity, held)
+            for ready_state in ReadyState:
+                gateway.add_metric([ready_state.label], 1.0 if readiness.state is ready_state else 0.0)
+            for key, able in readiness.tasks.items():
+                tasks.add_metric([key], float(len(able)))
+        yield from (healthy, ready, circuit, parity, held, gateway, tasks)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

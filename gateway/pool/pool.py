@@ -109,6 +109,7 @@ class Pool:
             raise RuntimeError(f"no engine could start ({reasons}); see the log above")
         snap = self._swap(settings, members, routes)
         await self.supervisor.check_all(snap, starting=True)
+        await self.supervisor.first_health(snap.members.values())
 
     @property
     def closed(self) -> bool:
@@ -176,6 +177,7 @@ class Pool:
                 self._retiring.add(task)
                 task.add_done_callback(self._retiring.discard)
             await self.supervisor.check_all(snap)
+            await self.supervisor.first_health(snap.members[n] for n in new)
             return self.current
 
     async def _retire(self, members: list[Member], *, before: int) -> None:

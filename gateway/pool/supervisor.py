@@ -17,6 +17,11 @@ seconds the :class:`Monitor` looks at each engine and does exactly one thing, ch
 * an open circuit without parity duty: a probe (health + one embedding) that closes it;
 * otherwise a cheap health check that opens the circuit of an engine that stopped answering,
   before requests have to find out.
+
+What these checks record is what readiness reads (:mod:`gateway.pool.readiness`): ``GET /ready``
+and the metrics never check an engine themselves, so they lag the truth by at most one probe
+interval. Right after start-up or a reload, :meth:`Supervisor.first_health` checks every started
+engine no parity check has judged yet, so readiness rests on a real check from the start.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,7 +40,7 @@ from gateway.contract import EmbedGatewayError, EmbedJob, Engine, RetryableError
 from gateway.obs.metrics import GatewayMetrics
 from gateway.pool.breaker import BreakerSnapshot, CircuitBreaker
 from gateway.pool.parity import PROBES, ParityGuard, ParityResult, ParityStatus, status_on_swap
-from gateway.pool.readiness import engine_ready
+from gateway.pool.readiness import Availability, Readiness, assess, availability
 from gateway.pool.snapshot import Member, Snapshot
 from gateway.pool.state import EngineState
 from gateway.serving.routing import plan
@@ -70,11 +75,15 @@ def next_check(
 
 @dataclass(frozen=True, slots=True)
 class EngineReport:
-    """One engine as ``/ready`` and ``/admin/engines`` show it (rendered by :mod:`gateway.api.views`)."""
+    """One engine as ``/admin/engines`` shows it (rendered by :mod:`gateway.api.views`): the recorded
+    state (what ``/ready`` says) and a live health check (``healthy``, ``health_detail``, ``info``)."""
 
     ready: bool
+    #: why it is out (:class:`gateway.pool.readiness.OutReason`); None while it serves
+    reason: str | None
     detail: str
     healthy: bool
+    health_detail: str
     tasks: list[str]
     routes: list[str]
     circuit: BreakerSnapshot
@@ -115,15 +124,28 @@ class Supervisor:
 
     # ------------------------------------------------------------------ requests
 
-    def plan(self, snap: Snapshot, task: Task | None, *, token_ids: bool = False, late_chunking: bool = False) -> list[str]:
+    def states(self, snap: Snapshot) -> dict[str, EngineState]:
+        """The live state of each of ``snap``'s engines, by name."""
+        return {n: self.state(m) for n, m in snap.members.items()}
+
+    def plan(
+        self,
+        snap: Snapshot,
+        task: Task | None,
+        *,
+        token_ids: bool = False,
+        late_chunking: bool = False,
+        token_embeddings: bool = False,
+    ) -> list[str]:
         """:func:`gateway.serving.routing.plan` with the live breaker and parity state."""
-        states = {n: self.state(m) for n, m in snap.members.items()}
+        states = self.states(snap)
         return plan(
             task,
             snap.routes,
             snap.capabilities(),
             token_ids=token_ids,
             late_chunking=late_chunking,
+            token_embeddings=token_embeddings,
             quarantined={n for n, s in states.items() if s.held_back},
             circuit_open={n for n, s in states.items() if s.breaker.is_open},
         )
@@ -135,7 +157,8 @@ class Supervisor:
             yield
 
     def record_success(self, member: Member) -> None:
-        self.state(member).breaker.record_success()
+        """``member`` just served an embedding: its circuit closes and it counts as answering."""
+        self.state(member).record_answered()
 
     def record_failure(self, member: Member, err: RetryableError) -> None:
         breaker = self.state(member).breaker
@@ -174,7 +197,7 @@ class Supervisor:
         if passed:
             if state.breaker.is_open:
                 log.info("engine %s answers again and matches %s; back in its routes", member.name, snap.reference)
-            state.breaker.record_success()
+            state.record_answered()
 
     async def probe(self, member: Member) -> None:
         """An open circuit without parity duty: healthy and one real embedding closes it."""
@@ -190,48 +213,50 @@ class Supervisor:
         self.record_success(member)
 
     async def health(self, member: Member) -> None:
-        health = await member.engine.check_health()
-        self.state(member).healthy = health.ok
-        if not health.ok:
-            self.trip(member, f"health: {health.detail}")
+        """A health check that takes an engine which stopped answering out of its routes at once."""
+        if not await self._health(member):
+            self.trip(member, f"health: {self.state(member).health_detail}")
 
     async def _health(self, member: Member) -> bool:
         health = await member.engine.check_health()
-        self.state(member).healthy = health.ok
+        self.state(member).record_health(health)
         return health.ok
+
+    async def first_health(self, members: Iterable[Member]) -> None:
+        """The first health check of engines that started and that no parity check has judged yet,
+        so that readiness right after start-up (or a reload) rests on a real check."""
+        due = [m for m in members if m.start_error is None and self.state(m).healthy is None
+               and not self.state(m).breaker.is_open]
+        outcomes = await asyncio.gather(*(self.health(m) for m in due), return_exceptions=True)
+        for member, outcome in zip(due, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # an engine bug must not stop start-up; the monitor retries
+                log.error("first health check of engine %s failed: %r", member.name, outcome)
 
     # ------------------------------------------------------------------ views
 
-    def ready(self, member: Member) -> bool:
-        """The one readiness rule (:func:`gateway.pool.readiness.engine_ready`) on live state."""
-        s = self.state(member)
-        return engine_ready(
-            started=member.start_error is None, healthy=s.healthy, held_back=s.held_back, circuit_open=s.breaker.is_open
-        )
+    def availability(self, member: Member) -> Availability:
+        """The one readiness rule (:func:`gateway.pool.readiness.availability`) on live state."""
+        return availability(member, self.state(member))
+
+    def assess(self, snap: Snapshot, *, draining: bool = False) -> Readiness:
+        """The gateway's readiness (:func:`gateway.pool.readiness.assess`) on live state; no I/O."""
+        return assess(snap, self.states(snap), draining=draining)
 
     async def report(self, snap: Snapshot, member: Member) -> EngineReport:
-        """What /ready and the admin view show about one engine (checks its health now)."""
+        """What the admin view shows about one engine: the recorded state (what ``/ready`` says)
+        and a live health check, which is shown but changes nothing."""
         health = await member.engine.check_health()
         state = self.state(member)
-        state.healthy = health.ok
-        b = state.breaker.snapshot()
-        if member.start_error:
-            detail = f"failed to start: {member.start_error}"
-        elif state.parity is ParityStatus.FAILED:
-            detail = "parity check failed: " + "; ".join(r.detail for r in state.parity_results.values() if not r.ok)
-        elif state.parity is ParityStatus.PENDING:
-            detail = "waiting for its first parity check: " + health.detail
-        elif state.breaker.is_open:
-            detail = f"circuit open ({b.last_reason}): {health.detail}"
-        else:
-            detail = health.detail
+        now = self.availability(member)
         return EngineReport(
-            ready=self.ready(member),
-            detail=detail,
+            ready=now.available,
+            reason=None if now.reason is None else now.reason.value,
+            detail=now.detail,
             healthy=health.ok,
+            health_detail=health.detail,
             tasks=sorted(route_key(t) for t in member.capabilities.tasks),
             routes=snap.routes_of(member.name),
-            circuit=b,
+            circuit=state.breaker.snapshot(),
             open_for_s=round(state.breaker.open_for(), 1),
             parity=state.parity,
             parity_results=dict(state.parity_results),

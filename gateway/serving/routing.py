@@ -5,6 +5,9 @@ parity guard and which have an open circuit, so every rule is unit-tested withou
 
 * :func:`resolve_routes` turns the configured ``routes`` into the effective table once (at
   start-up and on reload) and refuses configurations that cannot work.
+* :func:`candidates` names the engines of a task's route able to serve a job: the one rule of
+  "which engines serve which task", shared by :func:`plan` and by readiness
+  (:mod:`gateway.pool.readiness`).
 * :func:`plan` orders the engines for one job.
 """
 
@@ -22,7 +25,7 @@ from gateway.contract import (
 )
 from gateway.engines import PREFERENCE
 
-__all__ = ["RouteConfigError", "default_route", "plan", "resolve_routes"]
+__all__ = ["RouteConfigError", "candidates", "default_route", "plan", "resolve_routes"]
 
 
 class RouteConfigError(ValueError):
@@ -80,6 +83,35 @@ def resolve_routes(
     return table
 
 
+def candidates(
+    task: Task | None,
+    routes: Mapping[str, Sequence[str]],
+    capabilities: Mapping[str, EngineCapabilities],
+    *,
+    late_chunking: bool = False,
+    token_ids: bool = False,
+    token_embeddings: bool = False,
+) -> list[str]:
+    """The engines of ``task``'s route that can do what the job needs, in route order, whatever
+    their state (breaker, parity): who *would* serve it when every engine is up.
+
+    Late chunking and per-token output are open to every engine that exposes token states, whatever
+    the task's usual route.
+    """
+    route = list(routes.get(route_key(task), ()))
+    if late_chunking or token_embeddings:
+        route = route + [n for n in capabilities if n not in route]
+    return [
+        name
+        for name in route
+        if name in capabilities
+        and task in capabilities[name].tasks
+        and (capabilities[name].late_chunking or not late_chunking)
+        and (capabilities[name].token_ids or not token_ids)
+        and (capabilities[name].token_embeddings or not token_embeddings)
+    ]
+
+
 def plan(
     task: Task | None,
     routes: Mapping[str, Sequence[str]],
@@ -87,6 +119,7 @@ def plan(
     *,
     late_chunking: bool = False,
     token_ids: bool = False,
+    token_embeddings: bool = False,
     quarantined: Collection[str] = (),
     circuit_open: Collection[str] = (),
 ) -> list[str]:
@@ -99,23 +132,16 @@ def plan(
     3. Minus engines with an open circuit — unless that would leave nothing: the breaker never
        removes the last engine able to serve a task; trying it beats failing for sure.
     """
+    able = candidates(
+        task, routes, capabilities, late_chunking=late_chunking, token_ids=token_ids, token_embeddings=token_embeddings
+    )
     key = route_key(task)
-    route = list(routes.get(key, ()))
-    if late_chunking:
-        # Only engines that expose token states can late-chunk, whatever the task's usual route.
-        route = route + [n for n in capabilities if n not in route]
-    able = [
-        name
-        for name in route
-        if name in capabilities
-        and task in capabilities[name].tasks
-        and (capabilities[name].late_chunking or not late_chunking)
-        and (capabilities[name].token_ids or not token_ids)
-    ]
     if not able:
         what = f"task {key!r}" + (" with late chunking" if late_chunking else "")
         if token_ids:
             what += " with token-id input"
+        if token_embeddings:
+            what += " with token embeddings"
         raise UnsupportedTaskError(f"no enabled engine serves {what}", param="task")
     cleared = [n for n in able if n not in quarantined]
     if not cleared:

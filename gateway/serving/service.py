@@ -60,6 +60,8 @@ class EmbedOutcome:
     model: str
     #: chunking jobs: each chunk's ``[start, end)`` character range in the document
     spans: tuple[tuple[int, int], ...] | None = None
+    #: token-embedding jobs: each input's raw per-token states ``[n_i, d]`` (no truncation, no normalisation)
+    token_states: tuple[npt.NDArray[np.float32], ...] | None = None
 
 
 def resolve_alias(settings: Settings, model: str | None) -> tuple[str, AliasSettings]:
@@ -75,7 +77,7 @@ def resolve_alias(settings: Settings, model: str | None) -> tuple[str, AliasSett
 def check_dimensions(dimensions: int | None, width: int) -> None:
     """The one Matryoshka limit: 1..``width`` (the widest engine that may serve the request)."""
     if dimensions is not None and not 1 <= dimensions <= width:
-        raise InvalidRequestError(f"dimensions must be between 1 and {width}", param="dimensions")
+        raise InvalidRequestError(f"dimensions must be between 1 and {width}; got {dimensions}", param="dimensions")
 
 
 class EmbeddingService:
@@ -156,7 +158,10 @@ class EmbeddingService:
                 code="token_ids_not_accepted",
             )
         supervisor = self.pool.supervisor
-        order = supervisor.plan(snap, task, token_ids=spec.has_token_ids, late_chunking=spec.late_chunking)
+        order = supervisor.plan(
+            snap, task, token_ids=spec.has_token_ids, late_chunking=spec.late_chunking,
+            token_embeddings=spec.token_embeddings,
+        )
         check_dimensions(dimensions, max(snap.members[n].capabilities.dimensions for n in order))
 
         job = EmbedJob(
@@ -168,6 +173,8 @@ class EmbeddingService:
             request_id=ctx.request_id,
             deadline=deadline,
             max_total_tokens=limits.max_tokens_per_request,
+            truncation_direction=spec.truncation_direction,
+            token_embeddings=spec.token_embeddings,
         )
         for attempt, engine_name in enumerate(order):
             member = snap.members[engine_name]
@@ -194,6 +201,7 @@ class EmbeddingService:
                 token_counts=result.token_counts,
                 model=name,
                 spans=result.spans,
+                token_states=result.token_states,
             )
         raise EngineUnavailableError("no engine could serve the request")  # unreachable: plan() is never empty
 
@@ -232,5 +240,7 @@ def _check_shape(result: EmbedResult, job: EmbedJob) -> None:
         ok = result.spans is not None and len(result.spans) == len(result.vectors) >= 1
     else:
         ok = len(result.vectors) == len(job.inputs)
+    if job.token_embeddings:
+        ok = ok and result.token_states is not None and len(result.token_states) == len(job.inputs)
     if not ok:
         raise EngineError(f"engine {result.engine} returned {len(result.vectors)} vectors for this job", engine=result.engine)

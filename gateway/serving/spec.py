@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.contract import ChunkingRule, Task, TokenIds
+from gateway.contract import ChunkingRule, Task, TokenIds, TruncationDirection
 
 __all__ = ["EMBEDDING_TYPES", "EmbeddingSpec", "EmbeddingType", "OutputFormat"]
 
@@ -45,3 +45,7 @@ class EmbeddingSpec:
     #: the inputs are consecutive chunks of one document (or, with ``chunking``, the document)
     late_chunking: bool = False
     chunking: ChunkingRule | None = None
+    #: with ``truncate``: which end of an over-long input is dropped (TEI's ``truncation_direction``)
+    truncation_direction: TruncationDirection = "right"
+    #: return every token's state too (TEI's ``/embed_all``)
+    token_embeddings: bool = False

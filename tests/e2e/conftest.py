@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_hf.synthetic import Shape
+from engine_hf.tools.synthetic import Shape
 
 #: hidden 1024 like jina-embeddings-v3; 16 heads x 64 like the real model
 WIDE = Shape(hidden_size=1024, num_hidden_layers=2, num_attention_heads=16, intermediate_size=1024)
@@ -21,7 +21,7 @@ WIDE = Shape(hidden_size=1024, num_hidden_layers=2, num_attention_heads=16, inte
 
 @pytest.fixture(scope="session")
 def wide_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine_hf.synthetic import write_checkpoints
+    from engine_hf.tools.synthetic import write_checkpoints
 
     return write_checkpoints(tmp_path_factory.mktemp("wide"), WIDE, layouts=("original",), seed=1234)["original"]
 

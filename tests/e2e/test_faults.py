@@ -133,8 +133,11 @@ def test_worker_crash_fails_pending_at_once_and_ready_says_so(original_dir, sequ
         results = pending()
         assert all(isinstance(r, httpx.Response) for r in results), results
         statuses = [r.status_code for r in results]
+        s.call(s.app.state.monitor.tick())  # the monitor's round finds the dead scheduler; /ready only reads
         ready = httpx.get(s.url + "/ready")
-        assert ready.status_code == 503 and ready.json()["not_ready"] == ["hf"]
+        assert ready.json()["not_ready"] == ["hf"]
+        # with a backup every task is still served: degraded, and the replica stays in service (issue 12)
+        assert (ready.status_code, ready.json()["status"]) == ((200, "degraded") if backup else (503, "not ready"))
         assert "scheduler died" in ready.json()["engines"]["hf"]["detail"]
         metrics = httpx.get(s.url + "/metrics").text
         assert 'embed_gateway_engine_healthy{engine="hf"} 0.0' in metrics

@@ -137,7 +137,7 @@ def test_token_total_limit_through_vllm_names_the_same_count_as_hf(
 def test_measure_overhead_pairs_the_two_paths_and_reports_each_servers_cpu(
     both: LiveServer, vllm_server: VLLMServer
 ) -> None:
-    from engine_vllm.overhead import cpu_seconds, measure
+    from gateway.bench.overhead import cpu_seconds, measure
 
     with httpx.Client(base_url=both.url) as gw:
         assert (cpu_seconds(gw) or 0) > 0  # the gateway's /metrics has process_cpu_seconds_total

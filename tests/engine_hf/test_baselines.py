@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_hf import baselines
+from engine_hf.tools import baselines
 
 
 class _ScriptedClock:

@@ -7,7 +7,7 @@ import torch
 
 from engine_hf.device import default_max_batch_tokens, resolve_dtype, use_packed
 from engine_hf.engine import HFEngine
-from gateway.config import HFEngineSettings
+from engine_hf.settings import HFEngineSettings
 
 
 def test_auto_dtype_is_fp32_on_cpu() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.contract import EmbedJob, Task
 from gateway.serving.postprocess import finalize
-from tests.engine_hf.conftest import start_engine
+from tests.engine_hf.conftest import HF_VARIANTS, start_engine
 from tests.support.harness import LoopThread, cosine
 
 TEXTS = [
@@ -76,6 +76,26 @@ def test_both_layouts_give_identical_vectors(loop, checkpoints) -> None:  # type
             loop.run(e.aclose())
 
 
+def test_every_hf_variant_gives_the_original_layouts_vectors(loop, checkpoints, hf_variants, reference) -> None:  # type: ignore[no-untyped-def]
+    """Native or original-style base names, config with or without the original's extra keys: the
+    same vectors as the original layout, and the reference's, for every task and no task."""
+    original = start_engine(loop, checkpoints["original"])
+    try:
+        expected = {t: loop.run(original.embed(EmbedJob(inputs=TEXTS, task=t))).vectors for t in TASK_CASES}
+    finally:
+        loop.run(original.aclose())
+    for variant in HF_VARIANTS:
+        engine = start_engine(loop, hf_variants[variant])
+        try:
+            for task in TASK_CASES:
+                got = loop.run(engine.embed(EmbedJob(inputs=TEXTS, task=task))).vectors
+                np.testing.assert_allclose(got, expected[task], atol=1e-6, rtol=0, err_msg=f"{variant} {task}")
+                want = reference.encode(TEXTS, task.value if task else None, None, False)
+                assert_close(finalize(got, None, False), want)
+        finally:
+            loop.run(engine.aclose())
+
+
 @pytest.mark.parametrize("adapter_mode", ["rowwise", "merged"])
 @pytest.mark.parametrize("attention", ["packed", "padded"])
 def test_batch_invariance_mixed_tasks_and_lengths(loop, original_dir, reference, adapter_mode, attention) -> None:  # type: ignore[no-untyped-def]
@@ -108,13 +128,14 @@ def test_batch_invariance_mixed_tasks_and_lengths(loop, original_dir, reference,
 
 
 def test_peft_reference_for_hf_layout(loop, hf_dir) -> None:  # type: ignore[no-untyped-def]
-    """transformers + PEFT's own adapter loading agrees with our reading of the -hf layout."""
+    """transformers + PEFT's own loading of the files they wrote agrees with our reading of the -hf
+    layout, for every task."""
     import torch
     from transformers import AutoTokenizer, JinaEmbeddingsV3Model
 
     engine = start_engine(loop, hf_dir)
     try:
-        for task in (Task.TEXT_MATCHING, Task.RETRIEVAL_QUERY):
+        for task in Task:
             folder = task.value.replace(".", "_").replace("-", "_")
             model = JinaEmbeddingsV3Model.from_pretrained(str(hf_dir), dtype=torch.float32)
             model.load_adapter(str(hf_dir / folder), adapter_name=folder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +26,15 @@ def echo_forward(calls: list[list[int]], gate: threading.Event | None = None):  
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def held_in_a_batch(gate: threading.Event, max_queued_tokens: int) -> tuple[Scheduler[Any], asyncio.Task[Any]]:
+    """A started scheduler whose worker is busy with one job's batch until ``gate`` is set."""
+    s = Scheduler(echo_forward([], gate), BatchLimits(), name="t", max_queued_tokens=max_queued_tokens)
+    s.start()
+    running = asyncio.create_task(s.submit([0], [10]))
+    await asyncio.sleep(0.05)
+    return s, running
 
 
 def test_concurrent_jobs_are_batched_and_results_routed_back() -> None:
@@ -99,10 +109,7 @@ def test_overload_is_refused_with_retry_after() -> None:
     gate = threading.Event()
 
     async def main() -> None:
-        s = Scheduler(echo_forward([], gate), BatchLimits(), name="t", max_queued_tokens=20)
-        s.start()
-        running = asyncio.create_task(s.submit([0], [10]))
-        await asyncio.sleep(0.05)
+        s, running = await held_in_a_batch(gate, max_queued_tokens=20)
         queued = asyncio.create_task(s.submit([1], [15]))
         await asyncio.sleep(0.01)
         with pytest.raises(EngineOverloadedError) as err:
@@ -120,10 +127,7 @@ def test_deadline_expires_queued_work() -> None:
     gate = threading.Event()
 
     async def main() -> None:
-        s = Scheduler(echo_forward([], gate), BatchLimits(), name="t", max_queued_tokens=1000)
-        s.start()
-        running = asyncio.create_task(s.submit([0], [10]))
-        await asyncio.sleep(0.05)
+        s, running = await held_in_a_batch(gate, max_queued_tokens=1000)
         late = asyncio.create_task(s.submit([1], [10], deadline=0.0))  # already in the past
         await asyncio.sleep(0.01)
         gate.set()
@@ -139,10 +143,7 @@ def test_close_fails_pending_and_refuses_new_work() -> None:
     gate = threading.Event()
 
     async def main() -> None:
-        s = Scheduler(echo_forward([], gate), BatchLimits(), name="t", max_queued_tokens=1000)
-        s.start()
-        running = asyncio.create_task(s.submit([0], [10]))
-        await asyncio.sleep(0.05)
+        s, running = await held_in_a_batch(gate, max_queued_tokens=1000)
         waiting = asyncio.create_task(s.submit([1], [10]))
         await asyncio.sleep(0.01)
         closing = asyncio.create_task(s.aclose())

@@ -63,6 +63,34 @@ def test_truncate_drops_the_tail_and_keeps_eos(original_dir: Path) -> None:
     assert len(out.ids) == 16 and out.ids[-1] == 2 and out.original_length > 16
 
 
+def test_left_truncation_keeps_bos_and_the_last_tokens_like_the_tokenizer(original_dir: Path) -> None:
+    enc = encoder(original_dir, max_tokens=16)
+    ref = AutoTokenizer.from_pretrained(str(original_dir))
+    ref.truncation_side = "left"  # TEI's truncation_direction: Left is the tokenizer's left truncation
+    long = "memory project deadline " * 20 + "the end"
+    (out,) = enc.encode([long], Task.RETRIEVAL_QUERY, truncate=True, direction="left")
+    prefix = "Represent the query for retrieving evidence documents: "
+    assert out.ids == ref(prefix + long, truncation=True, max_length=16)["input_ids"]
+    assert len(out.ids) == 16 and out.ids[0] == 0 and out.ids[-1] == 2
+
+
+def test_tokenize_offsets_and_decode_round_trip(original_dir: Path) -> None:
+    enc = encoder(original_dir)
+    text = "Zürich 東京 coffee"
+    (item,) = enc.tokenize([text], Task.RETRIEVAL_QUERY, add_special_tokens=True)
+    assert item.text.endswith(text) and len(item.text) > len(text)
+    assert item.tokens[0].special and item.tokens[0].start is None and item.tokens[-1].piece == "</s>"
+    content = item.tokens[1:-1]
+    assert [t.id for t in item.tokens] == enc.encode([text], Task.RETRIEVAL_QUERY, truncate=False)[0].ids
+    assert all(t.start is not None and t.stop is not None and t.start < t.stop for t in content)
+    (bare,) = enc.tokenize([text], None, add_special_tokens=False)
+    assert not any(t.special for t in bare.tokens) and bare.text == text
+    ids = [t.id for t in enc.tokenize(["coffee in the morning"], None, add_special_tokens=True)[0].tokens]
+    assert enc.decode([ids], skip_special_tokens=True) == ["coffee in the morning"]
+    with pytest.raises(InvalidRequestError, match="vocabulary"):
+        enc.decode([[1, 10**6]], skip_special_tokens=True)
+
+
 def test_token_id_inputs_get_specials_and_instruction(original_dir: Path) -> None:
     enc = encoder(original_dir)
     (plain,) = enc.encode([(10, 11, 12)], None, truncate=False)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine_hf.attention import cumulative_bounds, uses_varlen_kernel
-from engine_hf.verify import verify
+from engine_hf.tools.verify import verify
 
 
 def test_fp32_cpu_agrees_with_itself_in_both_attention_modes(original_dir: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from engine_vllm import VLLMEngine
 from engine_vllm.engine import token_bound
-from gateway.config import VLLMEngineSettings
+from engine_vllm.settings import VLLMEngineSettings
 from gateway.contract import EmbedJob, EngineOverloadedError, InputTooLongError, Task, TooManyTokensError
 from tests.engine_vllm.test_boundary import FakeVLLM
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from engine_vllm import VLLMEngine
-from gateway.config import VLLMEngineSettings
+from engine_vllm.settings import VLLMEngineSettings
 from gateway.contract import (
     EmbedGatewayError,
     EmbedJob,
@@ -263,6 +263,18 @@ def test_passed_deadline_is_a_timeout() -> None:
         run(embed_once(engine(FakeVLLM()), job("x", deadline=0.0)))
 
 
+async def _health_and_refusal(e: VLLMEngine) -> tuple[Any, EngineUnavailableError]:
+    """Start an engine that cannot serve: its health, and the error a job gets."""
+    await e.start()
+    try:
+        health = await e.check_health()
+        with pytest.raises(EngineUnavailableError) as info:
+            await e.embed(job("x"))
+        return health, info.value
+    finally:
+        await e.aclose()
+
+
 @pytest.mark.parametrize(
     ("models", "settings", "fragment"),
     [
@@ -273,18 +285,7 @@ def test_passed_deadline_is_a_timeout() -> None:
 )
 def test_discovery_problems_keep_the_engine_out_and_say_why(models: list[dict[str, Any]], settings: dict[str, Any], fragment: str) -> None:
     e = engine(FakeVLLM(models=models), **settings)
-
-    async def go() -> tuple[Any, Any]:
-        await e.start()  # does not raise: the engine just is not usable yet
-        try:
-            health = await e.check_health()
-            with pytest.raises(EngineUnavailableError) as info:
-                await e.embed(job("x"))
-            return health, info.value
-        finally:
-            await e.aclose()
-
-    health, err = run(go())
+    health, err = run(_health_and_refusal(e))  # start does not raise: the engine just is not usable yet
     assert not health.ok and fragment in health.detail and fragment in err.message
 
 
@@ -306,17 +307,6 @@ def test_discovery_learns_model_and_dimension() -> None:
 def test_unreachable_vllm_real_socket() -> None:
     port = free_port()  # nothing listens there
     e = VLLMEngine(VLLMEngineSettings(enabled=True, url=f"http://127.0.0.1:{port}", connect_timeout=1))
-
-    async def go() -> tuple[Any, Any]:
-        await e.start()  # no exception: it is probed back later
-        try:
-            health = await e.check_health()
-            with pytest.raises(EngineUnavailableError) as info:
-                await e.embed(job("x"))
-            return health, info.value
-        finally:
-            await e.aclose()
-
-    health, err = run(go())
+    health, err = run(_health_and_refusal(e))  # start does not raise: it is probed back later
     assert not health.ok and "unreachable" in health.detail
     assert "unreachable" in err.message and err.engine == "vllm"

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from engine_vllm.managed import ProcessState, VLLMProcess, restart_delay
-from gateway.config import ManagedVLLMSettings
+from engine_vllm.settings import ManagedVLLMSettings
 from tests.support.server import free_port
 
 TINY_HTTP = str(Path(__file__).resolve().parents[1] / "support" / "tiny_http.py")

@@ -11,7 +11,8 @@ import pytest
 
 from engine_hf import HFEngine
 from engine_vllm import VLLMEngine
-from gateway.config import HFEngineSettings, VLLMEngineSettings
+from engine_hf.settings import HFEngineSettings
+from engine_vllm.settings import VLLMEngineSettings
 from gateway.contract import EmbedJob, InputTooLongError, Task
 from tests.support.harness import LoopThread, cosine
 from tests.support.vllm import VLLMServer

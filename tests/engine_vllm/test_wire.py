@@ -69,3 +69,4 @@ def test_fit_to_limit_matches_the_reference_truncation() -> None:
     assert fit_to_limit(ids, 6, truncate=False) == (ids, False)
     assert fit_to_limit(ids, 4, truncate=False) == (ids, True)
     assert fit_to_limit(ids, 4, truncate=True) == ([0, 11, 12, 2], True)  # first limit-1 tokens, then </s>
+    assert fit_to_limit(ids, 4, truncate=True, left=True) == ([0, 13, 14, 2], True)  # <s>, then the last limit-1

@@ -38,8 +38,9 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
 def assert_error(resp: httpx.Response, status: int, param: str | None = None, fragment: str = "") -> dict:  # type: ignore[type-arg]
     assert resp.status_code == status, resp.text
     body = resp.json()
-    assert set(body) == {"error"}
+    assert set(body) == {"error", "detail"}  # OpenAI's shape and Jina's, in one body
     err = body["error"]
+    assert body["detail"] == err["message"]
     assert set(err) == {"message", "type", "param", "code"}
     assert isinstance(err["message"], str) and err["message"]
     if param is not None:

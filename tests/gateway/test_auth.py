@@ -23,7 +23,7 @@ ADMIN = "admin-key-xyz"
 def assert_401(r: httpx.Response) -> None:
     assert r.status_code == 401, r.text
     err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"}
+    assert set(err) == {"message", "type", "param", "code"} and r.json()["detail"] == err["message"]
     assert err["type"] == "authentication_error" and err["code"] == "invalid_api_key"
     assert r.headers["www-authenticate"] == "Bearer"
     assert r.headers["x-request-id"]
@@ -48,9 +48,11 @@ def post(server: LiveServer, key: str | None = None, **body: object) -> httpx.Re
     return httpx.post(server.url + "/v1/embeddings", json={"input": "x", **body}, headers=headers, timeout=10)
 
 
-def test_every_route_but_health_needs_a_key(server: LiveServer) -> None:
+def test_every_route_but_the_probes_needs_a_key(server: LiveServer) -> None:
+    # /ready joined /health on purpose (issue 12): a kubelet or load-balancer probe sends no key
     assert get(server, "/health").status_code == 200
-    for path in ("/ready", "/metrics", "/info", "/v1/models", "/v1/models/jina-embeddings-v3", "/openapi.json",
+    assert get(server, "/ready").status_code == 200
+    for path in ("/metrics", "/info", "/v1/models", "/v1/models/jina-embeddings-v3", "/openapi.json",
                  "/docs", "/v1/nowhere"):
         assert_401(get(server, path))
         assert_401(get(server, path, key="wrong"))
@@ -94,11 +96,57 @@ def test_admin_without_admin_key_is_403_even_with_a_client_key() -> None:
         assert r.status_code == 403 and "auth.admin_key" in r.json()["error"]["message"]
 
 
+def test_ready_without_a_key_shows_the_status_only(server: LiveServer) -> None:
+    """Probes need the status code; the per-engine detail (errors, URLs) is for key holders."""
+    assert get(server, "/ready").json() == {"status": "ready"}
+    assert get(server, "/ready", key="wrong").json() == {"status": "ready"}
+    for key in (KEYS[0], ADMIN):
+        body = get(server, "/ready", key=key).json()
+        assert body["status"] == "ready" and body["engines"]["fake"]["ready"] is True
+        assert body["tasks"]["text-matching"] == ["fake"]
+
+
+def test_metrics_stay_closed_by_default_and_open_when_configured(server: LiveServer) -> None:
+    assert_401(get(server, "/metrics"))
+    assert "embed_gateway_ready" in get(server, "/metrics", key=KEYS[0]).text
+    settings = load_settings(auth={"api_keys": KEYS, "metrics_open": True})
+    with live_server(settings, {"fake": FakeEngine("fake")}) as s:
+        r = get(s, "/metrics")
+        assert r.status_code == 200 and 'embed_gateway_ready{state="ready"} 1.0' in r.text
+        assert_401(get(s, "/info"))  # only /metrics opened
+        assert_401(post(s))
+
+
+def test_probes_need_a_key_when_configured_closed() -> None:
+    settings = load_settings(auth={"api_keys": KEYS, "probes_open": False})
+    with live_server(settings, {"fake": FakeEngine("fake")}) as s:
+        for path in ("/health", "/ready", "/metrics"):
+            assert_401(get(s, path))
+        assert get(s, "/health", key=KEYS[0]).json() == {"status": "ok"}
+        assert get(s, "/ready", key=KEYS[0]).json()["engines"]["fake"]["ready"] is True
+        schema = get(s, "/openapi.json", key=KEYS[0]).json()
+        assert schema["paths"]["/ready"]["get"]["security"] == [{"bearer": []}, {}]
+
+
+def test_probe_settings_from_the_environment_and_the_schema(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBED_GATEWAY_AUTH__PROBES_OPEN", "false")
+    monkeypatch.setenv("EMBED_GATEWAY_AUTH__METRICS_OPEN", "true")
+    auth = load_settings().auth
+    assert auth.open_paths() == frozenset({"/metrics"})
+    monkeypatch.delenv("EMBED_GATEWAY_AUTH__PROBES_OPEN")
+    monkeypatch.delenv("EMBED_GATEWAY_AUTH__METRICS_OPEN")
+    assert load_settings().auth.open_paths() == frozenset({"/health", "/ready"})
+    paths = get(server, "/openapi.json", key=KEYS[0]).json()["paths"]
+    assert "security" not in paths["/ready"]["get"] and "security" not in paths["/health"]["get"]
+    assert paths["/metrics"]["get"]["security"] == [{"bearer": []}, {}]
+
+
 def test_no_keys_configured_means_an_open_api() -> None:
     with live_server(load_settings(), {"fake": FakeEngine("fake")}) as s:
         assert post(s).status_code == 200
         assert get(s, "/metrics").status_code == 200
         assert get(s, "/info").json()["api_keys_required"] is False
+        assert get(s, "/ready").json()["engines"]["fake"]["ready"] is True  # no keys: the full body
 
 
 def test_keys_from_env_json_list_and_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,12 +14,19 @@ import pytest
 
 from engine_hf.tokenization import load_tokenizer
 from gateway.bench.loadgen import closed_loop, open_loop
-from gateway.bench.runner import checks
+from gateway.bench.checks import Check, evaluate, load_checks
 from gateway.bench.stats import Sample, percentile, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
 from gateway.config import load_settings
 from tests.support.fakes import HeldEngine
 from tests.support.server import live_server
+
+#: the project's targets, as `embed-gateway bench` checks them by default
+SHIPPED_CHECKS = Path(__file__).resolve().parents[2] / "configs" / "bench-checks.yaml"
+
+
+def checks(results: dict[str, object]) -> list[dict[str, object]]:
+    return [c.as_dict() for c in evaluate(results, load_checks(SHIPPED_CHECKS))]
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +78,70 @@ def test_checks_compare_the_right_rows() -> None:
         "name": "idle p50 added by gateway in front of vllm (ms)", "measured": 4.2, "target": "<= 1 ms", "met": False}
 
 
+def test_the_shipped_targets_reproduce_the_published_runs_checks() -> None:
+    """The targets moved from code to configs/bench-checks.yaml: evaluated on a published run's
+    numbers they give exactly the checks the code wrote into it."""
+    published = sorted((SHIPPED_CHECKS.parents[1] / "docs" / "bench-results").glob("*.json"))
+    assert published
+    for path in published:
+        run = json.loads(path.read_text())
+        assert checks(run) == run["checks"], path.name
+
+
+def test_checks_are_data_any_file_of_targets_is_reported_against(tmp_path: Path) -> None:
+    results = {"workloads": {"facts": {"targets": [{"target": "gateway-hf", "tokens_per_second": 90.0},
+                                                   {"target": "vllm", "tokens_per_second": 100.0}]}},
+               "idle_gateway_hf": {"p50_ms": 30.0}, "idle_forward": {"seconds": 0.025}}
+    f = tmp_path / "targets.yaml"
+    f.write_text(
+        "checks:\n"
+        "  - {name: ratio, measured: workloads.facts.gateway-hf.tokens_per_second,"
+        " per: workloads.facts.vllm.tokens_per_second, target: '>= 0.85'}\n"
+        "  - {name: idle, measured: idle_gateway_hf.p50_ms, per: idle_forward.seconds, per_scale: 1000,"
+        " target: '<= 1.1'}\n"
+        "  - {name: absent, measured: workloads.facts.naive.tokens_per_second, target: '>= 1'}\n"
+    )
+    got = [c.as_dict() for c in evaluate(results, load_checks(f))]
+    assert got == [{"name": "ratio", "measured": 0.9, "target": ">= 0.85", "met": True},
+                   {"name": "idle", "measured": 1.2, "target": "<= 1.1", "met": False}]
+    assert [c.met for c in evaluate(results, [Check(name="x", measured="idle_gateway_hf.p50_ms", target="<= 30 ms")])] == [True]
+    f.write_text("checks:\n  - {name: bad, measured: a.b, target: 'about 3'}\n")
+    with pytest.raises(ValueError, match="about 3"):
+        load_checks(f)
+
+
+def test_the_metrics_reader_parses_prometheus_text_by_sample_and_labels() -> None:
+    from gateway.bench.scrape import sample_values
+
+    text = (
+        "# HELP process_cpu_seconds Total user and system CPU time spent in seconds.\n"
+        "# TYPE process_cpu_seconds counter\n"
+        "process_cpu_seconds_total 4.25\n"
+        "# TYPE vllm:request_success counter\n"
+        'vllm:request_success_total{finished_reason="stop",model_name="m"} 7.0\n'
+    )
+    assert sample_values(text, "process_cpu_seconds_total") == [4.25]
+    assert sample_values(text, "vllm:request_success_total", model_name="m") == [7.0]
+    assert sample_values(text, "vllm:request_success_total", model_name="other") == []
+
+
+def test_bench_options_not_given_keep_the_settings_defaults_and_the_shipped_checks() -> None:
+    from gateway.bench.runner import BenchSettings
+    from gateway.cli import bench_settings, build_parser
+
+    got = bench_settings(build_parser().parse_args(["bench", "--model", "m"]))
+    assert got == BenchSettings(model="m", out_dir=Path("bench-results"), checks=load_checks(SHIPPED_CHECKS))
+    assert {c.name for c in got.checks} >= {"passages: gateway-hf / ceiling", "facts: gateway-hf / vllm"}
+    got = bench_settings(build_parser().parse_args([
+        "bench", "--model", "m", "--targets", "gateway-hf,naive", "--requests", "facts=3", "--seed", "2",
+        "--checks", "", "--rate", "4"]))
+    assert list(got.targets) == ["gateway-hf", "naive"] and got.seed == 2 and got.rate == 4 and got.checks == ()
+    assert got.requests == {**BenchSettings(model="m", out_dir=Path()).requests, "facts": 3}
+
+
 def test_gpu_peak_is_read_from_the_metrics_and_shown_only_when_present() -> None:
     from gateway.bench.report import markdown
-    from gateway.bench.runner import gpu_peak_mib
+    from gateway.bench.scrape import gpu_peak_mib
 
     metrics = (
         "# TYPE embed_gateway_cuda_memory_bytes gauge\n"
@@ -90,7 +158,7 @@ def test_gpu_peak_is_read_from_the_metrics_and_shown_only_when_present() -> None
 
 
 def test_forward_seconds_are_read_from_the_engine_batch_histogram() -> None:
-    from gateway.bench.runner import forward_seconds
+    from gateway.bench.scrape import forward_seconds
 
     metrics = (
         'embed_gateway_batch_duration_seconds_sum{engine="hf"} 12.5\n'

@@ -58,3 +58,12 @@ def test_retryable_classification() -> None:
         assert is_retryable(err)
     for err in (InvalidRequestError("x"), InputTooLongError(0, 9000, 8192)):
         assert not is_retryable(err)
+
+
+def test_token_embedding_jobs_are_plain_jobs() -> None:
+    from gateway.contract import EmbedJob
+
+    job = EmbedJob(inputs=["x"], task=None, token_embeddings=True, truncation_direction="left")
+    assert job.token_embeddings and job.truncation_direction == "left"
+    with pytest.raises(ValueError, match="late chunking"):
+        EmbedJob(inputs=["x"], task=None, token_embeddings=True, late_chunking=True)

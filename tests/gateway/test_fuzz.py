@@ -34,7 +34,10 @@ from tests.support.server import LiveServer
 KEY = "fuzz-key-0123456789"
 #: examples per operation and generation mode; see docs/reliability.md for the totals of a run
 EMBEDDING_EXAMPLES = 150
+TEI_EXAMPLES = 40
 OTHER_EXAMPLES = 15
+#: TEI's routes: fuzzed in both modes; their error bodies are TEI's {"error": str, "error_type": str}
+TEI_LABELS = ["POST /embed", "POST /embed_all", "POST /tokenize", "POST /decode"]
 TRIED: dict[str, int] = {}
 STATUSES: dict[int, int] = {}
 
@@ -64,12 +67,16 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           negative_data_rejection]
 
 
-def _no_internals(response: Any) -> None:
+def _no_internals(response: Any, tei: bool = False) -> None:
     text = response.text
     assert "Traceback" not in text and "/work/" not in text and "site-packages" not in text, text[:500]
     if response.status_code >= 400 and response.headers.get("content-type", [""])[0].startswith("application/json"):
         body = json.loads(text)
-        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+        if tei:
+            assert set(body) == {"error", "error_type"} and isinstance(body["error"], str), body
+        else:
+            assert set(body) == {"error", "detail"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+            assert body["detail"] == body["error"]["message"], body
 
 
 def fuzz(server: LiveServer, label: str, mode: GenerationMode, examples: int) -> None:
@@ -83,7 +90,7 @@ def fuzz(server: LiveServer, label: str, mode: GenerationMode, examples: int) ->
         response = case.call(base_url=server.url, headers={"authorization": f"Bearer {KEY}"}, timeout=60)
         STATUSES[response.status_code] = STATUSES.get(response.status_code, 0) + 1
         case.validate_response(response, checks=CHECKS)
-        _no_internals(response)
+        _no_internals(response, tei=label in TEI_LABELS)
 
     run()
 
@@ -94,7 +101,15 @@ def test_embedding_routes_never_5xx_and_match_their_schema(fuzz_server: LiveServ
     fuzz(fuzz_server, label, mode, EMBEDDING_EXAMPLES)
 
 
-@pytest.mark.parametrize("label", [k for k in OPERATIONS if "embeddings" not in k and k != "POST /admin/reload"])
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
+@pytest.mark.parametrize("label", TEI_LABELS)
+def test_tei_routes_never_5xx_and_match_their_schema(fuzz_server: LiveServer, label: str, mode: GenerationMode) -> None:
+    fuzz(fuzz_server, label, mode, TEI_EXAMPLES)
+
+
+@pytest.mark.parametrize(
+    "label", [k for k in OPERATIONS if "embeddings" not in k and k != "POST /admin/reload" and k not in TEI_LABELS]
+)
 def test_other_routes_never_5xx_and_match_their_schema(fuzz_server: LiveServer, label: str) -> None:
     # positive only: these take no body, so there is nothing schema-invalid to generate
     fuzz(fuzz_server, label, GenerationMode.POSITIVE, OTHER_EXAMPLES)
@@ -104,5 +119,6 @@ def test_fuzzing_tried_enough_inputs() -> None:
     """The examples really ran (a schema that generated nothing would pass the tests above)."""
     assert TRIED.get("POST /v1/embeddings", 0) >= 200, TRIED
     assert TRIED.get("POST /v1/chunk-embeddings", 0) >= 100, TRIED
+    assert all(TRIED.get(label, 0) >= 40 for label in TEI_LABELS), TRIED
     assert {200, 400} <= set(STATUSES), STATUSES  # both accepted and refused inputs were reached
     print(f"fuzz examples tried: {sum(TRIED.values())} {TRIED}; statuses {dict(sorted(STATUSES.items()))}")

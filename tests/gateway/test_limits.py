@@ -30,6 +30,7 @@ def assert_error(r: httpx.Response, status: int, code: str, *fragments: str) -> 
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["code"] == code, err
+    assert r.json()["detail"] == err["message"]  # Jina's clients read the message there
     for fragment in fragments:
         assert fragment in err["message"], err["message"]
     assert r.headers["x-request-id"]

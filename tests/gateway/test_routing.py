@@ -23,6 +23,14 @@ def test_late_chunking_goes_to_capable_engines_only() -> None:
     assert plan(Task.TEXT_MATCHING, ROUTES, CAPS, late_chunking=True) == ["hf"]
 
 
+def test_token_embeddings_go_to_capable_engines_only() -> None:
+    caps = {**CAPS, "hf": EngineCapabilities(tasks=ALL, dimensions=1024, max_input_tokens=8192, token_embeddings=True)}
+    # text-matching's route starts with vLLM, which cannot return token states; any capable engine serves
+    assert plan(Task.TEXT_MATCHING, {"text-matching": ["vllm"]}, caps, token_embeddings=True) == ["hf"]
+    with pytest.raises(UnsupportedTaskError, match="token embeddings"):
+        plan(Task.TEXT_MATCHING, ROUTES, CAPS, token_embeddings=True)  # no engine declares them
+
+
 def test_disabled_engine_is_skipped_and_no_engine_is_an_error() -> None:
     assert plan(Task.TEXT_MATCHING, ROUTES, {"vllm": CAPS["vllm"]}) == ["vllm"]
     with pytest.raises(UnsupportedTaskError, match="retrieval.query"):

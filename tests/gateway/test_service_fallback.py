@@ -26,11 +26,12 @@ def settings():  # type: ignore[no-untyped-def]
     return load_settings()
 
 
-def test_ready_is_503_naming_the_engine_that_is_not_ready() -> None:
+def test_ready_is_degraded_naming_the_engine_that_is_out() -> None:
+    # was 503 before issue 12: "good" serves every task, so the replica stays in service
     good, bad = FakeEngine("good"), FakeEngine("bad", healthy=False)
     with live_server(settings(), {"good": good, "bad": bad}) as s:
         r = httpx.get(s.url + "/ready")
-    assert r.status_code == 503
+    assert r.status_code == 200 and r.json()["status"] == "degraded"
     assert r.json()["not_ready"] == ["bad"]
     assert r.json()["engines"]["good"]["ready"] is True
 
@@ -81,7 +82,9 @@ def test_one_engine_failing_to_start_leaves_the_other_serving() -> None:
     live = FakeEngine("live")
     with live_server(settings(), {"dead": dead, "live": live}) as s:
         assert httpx.post(s.url + "/v1/embeddings", json={"input": "x"}).status_code == 200
-        assert httpx.get(s.url + "/ready").status_code == 503
+        ready = httpx.get(s.url + "/ready")  # was 503 before issue 12: "live" serves every task
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["engines"]["dead"]["reason"] == "start_failed"
 
 
 def test_no_engine_starting_is_a_start_up_failure() -> None:

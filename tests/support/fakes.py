@@ -18,6 +18,7 @@ from gateway.contract import (
     EmbedJob,
     EmbedResult,
     EngineCapabilities,
+    EngineUnavailableError,
     Health,
     Task,
 )
@@ -50,6 +51,8 @@ class FakeEngine:
         self.start_error = start_error
         self.late_chunking = late_chunking
         self.calls: list[EmbedJob] = []
+        #: how many times check_health ran (readiness must not run it per request)
+        self.health_checks = 0
         self.started = False
         self.closed = False
 
@@ -70,6 +73,8 @@ class FakeEngine:
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
         self.calls.append(job)
+        if self.start_error is not None:  # like a real engine whose start failed: it cannot answer
+            raise EngineUnavailableError(f"{self._name} did not start", engine=self._name)
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail_with is not None and (err := self.fail_with(job)) is not None:
@@ -79,6 +84,7 @@ class FakeEngine:
         return EmbedResult(vectors=vectors, token_counts=tuple(len(t.split()) + 2 for t in texts), engine=self._name)
 
     async def check_health(self) -> Health:
+        self.health_checks += 1
         return Health(self.healthy and self.started, "ok" if self.healthy else "scripted unhealthy")
 
     async def aclose(self) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from engine_hf.baselines import load_encoder
 from engine_hf.device import resolve_device, resolve_dtype
 from engine_hf.model import JinaEncoder
+from engine_hf.tools.baselines import load_encoder
 from gateway.contract import Task
 
 __all__ = ["SAMPLES", "main_json", "verify"]

@@ -1,7 +1,7 @@
 """Measure what late chunking costs, through the real engine (tokeniser, scheduler, windows).
 
-``python -m engine_hf.measure_late --model DIR --tokens 65536 [--window W --overlap O]`` builds a
-document of about ``--tokens`` tokens cut into chunks of about ``--chunk-tokens`` tokens, and times
+``python -m engine_hf.tools.measure_late --model DIR --tokens 65536 [--window W --overlap O]``
+builds a document of about ``--tokens`` tokens cut into chunks of about ``--chunk-tokens`` tokens, and times
 (1) late chunking it (one pass, or windows when it is longer than ``--window``) and (2) embedding
 the same chunks independently (classic chunking), each ``--repeats`` times, median reported.
 docs/late-chunking.md quotes its output.
@@ -17,7 +17,7 @@ import time
 from typing import Any, Literal
 
 from engine_hf.late_chunking import plan_windows
-from gateway.config import HFEngineSettings
+from engine_hf.settings import HFEngineSettings
 from gateway.contract import EmbedJob, Task
 
 __all__ = ["measure_late"]

@@ -2,8 +2,10 @@
 
 Sends the same one-text text-matching request, one at a time, alternately to vLLM directly (as a
 plain OpenAI client would: float JSON, vLLM normalises) and through the gateway (which passes it
-on as one call asking for raw base64 vectors, and post-processes them), in the same run, and reports the latency percentiles of both and the p50
-difference. Alternating cancels slow drift of the machine; run it on loopback on an idle machine.
+on as one call asking for raw base64 vectors, and post-processes them), in the same run, and
+reports the latency percentiles of both and the p50 difference. Alternating cancels slow drift of
+the machine; run it on loopback on an idle machine. It measures the gateway, not an engine, so it
+lives with the bench.
 
 Latency on a machine with few cores mixes the gateway's own work with waiting for a core (client,
 gateway and vLLM's processes take turns). So it also reports the CPU time each server spent per
@@ -20,20 +22,17 @@ from typing import Any
 
 import httpx
 
+from gateway.bench.scrape import sample_values
+from gateway.bench.stats import percentile
+
 __all__ = ["main_json", "measure"]
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
     return {
-        "p50_ms": round(statistics.median(ms), 3),
-        "p90_ms": round(_percentile(ms, 0.90), 3),
-        "p99_ms": round(_percentile(ms, 0.99), 3),
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p90_ms": round(percentile(ms, 90), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
         "mean_ms": round(statistics.fmean(ms), 3),
     }
 
@@ -46,10 +45,8 @@ def cpu_seconds(client: httpx.Client) -> float | None:
         return None
     if r.status_code != 200:
         return None
-    for line in r.text.splitlines():
-        if line.startswith("process_cpu_seconds_total "):
-            return float(line.split()[1])
-    return None
+    values = sample_values(r.text, "process_cpu_seconds_total")
+    return values[0] if values else None
 
 
 def _per_request_ms(before: float | None, after: float | None, requests: int) -> float | None:

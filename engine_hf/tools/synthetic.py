@@ -6,8 +6,9 @@ weight values, so tests and benchmarks run on checkpoints written here:
 * ``original`` layout exactly as ``jinaai/jina-embeddings-v3`` stores it (``roberta.*`` keys, LoRA
   as parametrizations stacked over the five tasks, fused ``Wqkv``), plus the sentence-transformers
   pooling files and a config class file that vLLM (and only vLLM) loads;
-* ``hf`` layout as ``jinaai/jina-embeddings-v3-hf`` stores it (native base keys, one PEFT adapter per
-  task in a subfolder), holding the SAME weights.
+* ``hf`` layout as ``jinaai/jina-embeddings-v3-hf`` was made: written by transformers'
+  ``JinaEmbeddingsV3Model.save_pretrained`` and PEFT's ``save_pretrained`` (one adapter per task in a
+  subfolder), config with the original's extra keys, holding the SAME weights.
 
 LoRA tensors get non-trivial random values (the published init has B = 0, which would hide every
 adapter bug). ``embed-gateway make-checkpoint`` is the command-line entry.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from engine_hf.checkpoint import DEFAULT_INSTRUCTIONS, HF_ADAPTER_DIRS
 from gateway.contract import TASKS
 
-__all__ = ["FULL", "TINY", "Shape", "build_tokenizer", "make_state", "write_checkpoints"]
+__all__ = [
+    "FULL", "HF_EXTRA_KEYS", "HF_TARGET_MODULES", "TINY", "Shape", "build_tokenizer", "make_state", "write_checkpoints",
+]
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
 
@@ -311,82 +315,81 @@ def write_original(
 
 # --------------------------------------------------------------------------- converted (-hf) layout
 
-
-def to_hf(state: dict[str, torch.Tensor], n_layers: int) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
-    """Split original-layout tensors into native base weights and per-task PEFT tensors."""
-    base: dict[str, torch.Tensor] = {}
-    peft: dict[str, dict[str, torch.Tensor]] = {HF_ADAPTER_DIRS[t]: {} for t in TASKS}
-
-    def w(key: str) -> torch.Tensor:
-        return state[f"roberta.{key}.parametrizations.weight.original"]
-
-    def lora_linear(src: str, dst: str, rows: slice | None = None) -> None:
-        a = state[f"roberta.{src}.parametrizations.weight.0.lora_A"]
-        b = state[f"roberta.{src}.parametrizations.weight.0.lora_B"]
-        for t, task in enumerate(TASKS):
-            d = peft[HF_ADAPTER_DIRS[task]]
-            d[f"base_model.model.{dst}.lora_A.weight"] = a[t].clone()
-            d[f"base_model.model.{dst}.lora_B.weight"] = (b[t] if rows is None else b[t][rows]).clone()
-
-    def lora_embedding(src: str, dst: str) -> None:
-        a = state[f"roberta.{src}.parametrizations.weight.0.lora_A"]
-        b = state[f"roberta.{src}.parametrizations.weight.0.lora_B"]
-        for t, task in enumerate(TASKS):
-            d = peft[HF_ADAPTER_DIRS[task]]
-            d[f"base_model.model.{dst}.lora_embedding_A"] = a[t].T.contiguous()
-            d[f"base_model.model.{dst}.lora_embedding_B"] = b[t].T.contiguous()
-
-    for name in ("word_embeddings", "token_type_embeddings"):
-        base[f"embeddings.{name}.weight"] = w(f"embeddings.{name}")
-        lora_embedding(f"embeddings.{name}", f"embeddings.{name}")
-    base["embeddings.LayerNorm.weight"] = state["roberta.emb_ln.weight"]
-    base["embeddings.LayerNorm.bias"] = state["roberta.emb_ln.bias"]
-    for i in range(n_layers):
-        src, dst = f"encoder.layers.{i}", f"layers.{i}"
-        qkv_w, qkv_b = w(f"{src}.mixer.Wqkv"), state[f"roberta.{src}.mixer.Wqkv.bias"]
-        h = qkv_w.shape[1]
-        for j, p in enumerate("qkv"):
-            rows = slice(j * h, (j + 1) * h)
-            base[f"{dst}.self_attn.{p}_proj.weight"] = qkv_w[rows].clone()
-            base[f"{dst}.self_attn.{p}_proj.bias"] = qkv_b[rows].clone()
-            lora_linear(f"{src}.mixer.Wqkv", f"{dst}.self_attn.{p}_proj", rows)
-        for s_name, d_name in (("mixer.out_proj", "self_attn.o_proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
-            base[f"{dst}.{d_name}.weight"] = w(f"{src}.{s_name}")
-            base[f"{dst}.{d_name}.bias"] = state[f"roberta.{src}.{s_name}.bias"]
-            lora_linear(f"{src}.{s_name}", f"{dst}.{d_name}")
-        for s_name, d_name in (("norm1", "post_attention_layernorm"), ("norm2", "post_mlp_layernorm")):
-            base[f"{dst}.{d_name}.weight"] = state[f"roberta.{src}.{s_name}.weight"]
-            base[f"{dst}.{d_name}.bias"] = state[f"roberta.{src}.{s_name}.bias"]
-    base["pooler.dense.weight"] = w("pooler.dense")
-    base["pooler.dense.bias"] = state["roberta.pooler.dense.bias"]
-    lora_linear("pooler.dense", "pooler.dense")
-    return base, peft
+#: The modules each published ``-hf`` adapter targets (its adapter_config.json).
+HF_TARGET_MODULES = [
+    "word_embeddings", "token_type_embeddings", "q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "dense",
+]
+#: The original's config keys the published ``-hf`` config.json still carries.
+HF_EXTRA_KEYS = ("lora_adaptations", "task_instructions", "matryoshka_dimensions", "rotary_emb_base", "torch_dtype")
 
 
 def write_hf(
     out: Path, state: dict[str, torch.Tensor], shape: Shape, vocab_size: int, tok: Tokenizer,
     *, rotary_base: float = 20000.0, dtype: torch.dtype = torch.float32,
 ) -> Path:
+    """The ``-hf`` layout made as the published repo was: ``JinaEmbeddingsV3Model.save_pretrained``
+    for the base (transformers writes it under the original-style names) and PEFT's
+    ``save_pretrained`` for one adapter per task, holding the same weights as ``state``.
+
+    The base goes in through transformers' own ``from_pretrained`` conversion of the original names;
+    the stacked LoRA tensors are copied into PEFT's modules (per task ``t``: Linear
+    ``lora_A = A[t]``, ``lora_B = B[t]`` with the fused ``Wqkv``'s ``B`` split by rows into q/k/v;
+    Embedding ``lora_embedding_A = A[t]^T``, ``lora_embedding_B = B[t]^T``).
+    """
+    try:
+        from peft import LoraConfig, get_peft_model
+        from peft.tuners.lora import Embedding as PeftEmbedding
+        from peft.tuners.lora import Linear as PeftLinear
+        from peft.tuners.lora import LoraLayer
+    except ImportError as exc:  # peft is a test/dev dependency, not needed to serve
+        raise RuntimeError(
+            "writing the -hf layout needs PEFT (pip install peft), as the published repo was made with it; "
+            "or write --layout original"
+        ) from exc
+    from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
+
+    from engine_hf.layouts import EmbeddingLora, split_original
+
     out.mkdir(parents=True, exist_ok=True)
-    base, peft = to_hf(state, shape.num_hidden_layers)
-    save_file({k: v.to(dtype).contiguous() for k, v in base.items()}, str(out / "model.safetensors"))
-    config = {
-        "architectures": ["JinaEmbeddingsV3Model"],
-        "model_type": "jina_embeddings_v3",
+    original = _original_config(shape, vocab_size, rotary_base, str(dtype).removeprefix("torch."))
+    config = JinaEmbeddingsV3Config(
         **_architecture(shape, vocab_size),
-        "rope_parameters": {"rope_type": "default", "rope_theta": rotary_base},
-        "dtype": str(dtype).removeprefix("torch."),
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    modules = ["word_embeddings", "token_type_embeddings", "q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "dense"]
-    for folder, tensors in peft.items():
-        (out / folder).mkdir(exist_ok=True)
-        save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(out / folder / "adapter_model.safetensors"))
-        (out / folder / "adapter_config.json").write_text(json.dumps({
-            "peft_type": "LORA", "task_type": "FEATURE_EXTRACTION", "r": shape.rank, "lora_alpha": 1,
-            "lora_dropout": 0.0, "bias": "none", "target_modules": modules, "base_model_name_or_path": None,
-            "inference_mode": True, "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
-        }, indent=2))
+        rope_parameters={"rope_type": "default", "rope_theta": rotary_base},
+        **{k: original[k] for k in HF_EXTRA_KEYS if k != "torch_dtype"},
+    )
+    base, lora = split_original(state)
+    model = JinaEmbeddingsV3Model.from_pretrained(None, config=config, state_dict=base, dtype=torch.float32)
+    model.to(dtype).save_pretrained(out)
+    # transformers >= 5 writes the dtype as "dtype"; the published config (an older writer) says torch_dtype.
+    written = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**written, "torch_dtype": original["torch_dtype"]}, indent=2))
+
+    names = [HF_ADAPTER_DIRS[t] for t in TASKS]
+    lora_config = LoraConfig(r=shape.rank, lora_alpha=1, lora_dropout=0.0, target_modules=HF_TARGET_MODULES)
+    model.name_or_path = str(out)  # what PEFT records as base_model_name_or_path
+    with warnings.catch_warnings():  # PEFT 0.21 calls transformers' deprecated is_gradient_checkpointing
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(model.float(), lora_config, adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.add_adapter(name, lora_config)
+    modules = dict(peft_model.base_model.model.named_modules())
+    adapted = {path for path, module in modules.items() if isinstance(module, LoraLayer)}
+    if adapted != set(lora):  # a module left at PEFT's init (B = 0) would hide an adapter bug
+        raise RuntimeError(f"PEFT adapted {sorted(adapted ^ set(lora))[:5]} differently from the original's LoRA")
+    with torch.no_grad():
+        for path, factors in lora.items():
+            module = modules[path]
+            for t, name in enumerate(names):
+                if isinstance(factors, EmbeddingLora):
+                    assert isinstance(module, PeftEmbedding), path
+                    module.lora_embedding_A[name].copy_(factors.A[t].T)
+                    module.lora_embedding_B[name].copy_(factors.B[t].T)
+                else:
+                    assert isinstance(module, PeftLinear), path
+                    module.lora_A[name].weight.copy_(factors.A[t])
+                    module.lora_B[name].weight.copy_(factors.B[t])
+    # One folder per adapter name (out/retrieval_query/, ...); only the LoRA factors, not the embedding tables.
+    peft_model.to(dtype).save_pretrained(str(out), save_embedding_layers=False)
     _write_tokenizer(tok, out)
     return out
 

@@ -9,8 +9,8 @@
 * ``naive`` — what a straightforward Transformers server does (sentence-transformers style):
   fixed batches of 32 texts in arrival order, padded to the longest, tokenisation included.
 
-Run as ``python -m engine_hf.baselines MODE --model DIR --requests FILE`` (the bench runner does),
-each in its own process so its peak memory is its own; prints one JSON object.
+Run as ``python -m engine_hf.tools.baselines MODE --model DIR --requests FILE`` (the bench runner
+does), each in its own process so its peak memory is its own; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch
 
 from engine_hf.checkpoint import describe_checkpoint, resolve_model_dir
 from engine_hf.device import resolve_device, resolve_dtype, use_packed
-from engine_hf.measure import rss_mib
 from engine_hf.model import JinaEncoder
 from engine_hf.tokenization import TextEncoder, load_tokenizer
+from engine_hf.tools.measure import rss_mib
 from gateway.contract import Task, parse_task
 
 __all__ = ["ceiling", "load_encoder", "naive"]
@@ -145,7 +145,7 @@ def naive(enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], b
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m engine_hf.baselines")
+    p = argparse.ArgumentParser(prog="python -m engine_hf.tools.baselines")
     p.add_argument("mode", choices=["ceiling", "naive", "single"])
     p.add_argument("--model", required=True)
     p.add_argument("--requests", required=True, help="JSON list of {texts, task}")

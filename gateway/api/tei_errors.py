@@ -1,0 +1,130 @@
+"""TEI's error bodies and statuses, for the TEI routes only (the OpenAI/Jina routes keep theirs).
+
+TEI answers ``{"error": "...", "error_type": "Validation"}`` with 422 (validation, tokenizer, too
+long), 400 (``Empty``), 413 (payload too large), 424 (``Backend``), 429 (``Overloaded``, with
+``Retry-After``) and 503 (``Unhealthy``). One table maps the gateway's error tree onto those, like
+:data:`gateway.api.errors.ERROR_TABLE` does for OpenAI's shape; the TEI routes render through it
+(:class:`gateway.api.tei.TeiRoute`), and so does the front door for requests it refuses on their
+way to a TEI path (:data:`TEI_PATHS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from gateway.api.tei_schemas import EMPTY, TeiErrorType
+from gateway.contract import (
+    EmbedGatewayError,
+    EngineError,
+    EngineOverloadedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    InputTooLongError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    RetryableError,
+)
+from gateway.errors import (
+    AuthenticationError,
+    GatewayBusyError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    ShuttingDownError,
+    TooManyRequestsError,
+)
+from gateway.obs.context import current_request
+
+__all__ = ["TEI_ERROR_TABLE", "TEI_PATHS", "tei_error", "tei_validation_error"]
+
+log = logging.getLogger(__name__)
+
+#: the paths that speak TEI's API (and its error shape)
+TEI_PATHS = frozenset({"/embed", "/embed_all", "/tokenize", "/decode", "/", "/invocations"})
+
+#: error class -> (HTTP status, TEI ``error_type``); looked up along the class's MRO.
+TEI_ERROR_TABLE: dict[type[EmbedGatewayError], tuple[int, TeiErrorType]] = {
+    PayloadTooLargeError: (413, "Validation"),
+    InvalidRequestError: (422, "Validation"),
+    ModelNotFoundError: (422, "Validation"),
+    AuthenticationError: (401, "Unauthorized"),
+    PermissionDeniedError: (403, "Unauthorized"),
+    EngineOverloadedError: (429, "Overloaded"),
+    TooManyRequestsError: (429, "Overloaded"),
+    EngineTimeoutError: (504, "Backend"),
+    EngineUnavailableError: (503, "Unhealthy"),
+    RetryableError: (503, "Unhealthy"),
+    ShuttingDownError: (503, "Unhealthy"),
+    GatewayBusyError: (503, "Unhealthy"),
+    EngineError: (424, "Backend"),
+    EmbedGatewayError: (500, "Backend"),
+}
+
+
+def _status_of(err: EmbedGatewayError) -> tuple[int, TeiErrorType]:
+    for cls in type(err).__mro__:
+        if cls in TEI_ERROR_TABLE:
+            return TEI_ERROR_TABLE[cls]  # type: ignore[index]
+    return 500, "Backend"
+
+
+def _message(err: EmbedGatewayError) -> str:
+    if isinstance(err, InputTooLongError):  # TEI's wording, plus which input and the way out
+        where = f"inputs[{err.index}]" if err.index >= 0 else "inputs"
+        return (
+            f"`inputs` must have less than {err.limit} tokens. Given: {err.n_tokens} ({where}; instruction and "
+            'special tokens included; send "truncate": true to cut it)'
+        )
+    return err.message
+
+
+def _note(code: str) -> None:
+    ctx = current_request.get()
+    if ctx is not None:
+        ctx.error_code = code
+
+
+def _body(message: str, type_: TeiErrorType, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "error_type": type_}, status_code=status, headers=headers)
+
+
+def tei_error(err: EmbedGatewayError) -> JSONResponse:
+    """The TEI response for any error of the tree (TEI routes and the front door on TEI paths)."""
+    status, type_ = _status_of(err)
+    headers = {}
+    if isinstance(err, RetryableError | GatewayBusyError):
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after or 1)))
+    if isinstance(err, AuthenticationError):
+        headers["WWW-Authenticate"] = "Bearer"
+    if status >= 500:
+        log.warning("request failed with %d: %s", status, err.message)
+    _note(err.code)
+    return _body(_message(err), type_, status, headers)
+
+
+def tei_validation_error(err: RequestValidationError) -> JSONResponse:
+    """A body that does not parse or fit the schema: TEI's ``Empty`` (400) for an empty input,
+    else ``Validation`` (422) naming the field."""
+    errors = err.errors()
+    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
+    kind = first.get("type")
+    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    field = ".".join(loc)
+    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    if any(e.get("type") == EMPTY for e in errors):
+        _note("empty")
+        empty = next(e for e in errors if e.get("type") == EMPTY)
+        return _body(str(empty.get("msg")), "Empty", 400)
+    if kind == "json_invalid":
+        message = "the request body is not valid JSON"
+    elif kind == "missing":
+        message = f"missing field `{field}`"
+    elif kind in ("model_attributes_type", "dict_type") and not loc:
+        message = "the request body must be a JSON object"
+    else:
+        message = f"{field}: {msg}" if field else msg
+    _note("invalid_request")
+    return _body(message, "Validation", 422)
