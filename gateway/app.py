@@ -36,8 +36,10 @@ from gateway.lifecycle import Gate, drain
 from gateway.metrics import GatewayMetrics
 from gateway.monitor import Monitor
 from gateway.reload import Reloader
+from gateway.routing import RouteConfigError
 from gateway.runtime import EngineBuilder, Runtime
 from gateway.service import EmbeddingService
+from gateway.startup import QuietStartupFailure, StartupError
 
 __all__ = ["build_engine", "build_engines", "create_app"]
 
@@ -91,7 +93,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(app_metrics, builder=build)
-        await runtime.open(settings, chosen)
+        try:
+            await runtime.open(settings, chosen)
+        except (StartupError, RouteConfigError) as exc:
+            app.state.startup_error = str(exc)  # reported on one line, without a traceback (gateway.startup)
+            raise
         monitor = Monitor(runtime)
         reloader = Reloader(runtime, reload_settings)
         app.state.runtime = runtime
@@ -132,6 +138,7 @@ def create_app(
     app.include_router(admin_router)
     templates = [r.path for rt in (router, ops_router, admin_router) for r in rt.routes if isinstance(r, APIRoute)]
     app.add_middleware(FrontDoor, templates=[*templates, "/openapi.json", "/docs", "/redoc"])
+    app.add_middleware(QuietStartupFailure)
     cors = settings.server.cors
     if cors.allow_origins:  # outermost: a browser's preflight is answered before any key check
         app.add_middleware(
