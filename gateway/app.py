@@ -38,8 +38,10 @@ from gateway.lifecycle import Gate, drain
 from gateway.metrics import GatewayMetrics
 from gateway.monitor import Monitor
 from gateway.reload import Reloader
+from gateway.routing import RouteConfigError
 from gateway.runtime import EngineBuilder, Runtime
 from gateway.service import EmbeddingService
+from gateway.startup import QuietStartupFailure, StartupError
 from gateway.tokenizing import TokenService
 
 __all__ = ["build_engine", "build_engines", "create_app"]
@@ -94,7 +96,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(app_metrics, builder=build)
-        await runtime.open(settings, chosen)
+        try:
+            await runtime.open(settings, chosen)
+        except (StartupError, RouteConfigError) as exc:
+            app.state.startup_error = str(exc)  # reported on one line, without a traceback (gateway.startup)
+            raise
         monitor = Monitor(runtime)
         reloader = Reloader(runtime, reload_settings)
         app.state.runtime = runtime
@@ -138,6 +144,7 @@ def create_app(
     routers = (router, ops_router, admin_router, tei_router)
     templates = [r.path for rt in routers for r in rt.routes if isinstance(r, APIRoute)]
     app.add_middleware(FrontDoor, templates=[*templates, "/openapi.json", "/docs", "/redoc"])
+    app.add_middleware(QuietStartupFailure)
     cors = settings.server.cors
     if cors.allow_origins:  # outermost: a browser's preflight is answered before any key check
         app.add_middleware(

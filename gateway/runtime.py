@@ -34,6 +34,7 @@ from gateway.parity import ParityResult, ParityStatus
 from gateway.readiness import engine_state
 from gateway.routing import resolve_routes, route_key
 from gateway.snapshot import EngineEntry, Snapshot, configurable_engines, engine_section, is_enabled
+from gateway.startup import StartupError
 
 __all__ = ["EngineBuilder", "ReloadError", "Runtime"]
 
@@ -95,18 +96,22 @@ class Runtime:
 
     async def open(self, settings: Settings, engines: Mapping[str, Engine] | None = None) -> None:
         """Build (unless injected), validate routes, start engines, run the parity guard once."""
-        chosen = dict(engines) if engines is not None else {
-            n: self.builder(n, settings) for n in configurable_engines() if is_enabled(settings, n)
-        }
+        try:
+            chosen = dict(engines) if engines is not None else {
+                n: self.builder(n, settings) for n in configurable_engines() if is_enabled(settings, n)
+            }
+        except RuntimeError as exc:  # an engine's dependencies are missing (the message names the extra)
+            raise StartupError(str(exc)) from exc
         if not chosen:
-            raise RuntimeError("no engine is enabled: enable engines.hf and/or engines.vllm")
+            raise StartupError("no engine is enabled: enable engines.hf and/or engines.vllm")
         entries = {n: self._entry(n, e, settings) for n, e in chosen.items()}
         routes = self._routes(settings, entries)  # before loading anything: a bad route fails fast
         started = await self._start(entries.values())
         if not started:
             for entry in entries.values():
                 await entry.engine.aclose()
-            raise RuntimeError("no engine could start; see the log above")
+            reasons = "; ".join(f"engine {e.name}: {e.start_error}" for e in entries.values())
+            raise StartupError(f"no engine could start ({reasons})")
         self._swap(settings, entries, routes)
         await self.check_all(starting=True)
         await self.first_health(entries.values())
