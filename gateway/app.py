@@ -40,8 +40,10 @@ from gateway.lifecycle import Gate, drain
 from gateway.obs.metrics import GatewayMetrics
 from gateway.pool import EngineBuilder, Monitor, Pool
 from gateway.pool.reload import Reloader
+from gateway.serving.routing import RouteConfigError
 from gateway.serving.service import EmbeddingService
 from gateway.serving.tokenizing import TokenService
+from gateway.startup import QuietStartupFailure, StartupError
 
 __all__ = ["create_app"]
 
@@ -68,7 +70,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = Pool(app_metrics, builder=build)
-        await pool.open(settings, chosen)
+        try:
+            await pool.open(settings, chosen)
+        except (StartupError, RouteConfigError) as exc:
+            app.state.startup_error = str(exc)  # reported on one line, without a traceback (gateway.startup)
+            raise
         monitor = Monitor(pool.supervisor, lambda: pool.current)
         reloader = Reloader(pool, reload_settings)
         app.state.pool = pool
@@ -111,6 +117,7 @@ def create_app(
     routers = (router, ops_router, admin_router, tei_router)
     templates = [r.path for rt in routers for r in rt.routes if isinstance(r, APIRoute)]
     app.add_middleware(FrontDoor, templates=[*templates, "/openapi.json", "/docs", "/redoc"])
+    app.add_middleware(QuietStartupFailure)
     cors = settings.server.cors
     if cors.allow_origins:  # outermost: a browser's preflight is answered before any key check
         app.add_middleware(

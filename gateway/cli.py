@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -35,14 +36,34 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return settings.model_copy(update={"server": server})
 
-    settings = load()
+    try:
+        settings = load()
+    except (ValueError, OSError) as exc:  # a bad file or value (pydantic's ValidationError is a ValueError)
+        print(f"embed-gateway serve: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     configure_logging(settings.server)
     app = create_app(settings, reload_settings=load)
     s = settings.server
     config = GatewayServer.make_config(app, host=s.host, port=s.port, log_level=s.log_level, grace=s.shutdown_grace,
                                          keep_alive=s.keep_alive)
-    GatewayServer(config, app.state.shutdown).run()
+    try:
+        GatewayServer(config, app.state.shutdown).run()
+    except SystemExit as exc:  # uvicorn's start-up failure (exit status 3)
+        reason = getattr(app.state, "startup_error", None)
+        if reason is not None:
+            logging.getLogger("gateway.cli").critical("embed-gateway could not start: %s", reason)
+        raise
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """A configuration error as one line: pydantic's errors as ``field: problem (got VALUE)``."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
+        return f"invalid configuration: {'; '.join(parts)}"
+    return str(exc)
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:

@@ -68,8 +68,9 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    #: json: one JSON object per line (for log shippers); text: human-readable lines
-    log_format: Literal["json", "text"] = "json"
+    #: json: one JSON object per line (for log shippers); text: human-readable lines;
+    #: auto: text when stderr is a terminal (a person reading), JSON otherwise (a container, a pipe, a file)
+    log_format: Literal["auto", "json", "text"] = "auto"
     #: debug only: put request texts in the request log (they are users' memories; off by default)
     log_request_texts: bool = False
     #: SIGTERM: stop accepting, let in-flight requests finish for this many seconds, then fail what is

@@ -8,10 +8,15 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from gateway.ingest.interrupts import CtrlC
 
 __all__ = ["add_parser", "build_embedder", "build_sink", "main"]
+
+T = TypeVar("T")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -126,6 +131,20 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError("--dimensions must be >= 1")
 
 
+_INTERRUPTED = "interrupted: what was stored stays stored; run the same command again to resume"
+
+
+def _run(run: Coroutine[Any, Any, T], ctrl_c: CtrlC) -> T:
+    """``asyncio.run``; a run that Ctrl-C cancelled ends in ``KeyboardInterrupt`` (as asyncio's own
+    handler makes it), any other cancellation propagates."""
+    try:
+        return asyncio.run(run)
+    except asyncio.CancelledError:
+        if ctrl_c.pressed:
+            raise KeyboardInterrupt from None
+        raise
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``embed``; exit status 0 done, 1 error (bad row, refused batch, bad flag), 130 interrupted."""
     from gateway.ingest.plan import BadRowError
@@ -141,15 +160,20 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError, RuntimeError) as exc:
         print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # e.g. while connecting to a Milvus server that does not answer
+        print(f"\n{_INTERRUPTED}", file=sys.stderr)
+        return 130
     options = IngestOptions(
         input=args.input, fmt=fmt, fields=fields, batch_size=args.batch_size, concurrency=args.concurrency,
         skip_bad_rows=args.skip_bad_rows, progress=not args.no_progress,
     )
+    ctrl_c = CtrlC()
     try:
-        report = asyncio.run(ingest(options, embedder, sink))
+        with ctrl_c.installed():
+            report = _run(ingest(options, embedder, sink, ctrl_c), ctrl_c)
         done = sink.finish()
     except KeyboardInterrupt:
-        print("\ninterrupted: what was stored stays stored; run the same command again to resume", file=sys.stderr)
+        print(f"\n{_INTERRUPTED}", file=sys.stderr)
         return 130
     except (BadRowError, IngestError, ValueError, RuntimeError) as exc:
         print(f"embed-gateway embed: error: {exc}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Batches are embedded ``concurrency`` at a time (HTTP requests in flight, or jobs queued on the
 in-process engine); each finished batch is written at once, so what a crash loses is only what was
-in flight. A row the embedder rejects (``input[i]`` in the server's error) is split out of its
+in flight. Sink calls block the event loop; each runs inside :meth:`CtrlC.blocking` so that a
+Ctrl-C during one stops the run at once (:mod:`gateway.ingest.interrupts`). A row the embedder rejects (``input[i]`` in the server's error) is split out of its
 batch and reported by its line; the rest of the batch is retried.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.ingest.embedders import BatchRejected, Embedder
+from gateway.ingest.interrupts import CtrlC
 from gateway.ingest.plan import BadRowError, IngestReport, batched, flag_duplicate_ids, without_done, without_index
 from gateway.ingest.progress import Progress
 from gateway.ingest.records import BadRecord, FieldSpec, Record
@@ -52,10 +54,13 @@ def _forget(running: set[asyncio.Task[None]]):  # type: ignore[no-untyped-def]
     return done
 
 
-async def ingest(options: IngestOptions, embedder: Embedder, sink: Sink) -> IngestReport:
-    """Run to the end (or the first error); the sink is written but not finished (the caller does)."""
+async def ingest(options: IngestOptions, embedder: Embedder, sink: Sink, ctrl_c: CtrlC | None = None) -> IngestReport:
+    """Run to the end (or the first error); the sink is written but not finished (the caller does).
+    ``ctrl_c``: the run's SIGINT handler, when the caller installed one."""
     if options.concurrency < 1:
         raise ValueError("concurrency must be >= 1")
+    interrupts = ctrl_c or CtrlC()
+    interrupts.watch(asyncio.current_task())
     report = IngestReport()
     where = lambda line: location(options.input, options.fmt, line)  # noqa: E731
     slots = asyncio.Semaphore(options.concurrency)
@@ -82,7 +87,8 @@ async def ingest(options: IngestOptions, embedder: Embedder, sink: Sink) -> Inge
                     rejected, todo = without_index(todo, err.index)
                     bad(BadRecord(rejected.line, f"rejected by the embedder: {err.message}", rejected.id))
                     continue
-                sink.write(todo, out.vectors)
+                with interrupts.blocking():
+                    sink.write(todo, out.vectors)
                 report.embedded += len(todo)
                 report.tokens += out.total_tokens
                 bar.update(len(todo), out.total_tokens)
@@ -106,7 +112,8 @@ async def ingest(options: IngestOptions, embedder: Embedder, sink: Sink) -> Inge
                     bad(item)
                 else:
                     records.append(item)
-            todo, held = without_done(records, sink.done) if records else ([], 0)
+            with interrupts.blocking():
+                todo, held = without_done(records, sink.done) if records else ([], 0)
             if held:
                 report.already_stored += held
                 bar.update(held)

@@ -1,5 +1,8 @@
 """Logging: one JSON object per line (or plain text), every line of a request with its id.
 
+``server.log_format: auto`` (the default) writes plain text when stderr is a terminal, for a person
+running ``embed-gateway serve`` by hand, and JSON everywhere else (a container, systemd, a pipe).
+
 Why JSON by default: log shippers (Loki, Elasticsearch, CloudWatch) index fields, and a request
 id field lets an operator pull every line one request caused — the access line, a fallback
 warning, an engine error. Request texts never appear unless ``server.log_request_texts`` is on
@@ -14,14 +17,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
 from gateway.config import ServerSettings
 from gateway.obs.context import request_id
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_format"]
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -66,10 +69,20 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+def log_format(server: ServerSettings, stream: TextIO) -> str:
+    """``json`` or ``text``: as configured, or for ``auto`` text on a terminal and JSON elsewhere."""
+    if server.log_format != "auto":
+        return server.log_format
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return "json"
+
+
 def configure_logging(server: ServerSettings) -> None:
     """The root logger: one handler on stderr, the configured level and format."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if server.log_format == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if log_format(server, sys.stderr) == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

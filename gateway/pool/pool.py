@@ -26,6 +26,7 @@ from gateway.pool.parity import parity_tasks, reference_of
 from gateway.pool.snapshot import Member, Snapshot
 from gateway.pool.supervisor import Supervisor
 from gateway.serving.routing import resolve_routes
+from gateway.startup import StartupError
 
 __all__ = ["EngineBuilder", "Pool"]
 
@@ -94,19 +95,22 @@ class Pool:
 
     async def open(self, settings: Settings, engines: Mapping[str, Engine] | None = None) -> None:
         """Build (unless injected), validate routes, start engines, run the parity guard once."""
-        chosen = dict(engines) if engines is not None else {
-            n: self.builder(n, settings) for n in configurable_engines() if is_enabled(settings, n)
-        }
+        try:
+            chosen = dict(engines) if engines is not None else {
+                n: self.builder(n, settings) for n in configurable_engines() if is_enabled(settings, n)
+            }
+        except RuntimeError as exc:  # an engine's dependencies are missing (the message names the extra)
+            raise StartupError(str(exc)) from exc
         if not chosen:
-            raise RuntimeError("no engine is enabled: enable engines.hf and/or engines.vllm")
+            raise StartupError("no engine is enabled: enable engines.hf and/or engines.vllm")
         routes = self._routes(settings, {n: e.capabilities for n, e in chosen.items()})  # a bad route fails fast
         members = await self._start(settings, chosen)
         if all(m.start_error for m in members.values()):
             for member in members.values():
                 await member.engine.aclose()
                 self.supervisor.forget(member.engine)
-            reasons = "; ".join(f"{n}: {m.start_error}" for n, m in members.items())
-            raise RuntimeError(f"no engine could start ({reasons}); see the log above")
+            reasons = "; ".join(f"engine {n}: {m.start_error}" for n, m in members.items())
+            raise StartupError(f"no engine could start ({reasons})")
         snap = self._swap(settings, members, routes)
         await self.supervisor.check_all(snap, starting=True)
         await self.supervisor.first_health(snap.members.values())

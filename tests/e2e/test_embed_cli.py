@@ -1,12 +1,14 @@
 """``embed-gateway embed`` end to end: real app over HTTP or the engine in-process, real Milvus Lite.
 
 The interrupted runs are real processes stopped by a signal mid-run (SIGINT as Ctrl-C sends it,
-SIGKILL as an OOM killer would); the 429 comes from the real app, whose engine (a FakeEngine, a
+SIGKILL as an OOM killer would), at a point the test knows: the engine, or a real Milvus server,
+holds the run's next request until the signal has been handled; the 429 comes from the real app, whose engine (a FakeEngine, a
 real implementation of the contract) reports overload with a retry-after.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -14,8 +16,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,8 +27,9 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import load_settings
-from gateway.contract import EmbedJob, EngineOverloadedError, Task
+from gateway.contract import EmbedJob, EmbedResult, EngineOverloadedError, Task
 from tests.support.fakes import FakeEngine, fake_vector
+from tests.support.milvus_server import held_milvus
 from tests.support.server import live_server
 
 WORDS = "the user likes coffee tea morning evening works at company lives in city music dog cat park".split()
@@ -173,52 +178,108 @@ def test_429_retry_after_is_honoured(tmp_path, capsys) -> None:  # type: ignore[
                                    atol=1e-6)
 
 
+class HeldEngine(FakeEngine):
+    """A FakeEngine that answers its first ``answered`` calls and holds every later one until
+    :meth:`release`. A run against it cannot finish before the test has acted, however slow or loaded
+    the machine: the interrupt tests synchronise on :attr:`holding`, never on timing."""
+
+    def __init__(self, answered: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.answered = answered
+        self.entered = 0
+        self.holding = threading.Event()
+        self._open = threading.Event()
+
+    async def embed(self, job: EmbedJob) -> EmbedResult:
+        self.entered += 1
+        if self.entered > self.answered and not self._open.is_set():
+            self.holding.set()
+            await asyncio.to_thread(self._open.wait)
+        return await super().embed(job)
+
+    def release(self) -> None:
+        self._open.set()
+
+
+def start_cli(args: list[str]) -> subprocess.Popen[str]:
+    """``embed-gateway ARGS`` as a user's process. A suite started as a background job of a script
+    (``bash tests/run.sh > log &``) runs with SIGINT ignored, and a child inherits an ignored signal:
+    it would shrug off the test's Ctrl-C. So the child starts with SIGINT's default action (a caught
+    signal is reset to the default on exec) whatever this process has."""
+    exe = shutil.which("embed-gateway", path=str(Path(sys.executable).parent)) or "embed-gateway"
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def wait_for(event: threading.Event, proc: subprocess.Popen[str], what: str) -> None:
+    """Until ``event`` is set (the run reached the point the test acts at), failing if the process ends first."""
+    deadline = time.monotonic() + 120
+    while not event.wait(0.1):
+        assert proc.poll() is None, (what, proc.communicate())
+        assert time.monotonic() < deadline, f"the run never got to {what}"
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
 @pytest.mark.parametrize(("output", "sig"), [("milvus", signal.SIGINT), ("parquet", signal.SIGKILL)])
 def test_interrupted_run_resumes_without_duplicates(tmp_path, capsys, output, sig) -> None:  # type: ignore[no-untyped-def]
-    n = 120
+    n, answered, batch = 120, 8, 4
     docs = texts(n)
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": t} for i, t in enumerate(docs)])
-    engine = FakeEngine(dimensions=64, delay=0.15)
+    engine = HeldEngine(answered, dimensions=64)
     uri, out = str(tmp_path / "lite.db"), tmp_path / "v.parquet"
     target = (["--milvus", uri, "--collection", "c", "--create-collection"] if output == "milvus"
               else ["--output", str(out)])
-    exe = shutil.which("embed-gateway", path=str(Path(sys.executable).parent)) or "embed-gateway"
+    args = ["embed", str(src), "--id-field", "id", *target, "--batch-size", str(batch), "--concurrency", "2",
+            "--no-progress"]
     with live_server(load_settings(), {"fake": engine}) as server:
-        cmd = [exe, "embed", str(src), "--id-field", "id", "--gateway", server.url, *target,
-               "--batch-size", "4", "--concurrency", "2", "--no-progress"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + 60
-        while len(engine.calls) < 8:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run never got going"
-            time.sleep(0.05)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        cmd = [*args, "--gateway", server.url]
+        proc = start_cli(cmd)
+        try:
+            # 8 batches answered, the next one(s) held by the engine: the run is mid-way and stays there
+            wait_for(engine.holding, proc, "a held request")
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            engine.release()
+            stop(proc)
         if sig == signal.SIGINT:
             assert proc.returncode == 130 and "run the same command again to resume" in err, err
         else:
             assert proc.returncode == -signal.SIGKILL
-        first_calls = len(engine.calls)
-        assert first_calls < n // 4, "the run finished before it was interrupted"
+        assert engine.entered <= answered + 2  # two requests in flight at most, none sent after the signal
 
         if output == "milvus":
             stored_first = {r["id"] for r in milvus_rows(uri, "c")}
-            locked = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            locked = subprocess.run([proc.args[0], *cmd], capture_output=True, text=True, timeout=60)
             assert locked.returncode == 1 and "another process holds the lock" in locked.stderr, locked.stderr
         else:
             stored_first = set(pq.read_table(tmp_path / "v.parquet.parts", columns=["id"]).column("id").to_pylist())
-        assert 0 < len(stored_first) < n
+    # the 9th request went out when a slot freed, i.e. after 7 batches were written; at most 8 were answered
+    assert batch * (answered - 1) <= len(stored_first) <= batch * answered, len(stored_first)
 
-        # resumed in this process (pymilvus keeps a Lite file locked by the process that opened it)
+    # resumed in this process (pymilvus keeps a Lite file locked by the process that opened it), on a
+    # fresh engine: everything it is asked for is what the first run did not store
+    resumed = FakeEngine(dimensions=64)
+    with live_server(load_settings(), {"fake": resumed}) as server:
         capsys.readouterr()
-        assert main(cmd[1:]) == 0
-        err = capsys.readouterr().err
-        assert f"{len(stored_first)} already stored (resumed)" in err, err
+        assert main([*args, "--gateway", server.url]) == 0
+    err = capsys.readouterr().err
+    assert f"{len(stored_first)} already stored (resumed)" in err, err
+    second = {t for job in resumed.calls for t in job.inputs}
+    assert second == {docs[i] for i in range(n)} - {docs[int(i[1:])] for i in stored_first}
 
-    # the second run embedded only what was not stored, and everything is there exactly once
-    second = {t for job in engine.calls[first_calls:] for t in job.inputs}
-    assert not second & {docs[int(i[1:])] for i in stored_first}
     if output == "milvus":
         rows = milvus_rows(uri, "c")
         ids, vectors = [r["id"] for r in rows], {r["id"]: r["vector"] for r in rows}
@@ -230,3 +291,41 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, capsys, output, si
     assert len(ids) == n and set(ids) == {f"r{i}" for i in range(n)}
     for i in (0, n // 2, n - 1):
         np.testing.assert_allclose(vectors[f"r{i}"], unit(fake_vector(docs[i], Task.RETRIEVAL_PASSAGE, 64)), atol=1e-6)
+
+
+def test_ctrl_c_inside_a_milvus_write_stops_the_run_at_once(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A Milvus server that does not answer a write must not make Ctrl-C wait for it: the run stops
+    while its upsert is still held by the server, and the next run stores exactly what is missing."""
+    n, answered, batch = 40, 3, 4
+    docs = texts(n)
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": t} for i, t in enumerate(docs)])
+    engine = FakeEngine(dimensions=64)
+    with held_milvus(tmp_path / "milvus", answered=answered) as milvus, \
+            live_server(load_settings(), {"fake": engine}) as server:
+        args = ["embed", str(src), "--id-field", "id", "--gateway", server.url, "--milvus", milvus.uri,
+                "--collection", "c", "--create-collection", "--batch-size", str(batch), "--concurrency", "2",
+                "--no-progress"]
+        proc = start_cli(args)
+        try:
+            wait_for(milvus.holding, proc, "a held Milvus upsert")  # the CLI is inside its 4th upsert
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+            still_held = milvus.upserts - milvus.finished
+        finally:
+            milvus.release()
+            stop(proc)
+        assert proc.returncode == 130 and "run the same command again to resume" in err, err
+        assert still_held == 1  # it stopped without that write returning
+        assert milvus.wait_finished(60)  # the held write then completes on the server (or is dropped)
+        stored_first = {r["id"] for r in milvus_rows(milvus.uri, "c")}
+        assert len(stored_first) in (batch * answered, batch * (answered + 1)), len(stored_first)
+
+        capsys.readouterr()
+        assert main(args) == 0
+        err = capsys.readouterr().err
+        assert f"{len(stored_first)} already stored (resumed)" in err, err
+        rows = milvus_rows(milvus.uri, "c")
+    assert sorted(r["id"] for r in rows) == sorted(f"r{i}" for i in range(n))
+    for r in rows:
+        np.testing.assert_allclose(r["vector"], unit(fake_vector(docs[int(r["id"][1:])], Task.RETRIEVAL_PASSAGE, 64)),
+                                   atol=1e-6)
