@@ -12,6 +12,7 @@ keys, body size, admission) and, when ``server.cors`` allows origins, CORS befor
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -51,6 +52,12 @@ def build_engine(name: str, settings: Settings, observer: EngineObserver = NULL_
     """The engine called ``name`` (``hf`` or ``vllm``) from its ``engines.<name>`` section, not
     started; it reports its batches and queue to ``observer`` (the app's metrics)."""
     if name == "hf":
+        if settings.engines.hf.ray.enabled:  # [ray] issue 16: the HF engine as Ray Serve replicas (docs/scale-out.md)
+            if importlib.util.find_spec("ray") is None:
+                raise RuntimeError("engines.hf.ray is enabled but Ray is missing: pip install 'embed-gateway[ray]'")
+            from engine_hf.ray import RayHFEngine
+
+            return RayHFEngine(settings.engines.hf, observer=observer)
         try:
             from engine_hf import HFEngine
         except ImportError as exc:  # torch/transformers are the [hf] extra

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.bench.runner import BenchSettings
+    from gateway.config import Settings
 
 __all__ = ["bench_settings", "main"]
 
@@ -33,7 +34,10 @@ def _serve(args: argparse.Namespace) -> int:
         server = settings.server.model_copy(
             update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         )
-        return settings.model_copy(update={"server": server})
+        settings = settings.model_copy(update={"server": server})
+        if args.ray or args.ray_address:  # [ray] issue 16: the HF engine as Ray Serve replicas
+            settings = _with_ray(settings, args.ray_address)
+        return settings
 
     settings = load()
     configure_logging(settings.server)
@@ -43,6 +47,14 @@ def _serve(args: argparse.Namespace) -> int:
                                          keep_alive=s.keep_alive)
     GatewayServer(config, app.state.shutdown).run()
     return 0
+
+
+def _with_ray(settings: Settings, address: str | None) -> Settings:
+    """``serve --ray``: ``engines.hf.ray.enabled`` (and ``address``) on top of the configuration."""
+    hf = settings.engines.hf
+    ray = hf.ray.model_copy(update={"enabled": True, **({"address": address} if address else {})})
+    engines = settings.engines.model_copy(update={"hf": hf.model_copy(update={"ray": ray})})
+    return settings.model_copy(update={"engines": engines})
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
@@ -132,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (default: $EMBED_GATEWAY_CONFIG, else built-in defaults)")
     serve.add_argument("--host", help="bind address (overrides server.host)")
     serve.add_argument("--port", type=int, help="port (overrides server.port)")
+    serve.add_argument("--ray", action="store_true",
+                       help="run the HF engine as Ray Serve replicas (engines.hf.ray; joins $RAY_ADDRESS, else starts "
+                            "a local Ray; docs/scale-out.md)")
+    serve.add_argument("--ray-address", help="with --ray: the cluster to join (overrides engines.hf.ray.address)")
     serve.set_defaults(func=_serve)
 
     mk = sub.add_parser(
