@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from gateway.bench.runner import BenchSettings
     from gateway.config import Settings
 
-__all__ = ["bench_settings", "main"]
+__all__ = ["bench_settings", "main", "serve_settings"]
 
 #: the project's bench targets (data, not code: gateway/bench/checks.py reads any such file)
 _BENCH_CHECKS = Path(__file__).resolve().parents[1] / "configs" / "bench-checks.yaml"
@@ -22,7 +22,7 @@ _BENCH_CHECKS = Path(__file__).resolve().parents[1] / "configs" / "bench-checks.
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
-    from gateway.config import Settings, load_settings
+    from gateway.config import Settings
     from gateway.lifecycle import GatewayServer
     from gateway.logs import configure_logging
 
@@ -30,14 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     def load() -> Settings:
         """The configuration as this command line means it; also what SIGHUP / POST /admin/reload re-read."""
-        settings = load_settings(config_file)
-        server = settings.server.model_copy(
-            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        )
-        settings = settings.model_copy(update={"server": server})
-        if args.ray or args.ray_address:  # [ray] issue 16: the HF engine as Ray Serve replicas
-            settings = _with_ray(settings, args.ray_address)
-        return settings
+        return serve_settings(args, config_file)
 
     settings = load()
     configure_logging(settings.server)
@@ -47,6 +40,20 @@ def _serve(args: argparse.Namespace) -> int:
                                          keep_alive=s.keep_alive)
     GatewayServer(config, app.state.shutdown).run()
     return 0
+
+
+def serve_settings(args: argparse.Namespace, config_file: str | None) -> Settings:
+    """``serve``'s settings: the configuration, then the command line's overrides."""
+    from gateway.config import load_settings
+
+    settings = load_settings(config_file)
+    server = settings.server.model_copy(
+        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    )
+    settings = settings.model_copy(update={"server": server})
+    if args.ray or args.ray_address:  # [ray] issue 16: the HF engine as Ray Serve replicas
+        settings = _with_ray(settings, args.ray_address)
+    return settings
 
 
 def _with_ray(settings: Settings, address: str | None) -> Settings:

@@ -258,3 +258,49 @@ def test_embed_on_ray_data_equals_local_and_resumes(ray_cluster: None, original_
     assert got.column("metadata").to_pylist() == want.column("metadata").to_pylist()
     np.testing.assert_allclose(np.array(got.column("vector").to_pylist()), np.array(want.column("vector").to_pylist()),
                                rtol=0, atol=1e-6)
+
+
+def test_serve_dash_dash_ray_joins_the_cluster_ray_address_names(ray_cluster: None, original_dir: Path,
+                                                                  single: LiveServer, tmp_path: Path) -> None:
+    """The command a user runs: ``embed-gateway serve --ray`` as its own process, joining this
+    module's cluster through ``RAY_ADDRESS``, configured by the environment; SIGTERM removes its app."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    import ray
+
+    from tests.support.server import free_port
+
+    port, app = free_port(), "t-cli"
+    exe = shutil.which("embed-gateway", path=str(Path(sys.executable).parent)) or "embed-gateway"
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "EMBED_GATEWAY_ENGINES__HF__MODEL": str(original_dir), "EMBED_GATEWAY_ENGINES__HF__DEVICE": "cpu",
+           "EMBED_GATEWAY_ENGINES__HF__MAX_INPUT_TOKENS": "64", "EMBED_GATEWAY_ENGINES__HF__RAY__APP_NAME": app,
+           "EMBED_GATEWAY_ENGINES__HF__RAY__NUM_REPLICAS": "1", "EMBED_GATEWAY_ENGINES__HF__RAY__THREADS": "1"}
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen([exe, "serve", "--ray", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        try:
+            return httpx.get(url + "/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for("embed-gateway serve --ray to be ready", ready, timeout=300)
+        assert replicas(app) == 1  # on the cluster RAY_ADDRESS names, not a cluster of its own
+        body = {"input": texts(3), "task": "retrieval.query"}
+        np.testing.assert_allclose(vectors(url, body)[0], vectors(single.url, body)[0], rtol=0, atol=1e-6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()[-3000:]
+    wait_for("the app to be deleted on SIGTERM", lambda: replicas(app) == 0, 60)
