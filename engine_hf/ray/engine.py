@@ -62,6 +62,7 @@ class RayHFEngine:
         self._handle: Any = None
         self._caps: EngineCapabilities | None = None
         self._started_ray = False
+        self._started_cluster = False
         self._closed = False
 
     # ------------------------------------------------------------------ contract
@@ -180,9 +181,10 @@ class RayHFEngine:
             address = r.address or os.environ.get("RAY_ADDRESS")
             if address is None:  # a local cluster of our own, stopped on close
                 ray.init(include_dashboard=False, log_to_driver=True)
-                self._started_ray = True
+                self._started_cluster = True
             else:
                 ray.init(address=address, log_to_driver=True)
+            self._started_ray = True  # we connected this process: we disconnect it on close
         if r.deploy:
             from engine_hf.ray.deployment import build_app
 
@@ -219,8 +221,9 @@ class RayHFEngine:
                 serve.delete(r.app_name)
             except Exception as exc:  # the cluster may already be gone
                 log.warning("could not delete the Serve application %s: %s", r.app_name, exc)
-        if self._started_ray:
+        if self._started_cluster:
             serve.shutdown()
+        if self._started_ray:
             ray.shutdown()
 
 
