@@ -10,7 +10,71 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["HFEngineSettings"]
+__all__ = ["HFEngineSettings", "RayAutoscalingSettings", "RaySettings"]
+
+
+class RayAutoscalingSettings(BaseModel):
+    """Ray Serve's autoscaling of the replicas (``engines.hf.ray.autoscaling``; docs/scale-out.md).
+
+    Serve adds a replica when the average requests in flight per replica stay above
+    ``target_ongoing_requests`` for ``upscale_delay_s``, and removes one when they stay below for
+    ``downscale_delay_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: off: a fixed ``num_replicas``; on: between ``min_replicas`` and ``max_replicas``
+    enabled: bool = False
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(2, ge=1)
+    #: requests in flight per replica Serve aims at (each request is one gateway job of many inputs)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+    #: how often replicas report their load, and over how long Serve averages it
+    metrics_interval_s: float = Field(10.0, gt=0)
+    look_back_period_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RayAutoscalingSettings:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})")
+        return self
+
+
+class RaySettings(BaseModel):
+    """The HF engine as a Ray Serve deployment (``engines.hf.ray``; docs/scale-out.md).
+
+    Off by default: the engine runs in the gateway's process. On, the gateway calls N replicas of
+    the same engine (each with its own token-budget batching) through a Serve handle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    #: the cluster to join (``ray://host:10001`` or ``host:6379``); null = ``$RAY_ADDRESS``, else a
+    #: local cluster started in this process (and stopped with it)
+    address: str | None = None
+    #: the Serve application and deployment names (one app per gateway fleet)
+    app_name: str = "embed-gateway-hf"
+    deployment_name: str = "HFEngine"
+    #: deploy the app on start (and delete it on close); false = call an app that already runs,
+    #: put up by ``serve deploy configs/ray-serve.yaml`` or a KubeRay RayService
+    deploy: bool = True
+    #: replicas when autoscaling is off
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: RayAutoscalingSettings = RayAutoscalingSettings()
+    #: Ray resources each replica reserves: one GPU each on GPU hosts, CPUs on CPU hosts
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    #: torch threads in each replica (CPU); null = engines.hf.threads
+    threads: int | None = Field(None, ge=1)
+    #: requests one replica takes at a time; beyond it they wait in the handle's queue
+    max_ongoing_requests: int = Field(16, ge=1)
+    #: requests waiting in the handle's queue before new ones are refused (429); -1 = unbounded
+    max_queued_requests: int = Field(-1, ge=-1)
+    #: retries of a job whose replica died under it (the job is idempotent)
+    max_retries: int = Field(3, ge=0)
+    #: seconds the deployment may take to become ready on start
+    start_timeout_s: float = Field(300.0, gt=0)
 
 
 class HFEngineSettings(BaseModel):
@@ -52,6 +116,8 @@ class HFEngineSettings(BaseModel):
     late_chunking_overlap_tokens: int | None = Field(None, ge=0)
     #: late chunking: most tokens one document (instruction and special tokens included) may have
     max_late_chunking_tokens: int = Field(65536, ge=8)
+    #: run the engine as Ray Serve replicas instead of in this process (docs/scale-out.md)
+    ray: RaySettings = RaySettings()
 
     @model_validator(mode="after")
     def _check_windows(self) -> HFEngineSettings:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.bench.runner import BenchSettings
+    from gateway.config import Settings
 
-__all__ = ["bench_settings", "main"]
+__all__ = ["bench_settings", "main", "serve_settings"]
 
 #: the project's bench targets (data, not code: gateway/bench/checks.py reads any such file)
 _BENCH_CHECKS = Path(__file__).resolve().parents[1] / "configs" / "bench-checks.yaml"
@@ -22,7 +23,7 @@ _BENCH_CHECKS = Path(__file__).resolve().parents[1] / "configs" / "bench-checks.
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
-    from gateway.config import Settings, load_settings
+    from gateway.config import Settings
     from gateway.lifecycle import GatewayServer
     from gateway.obs.logs import configure_logging
 
@@ -30,11 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     def load() -> Settings:
         """The configuration as this command line means it; also what SIGHUP / POST /admin/reload re-read."""
-        settings = load_settings(config_file)
-        server = settings.server.model_copy(
-            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        )
-        return settings.model_copy(update={"server": server})
+        return serve_settings(args, config_file)
 
     try:
         settings = load()
@@ -64,6 +61,28 @@ def _one_line(exc: BaseException) -> str:
         parts = [f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
         return f"invalid configuration: {'; '.join(parts)}"
     return str(exc)
+
+
+def serve_settings(args: argparse.Namespace, config_file: str | None) -> Settings:
+    """``serve``'s settings: the configuration, then the command line's overrides."""
+    from gateway.config import load_settings
+
+    settings = load_settings(config_file)
+    server = settings.server.model_copy(
+        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    )
+    settings = settings.model_copy(update={"server": server})
+    if args.ray or args.ray_address:  # [ray] issue 16: the HF engine as Ray Serve replicas
+        settings = _with_ray(settings, args.ray_address)
+    return settings
+
+
+def _with_ray(settings: Settings, address: str | None) -> Settings:
+    """``serve --ray``: ``engines.hf.ray.enabled`` (and ``address``) on top of the configuration."""
+    hf = settings.engines.hf
+    ray = hf.ray.model_copy(update={"enabled": True, **({"address": address} if address else {})})
+    engines = settings.engines.model_copy(update={"hf": hf.model_copy(update={"ray": ray})})
+    return settings.model_copy(update={"engines": engines})
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
@@ -153,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (default: $EMBED_GATEWAY_CONFIG, else built-in defaults)")
     serve.add_argument("--host", help="bind address (overrides server.host)")
     serve.add_argument("--port", type=int, help="port (overrides server.port)")
+    serve.add_argument("--ray", action="store_true",
+                       help="run the HF engine as Ray Serve replicas (engines.hf.ray; joins $RAY_ADDRESS, else starts "
+                            "a local Ray; docs/scale-out.md)")
+    serve.add_argument("--ray-address", help="with --ray: the cluster to join (overrides engines.hf.ray.address)")
     serve.set_defaults(func=_serve)
 
     mk = sub.add_parser(

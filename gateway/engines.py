@@ -8,6 +8,7 @@ plus its settings section.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 
@@ -18,6 +19,12 @@ __all__ = ["PREFERENCE", "build_engine", "configurable_engines", "engine_config"
 
 
 def _build_hf(settings: Settings, observer: EngineObserver) -> Engine:
+    if settings.engines.hf.ray.enabled:  # the HF engine as Ray Serve replicas (docs/scale-out.md)
+        if importlib.util.find_spec("ray") is None:
+            raise RuntimeError("engines.hf.ray is enabled but Ray is missing: pip install 'embed-gateway[ray]'")
+        from engine_hf.ray import RayHFEngine
+
+        return RayHFEngine(settings.engines.hf, observer=observer)
     try:
         from engine_hf import HFEngine
     except ImportError as exc:  # torch/transformers are the [hf] extra

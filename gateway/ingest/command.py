@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     how = emb.add_mutually_exclusive_group(required=True)
     how.add_argument("--gateway", metavar="URL", help="a running gateway, e.g. http://127.0.0.1:8080")
     how.add_argument("--local", metavar="MODEL", help="run the HF engine in-process on this checkpoint/hub id")
+    how.add_argument("--ray", metavar="MODEL",
+                     help="run HF engines on Ray Data, an actor pool over a Ray cluster (docs/scale-out.md)")
     emb.add_argument("--task", default="retrieval.passage",
                      help="retrieval.passage (default), retrieval.query, separation, classification, text-matching, none")
     emb.add_argument("--dimensions", type=int, help="Matryoshka size (default: the model's full width, 1024)")
@@ -50,7 +53,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     emb.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (default 120)")
     emb.add_argument("--device", default="auto", help="--local: auto, cpu, cuda, cuda:1")
     emb.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="--local")
-    emb.add_argument("--threads", type=int, help="--local: CPU threads")
+    emb.add_argument("--threads", type=int, help="--local/--ray: CPU threads (per actor with --ray)")
+    emb.add_argument("--ray-address", default=None,
+                     help="--ray: the cluster (default: $RAY_ADDRESS, else a local Ray for this run)")
+    emb.add_argument("--ray-actors", type=int, default=1, help="--ray: encoder actors, one model each (default 1)")
+    emb.add_argument("--ray-gpus-per-actor", type=float,
+                     help="--ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0)")
+    emb.add_argument("--ray-cpus-per-actor", type=float, default=1.0, help="--ray: CPUs each actor reserves (default 1)")
+    emb.add_argument("--max-batch-tokens", type=int,
+                     help="--ray: tokens per forward pass in each actor (default: the device's best)")
     out = p.add_argument_group("output")
     where = out.add_mutually_exclusive_group(required=True)
     where.add_argument("--output", type=Path, help="OUTPUT.parquet or OUTPUT.npy (+ OUTPUT.ids.json)")
@@ -93,6 +104,17 @@ def build_embedder(args: argparse.Namespace) -> Any:
     )
 
 
+def _ray_options(args: argparse.Namespace) -> Any:
+    from gateway.ingest.ray_runner import RayOptions
+
+    return RayOptions(
+        model=args.ray, task=args.task, dimensions=args.dimensions, truncate=args.truncate,
+        address=args.ray_address, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+        cpus_per_actor=args.ray_cpus_per_actor, device=args.device, dtype=args.dtype, threads=args.threads,
+        max_batch_tokens=args.max_batch_tokens,
+    )
+
+
 def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
     from gateway.ingest.sinks import MilvusSink, NpySink, ParquetSink
 
@@ -124,7 +146,9 @@ def _validate(args: argparse.Namespace) -> None:
     parse_task(args.task)
     if not args.input.is_file():
         raise ValueError(f"input file {args.input} does not exist")
-    for name in ("batch_size", "concurrency"):
+    if args.ray and importlib.util.find_spec("ray") is None:
+        raise ValueError("--ray needs the ray extra: pip install 'embed-gateway[ray]'")
+    for name in ("batch_size", "concurrency", "ray_actors"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.dimensions is not None and args.dimensions < 1:
@@ -156,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
         fmt = detect_format(args.input, args.format)
         fields = _fields(args)
         sink = build_sink(args, with_metadata=bool(fields.metadata))
-        embedder = build_embedder(args)
+        embedder = None if args.ray else build_embedder(args)
     except (ValueError, FileExistsError, RuntimeError) as exc:
         print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
         return 1
@@ -169,8 +193,13 @@ def main(args: argparse.Namespace) -> int:
     )
     ctrl_c = CtrlC()
     try:
-        with ctrl_c.installed():
-            report = _run(ingest(options, embedder, sink, ctrl_c), ctrl_c)
+        if embedder is None:  # [ray] issue 16: Ray Data's actor pool instead of one process
+            from gateway.ingest.ray_runner import ingest_on_ray
+
+            report = ingest_on_ray(options, _ray_options(args), sink)
+        else:
+            with ctrl_c.installed():
+                report = _run(ingest(options, embedder, sink, ctrl_c), ctrl_c)
         done = sink.finish()
     except KeyboardInterrupt:
         print(f"\n{_INTERRUPTED}", file=sys.stderr)
