@@ -38,7 +38,7 @@ class HFEncoderActor:
         self.dims = dimensions or width
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        from gateway.postprocess import finalize
+        from gateway.serving.postprocess import finalize
 
         texts = [str(t) for t in batch["text"]]
         n = len(texts)
