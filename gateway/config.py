@@ -25,6 +25,7 @@ __all__ = [
     "ApiSettings",
     "AuthSettings",
     "BreakerSettings",
+    "CacheSettings",
     "CorsSettings",
     "EnginesSettings",
     "HFEngineSettings",
@@ -183,6 +184,11 @@ class VLLMEngineSettings(_Section):
     #: admission bound: inputs sent to vLLM and not answered yet before new work is refused
     #: (the router tries another engine, then 429 with Retry-After)
     max_queued_inputs: int = Field(4096, ge=1)
+    #: what the server computes with, for the embedding cache's key: any string that changes whenever
+    #: its checkpoint, revision, dtype or quantization does (e.g. "jina-v3@f1944de/bf16"). Null: a
+    #: managed server is described by its command line; an external one's vectors are not cached
+    #: (the gateway cannot see what it runs). See docs/cache.md.
+    cache_identity: str | None = None
     managed: ManagedVLLMSettings = ManagedVLLMSettings()
 
 
@@ -321,6 +327,23 @@ class AuthSettings(_Section):
         return (*self.api_keys, *self._file_keys)
 
 
+class CacheSettings(_Section):
+    """The embedding cache in front of the engines (docs/cache.md). Read at start-up only."""
+
+    #: in-process LRU tier, bounded in bytes of vectors held; 0 = off
+    memory_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    #: shared tier, e.g. redis://127.0.0.1:6379/0 (replicas and processes share it); null = off
+    redis_url: str | None = None
+    #: seconds a Redis entry lives; null = until Redis evicts it (its maxmemory policy)
+    ttl: int | None = Field(7 * 24 * 3600, ge=1)
+    #: per Redis call: past it the request is served from the engines (and the error counted)
+    redis_timeout: float = Field(0.25, gt=0)
+    #: after a Redis error, the cache skips Redis this long (no request waits on a dead server)
+    redis_retry_interval: float = Field(5.0, ge=0)
+    #: prefix of every Redis key (a flush deletes only keys under it)
+    key_prefix: str = Field("embed-gateway:", min_length=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EMBED_GATEWAY_",
@@ -341,6 +364,7 @@ class Settings(BaseSettings):
     breaker: BreakerSettings = BreakerSettings()
     parity: ParitySettings = ParitySettings()
     auth: AuthSettings = AuthSettings()
+    cache: CacheSettings = CacheSettings()
 
     @field_validator("routes")
     @classmethod

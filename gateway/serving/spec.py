@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.cache.policy import CacheMode
 from gateway.contract import ChunkingRule, Task, TokenIds
 
 __all__ = ["EMBEDDING_TYPES", "EmbeddingSpec", "EmbeddingType", "OutputFormat"]
@@ -45,3 +46,5 @@ class EmbeddingSpec:
     #: the inputs are consecutive chunks of one document (or, with ``chunking``, the document)
     late_chunking: bool = False
     chunking: ChunkingRule | None = None
+    #: the request's use of the cache (its headers, :func:`gateway.cache.policy.cache_mode`)
+    cache: CacheMode = "use"
