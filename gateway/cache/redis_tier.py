@@ -37,7 +37,10 @@ def redact_url(url: str) -> str:
 
 class RedisTier:
     def __init__(self, url: str, *, prefix: str, ttl: int | None, timeout: float, retry_interval: float) -> None:
-        from redis.asyncio import Redis
+        try:
+            from redis.asyncio import Redis
+        except ImportError as exc:  # the optional extra
+            raise RuntimeError("cache.redis_url needs the redis client: pip install 'embed-gateway[redis]'") from exc
 
         self.url = redact_url(url)
         self.prefix, self.ttl, self.timeout, self.retry_interval = prefix, ttl, timeout, retry_interval
