@@ -45,7 +45,7 @@ class Computed:
 
 
 #: the service's engine call: ``(job, pin)``; ``pin`` names the only engine allowed, else the plan
-Compute = Callable[[EmbedJob, "str | None"], Awaitable[Computed]]
+Compute = Callable[[EmbedJob, str | None], Awaitable[Computed]]
 
 
 @dataclass(frozen=True, slots=True)
