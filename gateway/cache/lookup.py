@@ -156,16 +156,7 @@ async def _serve_inputs(store: CacheStore, scope: KeyScope, job: EmbedJob, compu
             engine = done.engine
             _fill(done, to_compute, rows, counts, totals)
             if done.identity != scope.identity:
-                # a fallback: another engine computed these; recompute the rest there (one engine per response)
-                computed = set(to_compute)
-                others = [i for i in range(n) if i not in computed]
-                if others:
-                    again = await _compute(job, others, compute, done.engine, 0)
-                    _fill(again, others, rows, counts, totals)
-                    for i in others:
-                        sources[i] = "miss"
-                    await _store(store, dataclasses.replace(scope, identity=again.identity), job, others, again)
-                await _store(store, dataclasses.replace(scope, identity=done.identity), job, to_compute, done)
+                await _one_engine(store, scope, job, compute, done, to_compute, rows, counts, totals, sources)
                 return _assemble(rows, counts, totals, sources, engine, limit)
             stored = await _store(store, scope, job, to_compute, done)
     finally:
@@ -184,7 +175,30 @@ async def _serve_inputs(store: CacheStore, scope: KeyScope, job: EmbedJob, compu
             _fill(done, failed, rows, counts, totals)
             if done.identity == scope.identity:
                 await _store(store, scope, job, failed, done)
+            else:
+                await _one_engine(store, scope, job, compute, done, failed, rows, counts, totals, sources)
     return _assemble(rows, counts, totals, sources, engine, limit)
+
+
+async def _one_engine(
+    store: CacheStore, scope: KeyScope, job: EmbedJob, compute: Compute, done: Computed, computed: Sequence[int],
+    rows: list[npt.NDArray[np.float32] | None], counts: list[int | None], totals: list[int], sources: list[str],
+) -> None:
+    """A fallback made another engine (another identity) compute ``computed``: compute every other
+    input on that engine too (one engine per response), and store both under its identity."""
+    done_set = set(computed)
+    others = [i for i in range(len(rows)) if i not in done_set]
+    again: Computed | None = None
+    if others:
+        again = await _compute(job, others, compute, done.engine, 0)
+        _fill(again, others, rows, counts, totals)
+        for i in others:
+            sources[i] = "miss"
+    if done.identity is not None:
+        theirs = dataclasses.replace(scope, identity=done.identity)
+        await _store(store, theirs, job, computed, done)
+        if again is not None:
+            await _store(store, theirs, job, others, again)
 
 
 async def _compute(job: EmbedJob, idx: Sequence[int], compute: Compute, pin: str | None, hit_tokens: int) -> Computed:
