@@ -17,6 +17,7 @@ Nothing here executes code from the checkpoint: ``auto_map`` entries are ignored
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "HF_MODEL_TYPE",
     "CheckpointInfo",
     "CheckpointError",
+    "checkpoint_fingerprint",
     "describe_checkpoint",
     "resolve_model_dir",
 ]
@@ -85,6 +87,29 @@ class CheckpointInfo:
     hidden_size: int = 1024
     lora_alpha: float = 1.0
     lora_rank: int = 4
+
+
+#: what can change a checkpoint's vectors: configs, weights, adapters, tokenizer files
+_FINGERPRINTED = (".json", ".safetensors", ".model", ".txt")
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """SHA-256 over the relative names and contents of the files that make the vectors (configs,
+    weights, adapters, tokenizer), at the top level and one folder down (PEFT adapters, pooling).
+
+    Why content and not a name: a local directory has no revision, and the embedding cache must
+    never serve vectors of the checkpoint that was there before (docs/cache.md). Reads every byte
+    once at load time (about a second per GB)."""
+    files = sorted(
+        p for p in [*path.iterdir(), *path.glob("*/*")]
+        if p.is_file() and p.suffix in _FINGERPRINTED and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            digest.update(hashlib.file_digest(fh, "sha256").digest())
+    return digest.hexdigest()
 
 
 def resolve_model_dir(

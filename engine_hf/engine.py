@@ -23,7 +23,7 @@ import numpy.typing as npt
 import torch
 
 from engine_hf.batching import BatchLimits
-from engine_hf.checkpoint import CheckpointInfo, describe_checkpoint, resolve_model_dir
+from engine_hf.checkpoint import CheckpointInfo, checkpoint_fingerprint, describe_checkpoint, resolve_model_dir
 from engine_hf.device import default_max_batch_tokens, resolve_device, resolve_dtype, use_packed
 from engine_hf.late_chunking import (
     EmptyChunkError,
@@ -98,6 +98,8 @@ class HFEngine:
         self._observer = observer
         #: the hub commit the weights came from (None for a local directory)
         self._revision: str | None = settings.revision
+        #: what the weights are, for the cache's key: hub id@commit, or a local folder's content hash
+        self._weights_id: str | None = None
         self.info: CheckpointInfo | None = None
         self.encoder: JinaEncoder | None = None
         self.text: TextEncoder | None = None
@@ -138,7 +140,22 @@ class HFEngine:
             max_batch_requests=s.max_batch_requests,
             max_queued_tokens=s.max_queued_tokens,
             tokenization_workers=_TOKENIZE_WORKERS,
+            identity=self._identity(),
         )
+
+    def _identity(self) -> str | None:
+        """Everything that moves a bit of this engine's vectors (see ``EngineCapabilities.identity``);
+        ``None`` until the checkpoint is loaded."""
+        enc, s = self.encoder, self.settings
+        if enc is None or self._weights_id is None:
+            return None
+        parts = (
+            "engine_hf", self._weights_id, str(enc.dtype).removeprefix("torch."), enc.device.type,
+            s.adapter_mode, "packed" if self._packed else "padded", f"compile={s.compile}",
+            f"max_input_tokens={self.info.max_input_tokens if self.info else s.max_input_tokens}",
+            f"late={s.late_chunking_window_tokens}/{s.late_chunking_overlap_tokens}/{s.max_late_chunking_tokens}",
+        )
+        return "|".join(parts)
 
     async def start(self) -> None:
         try:
@@ -328,6 +345,9 @@ class HFEngine:
         )
         if not Path(s.model).expanduser().is_dir():  # a hub snapshot: .../snapshots/<commit>
             self._revision = path.name
+            self._weights_id = f"{s.model}@{path.name}"
+        else:
+            self._weights_id = f"sha256:{checkpoint_fingerprint(path)}"
         info = describe_checkpoint(path, max_input_tokens=s.max_input_tokens)
         device = resolve_device(s.device)
         dtype = resolve_dtype(s.dtype, device)

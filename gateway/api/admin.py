@@ -1,4 +1,4 @@
-"""Admin endpoints (bearer ``auth.admin_key``): the engines' live state, and live reload.
+"""Admin endpoints (bearer ``auth.admin_key``): the engines' live state, live reload, cache flush.
 
 Kept apart from the public routes: they reveal internals (URLs, process ids) and change the
 running configuration, so without an admin key configured they refuse every call (the key check
@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Request
 
 from gateway.api.auth import require_admin
 from gateway.api.errors import openapi_responses
-from gateway.api.schemas import EnginesView, ReloadResponse
+from gateway.api.schemas import CacheFlushResponse, EnginesView, ReloadResponse
 from gateway.api.views import engines_view
+from gateway.cache import CacheStore
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from gateway.pool import Pool
 from gateway.pool.reload import Reloader
@@ -41,3 +42,11 @@ async def reload(request: Request) -> ReloadResponse:
     reloader: Reloader = request.app.state.reloader
     snap = await reloader.reload()
     return ReloadResponse(generation=snap.generation, routes=snap.routes)
+
+
+@router.post("/cache/flush", response_model=CacheFlushResponse,
+             summary="Drop every cached embedding: this process's memory tier and the shared Redis keys")
+async def flush_cache(request: Request) -> CacheFlushResponse:
+    cache: CacheStore = request.app.state.cache
+    flushed = await cache.flush()
+    return CacheFlushResponse(memory=flushed["memory"], redis=flushed["redis"])

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import __version__
 from gateway.api.auth import client_allowed
+from gateway.api.cache_view import cache_view
 from gateway.api.errors import openapi_responses
 from gateway.api.schemas import EngineInfo, Info, LimitsInfo, ReadyResponse, TeiEmbeddingModel, TeiModelType
 from gateway.api.views import ready_view
@@ -119,4 +120,5 @@ async def info(request: Request) -> Info:
             request_timeout=s.limits.request_timeout,
         ),
         api_keys_required=bool(s.auth.client_keys()),
+        cache=cache_view(request.app.state.cache),
     )

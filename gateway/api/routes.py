@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
@@ -19,13 +21,14 @@ from gateway.api.schemas import (
     Usage,
     dump_json,
 )
+from gateway.cache import cache_mode
 from gateway.config import Settings
 from gateway.contract import EngineOverloadedError, EngineTimeoutError, EngineUnavailableError, PayloadTooLargeError
 from gateway.errors import ModelNotFoundError, ShuttingDownError, TooManyRequestsError
 from gateway.obs.context import current_request, request_snapshot
 from gateway.serving.postprocess import encode_vectors
 from gateway.serving.service import EmbeddingService, EmbedOutcome, resolve_alias
-from gateway.serving.spec import OutputFormat
+from gateway.serving.spec import EmbeddingSpec, OutputFormat
 
 __all__ = ["router"]
 
@@ -64,12 +67,19 @@ def render_chunks(outcome: EmbedOutcome, text: str, output: OutputFormat) -> byt
     ))
 
 
+def _with_cache_mode(spec: EmbeddingSpec, request: Request) -> EmbeddingSpec:
+    """The request's cache opt-out (``x-embed-cache``, ``Cache-Control``) on its spec."""
+    mode = cache_mode(request.headers.get("x-embed-cache"), request.headers.get("cache-control"))
+    return spec if mode == spec.cache else dataclasses.replace(spec, cache=mode)
+
+
 def _respond(body: bytes) -> Response:
     """The rendered body with the headers of what served it (from the request's context)."""
     ctx = current_request.get()
     assert ctx is not None
     return Response(body, media_type="application/json", headers={
         "x-embed-engine": ctx.engine,
+        "x-embed-cache": ctx.cache,
         "x-queue-time": f"{ctx.queue_seconds * 1000:.2f}",
         "x-inference-time": f"{ctx.inference_seconds * 1000:.2f}",
         "x-request-id": ctx.request_id,
@@ -95,7 +105,7 @@ _WORK_ERRORS = (
     summary="Create embeddings (OpenAI- and Jina-compatible)",
 )
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
-    spec = body.to_spec()
+    spec = _with_cache_mode(body.to_spec(), request)
     outcome = await cancel_on_disconnect(request, _service(request).embed(spec))
     return _respond(render_embeddings(outcome, spec.output))
 
@@ -107,7 +117,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     summary="Cut one long text into chunks and late-chunk them",
 )
 async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
-    spec = body.to_spec()
+    spec = _with_cache_mode(body.to_spec(), request)
     outcome = await cancel_on_disconnect(request, _service(request).embed(spec))
     text = spec.inputs[0]
     assert isinstance(text, str)

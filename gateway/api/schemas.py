@@ -16,6 +16,9 @@ from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, 
 from gateway.serving.spec import EMBEDDING_TYPES, EmbeddingSpec, EmbeddingType, OutputFormat
 
 __all__ = [
+    "CacheFlushResponse",
+    "CacheInfo",
+    "CacheTierInfo",
     "ChunkData",
     "ChunkEmbeddingRequest",
     "ChunkEmbeddingResponse",
@@ -445,6 +448,39 @@ class LimitsInfo(BaseModel):
     request_timeout: float | None
 
 
+class CacheTierInfo(BaseModel):
+    hits: int
+    misses: int
+    hit_rate: float | None
+
+
+class CacheInfo(BaseModel):
+    """The embedding cache's configuration and state (docs/cache.md)."""
+
+    enabled: bool
+    #: memory tier: its bound (0 = off), bytes and entries held, evictions
+    memory_bytes: int
+    memory_used_bytes: int
+    memory_entries: int
+    evictions: int
+    #: shared tier: its URL (password hidden), entry TTL in seconds, whether its last call worked
+    redis_url: str | None
+    redis_up: bool | None
+    redis_errors: int
+    ttl: int | None
+    lookups: int
+    hit_rate: float | None
+    coalesced: int
+    tiers: dict[str, CacheTierInfo]
+
+
+class CacheFlushResponse(BaseModel):
+    status: Literal["flushed"] = "flushed"
+    #: entries dropped from this process's memory tier, keys deleted on Redis
+    memory: int
+    redis: int
+
+
 class TeiEmbeddingModel(BaseModel):
     pooling: str
 
@@ -484,6 +520,7 @@ class Info(BaseModel):
     routes: dict[str, list[str]]
     limits: LimitsInfo
     api_keys_required: bool
+    cache: CacheInfo | None = None
 
 
 # ---------------------------------------------------------------------- /ready and /admin

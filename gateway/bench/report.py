@@ -16,13 +16,14 @@ _COLUMNS = [
     ("p95_ms", "p95 ms"),
     ("p99_ms", "p99 ms"),
     ("errors", "errors"),
+    ("hit_rate", "cache hit rate"),
     ("peak_rss_mib", "peak RSS MiB"),
     ("gpu_peak_mib", "peak GPU MiB"),
     ("busy_fraction", "engine busy"),
     ("spread", "ceiling spread"),
 ]
 #: columns shown only where some row has them
-_OPTIONAL = frozenset({"gpu_peak_mib", "busy_fraction", "spread"})
+_OPTIONAL = frozenset({"gpu_peak_mib", "busy_fraction", "spread", "hit_rate"})
 
 
 def _fmt(v: Any) -> str:
@@ -42,12 +43,21 @@ def markdown(results: dict[str, Any]) -> str:
     # ceiling spread only for a ceiling timed before and after one
     columns = [(k, h) for k, h in _COLUMNS if k not in _OPTIONAL or any(k in row for row in rows_all)]
     for workload, rows in results["workloads"].items():
+        if not rows["targets"]:  # a workload no asked-for target ran (e.g. only the cache target)
+            continue
         lines.append(f"## {workload}: {rows['description']}")
         lines.append("")
         lines.append("| " + " | ".join(h for _, h in columns) + " |")
         lines.append("|" + "---|" * len(columns))
         for row in rows["targets"]:
             lines.append("| " + " | ".join(_fmt(row.get(k)) for k, _ in columns) + " |")
+        lines.append("")
+    if results.get("idle_cache"):
+        lines.append("## cache: one idle request, p50 ms")
+        lines.append("")
+        lines.append("| " + " | ".join(results["idle_cache"]) + " |")
+        lines.append("|" + "---|" * len(results["idle_cache"]))
+        lines.append("| " + " | ".join(_fmt(v) for v in results["idle_cache"].values()) + " |")
         lines.append("")
     if results.get("checks"):
         lines.append("## Targets")

@@ -45,9 +45,13 @@ class ServedRow:
     peak_rss_mib: float | None
     busy: Busy | None = None
     gpu_peak_mib: float | None = None
+    #: the cache target's rows: the gateway's own hit rate over the run (its /info)
+    hit_rate: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"target": self.target, **self.summary.as_dict()}
+        if self.hit_rate is not None:
+            row["hit_rate"] = self.hit_rate
         if self.busy is not None:
             row["busy_fraction"] = self.busy.fraction
             row["forward_tokens_per_second"] = self.busy.forward_tokens_per_second
@@ -141,6 +145,8 @@ class BenchResults:
     idle_forward: BaselineOutput | None = None
     #: ``measure-overhead``'s result in front of vLLM, or ``{"error": …}`` when it could not run
     idle_overhead_vllm: dict[str, Any] | None = None
+    #: the cache target: p50 ms of one idle request served by the engine, a memory hit, a Redis hit
+    idle_cache: dict[str, Any] | None = None
     checks: list[CheckResult] = field(default_factory=list)
 
     def add(self, workload: str, row: Row) -> None:
@@ -157,5 +163,7 @@ class BenchResults:
             out["idle_forward"] = self.idle_forward
         if self.idle_overhead_vllm is not None:
             out["idle_overhead_vllm"] = self.idle_overhead_vllm
+        if self.idle_cache is not None:
+            out["idle_cache"] = self.idle_cache
         out["checks"] = [c.as_dict() for c in self.checks]
         return out

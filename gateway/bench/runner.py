@@ -7,6 +7,10 @@ Targets (each skipped when not asked for or not applicable):
 * ``vllm``         — the same vLLM server called directly (text-matching only)
 * ``naive``        — in-process Transformers, fixed batches of 32 in arrival order, padded
 * ``ceiling``      — in-process bare forward on uniform-length batches (no serving overhead)
+* ``cache``        — opt-in: a Mem0-like workload with repeats, cache off / memory / Redis, and the
+  idle latency of a hit (:mod:`gateway.bench.cache_bench`)
+
+The other gateway targets run with the embedding cache off: they measure the engines.
 
 Everything runs on loopback; every load is bounded in request count and time. The run is checked
 against the targets it is given (:mod:`gateway.bench.checks`).
@@ -75,6 +79,10 @@ class BenchSettings:
     gateway_env: dict[str, str] = field(default_factory=dict)
     #: the targets the run is checked against (none: no checks)
     checks: Sequence[Check] = ()
+    #: the ``cache`` target: requests of its Mem0-like workload, the share that repeat, its Redis
+    cache_requests: int = 300
+    cache_repeat: float = 0.7
+    redis_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +208,8 @@ def _gateway_env(s: BenchSettings, extra: dict[str, str]) -> dict[str, str]:
         "EMBED_GATEWAY_ENGINES__HF__DTYPE": s.dtype,
         "EMBED_GATEWAY_ENGINES__HF__ATTENTION": s.attention,
         "EMBED_GATEWAY_SERVER__LOG_LEVEL": "warning",
+        "EMBED_GATEWAY_CACHE__MEMORY_BYTES": "0",  # the engines' numbers (the cache target turns it on)
+        "HF_HUB_OFFLINE": "1",
         **({"EMBED_GATEWAY_ENGINES__HF__THREADS": str(s.threads)} if s.threads else {}),
         **s.gateway_env,
         **extra,
@@ -274,6 +284,21 @@ def _idle_overhead(s: BenchSettings, gateway: str, vllm: str, idle_req: BenchReq
         return {"error": str(exc)}
 
 
+def _race_cache(s: BenchSettings, count: Callable[[str], int], results: BenchResults) -> None:
+    """The Mem0-like workload with repeats through a gateway per cache mode (off / memory / Redis),
+    and the idle latency of a hit (:mod:`gateway.bench.cache_bench`)."""
+    from gateway.bench.cache_bench import mem0_workload, run_cache_bench
+
+    reqs = mem0_workload(s.cache_requests, count, repeat=s.cache_repeat, seed=s.seed)
+    distinct = len({r.texts for r in reqs})
+    results.workloads["mem0"] = WorkloadResult(
+        f"Mem0-like facts, {round(100 * s.cache_repeat)}% repeats ({distinct} distinct of {len(reqs)}), "
+        "text-matching, 1 per request: cache off / memory / Redis",
+        len(reqs), sum(sum(r.tokens) for r in reqs),
+    )
+    results.idle_cache = run_cache_bench(s, reqs, results)
+
+
 def _in_process_rest(s: BenchSettings, work: dict[str, _Workload], base: _Baselines, results: BenchResults,
                      done: set[tuple[str, str]]) -> None:
     """The baselines without a gateway-hf run to sit next to."""
@@ -307,6 +332,8 @@ def run_bench(s: BenchSettings) -> BenchResults:
     base = _Baselines(s)
     done = _race_gateway_hf(s, work, idle_req, base, results, tmp) if "gateway-hf" in s.targets else set()
     _race_vllm(s, work, idle_req, results)
+    if "cache" in s.targets:
+        _race_cache(s, count, results)
     _in_process_rest(s, work, base, results, done)
     results.checks = evaluate(results.as_dict(), s.checks)
     return results

@@ -127,6 +127,10 @@ class EngineCapabilities:
     max_queued_inputs: int | None = None
     #: threads that tokenise (TEI's ``tokenization_workers``)
     tokenization_workers: int | None = None
+    #: numeric identity: equal for two engines only if they compute the same vectors for the same
+    #: job (engine kind, checkpoint revision or content hash, adapters, dtype, device kind, anything
+    #: else that moves a bit). The gateway's cache keys entries by it; ``None`` = unknown, never cached.
+    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

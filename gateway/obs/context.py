@@ -40,6 +40,8 @@ class RequestContext:
     queue_seconds: float = 0.0
     inference_seconds: float = 0.0
     fallbacks: int = 0
+    #: where its vectors came from (``x-embed-cache``: memory, redis, miss, partial, off)
+    cache: str = ""
     #: the error code of a failed request (``overloaded``, ``timeout``, ...)
     error_code: str = ""
     #: the request texts, only when ``server.log_request_texts`` is on

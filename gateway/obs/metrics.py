@@ -17,16 +17,17 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.contract import EngineObserver
 from gateway.obs.context import RequestContext
 
 if TYPE_CHECKING:
+    from gateway.cache import CacheStore
     from gateway.pool import Snapshot, Supervisor
 
-__all__ = ["CudaMemoryCollector", "GatewayMetrics", "StateCollector"]
+__all__ = ["CacheCollector", "CudaMemoryCollector", "GatewayMetrics", "StateCollector"]
 
 #: request and engine latencies: 1 ms .. 10 min
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -158,6 +159,7 @@ class GatewayMetrics:
         )
         self.observer: EngineObserver = _Observer(self)
         self._state: StateCollector | None = None
+        self._cache: CacheCollector | None = None
 
     # ------------------------------------------------------------------ recording
 
@@ -185,6 +187,12 @@ class GatewayMetrics:
             self._state = StateCollector(supervisor, snapshot, draining)
             self.registry.register(self._state)
             self.registry.register(CudaMemoryCollector())
+
+    def watch_cache(self, cache: CacheStore) -> None:
+        """Export the embedding cache's counts and sizes (see :class:`CacheCollector`); once per app."""
+        if self._cache is None:
+            self._cache = CacheCollector(cache)
+            self.registry.register(self._cache)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when absent); for tests and the admin view."""
@@ -269,6 +277,57 @@ class StateCollector(Collector):
             for key, able in readiness.tasks.items():
                 tasks.add_metric([key], float(len(able)))
         yield from (healthy, ready, circuit, parity, held, gateway, tasks)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class CacheCollector(Collector):
+    """The embedding cache (docs/cache.md), read from its store at scrape time:
+
+    * ``embed_gateway_cache_hits_total{tier}`` / ``embed_gateway_cache_misses_total{tier}`` — keys
+      found / not found in ``memory`` and in ``redis`` (Redis is asked only what memory lacked);
+    * ``embed_gateway_cache_lookups_total`` — keys looked up (one per input, one per late-chunked document);
+    * ``embed_gateway_cache_hit_rate{tier}`` — hits over lookups since start, per tier and ``all``;
+    * ``embed_gateway_cache_coalesced_total`` — misses that waited for an identical one in flight;
+    * ``embed_gateway_cache_stores_total`` — entries written after an engine computed them;
+    * ``embed_gateway_cache_bytes`` / ``embed_gateway_cache_entries`` / ``embed_gateway_cache_max_bytes`` — the memory tier;
+    * ``embed_gateway_cache_evictions_total`` — entries the memory tier dropped for room;
+    * ``embed_gateway_cache_redis_errors_total`` — Redis calls that failed or timed out (each served by the engines);
+    * ``embed_gateway_cache_redis_up`` — 0 from a Redis error until a call succeeds again.
+    """
+
+    def __init__(self, cache: CacheStore) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        c, st = self._cache, self._cache.stats
+        hits = CounterMetricFamily("embed_gateway_cache_hits", "Cache keys found, per tier.", labels=["tier"])
+        misses = CounterMetricFamily("embed_gateway_cache_misses", "Cache keys not found, per tier.", labels=["tier"])
+        rate = GaugeMetricFamily("embed_gateway_cache_hit_rate", "Cache hits over lookups since start.", labels=["tier"])
+        tiers = [t for t, on in (("memory", c.memory is not None), ("redis", c.redis is not None)) if on]
+        for tier in tiers:
+            hits.add_metric([tier], float(st.hits[tier]))
+            misses.add_metric([tier], float(st.misses[tier]))
+            rate.add_metric([tier], st.hit_rate(tier) or 0.0)
+        rate.add_metric(["all"], st.hit_rate() or 0.0)
+        yield from (hits, misses, rate)
+        yield CounterMetricFamily("embed_gateway_cache_lookups", "Cache keys looked up.", value=float(st.lookups))
+        yield CounterMetricFamily("embed_gateway_cache_coalesced", "Misses that waited for an identical one in flight.",
+                                  value=float(st.coalesced))
+        yield CounterMetricFamily("embed_gateway_cache_stores", "Cache entries written.", value=float(st.stores))
+        if c.memory is not None:
+            yield GaugeMetricFamily("embed_gateway_cache_bytes", "Bytes held by the memory tier.", value=float(c.memory.bytes))
+            yield GaugeMetricFamily("embed_gateway_cache_max_bytes", "The memory tier's bound (cache.memory_bytes).",
+                                    value=float(c.memory.max_bytes))
+            yield GaugeMetricFamily("embed_gateway_cache_entries", "Entries in the memory tier.", value=float(c.memory.entries))
+            yield CounterMetricFamily("embed_gateway_cache_evictions", "Entries evicted from the memory tier.",
+                                      value=float(c.memory.evictions))
+        if c.redis is not None:
+            yield CounterMetricFamily("embed_gateway_cache_redis_errors", "Redis calls that failed or timed out.",
+                                      value=float(c.redis.errors))
+            yield GaugeMetricFamily("embed_gateway_cache_redis_up", "Redis answered the last call (1) or not (0).",
+                                    value=1.0 if c.redis.healthy else 0.0)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

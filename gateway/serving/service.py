@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from gateway.cache import CacheStore, Computed, KeyScope, serve_cached
 from gateway.config import AliasSettings, Settings
 from gateway.contract import (
     EmbedGatewayError,
@@ -83,9 +84,11 @@ def check_dimensions(dimensions: int | None, width: int) -> None:
 class EmbeddingService:
     """Resolves aliases and limits, then walks the routing plan of the snapshot it runs on."""
 
-    def __init__(self, pool: Pool, metrics: GatewayMetrics) -> None:
+    def __init__(self, pool: Pool, metrics: GatewayMetrics, cache: CacheStore | None = None) -> None:
         self.pool = pool
         self.metrics = metrics
+        #: the embedding cache in front of the engines (None: every job goes to an engine)
+        self.cache = cache
 
     @contextmanager
     def _request(self) -> Iterator[RequestContext]:
@@ -176,6 +179,47 @@ class EmbeddingService:
             truncation_direction=spec.truncation_direction,
             token_embeddings=spec.token_embeddings,
         )
+        identity = snap.members[order[0]].capabilities.identity
+        cache = self.cache
+        token_states = None
+        # per-token output (TEI's /embed_all) is not cached: an entry holds one pooled vector
+        if cache is None or not cache.enabled or spec.cache == "off" or identity is None or spec.token_embeddings:
+            ctx.cache = "off"
+            result, _ = await self._serve(snap, order, job, key, ctx)
+            vectors, token_counts, spans, token_states = (
+                result.vectors, result.token_counts, result.spans, result.token_states
+            )
+        else:
+            # the one place the cache sits: before the engines, keyed by who the plan would ask first
+            served = await serve_cached(
+                cache, KeyScope(identity, task, spec.truncate, spec.truncation_direction), job,
+                lambda sub, pin: self._compute(snap, [pin] if pin else order, sub, key, ctx),
+                read=spec.cache == "use",
+            )
+            ctx.cache = served.source
+            vectors, token_counts, spans = served.vectors, served.token_counts, served.spans
+            if served.engine is None:  # every vector from the cache: name the engine they are keyed by
+                ctx.engine, ctx.fallbacks, ctx.queue_seconds, ctx.inference_seconds = order[0], 0, 0.0, 0.0
+            ctx.inputs = len(vectors)
+        return EmbedOutcome(
+            vectors=finalize(vectors, dimensions, spec.normalized),
+            token_counts=token_counts,
+            model=name,
+            spans=spans,
+            token_states=token_states,
+        )
+
+    async def _compute(self, snap: Snapshot, order: list[str], job: EmbedJob, key: str, ctx: RequestContext) -> Computed:
+        result, member = await self._serve(snap, order, job, key, ctx)
+        return Computed(result, member, snap.members[member].capabilities.identity)
+
+    async def _serve(
+        self, snap: Snapshot, order: list[str], job: EmbedJob, key: str, ctx: RequestContext
+    ) -> tuple[EmbedResult, str]:
+        """Walk the plan: fall over to the next engine at once on a retryable error, retry the last.
+        Returns the result and the member that served it."""
+        supervisor = self.pool.supervisor
+        settings = snap.settings
         for attempt, engine_name in enumerate(order):
             member = snap.members[engine_name]
             last = attempt + 1 == len(order)
@@ -196,13 +240,7 @@ class EmbeddingService:
             ctx.engine, ctx.inputs, ctx.tokens = result.engine, len(result.vectors), sum(result.token_counts)
             ctx.queue_seconds, ctx.inference_seconds = result.queue_seconds, result.inference_seconds
             self.metrics.record_served(ctx)
-            return EmbedOutcome(
-                vectors=finalize(result.vectors, dimensions, spec.normalized),
-                token_counts=result.token_counts,
-                model=name,
-                spans=result.spans,
-                token_states=result.token_states,
-            )
+            return result, engine_name
         raise EngineUnavailableError("no engine could serve the request")  # unreachable: plan() is never empty
 
     async def _once(self, member: Member, job: EmbedJob) -> EmbedResult:

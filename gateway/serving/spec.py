@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.cache.policy import CacheMode
 from gateway.contract import ChunkingRule, Task, TokenIds, TruncationDirection
 
 __all__ = ["EMBEDDING_TYPES", "EmbeddingSpec", "EmbeddingType", "OutputFormat"]
@@ -49,3 +50,5 @@ class EmbeddingSpec:
     truncation_direction: TruncationDirection = "right"
     #: return every token's state too (TEI's ``/embed_all``)
     token_embeddings: bool = False
+    #: the request's use of the cache (its headers, :func:`gateway.cache.policy.cache_mode`)
+    cache: CacheMode = "use"

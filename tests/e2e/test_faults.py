@@ -33,7 +33,9 @@ TEXTS = [f"fact number {i}: the user likes coffee with {i} sugars" for i in rang
 
 def hf_settings(original_dir: Path, **more: Any):  # type: ignore[no-untyped-def]
     hf = {"model": str(original_dir), "device": "cpu"} | more.pop("hf", {})
-    base: dict[str, Any] = {"retry": {"initial_backoff": 0, "max_backoff": 0}, "breaker": {"probe_interval": 3600}}
+    # the cache off: every scripted fault must meet the requests that follow it at the engine
+    base: dict[str, Any] = {"retry": {"initial_backoff": 0, "max_backoff": 0}, "breaker": {"probe_interval": 3600},
+                            "cache": {"memory_bytes": 0}}
     return load_settings(engines={"hf": hf}, **(base | more))
 
 

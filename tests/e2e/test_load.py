@@ -89,7 +89,9 @@ async def load(url: str, texts: list[str], stop_at: float) -> list[tuple[int, fl
 
 def test_200_concurrent_clients_mixed_tasks_zero_errors_exact_vectors_bounded_memory(original_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text(f"engines:\n  hf:\n    model: {original_dir}\n    device: cpu\nserver:\n  log_level: warning\n")
+    # the cache off: the load must reach the engine (the sequential pass would otherwise fill the cache)
+    config.write_text(f"engines:\n  hf:\n    model: {original_dir}\n    device: cpu\nserver:\n  log_level: warning\n"
+                      "cache:\n  memory_bytes: 0\n")
     gw = GatewayProcess(config, tmp_path / "gateway.log")
     texts = pool()
     try:

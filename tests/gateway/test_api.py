@@ -25,7 +25,8 @@ def settings_for(path: Path, **api: object):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def server(original_dir: Path) -> Iterator[LiveServer]:
-    with live_server(settings_for(original_dir)) as s:
+    # the cache off: these tests compare what the engine computes (and its timings) per request
+    with live_server(settings_for(original_dir, cache={"memory_bytes": 0})) as s:
         yield s
 
 

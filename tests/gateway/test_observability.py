@@ -19,7 +19,9 @@ from tests.support.server import LiveServer, live_server
 
 @pytest.fixture(scope="module")
 def server(original_dir: Path) -> Iterator[LiveServer]:
-    settings = load_settings(engines={"hf": {"model": str(original_dir), "device": "cpu", "max_input_tokens": 64}})
+    # the cache off: these tests read the engine's own timings and counts per request
+    settings = load_settings(engines={"hf": {"model": str(original_dir), "device": "cpu", "max_input_tokens": 64}},
+                             cache={"memory_bytes": 0})
     with live_server(settings) as s:
         yield s
 

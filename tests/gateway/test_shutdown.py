@@ -64,6 +64,7 @@ def test_work_still_running_after_the_grace_period_gets_503_at_once(original_dir
     settings = load_settings(
         engines={"hf": {"model": str(original_dir), "device": "cpu", "max_batch_requests": 1}},
         server={"shutdown_grace": 1.0},
+        cache={"memory_bytes": 0},  # three identical requests must reach the engine (no single flight)
     )
     s = LiveServer(settings).start()
     engine = s.app.state.pool.current.members["hf"].engine

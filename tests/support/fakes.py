@@ -41,6 +41,7 @@ class FakeEngine:
         delay: float = 0.0,
         start_error: Exception | None = None,
         late_chunking: bool = False,
+        identity: str | None = None,
     ) -> None:
         self._name = name
         self._tasks = tasks if tasks is not None else frozenset([*TASKS, None])
@@ -50,6 +51,8 @@ class FakeEngine:
         self.delay = delay
         self.start_error = start_error
         self.late_chunking = late_chunking
+        #: the numeric identity it claims (None, as default: the cache never keeps its vectors)
+        self.identity = identity
         self.calls: list[EmbedJob] = []
         #: how many times check_health ran (readiness must not run it per request)
         self.health_checks = 0
@@ -63,7 +66,8 @@ class FakeEngine:
     @property
     def capabilities(self) -> EngineCapabilities:
         return EngineCapabilities(
-            tasks=self._tasks, dimensions=self.dimensions, max_input_tokens=8192, late_chunking=self.late_chunking
+            tasks=self._tasks, dimensions=self.dimensions, max_input_tokens=8192, late_chunking=self.late_chunking,
+            identity=self.identity,
         )
 
     async def start(self) -> None:
