@@ -13,10 +13,10 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HFEngine"]
 
+_T = TypeVar("_T")
+
 log = logging.getLogger(__name__)
 
 #: threads tokenising off the event loop
@@ -104,6 +106,7 @@ class HFEngine:
         self.encoder: JinaEncoder | None = None
         self.text: TextEncoder | None = None
         self._scheduler: Scheduler[_Seq, npt.NDArray[np.float32]] | None = None
+        self._closed = False
         self._tokenize_pool = ThreadPoolExecutor(max_workers=_TOKENIZE_WORKERS, thread_name_prefix=f"{name}-tokenize")
         self._load_error: str | None = None
         self._packed = False
@@ -185,9 +188,7 @@ class HFEngine:
             )
         if job.late_chunking:
             return await self._embed_late(job, scheduler, text, encoder)
-        loop = asyncio.get_running_loop()
-        encoded = await loop.run_in_executor(
-            self._tokenize_pool,
+        encoded = await self._off_loop(
             lambda: text.encode(job.inputs, job.task, truncate=job.truncate, direction=job.truncation_direction),
         )
         _check_total(sum(len(e.ids) for e in encoded), job.max_total_tokens)
@@ -213,17 +214,21 @@ class HFEngine:
         text = self._loaded_text()
         if task is not None and self.info is not None and task not in self.info.tasks:
             raise UnsupportedTaskError(f"the loaded checkpoint has no adapter for task {task.value!r}", param="task")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._tokenize_pool, lambda: text.tokenize(texts, task, add_special_tokens=add_special_tokens)
-        )
+        return await self._off_loop(lambda: text.tokenize(texts, task, add_special_tokens=add_special_tokens))
 
     async def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
         text = self._loaded_text()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._tokenize_pool, lambda: text.decode(ids, skip_special_tokens=skip_special_tokens)
-        )
+        return await self._off_loop(lambda: text.decode(ids, skip_special_tokens=skip_special_tokens))
+
+    async def _off_loop(self, fn: Callable[[], _T]) -> _T:
+        """``fn`` on the tokenizer threads. Once the engine is closed (shutdown, reload) that pool is
+        gone: the request gets the retryable "unavailable" (503, or another engine), not a 500."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, fn)
+        except RuntimeError as exc:
+            if self._closed:
+                raise EngineUnavailableError(f"engine {self._name} is closed", engine=self._name) from exc
+            raise
 
     def _loaded_text(self) -> TextEncoder:
         if self.text is None:
@@ -242,10 +247,7 @@ class HFEngine:
                 "late chunking needs text inputs: token spans are found from character offsets", param="input"
             )
         adapter = -1 if job.task is None else encoder.task_index[job.task]
-        loop = asyncio.get_running_loop()
-        plan = await loop.run_in_executor(
-            self._tokenize_pool, lambda: self._plan_late(job, text, adapter)
-        )
+        plan = await self._off_loop(lambda: self._plan_late(job, text, adapter))
         _check_total(len(plan.document.ids), job.max_total_tokens)
         outcome = await scheduler.submit(
             [payload for payload, _ in plan.windows],
@@ -319,6 +321,7 @@ class HFEngine:
     async def aclose(self) -> None:
         if self._scheduler is not None:
             await self._scheduler.aclose()
+        self._closed = True
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ describing
