@@ -24,17 +24,18 @@ SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     """Model name, logical CPUs, and the flags of the first CPU (Linux; elsewhere what platform says)."""
-    model, flags = platform.processor() or platform.machine(), []
+    model: str | None = None
+    flags: list[str] = []
     try:
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+            if key.strip() == "model name" and model is None:
                 model = value.strip()
             elif key.strip() in ("flags", "Features") and not flags:
                 flags = value.split()
     except OSError:
         pass
-    return {"model": model, "cpus": os.cpu_count(), "flags": sorted(flags),
+    return {"model": model or platform.processor() or platform.machine(), "cpus": os.cpu_count(), "flags": sorted(flags),
             "simd": [f for f in SIMD_FLAGS if f in flags]}
 
 
