@@ -58,7 +58,7 @@ def _hardware(hw: dict[str, Any]) -> list[str]:
     cpu = hw.get("cpu", {})
     lines = ["## Machine", "",
              f"- CPU: {cpu.get('model', '?')}, {cpu.get('cpus', '?')} logical CPUs; {hw.get('threads', '?')} threads",
-             f"- SIMD: {' '.join(cpu.get('simd', [])) or 'none of ' + 'the listed'}",
+             f"- SIMD flags: {' '.join(cpu.get('simd', [])) or 'none of AVX2/AVX-512/AMX'} (all flags: bench.json)",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in hw.get("versions", {}).items())]
     gemm = hw.get("gemm_peak")
     if gemm:

@@ -6,7 +6,7 @@ Targets (each skipped when not asked for or not applicable):
 * ``gateway-vllm`` — this gateway routing text-matching to a vLLM it points at
 * ``vllm``         — the same vLLM server called directly (text-matching only)
 * ``ort``          — ONNX Runtime on an fp32 export of the same weights, served as FastEmbed runs
-  it (``gateway.bench.peers.ort_server``; text-matching workloads, like vLLM)
+  it (``gateway.bench.peers.ort_server``; the single-task workloads)
 * ``naive``        — in-process Transformers, fixed batches of 32 in arrival order, padded
 * ``ceiling``      — in-process bare forward on uniform-length batches (no serving overhead), the
   fastest of the forward paths timed (the engine's; ONNX Runtime's when ``ort`` races), next to
@@ -107,6 +107,10 @@ class _Workload:
     @property
     def text_matching_only(self) -> bool:
         return all(r.task == _TEXT_MATCHING for r in self.requests)
+
+    @property
+    def single_task(self) -> bool:
+        return len({r.task for r in self.requests}) == 1
 
 
 # --------------------------------------------------------------------------- inputs
@@ -290,14 +294,15 @@ def _race_vllm(s: BenchSettings, work: dict[str, _Workload], idle_req: BenchRequ
 
 
 def _race_ort(s: BenchSettings, work: dict[str, _Workload], onnx: Path, results: BenchResults) -> None:
-    """The ONNX Runtime peer (FastEmbed's way) on the text-matching workloads, like vLLM."""
-    text_matching = [name for name, w in work.items() if w.text_matching_only]
-    if "ort" not in s.targets or not text_matching:
+    """The ONNX Runtime peer (FastEmbed's way) on the single-task workloads: it runs every task
+    correctly, one task per batch, so unlike vLLM it races ``passages`` and ``long`` too."""
+    single = [name for name, w in work.items() if w.single_task]
+    if "ort" not in s.targets or not single:
         return
     srv, url = ort_server(onnx, s.model, s.threads, s.out_dir)
     srv.start()
     try:
-        for name in text_matching:
+        for name in single:
             summary = _drive(url + "/v1/embeddings", work[name].requests, _gateway_body, s)
             results.add(name, ServedRow("ort", summary, srv.peak_rss()))
     finally:
