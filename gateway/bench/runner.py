@@ -319,8 +319,10 @@ def _export_onnx(s: BenchSettings) -> Path:
     if meta.exists() and Path(json.loads(meta.read_text())["model"]).resolve() == Path(s.model).resolve():
         return out
     print(f"[bench] exporting {s.model} to ONNX in {out}", flush=True)
-    subprocess.run([sys.executable, "-m", "engine_hf.tools.onnx_export", "--model", s.model, "--out", str(out)],
-                   check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "engine_hf.tools.onnx_export", "--model", s.model, "--out", str(out)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the ONNX export failed (is the bench extra installed?):\n{done.stderr[-2000:]}")
     return out
 
 
