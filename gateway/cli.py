@@ -122,7 +122,7 @@ def bench_settings(args: argparse.Namespace) -> BenchSettings:
     from gateway.bench.runner import BenchSettings
 
     given = {k: v for k, v in vars(args).items() if k in BenchSettings.__dataclass_fields__ and v is not None}
-    for key in ("workloads", "targets"):
+    for key in ("workloads", "targets", "ceiling_paths"):
         if key in given:
             given[key] = given[key].split(",")
     requests = dict(BenchSettings.__dataclass_fields__["requests"].default_factory())  # type: ignore[misc]
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", required=True, help="checkpoint directory (original layout if vLLM races too)")
     b.add_argument("--out", default="bench-results", help="folder for bench.md, bench.json and server logs")
     b.add_argument("--workloads", help="comma-separated (default: all four)")
-    b.add_argument("--targets", help="comma-separated (default: all five); add cache for the Mem0-like cache runs (off / memory / Redis)")
+    b.add_argument("--targets", help="comma-separated (default: all six: gateway-hf,gateway-vllm,vllm,ort,naive,ceiling); add cache for the Mem0-like cache runs (off / memory / Redis)")
     b.add_argument("--requests", action="append", metavar="WORKLOAD=N", help="requests per workload, e.g. facts=512")
     b.add_argument("--concurrency", type=int, help="closed loop: concurrent clients")
     b.add_argument("--rate", type=float, help="open loop instead: requests per second (Poisson arrivals)")
@@ -231,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--redis-url", help="target cache: Redis to use (default: a redis-server started for the run)")
     b.add_argument("--ceiling-batch-tokens", type=int,
                    help="tokens per uniform batch the ceiling is timed on (CPU: ~1024 saturates; GPU: more)")
+    b.add_argument("--onnx", help="an ONNX export of --model for the ort targets (default: exported into OUT/onnx)")
+    b.add_argument("--ceiling-paths", help="comma-separated forward paths the ceiling is timed on "
+                                          "(default: engine, plus ort when it races on a CPU)")
+    b.add_argument("--gemm-rows", type=int, help="rows (tokens) of the GEMM the machine's peak is measured with")
     b.add_argument("--checks", default=str(_BENCH_CHECKS), metavar="FILE",
                    help="YAML of the targets the run is checked against (default: configs/bench-checks.yaml; "
                         "'' for none)")

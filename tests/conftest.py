@@ -51,3 +51,13 @@ def vllm_server(original_dir: Path, tmp_path_factory: pytest.TempPathFactory):  
         yield server.wait_healthy()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(original_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported to ONNX with the published interface (~30 s)."""
+    from engine_hf.tools.onnx_export import export
+
+    out = tmp_path_factory.mktemp("onnx")
+    export(str(original_dir), out)
+    return out

@@ -3,8 +3,10 @@
 * ``ceiling`` — the bare forward pass on uniform-length batches: mean time per token measured on
   batches of identical-length sequences at grid lengths spanning the workload, interpolated at each
   sequence's length and summed. No padding, no queueing, no tokenisation, no HTTP: what the
-  workload costs with perfect batching. It runs the forward pass the engine serves with (packed on
-  CPU, padded on CUDA: ``--attention``), so the ratio to it is what serving and batching cost.
+  workload costs with perfect batching. It is timed on every forward path asked for
+  (``--paths``, :data:`FORWARD_PATHS`: the engine's own forward pass, packed on CPU and padded on
+  CUDA as ``--attention`` says; ONNX Runtime on our export) and is the **fastest** of them: the
+  ratio to it is what serving costs against the best this machine does, not against our own path.
 * ``single`` — median latency of one forward pass of one short text (the idle-latency yardstick).
 * ``naive`` — what a straightforward Transformers server does (sentence-transformers style):
   fixed batches of 32 texts in arrival order, padded to the longest, tokenisation included.
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,40 @@ from engine_hf.tokenization import TextEncoder, load_tokenizer
 from engine_hf.tools.measure import rss_mib
 from gateway.contract import Task, parse_task
 
-__all__ = ["ceiling", "load_encoder", "naive"]
+__all__ = ["FORWARD_PATHS", "Forward", "PathContext", "ceiling", "load_encoder", "naive"]
+
+#: one forward pass of ``seqs`` (token ids), every row on adapter ``adapter``; its output is discarded
+Forward = Callable[[list[list[int]], int], object]
+
+
+@dataclass(frozen=True, slots=True)
+class PathContext:
+    """What a forward path is built from: the loaded engine encoder and the run's options."""
+
+    enc: JinaEncoder
+    packed: bool
+    onnx: Path | None
+    threads: int | None
+
+
+def _engine_path(ctx: PathContext) -> Forward:
+    """The engine's own forward pass, as it serves (dtype, attention mode)."""
+    return lambda seqs, adapter: ctx.enc.pooled_batch(seqs, [adapter] * len(seqs), packed=ctx.packed)
+
+
+def _ort_path(ctx: PathContext) -> Forward:
+    """ONNX Runtime on the fp32 export of the same weights (``engine_hf.tools.onnx_export``)."""
+    from engine_hf.tools.onnx_export import ort_session, pooled
+
+    if ctx.onnx is None:
+        raise SystemExit("the ort forward path needs --onnx DIR (an export of this checkpoint)")
+    session = ort_session(ctx.onnx, ctx.threads)
+    return lambda seqs, adapter: pooled(session, seqs, adapter)
+
+
+#: the forward paths the ceiling can be timed on, by name. A new CPU path of the engine (other
+#: kernels, dtypes) plugs in here: the ceiling reports each path asked for and takes the fastest.
+FORWARD_PATHS: dict[str, Callable[[PathContext], Forward]] = {"engine": _engine_path, "ort": _ort_path}
 
 
 def load_encoder(model: str, device: str, dtype: str) -> tuple[JinaEncoder, TextEncoder]:
@@ -54,43 +91,38 @@ def _sync() -> None:
 
 
 def _uniform_seconds_per_token(enc: JinaEncoder, length: int, max_batch_tokens: int, packed: bool) -> tuple[float, float]:
+    """Time per token of the engine's forward pass on a batch of identical-length sequences:
+    ``(mean, best)`` over the repeats (see :func:`_uniform_timing`)."""
+    forward = _engine_path(PathContext(enc, packed, None, None))
+    return _uniform_timing(forward, enc.config.vocab_size, len(enc.task_index) - 1, length, max_batch_tokens,
+                           enc.device.type == "cuda")
+
+
+def _uniform_timing(forward: Forward, vocab_size: int, adapter: int, length: int, max_batch_tokens: int,
+                    on_gpu: bool) -> tuple[float, float]:
     """Time per token of a forward pass on a batch of identical-length sequences: ``(mean, best)``
     over the repeats. The mean is the ceiling: the served figures it is compared with are means too
     (all tokens over all the time), and the best of a few noisy repeats would flatter the ceiling."""
     batch = max(1, min(64, max_batch_tokens // length))
     g = torch.Generator().manual_seed(length)
-    seqs = torch.randint(5, min(enc.config.vocab_size, 8000), (batch, length), generator=g).tolist()
-    rows = [len(enc.task_index) - 1] * batch
-    on_gpu = enc.device.type == "cuda"
+    seqs = torch.randint(5, min(vocab_size, 8000), (batch, length), generator=g).tolist()
     if on_gpu:
-        enc.pooled_batch(seqs, rows, packed=packed)  # warm-up at this shape (kernel selection)
+        forward(seqs, adapter)  # warm-up at this shape (kernel selection)
     # long sequences on a CPU take minutes each: one timing is enough there
     repeats = 3 if on_gpu or batch * length < 2048 else 1
     times = []
     for _ in range(repeats):
         _sync()
         t0 = time.perf_counter()
-        enc.pooled_batch(seqs, rows, packed=packed)
+        forward(seqs, adapter)
         _sync()
         times.append(time.perf_counter() - t0)
     tokens = batch * length
     return sum(times) / (repeats * tokens), min(times) / tokens
 
 
-def ceiling(
-    enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], max_batch_tokens: int, *, packed: bool = False
-) -> dict[str, Any]:
-    """Time per token measured on uniform-length batches at grid lengths spanning the workload,
-    interpolated at each sequence's length: what the workload would cost with perfect batching.
-    ``packed``: the attention mode the engine serves with (the same forward pass, without the serving)."""
-    lengths = []
-    for r in requests:
-        task = parse_task(r["task"])
-        lengths += [len(e.ids) for e in text.encode(r["texts"], task, truncate=True)]
-    lo, hi = min(lengths), max(lengths)
-    grid = sorted({lo, hi, *(2**k for k in range(3, 14) if lo < 2**k < hi)})
-    enc.pooled_batch([[0, 5, 2]], [-1], packed=packed)  # first-call costs out of the timings
-    timed = {n: _uniform_seconds_per_token(enc, n, max_batch_tokens, packed) for n in grid}
+def _interpolated(grid: list[int], timed: Mapping[int, tuple[float, float]], lengths: Sequence[int]) -> tuple[float, float]:
+    """Seconds (mean, best) of all ``lengths``, per-token time interpolated between grid lengths."""
 
     def at(n: int, which: int) -> float:
         for a, b in zip(grid, grid[1:]):
@@ -99,12 +131,42 @@ def ceiling(
                 return timed[a][which] * (1 - w) + timed[b][which] * w
         return timed[grid[0]][which]
 
-    seconds = sum(n * at(n, 0) for n in lengths)
-    best_seconds = sum(n * at(n, 1) for n in lengths)
+    return sum(n * at(n, 0) for n in lengths), sum(n * at(n, 1) for n in lengths)
+
+
+def ceiling(
+    enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], max_batch_tokens: int, *, packed: bool = False,
+    paths: Mapping[str, Forward] | None = None,
+) -> dict[str, Any]:
+    """Time per token measured on uniform-length batches at grid lengths spanning the workload,
+    interpolated at each sequence's length: what the workload would cost with perfect batching.
+    ``packed``: the attention mode the engine serves with. ``paths``: the forward paths to time
+    (default: the engine's alone); the result is the fastest, each path's figures under ``paths``."""
+    lengths = []
+    for r in requests:
+        task = parse_task(r["task"])
+        lengths += [len(e.ids) for e in text.encode(r["texts"], task, truncate=True)]
+    lo, hi = min(lengths), max(lengths)
+    grid = sorted({lo, hi, *(2**k for k in range(3, 14) if lo < 2**k < hi)})
+    paths = paths or {"engine": _engine_path(PathContext(enc, packed, None, None))}
+    adapter = len(enc.task_index) - 1
     tokens = sum(lengths)
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds,
-            "best_tokens_per_second": tokens / best_seconds, "attention": "packed" if packed else "padded",
-            "grid": {str(n): round(1 / timed[n][0], 1) for n in grid}}
+    per_path: dict[str, dict[str, Any]] = {}
+    for name, forward in paths.items():
+        forward([[0, 5, 2]], adapter)  # first-call costs out of the timings
+        timed = {n: _uniform_timing(forward, enc.config.vocab_size, adapter, n, max_batch_tokens,
+                                    enc.device.type == "cuda") for n in grid}
+        seconds, best_seconds = _interpolated(grid, timed, lengths)
+        per_path[name] = {"seconds": seconds, "tokens_per_second": tokens / seconds,
+                          "best_tokens_per_second": tokens / best_seconds,
+                          "grid": {str(n): round(1 / timed[n][0], 1) for n in grid}}
+    fastest = max(per_path, key=lambda k: per_path[k]["tokens_per_second"])
+    top = per_path[fastest]
+    return {"tokens": tokens, "seconds": top["seconds"], "tokens_per_second": top["tokens_per_second"],
+            "best_tokens_per_second": top["best_tokens_per_second"], "attention": "packed" if packed else "padded",
+            "grid": top["grid"], "path": fastest,
+            "paths": {k: {"tokens_per_second": round(v["tokens_per_second"], 1), "seconds": v["seconds"],
+                          "best_tokens_per_second": round(v["best_tokens_per_second"], 1)} for k, v in per_path.items()}}
 
 
 def single(
@@ -155,6 +217,8 @@ def main() -> None:
     p.add_argument("--max-batch-tokens", type=int, default=16384)
     p.add_argument("--attention", default="auto", choices=["auto", "packed", "padded"],
                    help="the engine's engines.hf.attention (ceiling and single use the same forward pass)")
+    p.add_argument("--paths", default="engine", help=f"ceiling: comma-separated forward paths of {sorted(FORWARD_PATHS)}")
+    p.add_argument("--onnx", type=Path, help="the ONNX export the ort path runs (engine_hf.tools.onnx_export)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,7 +226,13 @@ def main() -> None:
     requests = json.loads(Path(args.requests).read_text())
     packed = use_packed(args.attention, enc.device)
     if args.mode == "ceiling":
-        result = ceiling(enc, text, requests, args.max_batch_tokens, packed=packed)
+        names = [n for n in args.paths.split(",") if n]
+        unknown = sorted(set(names) - set(FORWARD_PATHS))
+        if unknown:
+            raise SystemExit(f"unknown forward paths {unknown}; known: {sorted(FORWARD_PATHS)}")
+        ctx = PathContext(enc, packed, args.onnx, args.threads)
+        result = ceiling(enc, text, requests, args.max_batch_tokens, packed=packed,
+                         paths={n: FORWARD_PATHS[n](ctx) for n in names})
     elif args.mode == "single":
         result = single(enc, text, requests, packed=packed)
     else:

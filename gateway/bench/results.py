@@ -82,7 +82,9 @@ class BaselineRow:
 @dataclass(frozen=True, slots=True)
 class CeilingRow:
     """The ceiling of one or more timings (one before and one after the served run): mean seconds,
-    and how far apart they were — the machine's drift while the served run was measured."""
+    and how far apart they were — the machine's drift while the served run was measured. Each
+    timing is of several forward paths; the row is the path fastest on the mean of the timings,
+    every path's mean tokens/s under ``paths``."""
 
     tokens_per_second: float
     wall_seconds: float
@@ -91,9 +93,26 @@ class CeilingRow:
     runs_tokens_per_second: tuple[float, ...] | None = None
     spread: float | None = None
     target: str = "ceiling"
+    #: the fastest forward path, and each path's tokens/s (mean over the timings)
+    path: str | None = None
+    paths: dict[str, float] | None = None
 
     @classmethod
     def of(cls, runs: Sequence[BaselineOutput]) -> CeilingRow:
+        paths: dict[str, float] | None = None
+        path = None
+        if all("paths" in r for r in runs):
+            names = [n for n in runs[0]["paths"] if all(n in r["paths"] for r in runs)]
+            mean_seconds = {n: sum(r["paths"][n]["seconds"] for r in runs) / len(runs) for n in names}
+            path = min(mean_seconds, key=lambda n: mean_seconds[n])
+            paths = {n: round(runs[0]["tokens"] / mean_seconds[n], 1) for n in names}
+            runs = [{**r, **r["paths"][path]} for r in runs]  # the fastest path's figures
+        row = cls._of(runs)
+        return cls(row.tokens_per_second, row.wall_seconds, row.peak_rss_mib, row.best_tokens_per_second,
+                   row.runs_tokens_per_second, row.spread, path=path, paths=paths)
+
+    @classmethod
+    def _of(cls, runs: Sequence[BaselineOutput]) -> CeilingRow:
         seconds = sum(r["seconds"] for r in runs) / len(runs)
         tps = [r["tokens_per_second"] for r in runs]
         several = len(runs) > 1
@@ -114,6 +133,9 @@ class CeilingRow:
             row["runs_tokens_per_second"] = list(self.runs_tokens_per_second)
         if self.spread is not None:
             row["spread"] = self.spread
+        if self.paths is not None:
+            row["path"] = self.path
+            row["paths"] = dict(self.paths)
         return row
 
 
@@ -126,10 +148,15 @@ class WorkloadResult:
     requests: int
     tokens: int
     rows: list[Row] = field(default_factory=list)
+    #: tokens/s of this workload if every FLOP ran at the machine's measured GEMM peak
+    gemm_bound_tokens_per_second: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"description": self.description, "requests": self.requests, "tokens": self.tokens,
-                "targets": [row.as_dict() for row in self.rows]}
+        out: dict[str, Any] = {"description": self.description, "requests": self.requests, "tokens": self.tokens,
+                               "targets": [row.as_dict() for row in self.rows]}
+        if self.gemm_bound_tokens_per_second is not None:
+            out["gemm_bound_tokens_per_second"] = self.gemm_bound_tokens_per_second
+        return out
 
 
 @dataclass
@@ -148,6 +175,8 @@ class BenchResults:
     #: the cache target: p50 ms of one idle request served by the engine, a memory hit, a Redis hit
     idle_cache: dict[str, Any] | None = None
     checks: list[CheckResult] = field(default_factory=list)
+    #: the CPU (model, flags), library versions, threads, and the measured GEMM peak
+    hardware: dict[str, Any] | None = None
 
     def add(self, workload: str, row: Row) -> None:
         self.workloads[workload].rows.append(row)
@@ -157,6 +186,8 @@ class BenchResults:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"machine": self.machine, "settings": self.settings,
                                "workloads": {name: w.as_dict() for name, w in self.workloads.items()}}
+        if self.hardware is not None:
+            out["hardware"] = self.hardware
         if self.idle_gateway_hf is not None:
             out["idle_gateway_hf"] = self.idle_gateway_hf.as_dict()
         if self.idle_forward is not None:

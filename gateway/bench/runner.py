@@ -5,8 +5,12 @@ Targets (each skipped when not asked for or not applicable):
 * ``gateway-hf``   — this gateway, HF engine (all tasks)
 * ``gateway-vllm`` — this gateway routing text-matching to a vLLM it points at
 * ``vllm``         — the same vLLM server called directly (text-matching only)
+* ``ort``          — ONNX Runtime on an fp32 export of the same weights, served as FastEmbed runs
+  it (``gateway.bench.peers.ort_server``; the single-task workloads)
 * ``naive``        — in-process Transformers, fixed batches of 32 in arrival order, padded
-* ``ceiling``      — in-process bare forward on uniform-length batches (no serving overhead)
+* ``ceiling``      — in-process bare forward on uniform-length batches (no serving overhead), the
+  fastest of the forward paths timed (the engine's; ONNX Runtime's when ``ort`` races), next to
+  the machine's measured GEMM peak (``engine_hf.tools.gemm_peak``)
 * ``cache``        — opt-in: a Mem0-like workload with repeats, cache off / memory / Redis, and the
   idle latency of a hit (:mod:`gateway.bench.cache_bench`)
 
@@ -46,7 +50,7 @@ from gateway.bench.results import (
     WorkloadResult,
 )
 from gateway.bench.scrape import forward_seconds, gpu_peak_mib
-from gateway.bench.servers import SERVED_NAME, Server, gateway_server, vllm_server
+from gateway.bench.servers import SERVED_NAME, Server, gateway_server, ort_server, vllm_server
 from gateway.bench.stats import Summary, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload, text_of_length
 
@@ -60,7 +64,7 @@ class BenchSettings:
     model: str
     out_dir: Path
     workloads: Sequence[str] = ("facts", "passages", "mixed", "long")
-    targets: Sequence[str] = ("gateway-hf", "gateway-vllm", "vllm", "naive", "ceiling")
+    targets: Sequence[str] = ("gateway-hf", "gateway-vllm", "vllm", "ort", "naive", "ceiling")
     requests: dict[str, int] = field(default_factory=lambda: {"facts": 256, "passages": 48, "mixed": 96, "long": 6})
     concurrency: int = 32
     rate: float | None = None
@@ -83,6 +87,21 @@ class BenchSettings:
     cache_requests: int = 300
     cache_repeat: float = 0.7
     redis_url: str | None = None
+    #: the ONNX export the ort peer and ceiling path run (default: exported into OUT/onnx when needed)
+    onnx: str | None = None
+    #: forward paths the ceiling is timed on (engine_hf.tools.baselines.FORWARD_PATHS); default:
+    #: the engine's, plus ONNX Runtime's when ``ort`` races on a CPU
+    ceiling_paths: Sequence[str] | None = None
+    #: rows (tokens) of the GEMM the machine's peak is measured with
+    gemm_rows: int = 2048
+
+    def resolved_ceiling_paths(self) -> list[str]:
+        if self.ceiling_paths is not None:
+            return list(self.ceiling_paths)
+        return ["engine", *(["ort"] if "ort" in self.targets and self.device != "cuda" else [])]
+
+    def needs_onnx(self) -> bool:
+        return "ort" in self.targets or ("ceiling" in self.targets and "ort" in self.resolved_ceiling_paths())
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +115,10 @@ class _Workload:
     @property
     def text_matching_only(self) -> bool:
         return all(r.task == _TEXT_MATCHING for r in self.requests)
+
+    @property
+    def single_task(self) -> bool:
+        return len({r.task for r in self.requests}) == 1
 
 
 # --------------------------------------------------------------------------- inputs
@@ -183,12 +206,17 @@ class _Baselines:
     """The in-process baselines, each in its own process (``engine_hf.tools.baselines``)."""
 
     s: BenchSettings
+    onnx: Path | None = None
 
     def run(self, mode: str, requests_file: Path) -> BaselineOutput:
         s = self.s
         cmd = [sys.executable, "-m", "engine_hf.tools.baselines", mode, "--model", s.model,
                "--requests", str(requests_file), "--device", s.device, "--dtype", s.dtype,
                "--max-batch-tokens", str(s.ceiling_batch_tokens), "--attention", s.attention]
+        if mode == "ceiling":
+            cmd += ["--paths", ",".join(s.resolved_ceiling_paths())]
+            if self.onnx is not None:
+                cmd += ["--onnx", str(self.onnx)]
         if s.threads:
             cmd += ["--threads", str(s.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -275,6 +303,81 @@ def _race_vllm(s: BenchSettings, work: dict[str, _Workload], idle_req: BenchRequ
         vsrv.stop()
 
 
+def _race_ort(s: BenchSettings, work: dict[str, _Workload], onnx: Path, results: BenchResults) -> None:
+    """The ONNX Runtime peer (FastEmbed's way) on the single-task workloads: it runs every task
+    correctly, one task per batch, so unlike vLLM it races ``passages`` and ``long`` too."""
+    single = [name for name, w in work.items() if w.single_task]
+    if "ort" not in s.targets or not single:
+        return
+    srv, url = ort_server(onnx, s.model, s.threads, s.out_dir)
+    srv.start()
+    try:
+        for name in single:
+            summary = _drive(url + "/v1/embeddings", work[name].requests, _gateway_body, s)
+            results.add(name, ServedRow("ort", summary, srv.peak_rss()))
+    finally:
+        srv.stop()
+
+
+def _export_onnx(s: BenchSettings) -> Path:
+    """The export the ort targets run: ``--onnx`` as given, else OUT/onnx, exported (minutes at
+    full size) unless an export of this checkpoint is already there."""
+    if s.onnx:
+        return Path(s.onnx)
+    out = s.out_dir / "onnx"
+    meta = out / "export.json"
+    if meta.exists() and Path(json.loads(meta.read_text())["model"]).resolve() == Path(s.model).resolve():
+        return out
+    print(f"[bench] exporting {s.model} to ONNX in {out}", flush=True)
+    done = subprocess.run([sys.executable, "-m", "engine_hf.tools.onnx_export", "--model", s.model, "--out", str(out)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the ONNX export failed (is the bench extra installed?):\n{done.stderr[-2000:]}")
+    return out
+
+
+def _hardware(s: BenchSettings) -> dict[str, Any]:
+    """The CPU and its flags, the library versions, the threads; and, when the ceiling runs on a
+    CPU, the machine's measured GEMM peak (in its own process)."""
+    from gateway.bench.hardware import cpu_info, versions
+
+    hw: dict[str, Any] = {"cpu": cpu_info(), "versions": versions(), "threads": s.threads or os.cpu_count()}
+    if "ceiling" in s.targets and s.device != "cuda":
+        cmd = [sys.executable, "-m", "engine_hf.tools.gemm_peak", "--m", str(s.gemm_rows)]
+        if s.threads:
+            cmd += ["--threads", str(s.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        hw["gemm_peak"] = json.loads(out.stdout.strip().splitlines()[-1])
+    return hw
+
+
+def _precision_peak(gemm: dict[str, Any], dtype: str) -> tuple[str, float] | None:
+    """The fastest GEMM path (mean GFLOP/s) of the precision the engine runs in."""
+    prefix = "bf16" if dtype in ("bfloat16", "bf16") else "fp32"
+    paths = {k: v["gflops"] for k, v in gemm.get("paths", {}).items() if k.startswith(prefix) and "gflops" in v}
+    if not paths:
+        return None
+    best = max(paths, key=lambda k: paths[k])
+    return best, paths[best]
+
+
+def _gemm_bounds(s: BenchSettings, work: dict[str, _Workload], results: BenchResults) -> None:
+    """Each workload's tokens/s at the machine's GEMM peak: the bound no forward path can beat."""
+    from engine_hf.checkpoint import describe_checkpoint, resolve_model_dir
+    from gateway.bench.hardware import flops_per_token, gemm_bound
+
+    hw = results.hardware or {}
+    peak = _precision_peak(hw.get("gemm_peak", {}), s.dtype)
+    if peak is None:
+        return
+    config = describe_checkpoint(resolve_model_dir(s.model)).raw_config
+    hw["gemm_peak"]["used"] = {"path": peak[0], "gflops": peak[1]}
+    hw["flops_per_token"] = {str(n): flops_per_token(config, n) for n in (16, 128, 512, 2048)}
+    for name, w in work.items():
+        lengths = [n for r in w.requests for n in r.tokens]
+        results.workloads[name].gemm_bound_tokens_per_second = round(gemm_bound(config, lengths, peak[1]), 1)
+
+
 def _idle_overhead(s: BenchSettings, gateway: str, vllm: str, idle_req: BenchRequest) -> dict[str, Any]:
     from gateway.bench.overhead import measure
 
@@ -329,8 +432,13 @@ def run_bench(s: BenchSettings) -> BenchResults:
         workloads={name: WorkloadResult(w.description, len(w.requests), sum(sum(r.tokens) for r in w.requests))
                    for name, w in work.items()},
     )
-    base = _Baselines(s)
+    results.hardware = _hardware(s)
+    _gemm_bounds(s, work, results)
+    onnx = _export_onnx(s) if s.needs_onnx() else None
+    base = _Baselines(s, onnx)
     done = _race_gateway_hf(s, work, idle_req, base, results, tmp) if "gateway-hf" in s.targets else set()
+    if onnx is not None:
+        _race_ort(s, work, onnx, results)
     _race_vllm(s, work, idle_req, results)
     if "cache" in s.targets:
         _race_cache(s, count, results)

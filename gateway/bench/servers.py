@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["SERVED_NAME", "Server", "gateway_server", "tree_peak_rss_mib", "vllm_server"]
+__all__ = ["SERVED_NAME", "Server", "gateway_server", "ort_server", "tree_peak_rss_mib", "vllm_server"]
 
 #: the model name every target serves under (the gateway's default alias; vLLM's --served-model-name)
 SERVED_NAME = "jina-embeddings-v3"
@@ -120,3 +120,15 @@ def vllm_server(python: str, model: str, dtype: str, log_dir: Path) -> tuple[Ser
            "--kv-cache-memory-bytes", str(1024 * 2**20)]
     url = f"http://127.0.0.1:{port}"
     return Server("vllm", cmd, env, url + "/health", log_dir / "vllm.log"), url
+
+
+def ort_server(onnx: Path, model: str, threads: int | None, log_dir: Path) -> tuple[Server, str]:
+    """The ONNX Runtime peer (``gateway.bench.peers.ort_server``) over ``onnx``; and its base URL."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "gateway.bench.peers.ort_server", "--onnx", str(onnx), "--model", model,
+           "--port", str(port), "--served-name", SERVED_NAME]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return Server("ort", cmd, env, url + "/health", log_dir / "ort.log"), url

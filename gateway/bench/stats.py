@@ -27,6 +27,7 @@ class Summary:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    p90_ms: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -55,5 +56,6 @@ def summarize(samples: Sequence[Sample], wall_seconds: float) -> Summary:
         requests_per_second=round(len(ok) / wall_seconds, 2) if wall_seconds > 0 else 0.0,
         p50_ms=round(percentile(lat, 50), 2),
         p95_ms=round(percentile(lat, 95), 2),
+        p90_ms=round(percentile(lat, 90), 2),
         p99_ms=round(percentile(lat, 99), 2),
     )
