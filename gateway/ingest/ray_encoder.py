@@ -3,7 +3,7 @@
 A class, so each actor loads the model once (Ray Data calls ``__call__`` per batch). A batch of
 rows becomes ONE job, which the engine's scheduler cuts into forward passes by its token budget
 (``engines.hf.max_batch_tokens``), exactly as in the single-process ``embed --local``; vectors are
-post-processed by the same :func:`gateway.postprocess.finalize`. A row the engine refuses (too long
+post-processed by the same :func:`gateway.serving.postprocess.finalize`. A row the engine refuses (too long
 without ``--truncate``) is returned with its reason in ``error`` instead of failing the dataset, so
 the driver can report it by its line like the other paths.
 """

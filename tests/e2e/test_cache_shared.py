@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from engine_hf.synthetic import TINY, write_checkpoints
+from engine_hf.tools.synthetic import TINY, write_checkpoints
 from tests.support.process import GatewayProcess
 from tests.support.redis import RedisServer, redis_server  # noqa: F401 - fixture
 

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.api.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 from gateway.contract import InvalidRequestError, InputTooLongError, Task
-from gateway.postprocess import finalize
+from gateway.serving.postprocess import finalize
 
 __all__ = ["OrtBatcher", "create_app", "main"]
 
