@@ -16,8 +16,8 @@ per call. Three kernels, all behind one call signature ``kernel(x) -> y``:
   uint8, as ONNX Runtime's dynamic quantisation does), one ``onednn.qlinear_pointwise`` (VNNI/AMX
   int8) with an fp32 output. Lossy: opt-in only, measured by ``embed-gateway verify --dtype int8``.
 
-Which kernel ``auto`` picks follows the CPU's features (:func:`choose_kernels`), detected once by
-:func:`detect_cpu` and injectable for tests.
+Which kernel ``auto`` picks follows the CPU's vendor and features (:func:`choose_kernels`),
+detected once by :func:`detect_cpu` and injectable for tests.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ class CpuFeatures:
 
     name: str
     flags: frozenset[str]
+    #: ``vendor_id`` of /proc/cpuinfo: GenuineIntel, AuthenticAMD, ... ("" where unknown)
+    vendor: str = ""
 
     @property
     def avx512(self) -> bool:
@@ -79,36 +81,45 @@ class CpuFeatures:
     def summary(self) -> str:
         """The model name and the flags that matter here, for logs and reports."""
         shown = sorted(f for f in self.flags if f.startswith(("avx", "amx", "fma")))
-        return f"{self.name} [{' '.join(shown)}]"
+        return f"{self.name} ({self.vendor or 'unknown vendor'}) [{' '.join(shown)}]"
 
 
 def detect_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuFeatures:
-    """This machine's CPU: flags from ``/proc/cpuinfo`` (Linux) merged with torch's own probe."""
-    name, flags = "unknown CPU", set()
+    """This machine's CPU: model name and flags from ``/proc/cpuinfo`` (Linux), else torch's probe."""
+    name, vendor, flags = "unknown CPU", "", set()
     try:
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
-            if key == "model name" and name == "unknown CPU":
+            if key == "vendor_id" and not vendor:
+                vendor = value.strip()
+            elif key == "model name" and name == "unknown CPU":
                 name = value.strip()
             elif key == "flags" and not flags:
                 flags = set(value.split())
     except OSError:
         pass
-    # torch's cpuinfo-based probe (other OSes; spelled avx512_f where Linux says avx512f)
-    for key, present in torch.cpu.get_capabilities().items():
-        if present is True:
-            flags.add(key.replace("avx512_f", "avx512f") if key == "avx512_f" else key)
-    return CpuFeatures(name, frozenset(flags))
+    if not flags:  # no /proc/cpuinfo (another OS): torch's own probe, in Linux's spelling
+        caps = torch.cpu.get_capabilities()
+        flags = {_LINUX_NAMES.get(k, k) for k, present in caps.items() if present is True}
+        name = str(caps.get("cpu_name", name))
+    return CpuFeatures(name, frozenset(flags), vendor)
+
+
+#: torch's capability names that Linux spells otherwise
+_LINUX_NAMES = {"avx512_f": "avx512f", "avx512_bw": "avx512bw", "avx512_cd": "avx512cd", "avx512_dq": "avx512dq",
+                "avx512_vl": "avx512vl", "avx512_ifma": "avx512ifma", "avx512_vbmi": "avx512vbmi", "fma3": "fma"}
 
 
 def choose_kernels(setting: str, features: CpuFeatures, dtype: torch.dtype) -> KernelName:
     """``engines.hf.cpu_kernels`` resolved for a CPU engine in ``dtype`` (int8 is chosen by dtype,
     not here).
 
-    ``auto``: oneDNN on AVX-512 CPUs (MKL's fp32 sgemm runs its AVX2 path on AMD's, about half
-    oneDNN's speed; on Intel's the two are even) and for bf16 (prepacked AMX/AVX512_BF16 kernels);
-    plain torch on AVX2-only CPUs, where both libraries run the same AVX2 code. See docs/engines.md.
+    ``auto``: oneDNN for fp32 on AVX-512 CPUs not made by Intel (MKL's sgemm runs its AVX2 code
+    there: about half oneDNN's speed); torch's kernels everywhere else: on Intel's AVX-512 CPUs MKL
+    runs AVX-512 and the whole model measured no faster on oneDNN, on AVX2-only CPUs both run the
+    same AVX2 code, and torch's bf16 ``F.linear`` already goes to oneDNN (AMX) unpacked. The figures
+    are in docs/engines.md ("CPU paths").
     """
     if setting not in ("auto", "onednn", "torch"):
         raise ValueError(f"unknown cpu_kernels {setting!r}; use auto, onednn or torch")
@@ -118,9 +129,7 @@ def choose_kernels(setting: str, features: CpuFeatures, dtype: torch.dtype) -> K
         return setting  # type: ignore[return-value]
     if not torch.backends.mkldnn.is_available():
         return "torch"
-    if dtype == torch.bfloat16 and features.native_bf16:
-        return "onednn"
-    if dtype == torch.float32 and features.avx512:
+    if dtype == torch.float32 and features.avx512 and features.vendor != "GenuineIntel":
         return "onednn"
     return "torch"
 

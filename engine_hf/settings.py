@@ -30,7 +30,7 @@ class HFEngineSettings(BaseModel):
     #: opt-in, lossy): int8 linear layers, the rest float32; its vectors say ``hf:int8`` (docs/engines.md)
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
     #: what runs the linear layers on a CPU: onednn (prepacked oneDNN weights), torch (F.linear: MKL
-    #: in fp32), or auto (onednn on AVX-512 CPUs and for native bf16, else torch). Exact either way.
+    #: in fp32), or auto (onednn for fp32 on non-Intel AVX-512 CPUs, else torch). Exact either way.
     cpu_kernels: Literal["auto", "onednn", "torch"] = "auto"
     #: torch intra-op threads on CPU; null = torch's default (all cores)
     threads: int | None = Field(None, ge=1)

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,9 +46,15 @@ _MIXED = (12, 18, 25, 31, 40, 14, 22, 60, 96, 128, 17, 35, 180, 256, 9, 70)
 
 
 def _median_time(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
+    return _timed(fn)[0]
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the whole process) of one call. On a machine shared with other
+    work the wall time includes waiting for a core; the CPU time does not (but counts spin-waits)."""
+    w0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def gemm(rows: int = 2048, repeats: int = 5) -> dict[str, dict[str, float]]:
@@ -78,7 +85,15 @@ def gemm(rows: int = 2048, repeats: int = 5) -> dict[str, dict[str, float]]:
 
 
 def measure(
-    model: str, *, paths: list[str], threads: int, repeats: int, with_gemm: bool, keep_memory: bool = True
+    model: str,
+    *,
+    paths: list[str],
+    threads: int,
+    repeats: int,
+    with_gemm: bool,
+    keep_memory: bool = True,
+    batch: int = 16,
+    mixed: int = len(_MIXED),
 ) -> dict[str, Any]:
     torch.set_num_threads(threads)
     allocator = keep_freed_memory() if keep_memory else False
@@ -95,20 +110,26 @@ def measure(
     def seq(n: int) -> list[int]:
         return [0, *torch.randint(5, vocab, (n - 2,), generator=g).tolist(), 2]
 
+    lengths = _MIXED[:mixed]
     workloads = {
-        "padded 16x128": ([seq(128) for _ in range(16)], False),
-        f"packed mixed ({sum(_MIXED)} tokens)": ([seq(n) for n in _MIXED], True),
+        f"padded {batch}x128": ([seq(128) for _ in range(batch)], False),
+        f"packed mixed ({len(lengths)} seqs, {sum(lengths)} tokens)": ([seq(n) for n in lengths], True),
     }
     adapters = {w: [i % n_tasks for i in range(len(s))] for w, (s, _) in workloads.items()}
     runs = {(p, w): (lambda e=e, s=s, a=adapters[w], k=k: e.pooled_batch(s, a, packed=k))
             for p, e in encoders.items() for w, (s, k) in workloads.items()}
+    print(f"{cpu.summary()}: {len(runs)} runs loaded", file=sys.stderr, flush=True)
     vectors = {key: fn() for key, fn in runs.items()}  # warm-up, and the fidelity sample
     times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
+    cpu_times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
     loads = []
-    for _ in range(repeats):
+    for r in range(repeats):
         for key, fn in runs.items():
-            times[key].append(_median_time(fn))
+            wall, cpu_s = _timed(fn)
+            times[key].append(wall)
+            cpu_times[key].append(cpu_s)
         loads.append(os.getloadavg()[0])
+        print(f"round {r + 1}/{repeats}: load {loads[-1]:.1f}", file=sys.stderr, flush=True)
     base = "torch-fp32" if "torch-fp32" in paths else paths[0]
     table: dict[str, dict[str, Any]] = {}
     for w, (seqs, _) in workloads.items():
@@ -121,13 +142,16 @@ def measure(
             cos32 = torch.nn.functional.cosine_similarity(got[:, :32].double(), ref[:, :32].double(), dim=1)
             table.setdefault(p, {})[w] = {
                 "tokens_per_second": round(tps, 1),
+                "tokens_per_cpu_second": round(n_tokens / statistics.median(cpu_times[(p, w)]), 1),
                 "min_cosine_vs_fp32": round(float(cos.min()), 6),
                 "min_cosine_32_vs_fp32": round(float(cos32.min()), 6),
             }
     for w in workloads:
         ref_tps = table[base][w]["tokens_per_second"]
+        ref_cpu = table[base][w]["tokens_per_cpu_second"]
         for p in paths:
             table[p][w]["vs_" + base] = round(table[p][w]["tokens_per_second"] / ref_tps, 2)
+            table[p][w]["cpu_time_vs_" + base] = round(table[p][w]["tokens_per_cpu_second"] / ref_cpu, 2)
     out: dict[str, Any] = {
         "cpu": cpu.summary(),
         "torch": torch.__version__,
@@ -145,20 +169,34 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine_hf.tools.cpu_paths", description=__doc__)
-    parser.add_argument("--model", required=True, help="checkpoint directory (make-checkpoint --size full)")
+    parser.add_argument("--model", help="checkpoint directory (make-checkpoint --size full)")
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated of {', '.join(PATHS)}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gemm", action="store_true", help="also time each linear shape alone")
+    parser.add_argument("--gemm-only", action="store_true", help="only time each linear shape alone (no model)")
+    parser.add_argument("--batch", type=int, default=16, help="rows of the padded workload (x 128 tokens)")
+    parser.add_argument("--mixed", type=int, default=len(_MIXED),
+                        help=f"sequences of the packed workload (the first N of {list(_MIXED)})")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc as it is (the engine keeps freed memory; see docs/engines.md)")
     args = parser.parse_args(argv)
+    if args.gemm_only:
+        torch.set_num_threads(args.threads)
+        keep_freed_memory()
+        print(json.dumps({"cpu": detect_cpu().summary(), "threads": args.threads, "load_average": os.getloadavg()[0],
+                          "mkl_enable_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
+                          "gemm_gflops_2048_rows": gemm()}, indent=2))
+        return 0
+    if not args.model:
+        parser.error("--model is required (unless --gemm-only)")
     paths = args.paths.split(",")
     unknown = [p for p in paths if p not in PATHS]
     if unknown:
         parser.error(f"unknown paths {unknown}; known: {', '.join(PATHS)}")
     print(json.dumps(measure(args.model, paths=paths, threads=args.threads, repeats=args.repeats,
-                             with_gemm=args.gemm, keep_memory=not args.default_malloc), indent=2))
+                             with_gemm=args.gemm, keep_memory=not args.default_malloc, batch=args.batch,
+                             mixed=args.mixed), indent=2))
     return 0
 
 

@@ -23,9 +23,10 @@ from tests.engine_hf.test_exactness import TASK_CASES, TEXTS, assert_close
 from tests.support import late_reference as lr
 from tests.support.harness import LoopThread, cosine
 
-AVX2 = CpuFeatures("AVX2 box", frozenset({"avx", "avx2", "fma"}))
-AVX512 = CpuFeatures("AVX-512 box", frozenset({"avx", "avx2", "fma", "avx512f", "avx512_vnni"}))
-BF16 = CpuFeatures("bf16 box", AVX512.flags | {"avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"})
+AVX2 = CpuFeatures("AVX2 box", frozenset({"avx", "avx2", "fma"}), "AuthenticAMD")
+AVX512 = CpuFeatures("AVX-512 box", frozenset({"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}),
+                     "AuthenticAMD")
+INTEL = CpuFeatures("AMX box", AVX512.flags | {"amx_bf16", "amx_int8", "amx_tile"}, "GenuineIntel")
 CPU = torch.device("cpu")
 #: a mixed batch: every task and no task, short and long (per-row adapters in one pass)
 MIXED = [(t, x) for t in TASK_CASES for x in TEXTS[:2] + TEXTS[4:]]
@@ -34,26 +35,29 @@ MIXED = [(t, x) for t in TASK_CASES for x in TEXTS[:2] + TEXTS[4:]]
 def test_auto_follows_the_cpu_features() -> None:
     f32, bf16 = torch.float32, torch.bfloat16
     assert choose_kernels("auto", AVX2, f32) == "torch"
-    assert choose_kernels("auto", AVX512, f32) == "onednn"
-    assert choose_kernels("auto", BF16, bf16) == "onednn"
+    assert choose_kernels("auto", AVX512, f32) == "onednn"  # MKL would run its AVX2 code there
+    assert choose_kernels("auto", INTEL, f32) == "torch"  # MKL runs AVX-512 on Intel's
+    assert choose_kernels("auto", AVX512, bf16) == "torch"
     assert choose_kernels("auto", AVX2, bf16) == "torch"
     # a setting wins over the features
-    assert choose_kernels("torch", BF16, f32) == "torch"
+    assert choose_kernels("torch", AVX512, f32) == "torch"
     assert choose_kernels("onednn", AVX2, f32) == "onednn"
     with pytest.raises(ValueError, match="unknown cpu_kernels"):
         choose_kernels("mkl", AVX2, f32)
 
 
 def test_dtype_auto_stays_exact_fp32_on_a_cpu_even_with_native_bf16() -> None:
-    assert resolve_precision("auto", "auto", CPU, BF16) == (torch.float32, "onednn")
+    for cpu in (AVX512, INTEL):  # native bf16 on both: auto still means exact fp32
+        assert cpu.native_bf16 and resolve_precision("auto", "auto", CPU, cpu)[0] == torch.float32
+    assert resolve_precision("auto", "auto", CPU, AVX512) == (torch.float32, "onednn")
     assert resolve_precision("auto", "auto", CPU, AVX2) == (torch.float32, "torch")
-    assert resolve_precision("bfloat16", "auto", CPU, BF16) == (torch.bfloat16, "onednn")
+    assert resolve_precision("bfloat16", "onednn", CPU, INTEL) == (torch.bfloat16, "onednn")
     assert resolve_precision("int8", "auto", CPU, AVX2) == (torch.float32, "int8")
-    assert resolve_precision("auto", "auto", CPU, BF16, compiled=True) == (torch.float32, "torch")
+    assert resolve_precision("auto", "auto", CPU, AVX512, compiled=True) == (torch.float32, "torch")
     with pytest.raises(ValueError, match="CPU only"):
-        resolve_precision("int8", "auto", torch.device("cuda"), BF16)
+        resolve_precision("int8", "auto", torch.device("cuda"), AVX512)
     with pytest.raises(ValueError, match="compile"):
-        resolve_precision("int8", "auto", CPU, BF16, compiled=True)
+        resolve_precision("int8", "auto", CPU, AVX512, compiled=True)
     assert [numerics(torch.float32, "onednn"), numerics(torch.bfloat16, "onednn"), numerics(torch.float32, "int8")] \
         == ["fp32-exact", "bf16", "int8"]
 
@@ -78,7 +82,8 @@ def _start(loop: LoopThread, path: Path, cpu: CpuFeatures = AVX2, **overrides: o
     return engine
 
 
-@pytest.mark.parametrize(("cpu", "kernels"), [(AVX2, "torch"), (AVX512, "onednn")], ids=["avx2", "avx512"])
+@pytest.mark.parametrize(("cpu", "kernels"), [(AVX2, "torch"), (AVX512, "onednn"), (INTEL, "torch")],
+                         ids=["avx2", "avx512-amd", "avx512-intel"])
 def test_the_engine_picks_and_reports_its_kernels(loop, original_dir, cpu, kernels) -> None:  # type: ignore[no-untyped-def]
     engine = _start(loop, original_dir, cpu)
     try:
@@ -130,7 +135,7 @@ def test_every_path_keeps_per_row_adapters_and_packed_attention(loop, original_d
     from engine_hf.tools.baselines import load_encoder
 
     fp32, text = load_encoder(str(original_dir), "cpu", "float32")
-    dt, kern = resolve_precision(dtype, kernels, CPU, BF16)
+    dt, kern = resolve_precision(dtype, kernels, CPU, INTEL)
     from engine_hf.model import JinaEncoder
 
     enc = JinaEncoder(fp32.info, device=CPU, dtype=dt, kernels=kern)
