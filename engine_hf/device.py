@@ -1,11 +1,23 @@
-"""Pick the device and dtype: ``auto`` = CUDA in bf16 (fp16 where bf16 is not native) when a GPU is
-present, else CPU in fp32 (CPUs without native bf16 run bf16 several times slower than fp32)."""
+"""Pick the device, dtype and CPU kernels: ``auto`` = CUDA in bf16 (fp16 where bf16 is not native)
+when a GPU is present, else CPU in exact fp32 (on oneDNN kernels where the CPU gains from them).
+
+bf16 on CPU and int8 are opt-in: ``dtype: auto`` never trades the exact fp32 vectors for speed on a
+CPU, even where bf16 is native and faster (docs/engines.md, "CPU paths", has the figures)."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["default_max_batch_tokens", "resolve_device", "resolve_dtype", "use_packed"]
+from engine_hf.cpu_kernels import CpuFeatures, KernelName, choose_kernels
+
+__all__ = [
+    "default_max_batch_tokens",
+    "numerics",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_precision",
+    "use_packed",
+]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -27,6 +39,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The model's torch dtype (``int8``: the float32 model its quantised linears run in)."""
+    if name == "int8":
+        if device.type != "cpu":
+            raise ValueError("dtype int8 runs on a CPU only; on a GPU use bfloat16 or float16")
+        return torch.float32
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -34,7 +51,29 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     try:
         return _DTYPES[name]
     except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; use auto, float32, float16 or bfloat16") from None
+        raise ValueError(f"unknown dtype {name!r}; use auto, float32, float16, bfloat16 or int8") from None
+
+
+def resolve_precision(
+    dtype: str, cpu_kernels: str, device: torch.device, cpu: CpuFeatures, *, compiled: bool = False
+) -> tuple[torch.dtype, KernelName]:
+    """``engines.hf.dtype`` and ``engines.hf.cpu_kernels`` resolved: the model dtype and what runs
+    its linear layers. GPUs and compiled models always run torch's kernels."""
+    dt = resolve_dtype(dtype, device)
+    if dtype == "int8":
+        if compiled:
+            raise ValueError("dtype int8 cannot be compiled; set compile: off")
+        return dt, "int8"
+    if device.type != "cpu" or compiled or dt == torch.float16:
+        return dt, "torch"
+    return dt, choose_kernels(cpu_kernels, cpu, dt)
+
+
+def numerics(dtype: torch.dtype, kernels: KernelName) -> str:
+    """The engine's numeric identity, shown in /info: ``fp32-exact``, ``bf16``, ``fp16`` or ``int8``."""
+    if kernels == "int8":
+        return "int8"
+    return {torch.float32: "fp32-exact", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def default_max_batch_tokens(device_type: str) -> int:

@@ -24,7 +24,8 @@ import torch
 
 from engine_hf.batching import BatchLimits
 from engine_hf.checkpoint import CheckpointInfo, checkpoint_fingerprint, describe_checkpoint, resolve_model_dir
-from engine_hf.device import default_max_batch_tokens, resolve_device, resolve_dtype, use_packed
+from engine_hf.cpu_kernels import CpuFeatures, detect_cpu, keep_freed_memory
+from engine_hf.device import default_max_batch_tokens, numerics, resolve_device, resolve_precision, use_packed
 from engine_hf.late_chunking import (
     EmptyChunkError,
     Segment,
@@ -93,10 +94,17 @@ class HFEngine:
     """In-process jina-embeddings-v3 with all five adapters (see docs/engines.md)."""
 
     def __init__(
-        self, settings: HFEngineSettings, *, name: str = "hf", observer: EngineObserver = NULL_OBSERVER
+        self,
+        settings: HFEngineSettings,
+        *,
+        name: str = "hf",
+        observer: EngineObserver = NULL_OBSERVER,
+        cpu: CpuFeatures | None = None,
     ) -> None:
         self.settings = settings
         self._name = name
+        #: the CPU the kernel choice follows (detected at load unless given: tests inject one)
+        self._cpu = cpu
         self._observer = observer
         #: the hub commit the weights came from (None for a local directory)
         self._revision: str | None = settings.revision
@@ -137,8 +145,9 @@ class HFEngine:
             tokenizer=True,
             model=_display_name(s.model),
             revision=self._revision,
-            dtype=str(enc.dtype).removeprefix("torch.") if enc else None,
+            dtype=("int8" if enc.kernels == "int8" else str(enc.dtype).removeprefix("torch.")) if enc else None,
             device=str(enc.device) if enc else None,
+            numerics=numerics(enc.dtype, enc.kernels) if enc else None,
             max_batch_tokens=self._max_batch_tokens,
             max_batch_requests=s.max_batch_requests,
             max_queued_tokens=s.max_queued_tokens,
@@ -153,7 +162,8 @@ class HFEngine:
         if enc is None or self._weights_id is None:
             return None
         parts = (
-            "engine_hf", self._weights_id, str(enc.dtype).removeprefix("torch."), enc.device.type,
+            "engine_hf", self._weights_id, str(enc.dtype).removeprefix("torch."), f"kernels={enc.kernels}",
+            enc.device.type,
             s.adapter_mode, "packed" if self._packed else "padded", f"compile={s.compile}",
             f"max_input_tokens={self.info.max_input_tokens if self.info else s.max_input_tokens}",
             f"late={s.late_chunking_window_tokens}/{s.late_chunking_overlap_tokens}/{s.max_late_chunking_tokens}",
@@ -204,7 +214,7 @@ class HFEngine:
         return EmbedResult(
             vectors=np.stack([s.mean(axis=0) for s in outcome.results] if states else outcome.results),
             token_counts=tuple(len(e.ids) for e in encoded),
-            engine=self._name,
+            engine=self._served_by,
             queue_seconds=outcome.queue_seconds,
             inference_seconds=outcome.inference_seconds,
             token_states=states,
@@ -229,6 +239,13 @@ class HFEngine:
             if self._closed:
                 raise EngineUnavailableError(f"engine {self._name} is closed", engine=self._name) from exc
             raise
+
+    @property
+    def _served_by(self) -> str:
+        """What results (and the ``x-embed-engine`` header) name: ``hf``, or ``hf:int8`` for the
+        lossy int8 engine, so its vectors are never taken for the exact engine's."""
+        enc = self.encoder
+        return f"{self._name}:int8" if enc is not None and enc.kernels == "int8" else self._name
 
     def _loaded_text(self) -> TextEncoder:
         if self.text is None:
@@ -259,7 +276,7 @@ class HFEngine:
         return EmbedResult(
             vectors=vectors,
             token_counts=_shares(plan.spans, len(plan.document.ids)),
-            engine=self._name,
+            engine=self._served_by,
             queue_seconds=outcome.queue_seconds,
             inference_seconds=outcome.inference_seconds,
             spans=plan.char_spans,
@@ -333,6 +350,9 @@ class HFEngine:
             "layout": self.info.layout if self.info else None,
             "device": str(enc.device) if enc else None,
             "dtype": str(enc.dtype).removeprefix("torch.") if enc else None,
+            "numerics": numerics(enc.dtype, enc.kernels) if enc else None,
+            "cpu_kernels": enc.kernels if enc and enc.device.type == "cpu" else None,
+            "cpu": self._cpu.summary() if self._cpu and enc and enc.device.type == "cpu" else None,
             "adapter_mode": self.settings.adapter_mode,
             "attention": "packed" if self._packed else "padded",
             "tasks": [t.value for t in self.info.tasks] if self.info else [],
@@ -353,12 +373,16 @@ class HFEngine:
             self._weights_id = f"sha256:{checkpoint_fingerprint(path)}"
         info = describe_checkpoint(path, max_input_tokens=s.max_input_tokens)
         device = resolve_device(s.device)
-        dtype = resolve_dtype(s.dtype, device)
+        if self._cpu is None:
+            self._cpu = detect_cpu()
+        dtype, kernels = resolve_precision(s.dtype, s.cpu_kernels, device, self._cpu, compiled=s.compile != "off")
         if s.threads:
             torch.set_num_threads(s.threads)
+        if device.type == "cpu":
+            keep_freed_memory()
         encoder = JinaEncoder(
             info, device=device, dtype=dtype, merged_adapters=s.adapter_mode == "merged",
-            compile_mode=None if s.compile == "off" else s.compile,
+            compile_mode=None if s.compile == "off" else s.compile, kernels=kernels,
         )
         self._packed = use_packed(s.attention, device)
         tokenizer = load_tokenizer(path)
@@ -375,6 +399,11 @@ class HFEngine:
             "loaded %s (%s layout, %d adapters, %s/%s, adapters %s) in %.1fs",
             s.model, info.layout, len(info.tasks), device, dtype, s.adapter_mode, time.perf_counter() - started,
         )
+        if device.type == "cpu":
+            log.info(
+                "CPU %s: %s linear kernels (cpu_kernels=%s, dtype=%s), numerics %s",
+                self._cpu.summary(), kernels, s.cpu_kernels, s.dtype, numerics(dtype, kernels),
+            )
 
     def _warm_up(self) -> None:
         assert self.encoder is not None and self.text is not None

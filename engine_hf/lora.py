@@ -10,6 +10,11 @@ reads the current :class:`AdapterSelection` (set once per forward pass by the en
   concatenate all tasks (rank T*r) and ``mask`` keeps each row's own task columns.
 
 All three are the same arithmetic as ``W_t = W + s * B[t] @ A[t]`` up to float rounding.
+
+The base ``W x + b`` (and each merged weight) runs on a CPU kernel of :mod:`engine_hf.cpu_kernels`
+once :meth:`MultiLoraLinear.use_kernel` has been called (``F.linear`` until then); the rank-r
+updates always stay in torch (a few percent of the FLOPs), so per-row adapters work on every
+kernel, the int8 one included.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine_hf.checkpoint import CheckpointError
+from engine_hf.cpu_kernels import KernelName, LinearKernel, make_kernel
 from engine_hf.layouts import EmbeddingLora, LinearLora
 
 __all__ = ["AdapterSelection", "MultiLoraEmbedding", "MultiLoraLinear", "install_adapters"]
@@ -78,13 +84,32 @@ class MultiLoraLinear(nn.Module):
         if merged:
             w = base.weight.detach().to(torch.float32)
             self.merged = [(w + b[t].to(w.device) @ a[t].to(w.device)).to(dtype) for t in range(n_tasks)]
+        self.kernel_name: KernelName = "torch"
+        self._base: LinearKernel | None = None
+        self._merged_kernels: list[LinearKernel] | None = None
+
+    def use_kernel(self, name: KernelName) -> None:
+        """Run the base linear (and the merged weights) on CPU kernel ``name``. A kernel that
+        repacks the weights frees the plain copies (the module then holds only the packed ones)."""
+        if name == "torch":
+            return
+        self._base = make_kernel(name, self.weight, self.bias)
+        if self.merged is not None:
+            self._merged_kernels = [make_kernel(name, w, self.bias) for w in self.merged]
+            self.merged = None
+        self.kernel_name = name
+        # the packed copy replaces the plain weight; keep an empty placeholder of its dtype
+        self.weight = nn.Parameter(self.weight.detach().new_empty(0), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sel = self.selection
         t = sel.single
-        if t is not None and t >= 0 and self.merged is not None:
-            return F.linear(x, self.merged[t], self.bias)
-        y = F.linear(x, self.weight, self.bias)
+        if t is not None and t >= 0:
+            if self._merged_kernels is not None:
+                return self._merged_kernels[t](x)
+            if self.merged is not None:
+                return F.linear(x, self.merged[t], self.bias)
+        y = F.linear(x, self.weight, self.bias) if self._base is None else self._base(x)
         if t is not None and t < 0:
             return y
         # y += (x @ A^T [* mask]) @ B^T, the add fused into the second GEMM (y is fresh: in place is safe)

@@ -14,8 +14,9 @@ from transformers.models.jina_embeddings_v3.modeling_jina_embeddings_v3 import (
 
 from engine_hf.attention import PACKED
 from engine_hf.checkpoint import CheckpointError, CheckpointInfo
+from engine_hf.cpu_kernels import KernelLinear, KernelName
 from engine_hf.layouts import LoadedWeights, load_weights
-from engine_hf.lora import AdapterSelection, install_adapters
+from engine_hf.lora import AdapterSelection, MultiLoraLinear, install_adapters
 from gateway.contract import Task
 
 __all__ = ["JinaEncoder", "build_config"]
@@ -68,7 +69,16 @@ class JinaEncoder:
         merged_adapters: bool = False,
         weights: LoadedWeights | None = None,
         compile_mode: str | None = None,
+        kernels: KernelName = "torch",
     ) -> None:
+        """``kernels``: what runs the linear layers' base ``W x + b`` on a CPU (see
+        :mod:`engine_hf.cpu_kernels`; ``int8`` quantises them, the rest of the model stays in ``dtype``)."""
+        if kernels != "torch" and device.type != "cpu":
+            raise ValueError(f"the {kernels} kernels run on a CPU, not on {device}")
+        if kernels != "torch" and compile_mode:
+            raise ValueError(f"torch.compile runs the torch kernels, not {kernels}")
+        if kernels == "int8" and dtype != torch.float32:
+            raise ValueError("the int8 kernels run in a float32 model")
         self.info = info
         self.device = device
         self.dtype = dtype
@@ -85,6 +95,9 @@ class JinaEncoder:
         if info.tasks and self.adapted_modules == 0:
             raise CheckpointError("the checkpoint declares tasks but no adapter tensors were found")
         self.model.eval()
+        self.kernels: KernelName = kernels
+        if kernels != "torch":
+            self._use_kernels(kernels)
         if compile_mode:
             # "reduce-overhead" = CUDA graphs; shapes vary with every batch, hence dynamic=True.
             self.model = torch.compile(self.model, mode=None if compile_mode == "default" else compile_mode, dynamic=True)
@@ -110,6 +123,14 @@ class JinaEncoder:
             if buf.is_meta:
                 raise CheckpointError(f"buffer {name} was not materialised")
         return model.to(device=self.device, dtype=self.dtype)
+
+    def _use_kernels(self, name: KernelName) -> None:
+        for module_name, module in list(self.model.named_modules()):
+            if isinstance(module, MultiLoraLinear):
+                module.use_kernel(name)
+            elif type(module) is nn.Linear:
+                parent_name, _, attr = module_name.rpartition(".")
+                setattr(self.model.get_submodule(parent_name), attr, KernelLinear(module, name))
 
     def adapter_rows(self, tasks: Sequence[Task | None]) -> torch.Tensor:
         return torch.tensor([-1 if t is None else self.task_index[t] for t in tasks], device=self.device)

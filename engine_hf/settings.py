@@ -90,7 +90,12 @@ class HFEngineSettings(BaseModel):
     #: never touch the network for the model (same as HF_HUB_OFFLINE=1 for this engine)
     local_files_only: bool = False
     device: str = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    #: auto: bfloat16 on CUDA (float16 without native bf16), float32 (exact) on CPU. int8 (CPU only,
+    #: opt-in, lossy): int8 linear layers, the rest float32; its vectors say ``hf:int8`` (docs/engines.md)
+    dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
+    #: what runs the linear layers on a CPU: onednn (prepacked oneDNN weights), torch (F.linear: MKL
+    #: in fp32), or auto (onednn for fp32 on non-Intel AVX-512 CPUs, else torch). Exact either way.
+    cpu_kernels: Literal["auto", "onednn", "torch"] = "auto"
     #: torch intra-op threads on CPU; null = torch's default (all cores)
     threads: int | None = Field(None, ge=1)
     #: rowwise: base weights + per-row LoRA (mixed-task batches, least memory);

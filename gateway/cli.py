@@ -149,7 +149,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from engine_hf.tools.verify import main_json
 
-    text, passed = main_json(model=args.model, device=args.device, dtype=args.dtype,
+    text, passed = main_json(model=args.model, device=args.device, dtype=args.dtype, cpu_kernels=args.cpu_kernels,
                              attention=args.attention.split(","), threshold=args.threshold, dims=args.dims)
     print(text)
     return 0 if passed else 1
@@ -203,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="vectors on a device/dtype/attention vs the fp32 CPU engine, every task (docs/engines.md)")
     v.add_argument("--model", required=True, help="checkpoint directory or hub id")
     v.add_argument("--device", default="auto")
-    v.add_argument("--dtype", default="auto")
+    v.add_argument("--dtype", default="auto",
+                   help="auto, float32, float16, bfloat16, or int8 (CPU: the quantisation error on this checkpoint)")
+    v.add_argument("--cpu-kernels", default="auto", choices=["auto", "onednn", "torch"],
+                   help="what runs the linear layers on a CPU (engines.hf.cpu_kernels)")
     v.add_argument("--attention", default="padded,packed", help="comma-separated: padded, packed")
     v.add_argument("--threshold", type=float, default=0.999, help="lowest cosine accepted (exit 1 below it)")
     v.add_argument("--dims", type=int, default=32, help="also compare the first DIMS dimensions (Matryoshka)")

@@ -1,5 +1,8 @@
-"""``embed-gateway verify``: the engine's vectors on a device, dtype and attention mode against the
-fp32 CPU engine, for every task.
+"""``embed-gateway verify``: the engine's vectors on a device, dtype, CPU kernels and attention mode
+against the fp32 CPU engine (torch's kernels), for every task.
+
+``--dtype int8`` (CPU) measures the quantisation error of the int8 engine on YOUR checkpoint: random
+weights do not show it, so run this on the weights you serve before serving int8 (docs/engines.md).
 
 The fp32 CPU forward pass is the one the test suite proves equal to an independent fp32 reference
 (``tests/support/reference.py``) for every task; this command carries that proof to other hardware
@@ -18,7 +21,8 @@ from typing import Any
 
 import torch
 
-from engine_hf.device import resolve_device, resolve_dtype
+from engine_hf.cpu_kernels import detect_cpu
+from engine_hf.device import numerics, resolve_device, resolve_precision
 from engine_hf.model import JinaEncoder
 from engine_hf.tools.baselines import load_encoder
 from gateway.contract import Task
@@ -45,6 +49,7 @@ def verify(
     *,
     device: str = "auto",
     dtype: str = "auto",
+    cpu_kernels: str = "auto",
     attention: Sequence[str] = ("padded", "packed"),
     threshold: float = 0.999,
     dims: int = 32,
@@ -53,8 +58,9 @@ def verify(
     reference, text = load_encoder(model, "cpu", "float32")
     info = reference.info
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    checked = JinaEncoder(info, device=dev, dtype=dt)
+    cpu = detect_cpu()
+    dt, kernels = resolve_precision(dtype, cpu_kernels, dev, cpu)
+    checked = JinaEncoder(info, device=dev, dtype=dt, kernels=kernels)
     tasks: list[Task | None] = [*info.tasks, None]
     seqs: list[list[int]] = []
     adapters: list[int] = []
@@ -67,7 +73,9 @@ def verify(
     expected = [reference.pooled_batch([ids], [a], packed=False)[0] for ids, a in zip(seqs, adapters, strict=True)]
     lengths = [len(ids) for ids in seqs]
     out: dict[str, Any] = {
-        "model": model, "device": str(dev), "dtype": str(dt).removeprefix("torch."), "threshold": threshold,
+        "model": model, "device": str(dev), "dtype": str(dt).removeprefix("torch."),
+        "numerics": numerics(dt, kernels), "cpu_kernels": kernels if dev.type == "cpu" else None,
+        "cpu": cpu.summary() if dev.type == "cpu" else None, "threshold": threshold,
         "dims": dims, "inputs": len(seqs), "tokens": {"min": min(lengths), "max": max(lengths)}, "modes": {},
     }
     ok = True

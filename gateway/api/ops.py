@@ -72,6 +72,7 @@ def _engine_info(caps: EngineCapabilities) -> EngineInfo:
         revision=caps.revision,
         dtype=caps.dtype,
         device=caps.device,
+        numerics=caps.numerics,
         max_batch_tokens=caps.max_batch_tokens,
         max_batch_requests=caps.max_batch_requests,
         max_queued_tokens=caps.max_queued_tokens,

@@ -433,6 +433,8 @@ class EngineInfo(BaseModel):
     revision: str | None = None
     dtype: str | None = None
     device: str | None = None
+    #: fp32-exact | bf16 | fp16 | int8: vectors of different numerics are not interchangeable
+    numerics: str | None = None
     max_batch_tokens: int | None = None
     max_batch_requests: int | None = None
     max_queued_tokens: int | None = None

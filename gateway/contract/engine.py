@@ -120,6 +120,8 @@ class EngineCapabilities:
     revision: str | None = None
     dtype: str | None = None
     device: str | None = None
+    #: numeric identity of its vectors: ``fp32-exact``, ``bf16``, ``fp16`` or ``int8`` (lossy, opt-in)
+    numerics: str | None = None
     max_batch_tokens: int | None = None
     max_batch_requests: int | None = None
     #: admission bounds: queued tokens (in-process) or queued inputs (a remote server) before "overloaded"
