@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gateway.config import Settings, load_settings
-from gateway.contract import Engine, Task
+from gateway.contract import EmbedJob, EmbedResult, Engine, Task
 from gateway.obs.metrics import GatewayMetrics
 from gateway.serving.routing import RouteConfigError
 from gateway.pool import Pool
@@ -27,15 +27,40 @@ ADMIN = {"authorization": "Bearer s3cret"}
 TM = frozenset([Task.TEXT_MATCHING])
 
 
+HELD = "held until released"
+
+
+class HoldingVLLM(FakeEngine):
+    """A fake vLLM that holds the request whose input is ``HELD`` until ``release`` is set (the parity
+    probes and every other request pass)."""
+
+    def __init__(self) -> None:
+        super().__init__("vllm", tasks=TM)
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def embed(self, job: EmbedJob) -> EmbedResult:
+        if tuple(job.inputs) == (HELD,):
+            self.entered += 1
+            await self.release.wait()
+        return await super().embed(job)
+
+
 class Builder:
     """Builds fakes named like the real engines and remembers every one it built."""
 
-    def __init__(self, vllm_delay: float = 0.0) -> None:
+    def __init__(self, vllm_delay: float = 0.0, hold_vllm: bool = False) -> None:
         self.built: list[FakeEngine] = []
         self.vllm_delay = vllm_delay
+        self.hold_vllm = hold_vllm
 
     def __call__(self, name: str, settings: Settings) -> Engine:
-        engine = FakeEngine(name, tasks=TM if name == "vllm" else None, delay=self.vllm_delay if name == "vllm" else 0.0)
+        engine: FakeEngine
+        if name == "vllm" and self.hold_vllm:  # holds each request until the test releases it
+            engine = HoldingVLLM()
+        else:
+            engine = FakeEngine(name, tasks=TM if name == "vllm" else None,
+                                delay=self.vllm_delay if name == "vllm" else 0.0)
         self.built.append(engine)
         return engine
 
@@ -152,31 +177,38 @@ def test_a_bad_configuration_is_refused_and_the_old_one_stays(
 
 
 def test_in_flight_request_finishes_on_the_engine_it_started_on(config: Path) -> None:
-    # long enough that the reload (slower on a busy 2-core machine) lands while the request is inside
-    builder = Builder(vllm_delay=5.0)
+    # vLLM holds the request until the test lets it go: the reload lands while it is inside, however
+    # slow the machine (a fixed delay raced the reload on a busy 2-core box)
+    builder = Builder(hold_vllm=True)
     s = serve(config, builder)
     try:
         slow_vllm = builder.latest("vllm")
+        assert isinstance(slow_vllm, HoldingVLLM)
         result: dict[str, httpx.Response] = {}
         started = threading.Event()
 
         def request() -> None:
             started.set()
-            result["r"] = httpx.post(s.url + "/v1/embeddings", json={"input": "x"}, timeout=30)
+            result["r"] = httpx.post(s.url + "/v1/embeddings", json={"input": HELD}, timeout=30)
 
         t = threading.Thread(target=request)
         t.start()
         started.wait()
-        s.call(_until(lambda: len(slow_vllm.calls) == 1))  # the request is inside vllm now
+        s.call(_until(lambda: slow_vllm.entered == 1))  # the request is inside vllm now
         write_config(config, vllm=False)
         assert reload(s).status_code == 200
         assert not slow_vllm.closed  # still serving the request that started on it
         assert engine_of(s) == "hf"  # new requests go elsewhere at once
+        s.call(_release(slow_vllm))
         t.join(timeout=30)
         assert result["r"].status_code == 200 and result["r"].headers["x-embed-engine"] == "vllm"
         s.call(_until(lambda: slow_vllm.closed))  # closed once drained
     finally:
         s.stop()
+
+
+async def _release(engine: HoldingVLLM) -> None:
+    engine.release.set()
 
 
 async def _until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
