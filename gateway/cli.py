@@ -45,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
                                          keep_alive=s.keep_alive)
     try:
         GatewayServer(config, app.state.shutdown).run()
-    except SystemExit as exc:  # uvicorn's start-up failure (exit status 3)
+    except SystemExit:  # uvicorn's start-up failure (exit status 3)
         reason = getattr(app.state, "startup_error", None)
         if reason is not None:
             logging.getLogger("gateway.cli").critical("embed-gateway could not start: %s", reason)

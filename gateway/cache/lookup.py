@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from gateway.cache.entry import CacheEntry
 from gateway.cache.key import KeyScope, chunked_key, input_key, late_key
-from gateway.cache.store import CacheStore, Tier
+from gateway.cache.store import CacheStore
 from gateway.contract import EmbedJob, EmbedResult, TooManyTokensError
 
 __all__ = ["Compute", "Computed", "Served", "Source", "serve_cached"]

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from gateway.ingest.records import BadRecord, Record
 
-__all__ = ["BadRowError", "IngestReport", "batched", "flag_duplicate_ids", "without_done", "without_index"]
+__all__ = ["BadRowError", "IngestReport", "batched", "flag_duplicate_ids", "good_records", "without_done", "without_index"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,21 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def good_records(
+    chunk: Iterable[Record | BadRecord], report: IngestReport, bad: Callable[[BadRecord], None]
+) -> list[Record]:
+    """The records of ``chunk``, each row counted as read; a bad row goes to ``bad`` (which decides
+    whether the run stops or skips it)."""
+    records: list[Record] = []
+    for item in chunk:
+        report.read += 1
+        if isinstance(item, BadRecord):
+            bad(item)
+        else:
+            records.append(item)
+    return records
 
 
 def without_done(batch: Sequence[Record], done: Callable[[Sequence[str]], set[str]]) -> tuple[list[Record], int]:

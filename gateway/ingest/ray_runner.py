@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.ingest.plan import BadRowError, IngestReport, batched, flag_duplicate_ids, without_done
+from gateway.ingest.plan import BadRowError, IngestReport, batched, flag_duplicate_ids, good_records, without_done
 from gateway.ingest.progress import Progress
 from gateway.ingest.records import BadRecord, Record
 from gateway.ingest.runner import IngestError, IngestOptions
@@ -81,13 +81,7 @@ def ingest_on_ray(options: IngestOptions, ray_options: RayOptions, sink: Sink) -
     # 1. read, check and drop what is stored: the same rules as the other paths, on the driver
     todo: list[Record] = []
     for chunk in batched(flag_duplicate_ids(read_records(options.input, options.fmt, options.fields)), 1024):
-        records: list[Record] = []
-        for item in chunk:
-            report.read += 1
-            if isinstance(item, BadRecord):
-                bad(item)
-            else:
-                records.append(item)
+        records = good_records(chunk, report, bad)
         kept, held = without_done(records, sink.done) if records else ([], 0)
         report.already_stored += held
         todo.extend(kept)

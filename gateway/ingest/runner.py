@@ -18,7 +18,15 @@ from typing import TextIO
 
 from gateway.ingest.embedders import BatchRejected, Embedder
 from gateway.ingest.interrupts import CtrlC
-from gateway.ingest.plan import BadRowError, IngestReport, batched, flag_duplicate_ids, without_done, without_index
+from gateway.ingest.plan import (
+    BadRowError,
+    IngestReport,
+    batched,
+    flag_duplicate_ids,
+    good_records,
+    without_done,
+    without_index,
+)
 from gateway.ingest.progress import Progress
 from gateway.ingest.records import BadRecord, FieldSpec, Record
 from gateway.ingest.sinks import Sink
@@ -105,13 +113,7 @@ async def ingest(options: IngestOptions, embedder: Embedder, sink: Sink, ctrl_c:
     try:
         items = flag_duplicate_ids(read_records(options.input, options.fmt, options.fields))
         for chunk in batched(items, options.batch_size):
-            records: list[Record] = []
-            for item in chunk:
-                report.read += 1
-                if isinstance(item, BadRecord):
-                    bad(item)
-                else:
-                    records.append(item)
+            records = good_records(chunk, report, bad)
             with interrupts.blocking():
                 todo, held = without_done(records, sink.done) if records else ([], 0)
             if held:

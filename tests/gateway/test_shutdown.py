@@ -4,7 +4,6 @@ cut connection or a hang), close the engines."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from pathlib import Path
