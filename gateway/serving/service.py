@@ -200,7 +200,8 @@ class EmbeddingService:
             vectors, token_counts, spans = served.vectors, served.token_counts, served.spans
             if served.engine is None:  # every vector from the cache: name the engine they are keyed by
                 ctx.engine, ctx.fallbacks, ctx.queue_seconds, ctx.inference_seconds = order[0], 0, 0.0, 0.0
-            ctx.inputs = len(vectors)
+            # the request's own size for its access line (engine metrics counted only what engines ran)
+            ctx.inputs, ctx.tokens = len(vectors), sum(token_counts)
         return EmbedOutcome(
             vectors=finalize(vectors, dimensions, spec.normalized),
             token_counts=token_counts,

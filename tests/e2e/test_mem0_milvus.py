@@ -66,7 +66,8 @@ def recorder(wide_dir: Path) -> RecordingEngine:
 
 @pytest.fixture(scope="module")
 def gateway(wide_dir: Path, recorder: RecordingEngine) -> Iterator[LiveServer]:
-    settings = load_settings(engines={"hf": {"model": str(wide_dir), "device": "cpu"}})
+    # the cache off: the tests read which tasks reached the engine (the recorder)
+    settings = load_settings(engines={"hf": {"model": str(wide_dir), "device": "cpu"}}, cache={"memory_bytes": 0})
     with live_server(settings, {"hf": recorder}) as server:
         yield server
 

@@ -66,7 +66,8 @@ def ray_cluster() -> Iterator[None]:
 
 
 def ray_settings(model: Path, **ray: Any) -> Settings:
-    return load_settings(api={"token_ids": "accept"}, engines={"hf": {
+    # the cache off: these tests count and kill what reaches the replicas
+    return load_settings(api={"token_ids": "accept"}, cache={"memory_bytes": 0}, engines={"hf": {
         "model": str(model), "device": "cpu", "max_input_tokens": 64,
         "ray": {"enabled": True, "threads": 1, "num_cpus": 1, "start_timeout_s": 240, **ray},
     }})

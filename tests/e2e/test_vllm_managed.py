@@ -60,6 +60,7 @@ def test_managed_vllm_is_started_restarted_after_a_kill_and_stopped(original_dir
         "      restart_initial_delay: 0.5\n"
         f"breaker:\n  probe_interval: {PROBE_INTERVAL}\n"
         "auth:\n  admin_key: k\n"
+        "cache:\n  memory_bytes: 0\n"  # the load repeats one input: every request must reach an engine
     )
     gw = GatewayProcess(config, tmp_path / "gateway.log")
     stopped = False
