@@ -154,7 +154,8 @@ def test_a_replica_killed_mid_load_loses_no_request(on_ray: LiveServer, single: 
                                                      caplog: pytest.LogCaptureFixture) -> None:
     import ray
 
-    bodies = [{"input": texts(24, i), "task": "retrieval.passage"} for i in range(48)]
+    # jobs big enough (~1.5k tokens, several passes) that one is still on the victim when it dies
+    bodies = [{"input": texts(96, 100 * i), "task": "retrieval.passage"} for i in range(24)]
     want = [vectors(single.url, b)[0] for b in bodies]
     victim = replica_actor_names("t-fixed")[0]
     results: dict[int, np.ndarray] = {}
@@ -176,7 +177,11 @@ def test_a_replica_killed_mid_load_loses_no_request(on_ray: LiveServer, single: 
     runner = threading.Thread(target=lambda: asyncio.run(load()))
     runner.start()
     wait_for("the load to be under way", lambda: len(results) >= 4, timeout=120, every=0.01)
-    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)  # as a crash (OOM, lost node) would
+    actor = ray.get_actor(victim, namespace="serve")
+    # kill it while it holds a job (Serve's own queue-length probe), so the retry path is always taken
+    wait_for("a job on the victim replica", lambda: ray.get(actor.get_num_ongoing_requests.remote()) > 0,
+             timeout=120, every=0.001)
+    ray.kill(actor, no_restart=True)  # as a crash (OOM, lost node) would
     runner.join(timeout=300)
     assert not runner.is_alive()
     assert failures == []
