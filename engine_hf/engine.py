@@ -110,6 +110,7 @@ class HFEngine:
         self._revision: str | None = settings.revision
         #: what the weights are, for the cache's key: hub id@commit, or a local folder's content hash
         self._weights_id: str | None = None
+        self._caps: EngineCapabilities | None = None
         self.info: CheckpointInfo | None = None
         self.encoder: JinaEncoder | None = None
         self.text: TextEncoder | None = None
@@ -133,6 +134,11 @@ class HFEngine:
 
     @property
     def capabilities(self) -> EngineCapabilities:
+        # read several times per request (routing, the dimensions check, the cache key): built once
+        # the model is loaded, since nothing in it changes after that
+        return self._caps or self._describe_capabilities()
+
+    def _describe_capabilities(self) -> EngineCapabilities:
         info, enc, s = self.info, self.encoder, self.settings
         tasks: frozenset[Task | None] = frozenset([*(info.tasks if info else TASKS), None])
         return EngineCapabilities(
@@ -395,6 +401,7 @@ class HFEngine:
             eos_id=_first(encoder.config.eos_token_id, 2),
         )
         self.info, self.encoder = info, encoder
+        self._caps = self._describe_capabilities()
         log.info(
             "loaded %s (%s layout, %d adapters, %s/%s, adapters %s) in %.1fs",
             s.model, info.layout, len(info.tasks), device, dtype, s.adapter_mode, time.perf_counter() - started,

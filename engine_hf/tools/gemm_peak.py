@@ -24,18 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from engine_hf.cpu_kernels import detect_cpu, make_kernel
 
 __all__ = ["PATHS", "gemm_peak"]
 
 #: the GEMM paths in the order they are timed
 PATHS = ("fp32-mkl", "fp32-onednn", "fp32-ort", "bf16-onednn")
-
-
-def _native_bf16() -> bool:
-    from gateway.bench.hardware import cpu_info
-
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]))
 
 
 def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -82,13 +77,13 @@ def gemm_peak(m: int = 2048, k: int = 1024, n: int = 4096, *, repeats: int = 5,
     x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g), torch.zeros(n)
     flops = 2.0 * m * k * n
     runs: dict[str, Callable[[], Callable[[], object]]] = {
-        "fp32-mkl": lambda: (lambda: F.linear(x, w, b)),
-        "fp32-onednn": lambda: _onednn(x, w, b),
+        "fp32-mkl": lambda: _bound(make_kernel("torch", w, b), x),
+        "fp32-onednn": lambda: _bound(make_kernel("onednn", w, b), x),
         "fp32-ort": lambda: _ort_matmul(x, w, threads),
     }
-    if _native_bf16():
+    if detect_cpu().native_bf16:
         xb, wb, bb = x.bfloat16(), w.bfloat16(), b.bfloat16()
-        runs["bf16-onednn"] = lambda: _onednn(xb, wb, bb)
+        runs["bf16-onednn"] = lambda: _bound(make_kernel("onednn", wb, bb), xb)
     out: dict[str, Any] = {}
     with torch.inference_mode():
         for name, make in runs.items():
@@ -101,9 +96,10 @@ def gemm_peak(m: int = 2048, k: int = 1024, n: int = 4096, *, repeats: int = 5,
     return {"shape": [m, k, n], "threads": torch.get_num_threads(), "repeats": repeats, "paths": out}
 
 
-def _onednn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> Callable[[], object]:
-    packed = torch.ops.mkldnn._reorder_linear_weight(w, x.shape[0])
-    return lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+def _bound(kernel: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], object]:
+    """One GEMM on the engine's own linear kernel (:func:`engine_hf.cpu_kernels.make_kernel`: the
+    peak is that of what the engine runs, weights packed as it packs them)."""
+    return lambda: kernel(x)
 
 
 def main() -> None:

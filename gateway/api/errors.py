@@ -15,7 +15,6 @@ other shape. A route family whose clients expect yet another shape (TEI's) plugs
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.disconnect import ClientDisconnected
+from gateway.api.error_parts import error_headers, lookup, note
 from gateway.api.quoting import quote_value
 from gateway.api.schemas import ErrorResponse
 from gateway.api.tei_errors import TEI_PATHS, tei_error
@@ -47,7 +47,6 @@ from gateway.errors import (
     ShuttingDownError,
     TooManyRequestsError,
 )
-from gateway.obs.context import current_request
 
 __all__ = [
     "ERROR_TABLE",
@@ -104,10 +103,7 @@ class ApiError:
 
 
 def status_of(err: EmbedGatewayError) -> tuple[int, str]:
-    for cls in type(err).__mro__:
-        if cls in ERROR_TABLE:
-            return ERROR_TABLE[cls]  # type: ignore[index]
-    return 500, "server_error"
+    return lookup(ERROR_TABLE, err, (500, "server_error"))
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -126,22 +122,10 @@ def render_error(err: ApiError, path: str = "") -> JSONResponse:
     return JSONResponse(body, status_code=err.status, headers=dict(err.headers))
 
 
-def _note(code: str | None) -> None:
-    """The request's error code, for its log line and its failure metric."""
-    ctx = current_request.get()
-    if ctx is not None and code:
-        ctx.error_code = code
-
-
 def api_error(err: EmbedGatewayError) -> ApiError:
     """An error of the tree, through the table (with ``Retry-After`` / ``WWW-Authenticate``)."""
     status, type_ = status_of(err)
-    headers = {}
-    if isinstance(err, RetryableError | GatewayBusyError):
-        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after or 1)))
-    if isinstance(err, AuthenticationError):
-        headers["WWW-Authenticate"] = "Bearer"
-    return ApiError(status, type_, err.message, err.param, err.code, headers)
+    return ApiError(status, type_, err.message, err.param, err.code, error_headers(err))
 
 
 def error_response(err: EmbedGatewayError, path: str = "") -> JSONResponse:
@@ -152,7 +136,7 @@ def error_response(err: EmbedGatewayError, path: str = "") -> JSONResponse:
     answer = api_error(err)
     if answer.status >= 500:
         log.warning("request failed with %d: %s", answer.status, err.message)
-    _note(err.code)
+    note(err.code)
     return render_error(answer, path)
 
 
@@ -185,27 +169,27 @@ def _validation_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
     errors = err.errors()
     message, param = _validation_message(errors[0] if errors else {"msg": "invalid request", "loc": ()})
-    _note("invalid_request")
+    note("invalid_request")
     return render_error(ApiError(400, "invalid_request_error", message, param, "invalid_request"), request.url.path)
 
 
 def _http_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, StarletteHTTPException)
     type_ = _HTTP_TYPES.get(err.status_code, "invalid_request_error" if err.status_code < 500 else "server_error")
-    _note(type_)
+    note(type_)
     headers = getattr(err, "headers", None) or {}
     return render_error(ApiError(err.status_code, type_, str(err.detail), headers=headers), request.url.path)
 
 
 def _client_gone(request: Request, err: Exception) -> JSONResponse:
     # Nobody reads this; 499 (nginx's "client closed request") keeps logs and metrics honest.
-    _note("client_closed_request")
+    note("client_closed_request")
     return render_error(ApiError(499, "invalid_request_error", "client closed the request"), request.url.path)
 
 
 def _unexpected(request: Request, err: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=err)
-    _note("internal_error")
+    note("internal_error")
     return render_error(ApiError(500, "server_error", "internal server error", code="internal_error"), request.url.path)
 
 

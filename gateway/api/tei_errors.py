@@ -11,11 +11,11 @@ way to a TEI path (:data:`TEI_PATHS`).
 from __future__ import annotations
 
 import logging
-import math
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from gateway.api.error_parts import error_headers, lookup, note
 from gateway.api.tei_schemas import EMPTY, TeiErrorType
 from gateway.contract import (
     EmbedGatewayError,
@@ -36,7 +36,6 @@ from gateway.errors import (
     ShuttingDownError,
     TooManyRequestsError,
 )
-from gateway.obs.context import current_request
 
 __all__ = ["TEI_ERROR_TABLE", "TEI_PATHS", "tei_error", "tei_validation_error"]
 
@@ -64,13 +63,6 @@ TEI_ERROR_TABLE: dict[type[EmbedGatewayError], tuple[int, TeiErrorType]] = {
 }
 
 
-def _status_of(err: EmbedGatewayError) -> tuple[int, TeiErrorType]:
-    for cls in type(err).__mro__:
-        if cls in TEI_ERROR_TABLE:
-            return TEI_ERROR_TABLE[cls]  # type: ignore[index]
-    return 500, "Backend"
-
-
 def _message(err: EmbedGatewayError) -> str:
     if isinstance(err, InputTooLongError):  # TEI's wording, plus which input and the way out
         where = f"inputs[{err.index}]" if err.index >= 0 else "inputs"
@@ -81,27 +73,17 @@ def _message(err: EmbedGatewayError) -> str:
     return err.message
 
 
-def _note(code: str) -> None:
-    ctx = current_request.get()
-    if ctx is not None:
-        ctx.error_code = code
-
-
 def _body(message: str, type_: TeiErrorType, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "error_type": type_}, status_code=status, headers=headers)
 
 
 def tei_error(err: EmbedGatewayError) -> JSONResponse:
     """The TEI response for any error of the tree (TEI routes and the front door on TEI paths)."""
-    status, type_ = _status_of(err)
-    headers = {}
-    if isinstance(err, RetryableError | GatewayBusyError):
-        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after or 1)))
-    if isinstance(err, AuthenticationError):
-        headers["WWW-Authenticate"] = "Bearer"
+    status, type_ = lookup(TEI_ERROR_TABLE, err, (500, "Backend"))
+    headers = error_headers(err)
     if status >= 500:
         log.warning("request failed with %d: %s", status, err.message)
-    _note(err.code)
+    note(err.code)
     return _body(_message(err), type_, status, headers)
 
 
@@ -115,7 +97,7 @@ def tei_validation_error(err: RequestValidationError) -> JSONResponse:
     field = ".".join(loc)
     msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     if any(e.get("type") == EMPTY for e in errors):
-        _note("empty")
+        note("empty")
         empty = next(e for e in errors if e.get("type") == EMPTY)
         return _body(str(empty.get("msg")), "Empty", 400)
     if kind == "json_invalid":
@@ -126,5 +108,5 @@ def tei_validation_error(err: RequestValidationError) -> JSONResponse:
         message = "the request body must be a JSON object"
     else:
         message = f"{field}: {msg}" if field else msg
-    _note("invalid_request")
+    note("invalid_request")
     return _body(message, "Validation", 422)

@@ -87,9 +87,24 @@ def _as_inputs(raw: Any) -> tuple[tuple[str | TokenIds, ...], bool]:
     return items, any(not isinstance(x, str) for x in items)
 
 
-class _TeiRequest(BaseModel):
+class _InputsAndPrompt(BaseModel):
+    """The checks every TEI request with ``inputs`` and ``prompt_name`` makes (TEI ignores unknown fields)."""
+
     model_config = ConfigDict(extra="ignore")
 
+    @field_validator("inputs", mode="before", check_fields=False)
+    @classmethod
+    def _check_inputs(cls, v: Any) -> Any:
+        return _check_inputs(v)
+
+    @field_validator("prompt_name", check_fields=False)
+    @classmethod
+    def _check_prompt_name(cls, v: str | None) -> str | None:
+        _parse_prompt_name(v)
+        return v
+
+
+class _TeiRequest(_InputsAndPrompt):
     inputs: TeiInput = Field(
         description="A text, a list of texts, or token ids of this model's XLM-R tokenizer (a list, or a list of "
         "lists; refused unless api.token_ids: accept — see docs/api.md). A single input comes back as one row."
@@ -107,17 +122,6 @@ class _TeiRequest(BaseModel):
         "default alias's task.",
         json_schema_extra=_PROMPT_NAMES,
     )
-
-    @field_validator("inputs", mode="before")
-    @classmethod
-    def _check_inputs(cls, v: Any) -> Any:
-        return _check_inputs(v)
-
-    @field_validator("prompt_name")
-    @classmethod
-    def _check_prompt_name(cls, v: str | None) -> str | None:
-        _parse_prompt_name(v)
-        return v
 
     def _spec(self, *, auto_truncate: bool, normalized: bool, dimensions: int | None, tokens: bool) -> EmbeddingSpec:
         inputs, ids = _as_inputs(self.inputs)
@@ -154,10 +158,8 @@ class TeiEmbedAllRequest(_TeiRequest):
         return self._spec(auto_truncate=auto_truncate, normalized=False, dimensions=None, tokens=True)
 
 
-class TeiTokenizeRequest(BaseModel):
+class TeiTokenizeRequest(_InputsAndPrompt):
     """``POST /tokenize``."""
-
-    model_config = ConfigDict(extra="ignore")
 
     inputs: Annotated[StrictStr, Field(min_length=1)] | list[Annotated[StrictStr, Field(min_length=1)]] = Field(
         description="A text or a list of texts."
@@ -166,17 +168,6 @@ class TeiTokenizeRequest(BaseModel):
     prompt_name: StrictStr | None = Field(
         None, description="A task: its instruction is tokenised before the text.", json_schema_extra=_PROMPT_NAMES
     )
-
-    @field_validator("inputs", mode="before")
-    @classmethod
-    def _check_inputs(cls, v: Any) -> Any:
-        return _check_inputs(v)
-
-    @field_validator("prompt_name")
-    @classmethod
-    def _check_prompt_name(cls, v: str | None) -> str | None:
-        _parse_prompt_name(v)
-        return v
 
     def texts(self) -> list[str]:
         return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)

@@ -52,6 +52,8 @@ class RedisTier:
         #: ``time.monotonic()`` before which the tier is skipped (after an error)
         self._down_until = 0.0
         self._failing = False
+        #: ``time.monotonic()`` of the last failure: only a call started after it proves Redis is back
+        self._failed_at = 0.0
 
     @property
     def available(self) -> bool:
@@ -64,14 +66,17 @@ class RedisTier:
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
-        self._down_until = time.monotonic() + self.retry_interval
+        self._failed_at = time.monotonic()
+        self._down_until = self._failed_at + self.retry_interval
         if not self._failing:
             self._failing = True
             log.warning("redis cache %s failed (%s: %s); serving from the engines, retrying in %gs",
                         what, type(exc).__name__, exc, self.retry_interval)
 
-    def _ok(self) -> None:
-        if self._failing:
+    def _ok(self, started: float) -> None:
+        # a call sent before the outage can still come back after it was seen: that says nothing
+        # about now (counting it flapped "back"/"failed" and logged one outage twice)
+        if self._failing and started >= self._failed_at:
             self._failing = False
             log.warning("redis cache %s is back", self.url)
 
@@ -79,13 +84,14 @@ class RedisTier:
         """One ``MGET``; all misses when Redis is out or fails."""
         if not keys or not self.available:
             return [None] * len(keys)
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
                 blobs = await self._client.mget([self.prefix + k for k in keys])
         except Exception as exc:  # noqa: BLE001 - any Redis failure is a miss, never the request's error
             self._failed("read", exc)
             return [None] * len(keys)
-        self._ok()
+        self._ok(started)
         out: list[CacheEntry | None] = []
         for blob in blobs:
             try:
@@ -99,6 +105,7 @@ class RedisTier:
         """One pipelined ``SET … EX ttl`` per entry; skipped when Redis is out or fails."""
         if not items or not self.available:
             return
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
                 async with self._client.pipeline(transaction=False) as pipe:
@@ -108,11 +115,12 @@ class RedisTier:
         except Exception as exc:  # noqa: BLE001
             self._failed("write", exc)
             return
-        self._ok()
+        self._ok(started)
 
     async def flush(self) -> int:
         """Delete every key under the prefix (never the rest of a shared Redis); keys deleted.
         Unlike reads and writes, a failure here is the caller's error (an admin asked for it)."""
+        started = time.monotonic()
         deleted = 0
         batch: list[bytes] = []
         async for key in self._client.scan_iter(match=self.prefix + "*", count=1000):
@@ -122,7 +130,7 @@ class RedisTier:
                 batch.clear()
         if batch:
             deleted += int(await self._client.unlink(*batch))
-        self._ok()
+        self._ok(started)
         self._down_until = 0.0
         return deleted
 

@@ -122,3 +122,17 @@ def test_the_redis_tier_round_trips_with_a_ttl_and_survives_redis_dying(
         await tier.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_reply_to_a_call_sent_before_an_outage_does_not_end_it() -> None:
+    """Calls in flight when Redis dies can still answer after the first failure was seen; only a
+    call sent after it may say Redis is back (else one outage flaps and is logged twice)."""
+    import time
+
+    tier = RedisTier("redis://127.0.0.1:1/0", prefix="p:", ttl=None, timeout=0.1, retry_interval=5.0)
+    sent_before = time.monotonic() - 1.0
+    tier._failed("read", OSError("connection refused"))
+    tier._ok(sent_before)
+    assert not tier.healthy
+    tier._ok(time.monotonic())
+    assert tier.healthy
