@@ -11,10 +11,12 @@ per call. Three kernels, all behind one call signature ``kernel(x) -> y``:
   ``torch.ops.mkldnn._reorder_linear_weight`` (inductor's freezing pass does the same). fp32 stays
   IEEE fp32 (no implicit down-conversion), so the exact engine stays exact; bf16 uses AMX where the
   CPU has it;
-* ``int8``   — weights quantised per output channel (symmetric int8, prepacked by
-  ``torch.ops.onednn.qlinear_prepack``), activations quantised per tensor on every call (asymmetric
-  uint8, as ONNX Runtime's dynamic quantisation does), one ``onednn.qlinear_pointwise`` (VNNI/AMX
-  int8) with an fp32 output. Lossy: opt-in only, measured by ``embed-gateway verify --dtype int8``.
+* ``int8``   — weights quantised per output channel (symmetric int8, packed for oneDNN by
+  ``quantized.linear_prepack``), activations quantised per tensor on every call by oneDNN itself
+  (asymmetric uint8, as ONNX Runtime's dynamic quantisation does), the int8 GEMM on VNNI/AMX with
+  an fp32 output (``quantized.linear_dynamic``). Lossy: opt-in only, measured by
+  ``embed-gateway verify --dtype int8``. The activation scale is the whole pass's, so an int8
+  vector moves slightly with its batch-mates (within what ``verify`` reports).
 
 Which kernel ``auto`` picks follows the CPU's vendor and features (:func:`choose_kernels`),
 detected once by :func:`detect_cpu` and injectable for tests.
@@ -26,6 +28,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,29 +163,37 @@ class _OneDnnLinear:
 
 
 class _Int8Linear:
-    """Dynamic int8: per-channel symmetric int8 weights, per-tensor asymmetric uint8 activations."""
+    """Dynamic int8: per-channel symmetric int8 weights, per-tensor asymmetric uint8 activations.
+
+    One call of ``quantized.linear_dynamic`` on a weight packed for oneDNN: oneDNN quantises the
+    activations itself (range, scale and rounding in C++, one pass) and runs the int8 GEMM (VNNI or
+    AMX) with an fp32 output. An earlier version quantised the activations in torch (six passes over
+    ``x``) and called ``onednn.qlinear_pointwise``: the same numbers, 15-60 % slower per GEMM here
+    (``python -m engine_hf.tools.cpu_paths --gemm-only``)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         with torch.no_grad():
             w = weight.detach().to(torch.float32)
-            self.w_scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-            q = torch.round(w / self.w_scale[:, None]).clamp_(-127, 127).to(torch.int8)
-            self.w_zero = torch.zeros(w.shape[0], dtype=torch.int32)
-            self.packed = torch.ops.onednn.qlinear_prepack(q, [_PACK_ROWS, w.shape[1]])
-        self.bias = None if bias is None else bias.detach().to(torch.float32)
+            scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12).to(torch.float64)
+            zero = torch.zeros(w.shape[0], dtype=torch.long)
+            previous = torch.backends.quantized.engine
+            torch.backends.quantized.engine = "onednn"  # the packed weight's class decides the kernel
+            try:
+                with warnings.catch_warnings():
+                    # torch 2.13 deprecates the quantised tensor types; the prepack still takes them
+                    warnings.simplefilter("ignore", UserWarning)
+                    q = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+                self.packed = torch.ops.quantized.linear_prepack(
+                    q, None if bias is None else bias.detach().to(torch.float32)
+                )
+            finally:
+                torch.backends.quantized.engine = previous
         self.fan_in = w.shape[1]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        flat = x.reshape(-1, self.fan_in)
-        lo, hi = torch.aminmax(flat)
-        lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
-        scale = ((hi - lo) / 255.0).clamp(min=1e-12)
-        zero = torch.round(-lo / scale)
-        qx = flat.div(scale).add_(zero).round_().clamp_(0, 255).to(torch.uint8)
-        y: torch.Tensor = torch.ops.onednn.qlinear_pointwise.tensor(
-            qx, scale, zero.to(torch.int32), self.packed, self.w_scale, self.w_zero, self.bias,
-            1.0, 0, torch.float32, "none", [], "",
+        y: torch.Tensor = torch.ops.quantized.linear_dynamic(
+            x.reshape(-1, self.fan_in).to(torch.float32), self.packed, False
         )
         return y.reshape(*lead, y.shape[-1]).to(x.dtype)
 

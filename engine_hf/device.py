@@ -63,6 +63,9 @@ def resolve_precision(
     if dtype == "int8":
         if compiled:
             raise ValueError("dtype int8 cannot be compiled; set compile: off")
+        if "onednn" not in torch.backends.quantized.supported_engines:
+            raise ValueError("dtype int8 needs torch's oneDNN quantised kernels, which this torch build lacks "
+                             "(x86 wheels have them); use float32 or bfloat16")
         return dt, "int8"
     if device.type != "cpu" or compiled or dt == torch.float16:
         return dt, "torch"

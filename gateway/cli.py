@@ -128,6 +128,8 @@ def bench_settings(args: argparse.Namespace) -> BenchSettings:
     requests = dict(BenchSettings.__dataclass_fields__["requests"].default_factory())  # type: ignore[misc]
     for item in given.pop("requests", []):
         name, _, n = item.partition("=")
+        if not n.isdigit():
+            raise ValueError(f"--requests takes WORKLOAD=N, e.g. facts=512; got {item!r}")
         requests[name] = int(n)
     return BenchSettings(
         **{**given, "out_dir": Path(args.out), "requests": requests,
@@ -139,7 +141,11 @@ def _bench(args: argparse.Namespace) -> int:
     from gateway.bench.report import write
     from gateway.bench.runner import run_bench
 
-    settings = bench_settings(args)
+    try:
+        settings = bench_settings(args)
+    except ValueError as exc:
+        print(f"embed-gateway bench: {exc}", file=sys.stderr)
+        return 2
     md, js = write(run_bench(settings).as_dict(), settings.out_dir)
     print(md.read_text())
     print(f"written: {md} {js}")

@@ -59,6 +59,10 @@ __all__ = ["BenchSettings", "run_bench"]
 _TEXT_MATCHING = "text-matching"
 
 
+#: every target ``--targets`` takes (the defaults run all but ``cache``)
+TARGETS = ("gateway-hf", "gateway-vllm", "vllm", "ort", "naive", "ceiling", "cache")
+
+
 @dataclass
 class BenchSettings:
     model: str
@@ -94,6 +98,19 @@ class BenchSettings:
     ceiling_paths: Sequence[str] | None = None
     #: rows (tokens) of the GEMM the machine's peak is measured with
     gemm_rows: int = 2048
+
+    def __post_init__(self) -> None:
+        """Names nobody can run are refused before anything starts (one line, not a traceback later)."""
+        unknown = [w for w in self.workloads if w not in WORKLOADS]
+        if unknown:
+            hint = " (mixed-single-task comes with mixed)" if "mixed-single-task" in unknown else ""
+            raise ValueError(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}{hint}")
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if unknown:
+            raise ValueError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+        unknown = [w for w in self.requests if w not in WORKLOADS]
+        if unknown:
+            raise ValueError(f"--requests names unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
 
     def resolved_ceiling_paths(self) -> list[str]:
         if self.ceiling_paths is not None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine_hf.cpu_kernels import CpuFeatures, choose_kernels, detect_cpu
+from engine_hf.cpu_kernels import CpuFeatures, choose_kernels, detect_cpu, make_kernel
 from engine_hf.device import numerics, resolve_precision
 from engine_hf.settings import HFEngineSettings
 from engine_hf.tools.verify import verify
@@ -60,6 +60,27 @@ def test_dtype_auto_stays_exact_fp32_on_a_cpu_even_with_native_bf16() -> None:
         resolve_precision("int8", "auto", CPU, AVX512, compiled=True)
     assert [numerics(torch.float32, "onednn"), numerics(torch.bfloat16, "onednn"), numerics(torch.float32, "int8")] \
         == ["fp32-exact", "bf16", "int8"]
+
+
+def test_int8_needs_the_onednn_quantised_engine_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch build without oneDNN's quantised kernels (e.g. an ARM wheel) gets a clear start-up error."""
+    monkeypatch.setattr(type(torch.backends.quantized), "supported_engines", property(lambda self: ["qnnpack", "none"]))
+    with pytest.raises(ValueError, match="oneDNN quantised kernels"):
+        resolve_precision("int8", "auto", CPU, AVX512)
+
+
+def test_int8_kernel_quantises_per_channel_and_leaves_the_quantised_engine_as_it_was() -> None:
+    g = torch.Generator().manual_seed(3)
+    w, b = torch.randn(96, 64, generator=g) * 0.05, torch.randn(96, generator=g) * 0.05
+    x = torch.randn(2, 7, 64, generator=g)
+    before = torch.backends.quantized.engine
+    kernel = make_kernel("int8", w, b)
+    assert torch.backends.quantized.engine == before
+    with torch.inference_mode():
+        got, want = kernel(x), torch.nn.functional.linear(x, w, b)
+    assert got.shape == want.shape == (2, 7, 96) and got.dtype == torch.float32
+    assert float((got - want).norm() / want.norm()) < 0.02  # 8-bit error, not a wrong product
+    assert not torch.equal(got, want)  # really quantised
 
 
 def test_detected_features_are_this_machines() -> None:

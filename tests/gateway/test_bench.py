@@ -141,6 +141,21 @@ def test_bench_options_not_given_keep_the_settings_defaults_and_the_shipped_chec
     assert got.requests == {**BenchSettings(model="m", out_dir=Path()).requests, "facts": 3}
 
 
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--workloads", "facts,mixed-single-task"], "unknown workload(s) mixed-single-task; known: facts, passages, mixed, long "
+                                                 "(mixed-single-task comes with mixed)"),
+    (["--targets", "gateway-hf,fastembed"], "unknown target(s) fastembed"),
+    (["--requests", "fact=3"], "--requests names unknown workload(s) fact"),
+    (["--requests", "facts"], "--requests takes WORKLOAD=N"),
+])
+def test_bench_refuses_unknown_names_in_one_line_before_starting_anything(argv, says, capsys) -> None:  # type: ignore[no-untyped-def]
+    from gateway.cli import main
+
+    assert main(["bench", "--model", "/nonexistent", "--out", "/nonexistent-out", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embed-gateway bench: ") and says in err and len(err.strip().splitlines()) == 1
+
+
 def test_gpu_peak_is_read_from_the_metrics_and_shown_only_when_present() -> None:
     from gateway.bench.report import markdown
     from gateway.bench.scrape import gpu_peak_mib
