@@ -170,23 +170,60 @@ def ceiling(
 
 
 def single(
-    enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], repeats: int = 30, *, packed: bool = False
+    enc: JinaEncoder,
+    text: TextEncoder,
+    requests: list[dict[str, Any]],
+    repeats: int = 30,
+    *,
+    packed: bool = False,
+    url: str | None = None,
+    served_model: str | None = None,
+    rounds: int = 6,
 ) -> dict[str, Any]:
-    """Median latency of one forward pass of the first request's first text, alone."""
+    """Median latency of one forward pass of the first request's first text, alone.
+
+    With ``url`` (a server's ``/v1/embeddings`` that serves the same model): the same text also
+    goes to the server one request at a time, **alternating** with the bare passes (``rounds``
+    rounds of ``repeats // rounds`` passes, then as many requests), so both see the same machine:
+    a 20-token pass mostly reads the weights, and its time follows the memory bandwidth other work
+    leaves. Adds ``served_p50_ms`` and ``served_over_bare`` (served p50 / bare p50)."""
     r = requests[0]
     task = parse_task(r["task"])
     ids = text.encode(r["texts"][:1], task, truncate=True)[0].ids
     row = _adapter(enc, task)
-    enc.pooled_batch([ids], [row], packed=packed)
-    times = []
-    for _ in range(repeats):
+
+    def bare() -> float:
         _sync()
         t0 = time.perf_counter()
         enc.pooled_batch([ids], [row], packed=packed)
         _sync()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return {"tokens": len(ids), "seconds": times[len(times) // 2], "tokens_per_second": len(ids) / times[len(times) // 2]}
+        return time.perf_counter() - t0
+
+    bare()
+    out: dict[str, Any] = {"tokens": len(ids)}
+    if url is None:
+        times = sorted(bare() for _ in range(repeats))
+    else:
+        import httpx  # the bench's extra; only this mode talks HTTP
+
+        body = {"input": r["texts"][:1], "task": r["task"], **({"model": served_model} if served_model else {})}
+        times, served = [], []
+        with httpx.Client(timeout=120) as client:
+            client.post(url, json=body).raise_for_status()  # warm the connection
+            per_round = max(1, repeats // rounds)
+            for _ in range(rounds):
+                times += [bare() for _ in range(per_round)]
+                for _ in range(per_round):
+                    t0 = time.perf_counter()
+                    client.post(url, json=body).raise_for_status()
+                    served.append(time.perf_counter() - t0)
+        times.sort()
+        served.sort()
+        out["served_p50_ms"] = served[len(served) // 2] * 1000
+        out["served_over_bare"] = served[len(served) // 2] / times[len(times) // 2]
+    out["seconds"] = times[len(times) // 2]
+    out["tokens_per_second"] = len(ids) / out["seconds"]
+    return out
 
 
 def naive(enc: JinaEncoder, text: TextEncoder, requests: list[dict[str, Any]], batch_size: int = 32) -> dict[str, Any]:
@@ -219,6 +256,8 @@ def main() -> None:
                    help="the engine's engines.hf.attention (ceiling and single use the same forward pass)")
     p.add_argument("--paths", default="engine", help=f"ceiling: comma-separated forward paths of {sorted(FORWARD_PATHS)}")
     p.add_argument("--onnx", type=Path, help="the ONNX export the ort path runs (engine_hf.tools.onnx_export)")
+    p.add_argument("--url", help="single: a server's /v1/embeddings to time alternately with the bare passes")
+    p.add_argument("--served-model", help="single: the model name to send to --url")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -234,7 +273,7 @@ def main() -> None:
         result = ceiling(enc, text, requests, args.max_batch_tokens, packed=packed,
                          paths={n: FORWARD_PATHS[n](ctx) for n in names})
     elif args.mode == "single":
-        result = single(enc, text, requests, packed=packed)
+        result = single(enc, text, requests, packed=packed, url=args.url, served_model=args.served_model)
     else:
         result = naive(enc, text, requests)
     result["peak_rss_mib"] = round(rss_mib()[1], 1)

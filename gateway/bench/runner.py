@@ -225,7 +225,7 @@ class _Baselines:
     s: BenchSettings
     onnx: Path | None = None
 
-    def run(self, mode: str, requests_file: Path) -> BaselineOutput:
+    def run(self, mode: str, requests_file: Path, *extra: str) -> BaselineOutput:
         s = self.s
         cmd = [sys.executable, "-m", "engine_hf.tools.baselines", mode, "--model", s.model,
                "--requests", str(requests_file), "--device", s.device, "--dtype", s.dtype,
@@ -236,6 +236,7 @@ class _Baselines:
                 cmd += ["--onnx", str(self.onnx)]
         if s.threads:
             cmd += ["--threads", str(s.threads)]
+        cmd += extra
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -270,8 +271,11 @@ def _race_gateway_hf(s: BenchSettings, work: dict[str, _Workload], idle_req: Ben
     srv.start()
     try:
         results.idle_gateway_hf = _idle(url + "/v1/embeddings", idle_req, _gateway_body, s.idle_requests)
-        if "ceiling" in s.targets:  # the bare pass of the same request, right after (same machine state)
-            results.idle_forward = base.run("single", _write_requests(tmp / "idle.json", [idle_req]))
+        if "ceiling" in s.targets:
+            # the bare pass of the same request, timed alternately with requests to the server (the
+            # check's ratio): timed minutes apart, the two saw different machines on a shared VM
+            results.idle_forward = base.run("single", _write_requests(tmp / "idle.json", [idle_req]),
+                                            "--url", url + "/v1/embeddings", "--served-model", SERVED_NAME)
         for name, w in work.items():
             # This VM's speed drifts by minutes: the in-process baselines run next to the served
             # run (the server idles meanwhile), the ceiling once before and once after it.

@@ -212,6 +212,11 @@ def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp
         assert len(runs) == 2 and min(runs) <= by["ceiling"]["tokens_per_second"] * 1.001 and by["ceiling"]["spread"] >= 0
     assert data["settings"]["attention"] == "auto"
     assert data["idle_forward"]["tokens"] > 0 and data["idle_gateway_hf"]["p50_ms"] > 0
+    # the bare pass was timed alternately with requests to the running gateway
+    assert data["idle_forward"]["served_p50_ms"] > 0
+    assert data["idle_forward"]["served_over_bare"] == pytest.approx(
+        data["idle_forward"]["served_p50_ms"] / 1000 / data["idle_forward"]["seconds"])
+    assert "idle 20-token request p50 / bare forward, alternated" in {c["name"] for c in data["checks"]}
     assert "| gateway-hf |" in (out / "bench.md").read_text() and "engine busy" in (out / "bench.md").read_text()
     assert {c["name"] for c in data["checks"]} >= {"mixed tasks / single task (gateway-hf)"}
 
