@@ -155,7 +155,6 @@ class _OneDnnLinear:
         with torch.no_grad():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_ROWS)
         self.bias = None if bias is None else bias.detach()
-        self.out_features = weight.shape[0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
@@ -168,8 +167,8 @@ class _Int8Linear:
     One call of ``quantized.linear_dynamic`` on a weight packed for oneDNN: oneDNN quantises the
     activations itself (range, scale and rounding in C++, one pass) and runs the int8 GEMM (VNNI or
     AMX) with an fp32 output. An earlier version quantised the activations in torch (six passes over
-    ``x``) and called ``onednn.qlinear_pointwise``: the same numbers, 15-60 % slower per GEMM here
-    (``python -m engine_hf.tools.cpu_paths --gemm-only``)."""
+    ``x``) and called ``onednn.qlinear_pointwise``: the same scheme; this call is 12-68 % faster per
+    GEMM on an AMX machine (docs/engines.md, "CPU paths")."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         with torch.no_grad():
@@ -223,7 +222,6 @@ class KernelLinear(torch.nn.Module):
 
     def __init__(self, base: torch.nn.Linear, name: KernelName) -> None:
         super().__init__()
-        self.kernel_name = name
         self.in_features, self.out_features = base.in_features, base.out_features
         self._kernel = make_kernel(name, base.weight, base.bias)
 

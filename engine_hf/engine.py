@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -198,10 +198,7 @@ class HFEngine:
         scheduler, text, encoder = self._scheduler, self.text, self.encoder
         if scheduler is None or text is None or encoder is None:
             raise EngineUnavailableError(f"engine {self._name} is not loaded", engine=self._name)
-        if job.task is not None and job.task not in encoder.task_index:
-            raise UnsupportedTaskError(
-                f"the loaded checkpoint has no adapter for task {job.task.value!r}", param="task"
-            )
+        _check_task(job.task, encoder.task_index)
         if job.late_chunking:
             return await self._embed_late(job, scheduler, text, encoder)
         encoded = await self._off_loop(
@@ -228,8 +225,8 @@ class HFEngine:
 
     async def tokenize(self, texts: Sequence[str], task: Task | None, *, add_special_tokens: bool) -> list[Tokenized]:
         text = self._loaded_text()
-        if task is not None and self.info is not None and task not in self.info.tasks:
-            raise UnsupportedTaskError(f"the loaded checkpoint has no adapter for task {task.value!r}", param="task")
+        if self.info is not None:
+            _check_task(task, self.info.tasks)
         return await self._off_loop(lambda: text.tokenize(texts, task, add_special_tokens=add_special_tokens))
 
     async def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
@@ -428,6 +425,12 @@ class HFEngine:
             torch.cuda.empty_cache()
             raise EngineError("out of GPU memory; lower engines.hf.max_batch_tokens", engine=self._name) from exc
         return [p.cpu().numpy().astype(np.float32, copy=False) for p in pooled]
+
+
+def _check_task(task: Task | None, tasks: Collection[Task]) -> None:
+    """A task the loaded checkpoint has no adapter for is the client's error (400)."""
+    if task is not None and task not in tasks:
+        raise UnsupportedTaskError(f"the loaded checkpoint has no adapter for task {task.value!r}", param="task")
 
 
 def _check_total(n_tokens: int, limit: int | None) -> None:

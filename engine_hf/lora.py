@@ -84,7 +84,6 @@ class MultiLoraLinear(nn.Module):
         if merged:
             w = base.weight.detach().to(torch.float32)
             self.merged = [(w + b[t].to(w.device) @ a[t].to(w.device)).to(dtype) for t in range(n_tasks)]
-        self.kernel_name: KernelName = "torch"
         self._base: LinearKernel | None = None
         self._merged_kernels: list[LinearKernel] | None = None
 
@@ -97,7 +96,6 @@ class MultiLoraLinear(nn.Module):
         if self.merged is not None:
             self._merged_kernels = [make_kernel(name, w, self.bias) for w in self.merged]
             self.merged = None
-        self.kernel_name = name
         # the packed copy replaces the plain weight; keep an empty placeholder of its dtype
         self.weight = nn.Parameter(self.weight.detach().new_empty(0), requires_grad=False)
 

@@ -136,18 +136,16 @@ class TextEncoder:
         """``instruction + text`` as the tokenizer cuts it, with character offsets (TEI's
         ``/tokenize``: no length limit; special tokens have no offsets)."""
         prefix = self.prefix(task)
+        bos = Token(self.bos_id, self.tokenizer.id_to_token(self.bos_id) or "", True, None, None)
+        eos = Token(self.eos_id, self.tokenizer.id_to_token(self.eos_id) or "", True, None, None)
         out = []
-        for text in texts:
-            full = prefix + text
-            content = self.tokenizer.encode(full, add_special_tokens=False)
+        for text, content in zip(texts, self.encode_texts(texts, task), strict=True):
             tokens = [
                 Token(i, piece, False, a, b) for i, piece, (a, b) in zip(content.ids, content.tokens, content.offsets, strict=True)
             ]
             if add_special_tokens:
-                bos = self.tokenizer.id_to_token(self.bos_id) or ""
-                eos = self.tokenizer.id_to_token(self.eos_id) or ""
-                tokens = [Token(self.bos_id, bos, True, None, None), *tokens, Token(self.eos_id, eos, True, None, None)]
-            out.append(Tokenized(full, tuple(tokens)))
+                tokens = [bos, *tokens, eos]
+            out.append(Tokenized(prefix + text, tuple(tokens)))
         return out
 
     def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:

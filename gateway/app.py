@@ -142,8 +142,9 @@ def create_app(
 def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """FastAPI's schema, made true to what the app answers: no 422 (validation errors are 400,
     through the error table) except on the TEI routes, whose 422 is TEI's, and the bearer key
-    every route but the open ones takes (``auth.open_paths()`` of the running configuration, else
-    of the one the app was created with)."""
+    every route but the open ones takes (``auth.open_paths()`` of the configuration running when
+    the schema is first asked for, else of the one the app was created with; built once: a later
+    reload that changes ``auth.probes_open`` or ``auth.metrics_open`` does not rebuild it)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         pool: Pool | None = getattr(app.state, "pool", None)

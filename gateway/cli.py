@@ -146,6 +146,10 @@ def _bench(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"embed-gateway bench: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the targets file (the default lives in the source tree's configs/)
+        print(f"embed-gateway bench: cannot read --checks {args.checks}: {exc.strerror}; "
+              "give --checks FILE, or --checks '' for none", file=sys.stderr)
+        return 2
     md, js = write(run_bench(settings).as_dict(), settings.out_dir)
     print(md.read_text())
     print(f"written: {md} {js}")

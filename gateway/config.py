@@ -231,10 +231,17 @@ class AuthSettings(_Section):
         return (*self.api_keys, *self._file_keys)
 
     def open_paths(self) -> frozenset[str]:
-        """Routes that never need a client key, whatever keys are configured."""
-        return frozenset(
-            (["/health", "/ready"] if self.probes_open else []) + (["/metrics"] if self.metrics_open else [])
-        )
+        """Routes that never need a client key, whatever keys are configured (asked on every request:
+        a lookup, nothing built)."""
+        return _OPEN_PATHS[(self.probes_open, self.metrics_open)]
+
+
+#: (probes_open, metrics_open) -> the routes open without a key
+_OPEN_PATHS = {
+    (probes, metrics): frozenset((["/health", "/ready"] if probes else []) + (["/metrics"] if metrics else []))
+    for probes in (False, True)
+    for metrics in (False, True)
+}
 
 
 class CacheSettings(_Section):

@@ -6,8 +6,10 @@ path does not exist" an operator got a screen of framework frames after the actu
 :class:`StartupError` (no engine enabled, no engine could start) or a route no engine can serve,
 the reason is the whole story: the lifespan records it on ``app.state.startup_error``,
 :class:`QuietStartupFailure` empties that message, and ``embed-gateway serve`` ends with the reason
-on one line and exit status 3 (uvicorn's start-up failure). Any other exception is a bug and keeps
-its traceback.
+on one line and exit status 3 (uvicorn's start-up failure). So does a ``RuntimeError`` raised while
+an engine is built (its missing dependencies: the message names the extra), which
+:meth:`gateway.pool.Pool.open` turns into a :class:`StartupError`. Any other exception is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations

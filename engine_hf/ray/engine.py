@@ -19,6 +19,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
 from engine_hf.ray.wire import RemoteError, unpack_error
 from gateway.contract import (
     NULL_OBSERVER,
@@ -39,7 +41,7 @@ from gateway.contract import (
 if TYPE_CHECKING:
     from engine_hf.settings import HFEngineSettings
 
-__all__ = ["RayHFEngine"]
+__all__ = ["RayHFEngine", "relabel"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ class RayHFEngine:
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
         result: EmbedResult = await self._call(lambda h: h.embed.remote(job), deadline=job.deadline)
-        return dataclasses.replace(result, engine=self._name)
+        return dataclasses.replace(result, engine=relabel(self._name, result.engine))
 
     async def tokenize(self, texts: Sequence[str], task: Task | None, *, add_special_tokens: bool) -> list[Tokenized]:
         out: list[Tokenized] = await self._call(lambda h: h.tokenize.remote(list(texts), task, add_special_tokens))
@@ -190,7 +192,10 @@ class RayHFEngine:
 
             # the gateway calls through handles: no Serve HTTP proxy (and no port 8000 taken)
             serve.start(proxy_location="Disabled")
-            serve.run(build_app(self.settings), name=r.app_name, route_prefix=None)
+            for attempt in Retrying(retry=retry_if_exception(_pickle_registry_race), stop=stop_after_attempt(3),
+                                    reraise=True):
+                with attempt:
+                    serve.run(build_app(self.settings), name=r.app_name, route_prefix=None)
             _OWNERS[r.app_name] = self
         self._handle = serve.get_deployment_handle(r.deployment_name, app_name=r.app_name)
 
@@ -243,6 +248,23 @@ async def _within(response: Awaitable[T], deadline: float | None) -> T:
         if cancel is not None:
             cancel()
         raise
+
+
+def _pickle_registry_race(exc: BaseException) -> bool:
+    """Ray Serve builds a deployment's config by registering a module in cloudpickle's
+    process-wide pickle-by-value registry, pickling, and unregistering it. A handle's own router
+    thread does the same when the controller sends it a config, and the registry is not
+    thread-safe: one side's unregister can find the module already gone ("... is not registered
+    for pickle by value"). Nothing was deployed; building again succeeds (seen once in three full
+    test runs, during the autoscaling test)."""
+    return isinstance(exc, ValueError) and "registered for pickle by value" in str(exc)
+
+
+def relabel(name: str, replica_label: str) -> str:
+    """The replica's result label under this engine's name, keeping what it says of its numerics
+    (``hf-replica:int8`` -> ``hf:int8``): lossy vectors are never taken for the exact engine's."""
+    _, sep, numerics = replica_label.partition(":")
+    return f"{name}{sep}{numerics}"
 
 
 def _replicas_label(device: str | None, r: Any) -> str:

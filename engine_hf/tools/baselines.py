@@ -90,14 +90,6 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _uniform_seconds_per_token(enc: JinaEncoder, length: int, max_batch_tokens: int, packed: bool) -> tuple[float, float]:
-    """Time per token of the engine's forward pass on a batch of identical-length sequences:
-    ``(mean, best)`` over the repeats (see :func:`_uniform_timing`)."""
-    forward = _engine_path(PathContext(enc, packed, None, None))
-    return _uniform_timing(forward, enc.config.vocab_size, len(enc.task_index) - 1, length, max_batch_tokens,
-                           enc.device.type == "cuda")
-
-
 def _uniform_timing(forward: Forward, vocab_size: int, adapter: int, length: int, max_batch_tokens: int,
                     on_gpu: bool) -> tuple[float, float]:
     """Time per token of a forward pass on a batch of identical-length sequences: ``(mean, best)``

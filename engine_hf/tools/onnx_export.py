@@ -161,8 +161,9 @@ def pooled(session: Any, seqs: Sequence[Sequence[int]], task_id: int) -> np.ndar
 
 def verify(model: str, onnx_dir: Path, seqs: Sequence[Sequence[int]]) -> dict[str, float]:
     """Lowest cosine per task between ORT on the export and our fp32 engine (padded batch)."""
-    info = describe_checkpoint(resolve_model_dir(model))
-    enc = JinaEncoder(info, device=torch.device("cpu"), dtype=torch.float32)
+    from engine_hf.tools.baselines import load_encoder
+
+    enc, _ = load_encoder(model, "cpu", "float32")
     session = ort_session(onnx_dir)
     out = {}
     for task, index in enc.task_index.items():

@@ -8,8 +8,8 @@ and then a body, made in one place (:func:`render_error`). The body satisfies tw
 families at once (:func:`error_body`): OpenAI's ``{"error": {...}}`` for the OpenAI SDK and the
 libraries built on it, and Jina's top-level ``{"detail": "..."}`` for Jina's clients (LangChain's
 ``JinaEmbeddings``, LlamaIndex's ``JinaEmbedding``), which raise ``KeyError: 'detail'`` on any
-other shape. A route family whose clients expect yet another shape (TEI's) plugs its own body in
-:func:`render_error`, chosen by the request's path.
+other shape. TEI's routes answer TEI's own shape (``gateway.api.tei_errors``): chosen by the
+request's path in :func:`error_response`, and by TEI's route class for what their handlers raise.
 """
 
 from __future__ import annotations
@@ -112,12 +112,10 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}, "detail": message}
 
 
-def render_error(err: ApiError, path: str = "") -> JSONResponse:
-    """The response for every error the app answers (handlers and the front door alike).
-
-    ``path`` is the request's path: the place where a route family with its own error shape
-    (TEI's routes) gets its own body; every other route answers :func:`error_body`.
-    """
+def render_error(err: ApiError) -> JSONResponse:
+    """An error in OpenAI's and Jina's shape (:func:`error_body`). TEI's routes answer in TEI's
+    shape instead: :func:`error_response` on their paths, and their route class
+    (``gateway.api.tei.TeiRoute``) for what their handlers raise."""
     body = error_body(err.message, err.type, err.param, err.code)
     return JSONResponse(body, status_code=err.status, headers=dict(err.headers))
 
@@ -137,7 +135,7 @@ def error_response(err: EmbedGatewayError, path: str = "") -> JSONResponse:
     if answer.status >= 500:
         log.warning("request failed with %d: %s", answer.status, err.message)
     note(err.code)
-    return render_error(answer, path)
+    return render_error(answer)
 
 
 def _gateway_error(request: Request, err: Exception) -> JSONResponse:
@@ -170,7 +168,7 @@ def _validation_error(request: Request, err: Exception) -> JSONResponse:
     errors = err.errors()
     message, param = _validation_message(errors[0] if errors else {"msg": "invalid request", "loc": ()})
     note("invalid_request")
-    return render_error(ApiError(400, "invalid_request_error", message, param, "invalid_request"), request.url.path)
+    return render_error(ApiError(400, "invalid_request_error", message, param, "invalid_request"))
 
 
 def _http_error(request: Request, err: Exception) -> JSONResponse:
@@ -178,19 +176,19 @@ def _http_error(request: Request, err: Exception) -> JSONResponse:
     type_ = _HTTP_TYPES.get(err.status_code, "invalid_request_error" if err.status_code < 500 else "server_error")
     note(type_)
     headers = getattr(err, "headers", None) or {}
-    return render_error(ApiError(err.status_code, type_, str(err.detail), headers=headers), request.url.path)
+    return render_error(ApiError(err.status_code, type_, str(err.detail), headers=headers))
 
 
 def _client_gone(request: Request, err: Exception) -> JSONResponse:
     # Nobody reads this; 499 (nginx's "client closed request") keeps logs and metrics honest.
     note("client_closed_request")
-    return render_error(ApiError(499, "invalid_request_error", "client closed the request"), request.url.path)
+    return render_error(ApiError(499, "invalid_request_error", "client closed the request"))
 
 
 def _unexpected(request: Request, err: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=err)
     note("internal_error")
-    return render_error(ApiError(500, "server_error", "internal server error", code="internal_error"), request.url.path)
+    return render_error(ApiError(500, "server_error", "internal server error", code="internal_error"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

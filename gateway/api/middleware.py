@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.auth import check_client
 from gateway.api.errors import error_response
+from gateway.api.tei_errors import TEI_PATHS
 from gateway.contract import EmbedGatewayError, PayloadTooLargeError
 from gateway.obs.context import RequestContext, current_request
 from gateway.pool import Pool
@@ -50,15 +51,14 @@ __all__ = ["WORK_PATHS", "FrontDoor", "sane_request_id"]
 
 log = logging.getLogger("gateway.access")
 
-#: the routes that embed: bounded by the gate
-WORK_PATHS = frozenset({
-    "/v1/embeddings", "/embeddings", "/v1/chunk-embeddings", "/chunk-embeddings",
-    "/embed", "/embed_all", "/", "/invocations",  # TEI
-})
-#: polled by probes and Prometheus: their access lines are debug-level
-_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 #: routes that call an engine without embedding (TEI's): they hold their snapshot, but the gate does not bound them
 _ENGINE_PATHS = frozenset({"/tokenize", "/decode"})
+#: the routes that embed: bounded by the gate (ours, with and without /v1, and TEI's other routes)
+WORK_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/chunk-embeddings", "/chunk-embeddings"}) | (
+    TEI_PATHS - _ENGINE_PATHS
+)
+#: polled by probes and Prometheus: their access lines are debug-level
+_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 

@@ -35,7 +35,7 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-def _service(request: Request) -> EmbeddingService:
+def embedding_service(request: Request) -> EmbeddingService:
     service: EmbeddingService = request.app.state.service
     return service
 
@@ -106,7 +106,7 @@ _WORK_ERRORS = (
 )
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     spec = _with_cache_mode(body.to_spec(), request)
-    outcome = await cancel_on_disconnect(request, _service(request).embed(spec))
+    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(render_embeddings(outcome, spec.output))
 
 
@@ -118,7 +118,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
 )
 async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
     spec = _with_cache_mode(body.to_spec(), request)
-    outcome = await cancel_on_disconnect(request, _service(request).embed(spec))
+    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     text = spec.inputs[0]
     assert isinstance(text, str)
     return _respond(render_chunks(outcome, text, spec.output))

@@ -35,7 +35,8 @@ from gateway.api.tei_schemas import (
 )
 from gateway.contract import EmbedGatewayError, Tokenized
 from gateway.obs.context import current_request, request_snapshot
-from gateway.serving.service import EmbeddingService, EmbedOutcome
+from gateway.api.routes import embedding_service
+from gateway.serving.service import EmbedOutcome
 from gateway.serving.tokenizing import TokenService
 
 __all__ = ["TeiRoute", "render_tokens", "router"]
@@ -73,11 +74,6 @@ def _responses() -> dict[int | str, dict[str, Any]]:
 
 
 _RESPONSES = _responses()
-
-
-def _service(request: Request) -> EmbeddingService:
-    service: EmbeddingService = request.app.state.service
-    return service
 
 
 def _tokens(request: Request) -> TokenService:
@@ -130,7 +126,7 @@ def render_tokens(items: list[Tokenized]) -> bytes:
 )
 async def embed(body: TeiEmbedRequest, request: Request) -> Response:
     spec = body.to_spec(auto_truncate=_auto_truncate())
-    outcome = await cancel_on_disconnect(request, _service(request).embed(spec))
+    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(_json(outcome.vectors), outcome)
 
 
@@ -150,7 +146,7 @@ for _path in ("/", "/invocations"):
 )
 async def embed_all(body: TeiEmbedAllRequest, request: Request) -> Response:
     spec = body.to_spec(auto_truncate=_auto_truncate())
-    outcome = await cancel_on_disconnect(request, _service(request).embed(spec))
+    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(_json(list(outcome.token_states or ())), outcome)
 
 

@@ -58,7 +58,7 @@ def _redis(url: str | None) -> Iterator[str | None]:
     if exe is None:
         yield None
         return
-    from gateway.bench.runner import _free_port
+    from gateway.bench.servers import _free_port
 
     port, workdir = _free_port(), tempfile.mkdtemp(prefix="bench-redis-")
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "",

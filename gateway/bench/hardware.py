@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import platform
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,13 @@ SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """Model name, logical CPUs, and the flags of the first CPU (Linux; elsewhere what platform says)."""
-    model: str | None = None
-    flags: list[str] = []
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model is None:
-                model = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = value.split()
-    except OSError:
-        pass
-    return {"model": model or platform.processor() or platform.machine(), "cpus": os.cpu_count(), "flags": sorted(flags),
-            "simd": [f for f in SIMD_FLAGS if f in flags]}
+    """Model name, vendor, logical CPUs and the flags of the first CPU, as the engine detects them
+    (:func:`engine_hf.cpu_kernels.detect_cpu`: the same flags its kernel choice reads)."""
+    from engine_hf.cpu_kernels import detect_cpu
+
+    cpu = detect_cpu(cpuinfo)
+    return {"model": cpu.name, "vendor": cpu.vendor, "cpus": os.cpu_count(), "flags": sorted(cpu.flags),
+            "simd": [f for f in SIMD_FLAGS if f in cpu.flags]}
 
 
 def versions(packages: Iterable[str] = ("torch", "onnxruntime", "transformers", "embed-gateway")) -> dict[str, str]:

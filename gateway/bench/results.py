@@ -8,7 +8,7 @@ has it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.bench.checks import CheckResult
@@ -99,17 +99,12 @@ class CeilingRow:
 
     @classmethod
     def of(cls, runs: Sequence[BaselineOutput]) -> CeilingRow:
-        paths: dict[str, float] | None = None
-        path = None
-        if all("paths" in r for r in runs):
-            names = [n for n in runs[0]["paths"] if all(n in r["paths"] for r in runs)]
-            mean_seconds = {n: sum(r["paths"][n]["seconds"] for r in runs) / len(runs) for n in names}
-            path = min(mean_seconds, key=lambda n: mean_seconds[n])
-            paths = {n: round(runs[0]["tokens"] / mean_seconds[n], 1) for n in names}
-            runs = [{**r, **r["paths"][path]} for r in runs]  # the fastest path's figures
-        row = cls._of(runs)
-        return cls(row.tokens_per_second, row.wall_seconds, row.peak_rss_mib, row.best_tokens_per_second,
-                   row.runs_tokens_per_second, row.spread, path=path, paths=paths)
+        names = [n for n in runs[0]["paths"] if all(n in r["paths"] for r in runs)]
+        mean_seconds = {n: sum(r["paths"][n]["seconds"] for r in runs) / len(runs) for n in names}
+        path = min(mean_seconds, key=lambda n: mean_seconds[n])
+        paths = {n: round(runs[0]["tokens"] / mean_seconds[n], 1) for n in names}
+        fastest = [{**r, **r["paths"][path]} for r in runs]  # the fastest path's figures
+        return replace(cls._of(fastest), path=path, paths=paths)
 
     @classmethod
     def _of(cls, runs: Sequence[BaselineOutput]) -> CeilingRow:

@@ -53,10 +53,11 @@ from gateway.bench.scrape import forward_seconds, gpu_peak_mib
 from gateway.bench.servers import SERVED_NAME, Server, gateway_server, ort_server, vllm_server
 from gateway.bench.stats import Summary, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload, text_of_length
+from gateway.contract import Task
 
 __all__ = ["BenchSettings", "run_bench"]
 
-_TEXT_MATCHING = "text-matching"
+_TEXT_MATCHING = Task.TEXT_MATCHING.value
 
 
 #: every target ``--targets`` takes (the defaults run all but ``cache``)
@@ -68,7 +69,7 @@ class BenchSettings:
     model: str
     out_dir: Path
     workloads: Sequence[str] = ("facts", "passages", "mixed", "long")
-    targets: Sequence[str] = ("gateway-hf", "gateway-vllm", "vllm", "ort", "naive", "ceiling")
+    targets: Sequence[str] = tuple(t for t in TARGETS if t != "cache")
     requests: dict[str, int] = field(default_factory=lambda: {"facts": 256, "passages": 48, "mixed": 96, "long": 6})
     concurrency: int = 32
     rate: float | None = None
@@ -112,10 +113,17 @@ class BenchSettings:
         if unknown:
             raise ValueError(f"--requests names unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
 
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the engine runs on the CPU (``auto``: when torch sees no GPU, as the engine decides)."""
+        import torch
+
+        return not torch.cuda.is_available() if self.device == "auto" else torch.device(self.device).type == "cpu"
+
     def resolved_ceiling_paths(self) -> list[str]:
         if self.ceiling_paths is not None:
             return list(self.ceiling_paths)
-        return ["engine", *(["ort"] if "ort" in self.targets and self.device != "cuda" else [])]
+        return ["engine", *(["ort"] if "ort" in self.targets and self.on_cpu else [])]
 
     def needs_onnx(self) -> bool:
         return "ort" in self.targets or ("ceiling" in self.targets and "ort" in self.resolved_ceiling_paths())
@@ -210,12 +218,9 @@ def _served_hf(srv: Server, url: str, reqs: list[BenchRequest], s: BenchSettings
     hardware idle."""
     before = forward_seconds(_metrics(url))
     summary = _drive(url + "/v1/embeddings", reqs, _gateway_body, s)
-    busy = Busy.of(summary, forward_seconds(_metrics(url)) - before)
-    try:
-        gpu = gpu_peak_mib(_metrics(url))
-    except httpx.HTTPError:
-        gpu = None
-    return ServedRow("gateway-hf", summary, srv.peak_rss(), busy, gpu)
+    after = _metrics(url)
+    busy = Busy.of(summary, forward_seconds(after) - before)
+    return ServedRow("gateway-hf", summary, srv.peak_rss(), busy, gpu_peak_mib(after))
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +368,7 @@ def _hardware(s: BenchSettings) -> dict[str, Any]:
     from gateway.bench.hardware import cpu_info, versions
 
     hw: dict[str, Any] = {"cpu": cpu_info(), "versions": versions(), "threads": s.threads or os.cpu_count()}
-    if "ceiling" in s.targets and s.device != "cuda":
+    if "ceiling" in s.targets and s.on_cpu:
         cmd = [sys.executable, "-m", "engine_hf.tools.gemm_peak", "--m", str(s.gemm_rows)]
         if s.threads:
             cmd += ["--threads", str(s.threads)]
@@ -373,7 +378,10 @@ def _hardware(s: BenchSettings) -> dict[str, Any]:
 
 
 def _precision_peak(gemm: dict[str, Any], dtype: str) -> tuple[str, float] | None:
-    """The fastest GEMM path (mean GFLOP/s) of the precision the engine runs in."""
+    """The fastest GEMM path (mean GFLOP/s) of the precision the engine runs in (none for int8: no
+    int8 GEMM peak is measured, and the fp32 one would be no bound for it)."""
+    if dtype == "int8":
+        return None
     prefix = "bf16" if dtype in ("bfloat16", "bf16") else "fp32"
     paths = {k: v["gflops"] for k, v in gemm.get("paths", {}).items() if k.startswith(prefix) and "gflops" in v}
     if not paths:

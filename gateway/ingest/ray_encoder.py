@@ -27,13 +27,17 @@ class HFEncoderActor:
     def __init__(self, settings: dict[str, Any], task: str, dimensions: int | None, truncate: bool) -> None:
         from engine_hf import HFEngine
         from engine_hf.settings import HFEngineSettings
+        from gateway.contract import InvalidRequestError
+        from gateway.serving.service import check_dimensions
 
         self.loop = asyncio.new_event_loop()
         self.engine = HFEngine(HFEngineSettings.model_validate(settings), name="hf-ray-data")
         self.loop.run_until_complete(self.engine.start())
         width = self.engine.capabilities.dimensions
-        if dimensions is not None and not 1 <= dimensions <= width:
-            raise ValueError(f"--dimensions must be between 1 and {width} for this model")
+        try:
+            check_dimensions(dimensions, width)
+        except InvalidRequestError as exc:  # the same message as --local's
+            raise ValueError(f"--{exc.message} for this model") from None
         self.task, self.truncate = parse_task(task), truncate
         self.dims = dimensions or width
 

@@ -24,7 +24,7 @@ from gateway.ingest.progress import Progress
 from gateway.ingest.records import BadRecord, Record
 from gateway.ingest.runner import IngestError, IngestOptions
 from gateway.ingest.sinks import Sink
-from gateway.ingest.sources import count_records, location, read_records
+from gateway.ingest.sources import location, read_records
 
 __all__ = ["RayOptions", "ingest_on_ray"]
 
@@ -92,7 +92,7 @@ def ingest_on_ray(options: IngestOptions, ray_options: RayOptions, sink: Sink) -
         started_here = address is None
         ray.init(address=address, include_dashboard=False if started_here else None, log_to_driver=True)
     try:
-        bar = Progress(count_records(options.input, options.fmt), enabled=options.progress, file=options.progress_file)
+        bar = Progress(report.read, enabled=options.progress, file=options.progress_file)  # step 1 read them all
         bar.update(report.already_stored + len(report.bad))
         started = time.perf_counter()
         if todo:

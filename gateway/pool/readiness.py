@@ -9,8 +9,9 @@ serves every task: an outage caused by an optimisation. So readiness asks one qu
     does every task the configuration serves have at least one engine able to serve it *now*?
 
 * yes, and every engine is in: ``ready`` (HTTP 200);
-* yes, but some engine is out: ``degraded`` (HTTP 200) — the body and the metrics say which
-  engine is out and why, and which tasks lost their first (fast) engine;
+* yes, but some engine is out: ``degraded`` (HTTP 200) — the body says which engine is out and
+  why, and which tasks lost their first (fast) engine; the metrics give the state and how many
+  engines each task has left;
 * no, some task has no engine able to serve it: ``not ready`` (HTTP 503);
 * the gateway is draining for shutdown: ``shutting down`` (HTTP 503).
 

@@ -81,6 +81,23 @@ def check_dimensions(dimensions: int | None, width: int) -> None:
         raise InvalidRequestError(f"dimensions must be between 1 and {width}; got {dimensions}", param="dimensions")
 
 
+@contextmanager
+def held_request(pool: Pool) -> Iterator[RequestContext]:
+    """The current request's context, whose snapshot the front door holds; outside a server (no
+    front door), a fresh one holding ``pool``'s current snapshot for the ``with`` block."""
+    ctx = current_request.get()
+    if ctx is not None and ctx.snapshot is not None:
+        yield ctx
+        return
+    with pool.acquire() as snap:
+        ctx = RequestContext(ctx.request_id if ctx is not None else "", snapshot=snap)
+        token = current_request.set(ctx)
+        try:
+            yield ctx
+        finally:
+            current_request.reset(token)
+
+
 class EmbeddingService:
     """Resolves aliases and limits, then walks the routing plan of the snapshot it runs on."""
 
@@ -90,27 +107,11 @@ class EmbeddingService:
         #: the embedding cache in front of the engines (None: every job goes to an engine)
         self.cache = cache
 
-    @contextmanager
-    def _request(self) -> Iterator[RequestContext]:
-        """The current request's context; outside a server (no front door), a fresh one holding
-        the current snapshot."""
-        ctx = current_request.get()
-        if ctx is not None and ctx.snapshot is not None:
-            yield ctx
-            return
-        with self.pool.acquire() as snap:
-            ctx = RequestContext(ctx.request_id if ctx is not None else "", snapshot=snap)
-            token = current_request.set(ctx)
-            try:
-                yield ctx
-            finally:
-                current_request.reset(token)
-
     async def embed(self, spec: EmbeddingSpec, *, deadline: float | None = None) -> EmbedOutcome:
         """Serve one request. ``deadline`` (``time.monotonic()``) defaults to now +
         ``limits.request_timeout``; past it the request is a 504 and its queued work is dropped
         (the engine call is cancelled, which withdraws it from the engine's queue)."""
-        with self._request() as ctx:
+        with held_request(self.pool) as ctx:
             snap = ctx.snapshot
             assert snap is not None
             timeout = snap.settings.limits.request_timeout

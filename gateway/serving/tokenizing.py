@@ -21,8 +21,8 @@ from gateway.contract import (
     UnsupportedTaskError,
     route_key,
 )
-from gateway.obs.context import current_request
 from gateway.pool import Pool, Snapshot
+from gateway.serving.service import held_request, resolve_alias
 
 __all__ = ["TokenService"]
 
@@ -37,12 +37,9 @@ class TokenService:
     def _snapshot(self) -> Iterator[Snapshot]:
         """The snapshot the front door put on the request (it holds it); outside a server, the
         pool's current one, held here."""
-        ctx = current_request.get()
-        if ctx is not None and ctx.snapshot is not None:
+        with held_request(self.pool) as ctx:
+            assert ctx.snapshot is not None
             yield ctx.snapshot
-            return
-        with self.pool.acquire() as snap:
-            yield snap
 
     async def tokenize(
         self, texts: Sequence[str], task: Task | None, *, task_given: bool, add_special_tokens: bool
@@ -51,7 +48,7 @@ class TokenService:
         with self._snapshot() as snap:
             _check_count(snap, len(texts))
             if not task_given:
-                task = snap.settings.aliases[snap.settings.api.default_model].task
+                task = resolve_alias(snap.settings, None)[1].task
             last: RetryableError | None = None
             for engine in _tokenizers(snap, task):
                 try:

@@ -70,6 +70,9 @@ def test_managed_vllm_is_started_restarted_after_a_kill_and_stopped(original_dir
         r = httpx.post(gw.url + "/v1/embeddings", json={"input": "early"}, timeout=60)
         assert r.status_code == 200
         gw.wait_for("managed vLLM in front", lambda: gw.admin()["serving_now"]["text-matching"] == ["vllm", "hf"], timeout=420)
+        # the gateway's monitor can see vLLM healthy a poll before the process supervisor's own health wait does
+        gw.wait_for("supervisor saw it healthy",
+                    lambda: gw.admin()["engines"]["vllm"]["info"]["process"]["state"] != "starting", timeout=30)
         process = gw.admin()["engines"]["vllm"]["info"]["process"]
         first_pid = process["pid"]
         assert process["state"] == "running" and process["restarts"] == 0 and first_pid

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine_hf.cpu_kernels import CpuFeatures
 from engine_hf.settings import HFEngineSettings
 from tests.support.harness import LoopThread
 
@@ -18,10 +19,11 @@ def loop() -> Iterator[LoopThread]:
     lt.close()
 
 
-def start_engine(loop: LoopThread, path: Path, **overrides: object):  # type: ignore[no-untyped-def]
+def start_engine(loop: LoopThread, path: Path, cpu: CpuFeatures | None = None, **overrides: object):  # type: ignore[no-untyped-def]
+    """A started CPU engine on ``path``; ``cpu``: the CPU its kernel choice follows (None: this one)."""
     from engine_hf import HFEngine
 
-    engine = HFEngine(HFEngineSettings(model=str(path), device="cpu", **overrides))  # type: ignore[arg-type]
+    engine = HFEngine(HFEngineSettings(model=str(path), device="cpu", **overrides), cpu=cpu)  # type: ignore[arg-type]
     loop.run(engine.start())
     return engine
 

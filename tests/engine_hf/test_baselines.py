@@ -36,7 +36,9 @@ def test_ceiling_is_the_mean_of_the_repeats_not_the_best(original_dir: Path, mon
     monkeypatch.setattr(enc, "pooled_batch", spy)
     monkeypatch.setattr(baselines.time, "perf_counter", _ScriptedClock([1.0, 2.0, 6.0]))
     # 4 x 64 = 256 tokens < 2048: three timed repeats on a CPU
-    mean, best = baselines._uniform_seconds_per_token(enc, 64, 256, packed=True)
+    forward = baselines._engine_path(baselines.PathContext(enc, True, None, None))
+    mean, best = baselines._uniform_timing(forward, enc.config.vocab_size, len(enc.task_index) - 1, 64, 256,
+                                           on_gpu=False)
     assert mean == pytest.approx(3.0 / 256) and best == pytest.approx(1.0 / 256)
     assert calls == [True, True, True]  # the forward pass the engine serves with
 

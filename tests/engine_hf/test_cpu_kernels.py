@@ -21,7 +21,7 @@ from gateway.contract import EmbedJob, Task
 from tests.engine_hf.conftest import start_engine
 from tests.engine_hf.test_exactness import TASK_CASES, TEXTS, assert_close
 from tests.support import late_reference as lr
-from tests.support.harness import LoopThread, cosine
+from tests.support.harness import cosine
 
 AVX2 = CpuFeatures("AVX2 box", frozenset({"avx", "avx2", "fma"}), "AuthenticAMD")
 AVX512 = CpuFeatures("AVX-512 box", frozenset({"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}),
@@ -87,7 +87,6 @@ def test_detected_features_are_this_machines() -> None:
     cpu = detect_cpu()
     assert cpu.name and cpu.flags
     assert cpu.avx512 == (torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16"))  # torch agrees
-    assert "avx2" in cpu.summary() or not cpu.flags & {"avx2"}
 
 
 def test_settings_reject_an_unknown_kernel() -> None:
@@ -95,18 +94,10 @@ def test_settings_reject_an_unknown_kernel() -> None:
         HFEngineSettings(cpu_kernels="mkl")  # type: ignore[arg-type]
 
 
-def _start(loop: LoopThread, path: Path, cpu: CpuFeatures = AVX2, **overrides: object):  # type: ignore[no-untyped-def]
-    from engine_hf import HFEngine
-
-    engine = HFEngine(HFEngineSettings(model=str(path), device="cpu", **overrides), cpu=cpu)  # type: ignore[arg-type]
-    loop.run(engine.start())
-    return engine
-
-
 @pytest.mark.parametrize(("cpu", "kernels"), [(AVX2, "torch"), (AVX512, "onednn"), (INTEL, "torch")],
                          ids=["avx2", "avx512-amd", "avx512-intel"])
 def test_the_engine_picks_and_reports_its_kernels(loop, original_dir, cpu, kernels) -> None:  # type: ignore[no-untyped-def]
-    engine = _start(loop, original_dir, cpu)
+    engine = start_engine(loop, original_dir, cpu)
     try:
         assert engine.describe()["cpu_kernels"] == kernels and engine.encoder.kernels == kernels
         assert engine.describe()["cpu"] == cpu.summary()

@@ -75,3 +75,19 @@ def test_contract_errors_cross_the_hop_with_their_fields() -> None:
     busy = unpack_error(pack_error(EngineOverloadedError("full", engine="hf-replica", retry_after=2.0)), engine="hf")
     assert isinstance(busy, EngineOverloadedError) and busy.retry_after == 2.0 and busy.engine == "hf"
     assert isinstance(unpack_error(RemoteError("SystemExit", "no"), engine="hf"), EngineError)
+
+
+def test_results_from_a_replica_keep_its_numerics_under_the_engines_name() -> None:
+    from engine_hf.ray.engine import relabel
+
+    assert relabel("hf", "hf-replica") == "hf"  # the exact engine
+    assert relabel("hf", "hf-replica:int8") == "hf:int8"  # an int8 replica is never labelled exact
+
+
+def test_only_rays_pickle_registry_race_is_retried_at_deploy() -> None:
+    from engine_hf.ray.engine import _pickle_registry_race
+
+    race = ValueError("<module 'ray.serve._private.request_router' from '…'> is not registered for pickle by value")
+    assert _pickle_registry_race(race)
+    assert not _pickle_registry_race(ValueError("num_replicas must be positive"))
+    assert not _pickle_registry_race(RuntimeError("is not registered for pickle by value"))

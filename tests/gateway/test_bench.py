@@ -147,6 +147,7 @@ def test_bench_options_not_given_keep_the_settings_defaults_and_the_shipped_chec
     (["--targets", "gateway-hf,fastembed"], "unknown target(s) fastembed"),
     (["--requests", "fact=3"], "--requests names unknown workload(s) fact"),
     (["--requests", "facts"], "--requests takes WORKLOAD=N"),
+    (["--checks", "/nonexistent/checks.yaml"], "cannot read --checks /nonexistent/checks.yaml"),
 ])
 def test_bench_refuses_unknown_names_in_one_line_before_starting_anything(argv, says, capsys) -> None:  # type: ignore[no-untyped-def]
     from gateway.cli import main
@@ -213,9 +214,7 @@ def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp
     assert data["settings"]["attention"] == "auto"
     assert data["idle_forward"]["tokens"] > 0 and data["idle_gateway_hf"]["p50_ms"] > 0
     # the bare pass was timed alternately with requests to the running gateway
-    assert data["idle_forward"]["served_p50_ms"] > 0
-    assert data["idle_forward"]["served_over_bare"] == pytest.approx(
-        data["idle_forward"]["served_p50_ms"] / 1000 / data["idle_forward"]["seconds"])
+    assert data["idle_forward"]["served_p50_ms"] > 0 and data["idle_forward"]["served_over_bare"] > 0
     assert "idle 20-token request p50 / bare forward, alternated" in {c["name"] for c in data["checks"]}
     assert "| gateway-hf |" in (out / "bench.md").read_text() and "engine busy" in (out / "bench.md").read_text()
     assert {c["name"] for c in data["checks"]} >= {"mixed tasks / single task (gateway-hf)"}

@@ -55,7 +55,7 @@ def test_the_ort_peer_answers_with_the_gateways_vectors(peer: str, gateway: str,
     assert (theirs * ours).sum(1).min() >= 0.99999
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_vector(peer: str) -> None:
+def test_concurrent_requests_each_get_their_own_vector(peer: str) -> None:
     import asyncio
 
     async def go() -> list[np.ndarray]:

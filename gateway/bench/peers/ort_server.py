@@ -55,7 +55,6 @@ class OrtBatcher:
         self._pending: deque[_Item] = deque()
         self._cv = threading.Condition()
         self._closed = False
-        self.batches = 0
         self._thread = threading.Thread(target=self._run, name="ort-worker", daemon=True)
         self._thread.start()
 
@@ -91,7 +90,6 @@ class OrtBatcher:
                 for item in batch:
                     item.done.set_exception(exc)
                 continue
-            self.batches += 1
             for item, v in zip(batch, vectors, strict=True):
                 item.done.set_result(v)
 
