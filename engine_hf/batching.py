@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["BatchLimits", "Queued", "next_batch", "padded_tokens"]
+__all__ = ["BatchLimits", "Queued", "next_batch", "GATHER_SHARE", "padded_tokens", "worth_gathering"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +67,28 @@ def next_batch(pending: Sequence[Queued], limits: BatchLimits) -> list[int]:
         longest, real = new_longest, real + length
     chosen.sort()
     return chosen
+
+
+
+
+def worth_gathering(
+    queued_tokens: int, queued_sequences: int, arriving: int, expected_sequences: int, limits: BatchLimits
+) -> bool:
+    """Whether a free engine should hold its next pass a moment for more work (the scheduler bounds
+    the moment: :data:`GATHER_SHARE` of the last pass, at most ``batch_gather_ms``, from its end).
+
+    ``expected_sequences``: what was queued when the last pass ended plus what that pass carried —
+    the clients it just answered are likely sending their next requests. Worth waiting while the
+    queue is short of a full pass and of that, or while requests the engine has accepted are still
+    being tokenised (``arriving``). Without it, N clients in a closed loop (a bulk ingester, agents
+    in a loop) settle into two groups whose passes alternate, each half full, and on a CPU a half
+    pass costs much of a full one (every weight is read once per pass). A lone client's request
+    never waits (the last pass carried it alone, and nothing else is arriving).
+    """
+    if queued_tokens >= limits.max_batch_tokens or queued_sequences >= limits.max_batch_requests:
+        return False
+    return arriving > 0 or queued_sequences < expected_sequences
+
+
+#: the longest hold, as a share of the last pass's duration (a hold costs at most this much throughput)
+GATHER_SHARE = 0.1

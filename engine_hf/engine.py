@@ -187,7 +187,12 @@ class HFEngine:
             max_batch_tokens=self._max_batch_tokens, max_batch_requests=s.max_batch_requests, padded=not self._packed
         )
         self._scheduler = Scheduler(
-            self._forward, limits, name=self._name, max_queued_tokens=s.max_queued_tokens, observer=self._observer
+            self._forward,
+            limits,
+            name=self._name,
+            max_queued_tokens=s.max_queued_tokens,
+            observer=self._observer,
+            gather_seconds=s.batch_gather_ms / 1000,
         )
         self._scheduler.start()
         if s.threads:
@@ -201,9 +206,10 @@ class HFEngine:
         _check_task(job.task, encoder.task_index)
         if job.late_chunking:
             return await self._embed_late(job, scheduler, text, encoder)
-        encoded = await self._off_loop(
-            lambda: text.encode(job.inputs, job.task, truncate=job.truncate, direction=job.truncation_direction),
-        )
+        with scheduler.arriving():
+            encoded = await self._off_loop(
+                lambda: text.encode(job.inputs, job.task, truncate=job.truncate, direction=job.truncation_direction),
+            )
         _check_total(sum(len(e.ids) for e in encoded), job.max_total_tokens)
         adapter = -1 if job.task is None else encoder.task_index[job.task]
         mode: Literal["tokens"] | None = "tokens" if job.token_embeddings else None
@@ -267,7 +273,8 @@ class HFEngine:
                 "late chunking needs text inputs: token spans are found from character offsets", param="input"
             )
         adapter = -1 if job.task is None else encoder.task_index[job.task]
-        plan = await self._off_loop(lambda: self._plan_late(job, text, adapter))
+        with scheduler.arriving():
+            plan = await self._off_loop(lambda: self._plan_late(job, text, adapter))
         _check_total(len(plan.document.ids), job.max_total_tokens)
         outcome = await scheduler.submit(
             [payload for payload, _ in plan.windows],

@@ -17,12 +17,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from engine_hf.batching import BatchLimits, Queued, next_batch
+from engine_hf.batching import GATHER_SHARE, BatchLimits, Queued, next_batch, worth_gathering
 from gateway.contract import (
     NULL_OBSERVER,
     EmbedGatewayError,
@@ -85,7 +86,11 @@ class Scheduler(Generic[P, R]):
         max_queued_tokens: int,
         clock: Callable[[], float] = time.monotonic,
         observer: EngineObserver = NULL_OBSERVER,
+        gather_seconds: float = 0.0,
     ) -> None:
+        """``gather_seconds``: the longest a free worker, right after a pass, holds its next one for
+        more work (the clients it just answered, requests still :meth:`arriving`; the rule is
+        :func:`~engine_hf.batching.worth_gathering`); 0 = start every pass at once."""
         self._forward = forward
         self._observer = observer
         self.limits = limits
@@ -103,6 +108,12 @@ class Scheduler(Generic[P, R]):
         self._closed = False
         self._tokens_per_second = 0.0
         self.batches = 0
+        self.gather_seconds = gather_seconds
+        self._arriving = 0
+        #: the last pass: when it ended, how long it ran; sequences queued then plus those it carried
+        self._last_end = -math.inf
+        self._last_seconds = 0.0
+        self._expected = 0
 
     # ------------------------------------------------------------------ public
 
@@ -128,6 +139,18 @@ class Scheduler(Generic[P, R]):
     @property
     def queue_depth(self) -> int:
         return len(self._pending)
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark one request as on its way to :meth:`submit` (being tokenised) for the block: a worker
+        that has just finished a pass holds its next one for it (within the hold's bound).
+        Leave the block right before ``submit``, with no ``await`` between."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+            self._wake.set()
 
     async def run_in_worker(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the worker thread (between batches), e.g. a warm-up pass."""
@@ -224,7 +247,10 @@ class Scheduler(Generic[P, R]):
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while batch := self._take_batch():
+                while self._pending:
+                    await self._gather()
+                    if not (batch := self._take_batch()):
+                        break
                     await self._run_batch(loop, batch)
         except asyncio.CancelledError:
             raise
@@ -232,6 +258,24 @@ class Scheduler(Generic[P, R]):
             log.exception("scheduler of %s died", self.name)
             self._dead = f"scheduler died: {type(exc).__name__}"
             self._fail_all(EngineUnavailableError(f"engine {self.name} stopped working", engine=self.name))
+
+    async def _gather(self) -> None:
+        """Hold the next pass while :func:`worth_gathering` says more work is coming, until
+        ``min(gather_seconds, GATHER_SHARE * last pass)`` after the last pass ended; returns at once
+        when that time is past (an idle engine: the request starts at once) or it stops being worth it."""
+        window = min(self.gather_seconds, GATHER_SHARE * self._last_seconds)
+        remaining = self._last_end + window - self._clock()
+        if remaining <= 0:
+            return
+        try:
+            async with asyncio.timeout(remaining):
+                while worth_gathering(
+                    self._queued_tokens, len(self._pending), self._arriving, self._expected, self.limits
+                ):
+                    self._wake.clear()
+                    await self._wake.wait()
+        except TimeoutError:
+            pass
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item[P]]) -> None:
         started = self._clock()
@@ -254,7 +298,9 @@ class Scheduler(Generic[P, R]):
             return
         # (anything else — the worker dying, the loop cancelled — leaves ``_running`` set for _fail_all)
         self._running = []
-        elapsed = self._clock() - started
+        self._last_end = self._clock()
+        elapsed = self._last_end - started
+        self._last_seconds, self._expected = elapsed, len(self._pending) + len(batch)
         self.batches += 1
         tokens = sum(it.queued.length for it in batch)
         self._observer.batch(self.name, sequences=len(batch), tokens=tokens, seconds=elapsed)

@@ -111,6 +111,10 @@ class HFEngineSettings(BaseModel):
     #: null = the device's best: 1024 on CPU (bigger passes are slower per token there), 16384 on CUDA
     max_batch_tokens: int | None = Field(None, ge=16)
     max_batch_requests: int = Field(64, ge=1)
+    #: the longest a free engine holds its next pass, right after a pass, for the requests of the
+    #: clients it just answered (and never over a tenth of that pass): N clients in a loop then fill
+    #: one pass instead of two half ones; 0 = never hold. A lone client's request is never held
+    batch_gather_ms: float = Field(200.0, ge=0, le=1000)
     #: admission bound: tokens waiting in the queue before new work is refused (429)
     max_queued_tokens: int = Field(262144, ge=16)
     max_input_tokens: int = Field(8192, ge=8)

@@ -80,11 +80,21 @@ class Server:
             time.sleep(0.5)
         raise TimeoutError(f"{self.name} not healthy after {timeout}s; see {self.log}")
 
+    def pause(self) -> None:
+        """Stop the whole process tree (SIGSTOP): an idle server that is paused takes no CPU."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
     def peak_rss(self) -> float | None:
         return tree_peak_rss_mib(self.proc.pid) if self.proc else None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            self.resume()  # a paused tree would not act on the SIGTERM
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine_hf.batching import BatchLimits, Queued, next_batch, padded_tokens
+from engine_hf.batching import BatchLimits, Queued, next_batch, padded_tokens, worth_gathering
 
 
 def q(*lengths: int, group: object = None) -> list[Queued]:
@@ -65,3 +65,17 @@ def test_invariants(lengths: list[int], budget: int, max_requests: int) -> None:
     assert packed[0] == 0 and len(packed) <= max_requests
     if len(packed) > 1:
         assert sum(lengths[i] for i in packed) <= budget
+
+
+def test_gathering_waits_for_the_clients_just_answered_and_for_arrivals_only() -> None:
+    limits = BatchLimits(max_batch_tokens=1000, max_batch_requests=8)
+    # the last pass answered 4 clients and nothing was queued: hold until 4 are back
+    assert worth_gathering(queued_tokens=30, queued_sequences=1, arriving=0, expected_sequences=4, limits=limits)
+    assert not worth_gathering(queued_tokens=120, queued_sequences=4, arriving=0, expected_sequences=4, limits=limits)
+    # a lone client (the last pass carried its one request): never held
+    assert not worth_gathering(queued_tokens=30, queued_sequences=1, arriving=0, expected_sequences=1, limits=limits)
+    # requests accepted and still being tokenised are worth holding for
+    assert worth_gathering(queued_tokens=30, queued_sequences=1, arriving=1, expected_sequences=1, limits=limits)
+    # a full pass never waits, by tokens or by requests
+    assert not worth_gathering(queued_tokens=1000, queued_sequences=2, arriving=3, expected_sequences=9, limits=limits)
+    assert not worth_gathering(queued_tokens=80, queued_sequences=8, arriving=3, expected_sequences=9, limits=limits)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 
+from engine_hf import batching
 from engine_hf.batching import BatchLimits
 from engine_hf.scheduler import Scheduler
 from gateway.contract import EngineError, EngineOverloadedError, EngineTimeoutError, EngineUnavailableError
@@ -270,3 +272,105 @@ def test_batches_and_queue_changes_are_reported_to_the_observer() -> None:
     assert seen.batches == [("hf", 1, 7), ("hf", 6, 21)]
     assert (6, 21) in seen.queues  # the three jobs waiting behind the first
     assert seen.queues[-1] == (0, 0)
+
+
+def slow_forward(calls: list[list[int]], seconds: float):  # type: ignore[no-untyped-def]
+    def forward(payloads: list[int]) -> np.ndarray:
+        time.sleep(seconds)
+        calls.append(list(payloads))
+        return np.zeros((len(payloads), 2), dtype=np.float32)
+
+    return forward
+
+
+def gathering(monkeypatch: pytest.MonkeyPatch, calls: list[list[int]], hold: float) -> Scheduler[Any]:
+    """A scheduler whose passes take 0.2 s and that may hold a pass up to ``hold`` seconds (the
+    share of the last pass is lifted so the hold, not the pass, bounds it)."""
+    monkeypatch.setattr(batching, "GATHER_SHARE", 1000.0)
+    monkeypatch.setattr("engine_hf.scheduler.GATHER_SHARE", 1000.0)
+    return Scheduler(slow_forward(calls, 0.2), BatchLimits(), name="t", max_queued_tokens=10_000, gather_seconds=hold)
+
+
+@pytest.mark.parametrize("hold", [0.0, 5.0])
+def test_clients_answered_by_a_pass_come_back_into_one_pass(monkeypatch: pytest.MonkeyPatch, hold: float) -> None:
+    """Four clients in a closed loop: after the first pass their next requests trickle in (20 ms
+    apart); held, they form ONE pass; not held (0), the first of them runs alone."""
+    calls: list[list[int]] = []
+
+    async def client(s: Scheduler[Any], i: int) -> None:
+        await s.submit([i], [10])
+        await asyncio.sleep(0.02 * i)  # the clients answered together come back one after another
+        await s.submit([i + 10], [10])
+
+    async def main() -> None:
+        s = gathering(monkeypatch, calls, hold)
+        s.start()
+        await asyncio.gather(*(client(s, i) for i in range(4)))
+        await s.aclose()
+
+    run(main())
+    assert calls[0] == [0, 1, 2, 3]
+    if hold:
+        assert calls[1:] == [[10, 11, 12, 13]]
+    else:
+        assert calls[1] == [10] and len(calls) > 2
+
+
+def test_a_lone_client_is_never_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[int]] = []
+
+    async def main() -> list[float]:
+        s = gathering(monkeypatch, calls, 5.0)
+        s.start()
+        took = []
+        for i in range(3):
+            started = time.monotonic()
+            await s.submit([i], [10])
+            took.append(time.monotonic() - started)
+        await s.aclose()
+        return took
+
+    took = run(main())
+    assert calls == [[0], [1], [2]]
+    assert max(took) < 2.5  # a hold would have been 5 s; the pass itself is 0.2 s
+
+
+def test_a_hold_ends_at_its_bound_when_the_clients_do_not_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requests in a pass, then only one comes back: it is held, but no longer than the bound."""
+    calls: list[list[int]] = []
+
+    async def main() -> float:
+        s = gathering(monkeypatch, calls, 0.5)
+        s.start()
+        await asyncio.gather(s.submit([0], [10]), s.submit([1], [10]))
+        started = time.monotonic()
+        await s.submit([2], [10])
+        took = time.monotonic() - started
+        await s.aclose()
+        return took
+
+    took = run(main())
+    assert calls == [[0, 1], [2]]
+    assert 0.5 <= took < 4.0
+
+
+def test_a_request_still_being_tokenised_is_worth_holding_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[int]] = []
+
+    async def main() -> None:
+        s = gathering(monkeypatch, calls, 5.0)
+        s.start()
+        await s.submit([0], [10])  # the last pass carried one: a lone client would not be held
+
+        async def second() -> None:
+            with s.arriving():
+                await asyncio.sleep(0.1)  # its texts are being tokenised
+            await s.submit([2], [10])  # right as it leaves the block, as the engine does
+
+        tokenising = asyncio.create_task(second())
+        await asyncio.sleep(0)  # it is now arriving
+        await asyncio.gather(s.submit([1], [10]), tokenising)
+        await s.aclose()
+
+    run(main())
+    assert calls == [[0], [1, 2]]
