@@ -69,8 +69,6 @@ def next_batch(pending: Sequence[Queued], limits: BatchLimits) -> list[int]:
     return chosen
 
 
-
-
 def worth_gathering(
     queued_tokens: int, queued_sequences: int, arriving: int, expected_sequences: int, limits: BatchLimits
 ) -> bool:

@@ -87,10 +87,12 @@ class Scheduler(Generic[P, R]):
         clock: Callable[[], float] = time.monotonic,
         observer: EngineObserver = NULL_OBSERVER,
         gather_seconds: float = 0.0,
+        gather_share: float = GATHER_SHARE,
     ) -> None:
         """``gather_seconds``: the longest a free worker, right after a pass, holds its next one for
         more work (the clients it just answered, requests still :meth:`arriving`; the rule is
-        :func:`~engine_hf.batching.worth_gathering`); 0 = start every pass at once."""
+        :func:`~engine_hf.batching.worth_gathering`), and never over ``gather_share`` of the pass
+        just run; 0 = start every pass at once."""
         self._forward = forward
         self._observer = observer
         self.limits = limits
@@ -108,7 +110,7 @@ class Scheduler(Generic[P, R]):
         self._closed = False
         self._tokens_per_second = 0.0
         self.batches = 0
-        self.gather_seconds = gather_seconds
+        self.gather_seconds, self.gather_share = gather_seconds, gather_share
         self._arriving = 0
         #: the last pass: when it ended, how long it ran; sequences queued then plus those it carried
         self._last_end = -math.inf
@@ -261,9 +263,9 @@ class Scheduler(Generic[P, R]):
 
     async def _gather(self) -> None:
         """Hold the next pass while :func:`worth_gathering` says more work is coming, until
-        ``min(gather_seconds, GATHER_SHARE * last pass)`` after the last pass ended; returns at once
+        ``min(gather_seconds, gather_share * last pass)`` after the last pass ended; returns at once
         when that time is past (an idle engine: the request starts at once) or it stops being worth it."""
-        window = min(self.gather_seconds, GATHER_SHARE * self._last_seconds)
+        window = min(self.gather_seconds, self.gather_share * self._last_seconds)
         remaining = self._last_end + window - self._clock()
         if remaining <= 0:
             return

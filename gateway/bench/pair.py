@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.bench.loadgen import closed_loop
-from gateway.bench.runner import BenchSettings, _gateway_body, _gateway_env, _vllm_body
+from gateway.bench.runner import BenchSettings, _gateway_body, _gateway_env, _vllm_body, token_counter
 from gateway.bench.servers import Server, gateway_server, vllm_server
 from gateway.bench.stats import summarize
 from gateway.bench.workloads import WORKLOADS, make_workload
@@ -81,13 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--requests, --concurrency and --rounds must be at least 1")
 
     from engine_hf.cpu_kernels import detect_cpu
-    from engine_hf.tokenization import load_tokenizer
-    from engine_hf.checkpoint import resolve_model_dir
 
     s = BenchSettings(model=args.model, out_dir=args.out, device=args.device, dtype=args.dtype)
-    tok = load_tokenizer(resolve_model_dir(args.model))
-    reqs = make_workload(args.workload, args.requests,
-                         lambda t: len(tok.encode(t, add_special_tokens=False).ids) + 2, seed=0)
+    reqs = make_workload(args.workload, args.requests, token_counter(args.model), seed=0)
     servers = [_server(t, s, args.vllm_python, args.out / f"{'ab'[i]}") for i, t in enumerate(targets)]
     bodies = [_vllm_body if t.kind == "vllm" else _gateway_body for t in targets]
     rounds: list[dict[str, float]] = []

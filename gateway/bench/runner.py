@@ -55,7 +55,7 @@ from gateway.bench.stats import Summary, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload, text_of_length
 from gateway.contract import Task
 
-__all__ = ["BenchSettings", "run_bench"]
+__all__ = ["BenchSettings", "run_bench", "token_counter"]
 
 _TEXT_MATCHING = Task.TEXT_MATCHING.value
 
@@ -442,15 +442,18 @@ def _in_process_rest(s: BenchSettings, work: dict[str, _Workload], base: _Baseli
                 results.add(name, base.naive(w) if mode == "naive" else CeilingRow.of([base.run(mode, w.file)]))
 
 
-def run_bench(s: BenchSettings) -> BenchResults:
+def token_counter(model: str) -> Callable[[str], int]:
+    """Tokens of one text as the model counts them (``<s>`` and ``</s>`` included): what the
+    workloads are sized by and every target's tokens/s is counted in."""
     from engine_hf.tokenization import load_tokenizer
 
+    tok = load_tokenizer(Path(model))
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids) + 2
+
+
+def run_bench(s: BenchSettings) -> BenchResults:
     s.out_dir.mkdir(parents=True, exist_ok=True)
-    tok = load_tokenizer(Path(s.model))
-
-    def count(text: str) -> int:
-        return len(tok.encode(text, add_special_tokens=False).ids) + 2
-
+    count = token_counter(s.model)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     work = _prepare(s, count, tmp)
     idle_req = _idle_request(s, count)

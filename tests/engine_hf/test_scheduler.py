@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine_hf import batching
 from engine_hf.batching import BatchLimits
 from engine_hf.scheduler import Scheduler
 from gateway.contract import EngineError, EngineOverloadedError, EngineTimeoutError, EngineUnavailableError
@@ -283,16 +282,15 @@ def slow_forward(calls: list[list[int]], seconds: float):  # type: ignore[no-unt
     return forward
 
 
-def gathering(monkeypatch: pytest.MonkeyPatch, calls: list[list[int]], hold: float) -> Scheduler[Any]:
+def gathering(calls: list[list[int]], hold: float) -> Scheduler[Any]:
     """A scheduler whose passes take 0.2 s and that may hold a pass up to ``hold`` seconds (the
     share of the last pass is lifted so the hold, not the pass, bounds it)."""
-    monkeypatch.setattr(batching, "GATHER_SHARE", 1000.0)
-    monkeypatch.setattr("engine_hf.scheduler.GATHER_SHARE", 1000.0)
-    return Scheduler(slow_forward(calls, 0.2), BatchLimits(), name="t", max_queued_tokens=10_000, gather_seconds=hold)
+    return Scheduler(slow_forward(calls, 0.2), BatchLimits(), name="t", max_queued_tokens=10_000,
+                     gather_seconds=hold, gather_share=1000.0)
 
 
 @pytest.mark.parametrize("hold", [0.0, 5.0])
-def test_clients_answered_by_a_pass_come_back_into_one_pass(monkeypatch: pytest.MonkeyPatch, hold: float) -> None:
+def test_clients_answered_by_a_pass_come_back_into_one_pass(hold: float) -> None:
     """Four clients in a closed loop: after the first pass their next requests trickle in (20 ms
     apart); held, they form ONE pass; not held (0), the first of them runs alone."""
     calls: list[list[int]] = []
@@ -303,7 +301,7 @@ def test_clients_answered_by_a_pass_come_back_into_one_pass(monkeypatch: pytest.
         await s.submit([i + 10], [10])
 
     async def main() -> None:
-        s = gathering(monkeypatch, calls, hold)
+        s = gathering(calls, hold)
         s.start()
         await asyncio.gather(*(client(s, i) for i in range(4)))
         await s.aclose()
@@ -316,11 +314,11 @@ def test_clients_answered_by_a_pass_come_back_into_one_pass(monkeypatch: pytest.
         assert calls[1] == [10] and len(calls) > 2
 
 
-def test_a_lone_client_is_never_held(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lone_client_is_never_held() -> None:
     calls: list[list[int]] = []
 
     async def main() -> list[float]:
-        s = gathering(monkeypatch, calls, 5.0)
+        s = gathering(calls, 5.0)
         s.start()
         took = []
         for i in range(3):
@@ -335,12 +333,12 @@ def test_a_lone_client_is_never_held(monkeypatch: pytest.MonkeyPatch) -> None:
     assert max(took) < 2.5  # a hold would have been 5 s; the pass itself is 0.2 s
 
 
-def test_a_hold_ends_at_its_bound_when_the_clients_do_not_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hold_ends_at_its_bound_when_the_clients_do_not_come_back() -> None:
     """Two requests in a pass, then only one comes back: it is held, but no longer than the bound."""
     calls: list[list[int]] = []
 
     async def main() -> float:
-        s = gathering(monkeypatch, calls, 0.5)
+        s = gathering(calls, 0.5)
         s.start()
         await asyncio.gather(s.submit([0], [10]), s.submit([1], [10]))
         started = time.monotonic()
@@ -354,11 +352,11 @@ def test_a_hold_ends_at_its_bound_when_the_clients_do_not_come_back(monkeypatch:
     assert 0.5 <= took < 4.0
 
 
-def test_a_request_still_being_tokenised_is_worth_holding_for(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_request_still_being_tokenised_is_worth_holding_for() -> None:
     calls: list[list[int]] = []
 
     async def main() -> None:
-        s = gathering(monkeypatch, calls, 5.0)
+        s = gathering(calls, 5.0)
         s.start()
         await s.submit([0], [10])  # the last pass carried one: a lone client would not be held
 

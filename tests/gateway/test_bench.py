@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine_hf.tokenization import load_tokenizer
 from gateway.bench.loadgen import closed_loop, open_loop
+from gateway.bench.runner import token_counter
 from gateway.bench.checks import Check, evaluate, load_checks
 from gateway.bench.stats import Sample, percentile, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
@@ -31,8 +31,7 @@ def checks(results: dict[str, object]) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def count(original_dir: Path):  # type: ignore[no-untyped-def]
-    tok = load_tokenizer(original_dir)
-    return lambda text: len(tok.encode(text, add_special_tokens=False).ids) + 2
+    return token_counter(str(original_dir))
 
 
 @pytest.mark.parametrize("name", ["facts", "passages", "mixed"])
