@@ -2,11 +2,15 @@
 
 One process, one set of weights (shared where the path does not repack them), every path:
 torch fp32 (the engine before :mod:`engine_hf.cpu_kernels`), oneDNN fp32 (the exact default on
-AVX-512), torch bf16, oneDNN bf16 and int8. Two workloads: a padded batch of 16 x 128 tokens and a
-packed batch of mixed lengths (short facts to a passage, ~1k tokens). Rounds are interleaved (every
-path once per round) so drift on a shared machine hits every path alike; medians are reported with
-the load average seen during the run. Fidelity: the lowest cosine per task of each path's pooled
-vectors against torch fp32's, over the full vectors and their first 32 dimensions.
+AVX-512), torch bf16, oneDNN bf16 and int8; with ``--onnx DIR`` (an export of the same weights,
+:mod:`engine_hf.tools.onnx_export`) also ONNX Runtime on it in fp32 and dynamically quantised to
+int8 (``ort-fp32``, ``ort-int8``: the peers issue 14 measured), every path then on one task (ONNX
+Runtime takes one ``task_id`` per batch; the torch paths otherwise mix the five). Two workloads: a
+padded batch of 16 x 128 tokens and a packed batch of mixed lengths (short facts to a passage,
+~1k tokens). Rounds are interleaved (every path once per round) so drift on a shared machine hits
+every path alike; medians are reported with the load average seen during the run. Fidelity: the
+lowest cosine per task of each path's pooled vectors against torch fp32's, over the full vectors
+and their first 32 dimensions.
 
 Also measures each linear shape of the model alone (``--gemm``): GFLOP/s of every kernel, the
 figure the kernel choice rests on. Prints one JSON object; every figure comes with the CPU's model
@@ -22,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +36,7 @@ from engine_hf.cpu_kernels import KernelName, detect_cpu, keep_freed_memory, mak
 from engine_hf.layouts import load_weights
 from engine_hf.model import JinaEncoder
 
-__all__ = ["PATHS", "gemm", "measure"]
+__all__ = ["ORT_PATHS", "PATHS", "gemm", "measure"]
 
 #: name -> (dtype, kernels)
 PATHS: dict[str, tuple[torch.dtype, KernelName]] = {
@@ -41,6 +46,8 @@ PATHS: dict[str, tuple[torch.dtype, KernelName]] = {
     "onednn-bf16": (torch.bfloat16, "onednn"),
     "int8": (torch.float32, "int8"),
 }
+#: ONNX Runtime on the export (padded, one task per batch): name -> whether the export is quantised
+ORT_PATHS: dict[str, bool] = {"ort-fp32": False, "ort-int8": True}
 #: the packed workload: Mem0-like facts and a few passages
 _MIXED = (12, 18, 25, 31, 40, 14, 22, 60, 96, 128, 17, 35, 180, 256, 9, 70)
 
@@ -94,6 +101,7 @@ def measure(
     keep_memory: bool = True,
     batch: int = 16,
     mixed: int = len(_MIXED),
+    onnx: Path | None = None,
 ) -> dict[str, Any]:
     torch.set_num_threads(threads)
     allocator = keep_freed_memory() if keep_memory else False
@@ -102,8 +110,10 @@ def measure(
     weights = load_weights(info)
     cpu_dev = torch.device("cpu")
     encoders = {p: JinaEncoder(info, device=cpu_dev, dtype=PATHS[p][0], kernels=PATHS[p][1], weights=weights)
-                for p in paths}
+                for p in paths if p in PATHS}
+    ort_paths = [p for p in paths if p in ORT_PATHS]
     n_tasks = len(info.tasks)
+    one_task = info.tasks.index("text-matching") if ort_paths else None
     g = torch.Generator().manual_seed(0)
     vocab = min(info.raw_config.get("vocab_size", 8000), 8000)
 
@@ -115,9 +125,22 @@ def measure(
         f"padded {batch}x128": ([seq(128) for _ in range(batch)], False),
         f"packed mixed ({len(lengths)} seqs, {sum(lengths)} tokens)": ([seq(n) for n in lengths], True),
     }
-    adapters = {w: [i % n_tasks for i in range(len(s))] for w, (s, _) in workloads.items()}
-    runs = {(p, w): (lambda e=e, s=s, a=adapters[w], k=k: e.pooled_batch(s, a, packed=k))
-            for p, e in encoders.items() for w, (s, k) in workloads.items()}
+    adapters = {w: [i % n_tasks if one_task is None else one_task for i in range(len(s))]
+                for w, (s, _) in workloads.items()}
+    runs: dict[tuple[str, str], Callable[[], torch.Tensor]] = {
+        (p, w): (lambda e=e, s=s, a=adapters[w], k=k: e.pooled_batch(s, a, packed=k))
+        for p, e in encoders.items() for w, (s, k) in workloads.items()}
+    if ort_paths:
+        from engine_hf.tools.onnx_export import INT8_FILE, ONNX_FILE, ort_session, pooled, quantize_int8
+
+        if onnx is None:
+            raise ValueError(f"paths {ort_paths} need an ONNX export of this checkpoint (--onnx DIR)")
+        for p in ort_paths:
+            if ORT_PATHS[p]:
+                quantize_int8(onnx)
+            session = ort_session(onnx, threads, INT8_FILE if ORT_PATHS[p] else ONNX_FILE)
+            for w, (s, _) in workloads.items():
+                runs[(p, w)] = lambda session=session, s=s: torch.from_numpy(pooled(session, s, one_task))
     print(f"{cpu.summary()}: {len(runs)} runs loaded", file=sys.stderr, flush=True)
     vectors = {key: fn() for key, fn in runs.items()}  # warm-up, and the fidelity sample
     times: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
@@ -158,6 +181,7 @@ def measure(
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "allocator_keeps_freed_memory": allocator,
+        "tasks": "mixed (five, by row)" if one_task is None else "text-matching (one per batch, for ONNX Runtime)",
         "repeats": repeats,
         "load_average": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
         "paths": table,
@@ -170,7 +194,10 @@ def measure(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine_hf.tools.cpu_paths", description=__doc__)
     parser.add_argument("--model", help="checkpoint directory (make-checkpoint --size full)")
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated of {', '.join(PATHS)}")
+    parser.add_argument("--paths", help=f"comma-separated of {', '.join([*PATHS, *ORT_PATHS])} "
+                        "(default: all; the ort ones with --onnx)")
+    parser.add_argument("--onnx", type=Path,
+                        help="an ONNX export of the same checkpoint (python -m engine_hf.tools.onnx_export)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gemm", action="store_true", help="also time each linear shape alone")
@@ -190,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.model:
         parser.error("--model is required (unless --gemm-only)")
-    paths = args.paths.split(",")
-    unknown = [p for p in paths if p not in PATHS]
+    paths = args.paths.split(",") if args.paths else [*PATHS, *(ORT_PATHS if args.onnx else ())]
+    unknown = [p for p in paths if p not in PATHS and p not in ORT_PATHS]
     if unknown:
-        parser.error(f"unknown paths {unknown}; known: {', '.join(PATHS)}")
+        parser.error(f"unknown paths {unknown}; known: {', '.join([*PATHS, *ORT_PATHS])}")
+    if args.onnx is None and any(p in ORT_PATHS for p in paths):
+        parser.error("the ort paths need --onnx DIR (an export of this checkpoint)")
     print(json.dumps(measure(args.model, paths=paths, threads=args.threads, repeats=args.repeats,
                              with_gemm=args.gemm, keep_memory=not args.default_malloc, batch=args.batch,
-                             mixed=args.mixed), indent=2))
+                             mixed=args.mixed, onnx=args.onnx), indent=2))
     return 0
 
 

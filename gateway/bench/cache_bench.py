@@ -98,7 +98,7 @@ def run_cache_bench(s: BenchSettings, reqs: list[BenchRequest], results: BenchRe
     ``results``); returns the idle latencies: a memory hit, a Redis hit, and an engine call of the
     same one-fact request."""
     from gateway.bench.results import ServedRow
-    from gateway.bench.runner import _drive, _gateway_body, _gateway_env
+    from gateway.bench.runner import _drive, gateway_body, gateway_env
     from gateway.bench.servers import gateway_server
 
     idle: dict[str, Any] = {}
@@ -109,12 +109,12 @@ def run_cache_bench(s: BenchSettings, reqs: list[BenchRequest], results: BenchRe
                               "EMBED_GATEWAY_CACHE__KEY_PREFIX": f"bench-{time.time_ns()}:"}
         for mode, env in modes.items():
             srv, url = gateway_server(
-                f"gateway-cache-{mode}", _gateway_env(s, {"EMBED_GATEWAY_CACHE__MEMORY_BYTES": "268435456", **env}),
+                f"gateway-cache-{mode}", gateway_env(s, {"EMBED_GATEWAY_CACHE__MEMORY_BYTES": "268435456", **env}),
                 s.out_dir,
             )
             srv.start()
             try:
-                summary = _drive(url + "/v1/embeddings", reqs, _gateway_body, s)
+                summary = _drive(url + "/v1/embeddings", reqs, gateway_body, s)
                 cache = httpx.get(url + "/info", timeout=10).json().get("cache") or {}
                 results.add("mem0", ServedRow(f"cache-{mode}", summary, srv.peak_rss(), hit_rate=cache.get("hit_rate")))
                 text = reqs[0].texts[0]

@@ -5,14 +5,16 @@ the other compare two machines. Here both servers stay up and take turns on the 
 round after round, and the answer is the median of the per-round ratios. While one is measured
 the other's whole process tree is paused (SIGSTOP), so the idle one cannot take the cores.
 
-A target is ``vllm`` or ``gateway-hf`` with optional settings, ``gateway-hf:KEY=VALUE,...``,
-where each KEY is an ``EMBED_GATEWAY_...`` variable, e.g. ``gateway-hf:ENGINES__HF__BATCH_GATHER_MS=0``.
+``--task`` puts every request on one task (vLLM serves text-matching only; a race on passages
+sends them as text-matching to both). A target is ``vllm`` or ``gateway-hf`` with optional
+settings, ``gateway-hf:KEY=VALUE,...``, where each KEY is an ``EMBED_GATEWAY_...`` variable, e.g. ``gateway-hf:ENGINES__HF__BATCH_GATHER_MS=0``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import sys
@@ -20,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.bench.loadgen import closed_loop
-from gateway.bench.runner import BenchSettings, _gateway_body, _gateway_env, _vllm_body, token_counter
+from gateway.bench.runner import BenchSettings, gateway_body, gateway_env, vllm_body, token_counter
 from gateway.bench.servers import Server, gateway_server, vllm_server
 from gateway.bench.stats import summarize
-from gateway.bench.workloads import WORKLOADS, make_workload
+from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
+from gateway.contract.tasks import TASKS
 
-__all__ = ["Target", "main", "parse_target"]
+__all__ = ["Target", "main", "on_task", "parse_target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +55,16 @@ def parse_target(spec: str) -> Target:
     return Target(spec, kind, env)
 
 
+def on_task(reqs: list[BenchRequest], task: str) -> list[BenchRequest]:
+    """The same requests (texts, token counts) all on ``task``."""
+    return [dataclasses.replace(r, task=task) for r in reqs]
+
+
 def _server(t: Target, s: BenchSettings, vllm_python: str, out: Path) -> tuple[Server, str]:
     out.mkdir(parents=True, exist_ok=True)
     if t.kind == "vllm":
         return vllm_server(vllm_python, s.model, s.dtype, out)
-    return gateway_server("gateway-hf", _gateway_env(s, t.env), out)
+    return gateway_server("gateway-hf", gateway_env(s, t.env), out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--a", required=True, help="first target (the ratio's denominator)")
     ap.add_argument("--b", required=True, help="second target")
     ap.add_argument("--workload", default="facts", choices=sorted(WORKLOADS))
+    ap.add_argument("--task", choices=[t.value for t in TASKS],
+                    help="every request on this task (default: the workload's own)")
     ap.add_argument("--requests", type=int, default=192, help="requests per round")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=8)
@@ -84,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     s = BenchSettings(model=args.model, out_dir=args.out, device=args.device, dtype=args.dtype)
     reqs = make_workload(args.workload, args.requests, token_counter(args.model), seed=0)
+    if args.task:
+        reqs = on_task(reqs, args.task)
+    if any(t.kind == "vllm" for t in targets) and any(r.task != "text-matching" for r in reqs):
+        ap.error(f"vLLM serves text-matching only: race it with --task text-matching (workload {args.workload})")
     servers = [_server(t, s, args.vllm_python, args.out / f"{'ab'[i]}") for i, t in enumerate(targets)]
-    bodies = [_vllm_body if t.kind == "vllm" else _gateway_body for t in targets]
+    bodies = [vllm_body if t.kind == "vllm" else gateway_body for t in targets]
     rounds: list[dict[str, float]] = []
     try:
         for srv, _ in servers:
@@ -116,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [row["b_over_a"] for row in rounds]
     print(json.dumps({
         "cpu": detect_cpu().summary(), "a": args.a, "b": args.b, "workload": args.workload,
-        "requests_per_round": args.requests, "concurrency": args.concurrency, "rounds": rounds,
+        "task": args.task or "the workload's", "requests_per_round": args.requests,
+        "concurrency": args.concurrency, "rounds": rounds,
         "b_over_a_median": round(statistics.median(ratios), 3),
         "b_over_a_range": [min(ratios), max(ratios)],
     }, indent=1))

@@ -55,7 +55,7 @@ from gateway.bench.stats import Summary, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload, text_of_length
 from gateway.contract import Task
 
-__all__ = ["BenchSettings", "run_bench", "token_counter"]
+__all__ = ["BenchSettings", "gateway_body", "gateway_env", "run_bench", "token_counter", "vllm_body"]
 
 _TEXT_MATCHING = Task.TEXT_MATCHING.value
 
@@ -177,11 +177,13 @@ def _idle_request(s: BenchSettings, count: Callable[[str], int]) -> BenchRequest
 # --------------------------------------------------------------------------- measuring
 
 
-def _gateway_body(req: BenchRequest) -> dict[str, Any]:
+def gateway_body(req: BenchRequest) -> dict[str, Any]:
+    """The request body the bench's clients send the gateway (and the ONNX Runtime peer)."""
     return {"model": SERVED_NAME, "input": list(req.texts), "task": req.task}
 
 
-def _vllm_body(req: BenchRequest) -> dict[str, Any]:
+def vllm_body(req: BenchRequest) -> dict[str, Any]:
+    """The body sent to vLLM: no task (it serves text-matching, its merged weights)."""
     return {"model": SERVED_NAME, "input": list(req.texts)}
 
 
@@ -217,7 +219,7 @@ def _served_hf(srv: Server, url: str, reqs: list[BenchRequest], s: BenchSettings
     ran slower (batch make-up, the server's other threads), not that the scheduler left the
     hardware idle."""
     before = forward_seconds(_metrics(url))
-    summary = _drive(url + "/v1/embeddings", reqs, _gateway_body, s)
+    summary = _drive(url + "/v1/embeddings", reqs, gateway_body, s)
     after = _metrics(url)
     busy = Busy.of(summary, forward_seconds(after) - before)
     return ServedRow("gateway-hf", summary, srv.peak_rss(), busy, gpu_peak_mib(after))
@@ -252,7 +254,8 @@ class _Baselines:
 # --------------------------------------------------------------------------- the races
 
 
-def _gateway_env(s: BenchSettings, extra: dict[str, str]) -> dict[str, str]:
+def gateway_env(s: BenchSettings, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a bench gateway serving ``s.model`` (``extra`` added, and winning)."""
     return {
         "EMBED_GATEWAY_ENGINES__HF__MODEL": s.model,
         "EMBED_GATEWAY_ENGINES__HF__DEVICE": s.device,
@@ -272,10 +275,10 @@ def _race_gateway_hf(s: BenchSettings, work: dict[str, _Workload], idle_req: Ben
     """The HF gateway on every workload, the in-process baselines next to each served run; returns
     the (workload, baseline) pairs already measured."""
     done: set[tuple[str, str]] = set()
-    srv, url = gateway_server("gateway-hf", _gateway_env(s, {}), s.out_dir)
+    srv, url = gateway_server("gateway-hf", gateway_env(s, {}), s.out_dir)
     srv.start()
     try:
-        results.idle_gateway_hf = _idle(url + "/v1/embeddings", idle_req, _gateway_body, s.idle_requests)
+        results.idle_gateway_hf = _idle(url + "/v1/embeddings", idle_req, gateway_body, s.idle_requests)
         if "ceiling" in s.targets:
             # the bare pass of the same request, timed alternately with requests to the server (the
             # check's ratio): timed minutes apart, the two saw different machines on a shared VM
@@ -308,18 +311,18 @@ def _race_vllm(s: BenchSettings, work: dict[str, _Workload], idle_req: BenchRequ
     try:
         if "vllm" in s.targets:
             for name in text_matching:
-                summary = _drive(vurl + "/v1/embeddings", work[name].requests, _vllm_body, s)
+                summary = _drive(vurl + "/v1/embeddings", work[name].requests, vllm_body, s)
                 results.add(name, ServedRow("vllm", summary, vsrv.peak_rss()))
         if "gateway-vllm" in s.targets:
             # the gateway waits for vLLM as long as the load generator waits for either
             env = {"EMBED_GATEWAY_ENGINES__HF__ENABLED": "false", "EMBED_GATEWAY_ENGINES__VLLM__ENABLED": "true",
                    "EMBED_GATEWAY_ENGINES__VLLM__URL": vurl, "EMBED_GATEWAY_ENGINES__VLLM__MODEL": SERVED_NAME,
                    "EMBED_GATEWAY_ENGINES__VLLM__READ_TIMEOUT": "600"}
-            gsrv, gurl = gateway_server("gateway-vllm", _gateway_env(s, env), s.out_dir)
+            gsrv, gurl = gateway_server("gateway-vllm", gateway_env(s, env), s.out_dir)
             gsrv.start()
             try:
                 for name in text_matching:
-                    summary = _drive(gurl + "/v1/embeddings", work[name].requests, _gateway_body, s)
+                    summary = _drive(gurl + "/v1/embeddings", work[name].requests, gateway_body, s)
                     results.add(name, ServedRow("gateway-vllm", summary, gsrv.peak_rss()))
                 if "vllm" in s.targets:
                     results.idle_overhead_vllm = _idle_overhead(s, gurl, vurl, idle_req)
@@ -339,7 +342,7 @@ def _race_ort(s: BenchSettings, work: dict[str, _Workload], onnx: Path, results:
     srv.start()
     try:
         for name in single:
-            summary = _drive(url + "/v1/embeddings", work[name].requests, _gateway_body, s)
+            summary = _drive(url + "/v1/embeddings", work[name].requests, gateway_body, s)
             results.add(name, ServedRow("ort", summary, srv.peak_rss()))
     finally:
         srv.stop()

@@ -249,3 +249,18 @@ def test_verify_cli_takes_int8(original_dir: Path) -> None:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["numerics"] == "int8" and len(out["modes"]["packed"]["per_task"]) == 6
+
+
+def test_cpu_paths_races_onnx_runtime_on_one_task(original_dir: Path, onnx_dir: Path) -> None:
+    from engine_hf.tools import cpu_paths
+
+    out = cpu_paths.measure(str(original_dir), paths=["torch-fp32", "ort-fp32", "ort-int8"], threads=1,
+                            repeats=1, with_gemm=False, batch=2, mixed=3, onnx=onnx_dir)
+    assert out["tasks"].startswith("text-matching")
+    for workload, row in out["paths"]["ort-fp32"].items():
+        assert row["min_cosine_vs_fp32"] >= 0.99999, workload  # ORT on the export computes our fp32 model
+        assert row["tokens_per_second"] > 0
+    int8 = out["paths"]["ort-int8"]
+    assert all(0.99 < r["min_cosine_vs_fp32"] < 1.0 for r in int8.values()), int8
+    with pytest.raises(ValueError, match="--onnx"):
+        cpu_paths.measure(str(original_dir), paths=["ort-fp32"], threads=1, repeats=1, with_gemm=False)

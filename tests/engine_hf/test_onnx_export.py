@@ -31,3 +31,15 @@ def test_ort_on_the_export_equals_our_fp32_engine_for_every_task(original_dir: P
     # the adapters are really selected by task_id: two tasks give different vectors
     a, b = (onnx_export.pooled(session, seqs, i) for i in (0, 4))
     assert not np.allclose(a, b, atol=1e-4)
+
+
+def test_int8_export_is_quantised_runs_and_is_written_once(onnx_dir: Path) -> None:
+    path = onnx_export.quantize_int8(onnx_dir)
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops, ops  # int8 GEMMs, activations quantised per call
+    stamp = path.stat().st_mtime_ns
+    assert onnx_export.quantize_int8(onnx_dir) == path and path.stat().st_mtime_ns == stamp
+    exact = onnx_export.pooled(onnx_export.ort_session(onnx_dir, threads=1), SEQS, 4)
+    int8 = onnx_export.pooled(onnx_export.ort_session(onnx_dir, threads=1, file=onnx_export.INT8_FILE), SEQS, 4)
+    cos = (exact * int8).sum(1) / (np.linalg.norm(exact, axis=1) * np.linalg.norm(int8, axis=1))
+    assert cos.min() > 0.99 and not np.array_equal(exact, int8), cos  # close, and really another computation

@@ -63,9 +63,11 @@ def test_text_matching_vectors_and_token_counts_equal_the_hf_engine(engines: Eng
     hf, vllm = engines.both(EmbedJob(inputs=TEXTS, task=Task.TEXT_MATCHING))
     assert vllm.engine == "vllm" and vllm.vectors.shape == hf.vectors.shape == (len(TEXTS), 64)
     for a, b in zip(hf.vectors, vllm.vectors, strict=True):
-        assert cosine(a, b) >= 0.9999
-    # un-normalised too: vLLM was asked not to normalise, so `normalized: false` means the same on both
-    np.testing.assert_allclose(vllm.vectors, hf.vectors, rtol=1e-4, atol=1e-5)
+        assert cosine(a, b) >= 0.99999
+    # un-normalised too: vLLM was asked not to normalise, so `normalized: false` means the same on both.
+    # Element by element within vLLM's own drift: its fp32 kernels (oneDNN, fused) are not ours, and one
+    # vLLM server of a full suite run gave this batch up to 1.2e-4 away from a fresh one's
+    np.testing.assert_allclose(vllm.vectors, hf.vectors, rtol=1e-3, atol=2e-4)
     # the job went to vLLM as one call: its usage is the batch total
     assert vllm.token_counts == (sum(hf.token_counts),)
     for text in TEXTS:  # and each input's own count is the HF engine's

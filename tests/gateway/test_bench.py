@@ -219,7 +219,7 @@ def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp
     assert {c["name"] for c in data["checks"]} >= {"mixed tasks / single task (gateway-hf)"}
 
 
-def _gateway_body(req: BenchRequest) -> dict[str, object]:
+def gateway_body(req: BenchRequest) -> dict[str, object]:
     return {"input": list(req.texts), "task": req.task}
 
 
@@ -244,9 +244,9 @@ def test_open_loop_keeps_arriving_while_closed_loop_waits_for_answers(mode: str)
         watcher.start()
         url = s.url + "/v1/embeddings"
         if mode == "open":
-            samples, wall = asyncio.run(open_loop(url, reqs, _gateway_body, rate=50, max_seconds=30))
+            samples, wall = asyncio.run(open_loop(url, reqs, gateway_body, rate=50, max_seconds=30))
         else:
-            samples, wall = asyncio.run(closed_loop(url, reqs, _gateway_body, concurrency=2, max_seconds=30))
+            samples, wall = asyncio.run(closed_loop(url, reqs, gateway_body, concurrency=2, max_seconds=30))
         watcher.join()
     assert len(samples) == len(reqs) and all(x.ok for x in samples)
     assert arrived == ([len(reqs)] if mode == "open" else [2])

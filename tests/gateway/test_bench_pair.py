@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.bench.pair import parse_target
+from gateway.bench.pair import on_task, parse_target
+from gateway.bench.workloads import make_workload
 from gateway.bench.servers import gateway_server
 
 
@@ -44,11 +45,11 @@ def test_a_paused_server_answers_nothing_until_it_is_resumed(original_dir: Path,
 def test_two_gateways_race_in_alternating_rounds(original_dir: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir),
            "--a", "gateway-hf:ENGINES__HF__BATCH_GATHER_MS=0", "--b", "gateway-hf",
-           "--requests", "8", "--concurrency", "4", "--rounds", "2", "--out", str(tmp_path)]
+           "--task", "retrieval.query", "--requests", "8", "--concurrency", "4", "--rounds", "2", "--out", str(tmp_path)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     out = json.loads(run.stdout)
-    assert len(out["rounds"]) == 2 and out["workload"] == "facts"
+    assert len(out["rounds"]) == 2 and out["workload"] == "facts" and out["task"] == "retrieval.query"
     for row in out["rounds"]:
         assert row["a"] > 0 and row["b"] > 0 and row["b_over_a"] == pytest.approx(row["b"] / row["a"], abs=2e-3)
     assert min(out["b_over_a_range"]) <= out["b_over_a_median"] <= max(out["b_over_a_range"])
@@ -59,3 +60,22 @@ def test_bad_targets_are_refused_before_anything_starts(original_dir: Path) -> N
     run = subprocess.run([sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir),
                           "--a", "ort", "--b", "gateway-hf"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "unknown target 'ort'" in run.stderr
+
+
+def test_task_puts_every_request_on_one_task_and_keeps_the_texts() -> None:
+    reqs = make_workload("mixed", 10, lambda t: len(t.split()) + 2, seed=0)
+    assert len({r.task for r in reqs}) > 1
+    moved = on_task(reqs, "text-matching")
+    assert {r.task for r in moved} == {"text-matching"}
+    assert [(r.texts, r.tokens) for r in moved] == [(r.texts, r.tokens) for r in reqs]
+
+
+def test_vllm_is_not_raced_on_another_task_without_task(original_dir: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir),
+                          "--a", "vllm", "--b", "gateway-hf", "--workload", "passages"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--task text-matching" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir),
+                          "--a", "vllm", "--b", "gateway-hf", "--task", "retrieval.query"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--task text-matching" in run.stderr
