@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["BatchLimits", "Queued", "next_batch", "GATHER_SHARE", "padded_tokens", "worth_gathering"]
+__all__ = ["GATHER_SHARE", "BatchLimits", "Queued", "next_batch", "padded_tokens", "worth_gathering"]
 
 
 @dataclass(frozen=True, slots=True)

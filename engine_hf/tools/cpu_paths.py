@@ -35,6 +35,7 @@ from engine_hf.checkpoint import describe_checkpoint, resolve_model_dir
 from engine_hf.cpu_kernels import KernelName, detect_cpu, keep_freed_memory, make_kernel
 from engine_hf.layouts import load_weights
 from engine_hf.model import JinaEncoder
+from gateway.contract import Task
 
 __all__ = ["ORT_PATHS", "PATHS", "gemm", "measure"]
 
@@ -113,7 +114,7 @@ def measure(
                 for p in paths if p in PATHS}
     ort_paths = [p for p in paths if p in ORT_PATHS]
     n_tasks = len(info.tasks)
-    one_task = info.tasks.index("text-matching") if ort_paths else None
+    one_task = info.tasks.index(Task.TEXT_MATCHING) if ort_paths else None
     g = torch.Generator().manual_seed(0)
     vocab = min(info.raw_config.get("vocab_size", 8000), 8000)
 
@@ -131,14 +132,12 @@ def measure(
         (p, w): (lambda e=e, s=s, a=adapters[w], k=k: e.pooled_batch(s, a, packed=k))
         for p, e in encoders.items() for w, (s, k) in workloads.items()}
     if ort_paths:
-        from engine_hf.tools.onnx_export import INT8_FILE, ONNX_FILE, ort_session, pooled, quantize_int8
+        from engine_hf.tools.onnx_export import ONNX_FILE, ort_session, pooled, quantize_int8
 
         if onnx is None:
             raise ValueError(f"paths {ort_paths} need an ONNX export of this checkpoint (--onnx DIR)")
         for p in ort_paths:
-            if ORT_PATHS[p]:
-                quantize_int8(onnx)
-            session = ort_session(onnx, threads, INT8_FILE if ORT_PATHS[p] else ONNX_FILE)
+            session = ort_session(onnx, threads, quantize_int8(onnx).name if ORT_PATHS[p] else ONNX_FILE)
             for w, (s, _) in workloads.items():
                 runs[(p, w)] = lambda session=session, s=s: torch.from_numpy(pooled(session, s, one_task))
     print(f"{cpu.summary()}: {len(runs)} runs loaded", file=sys.stderr, flush=True)

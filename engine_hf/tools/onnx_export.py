@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,8 +136,14 @@ def quantize_int8(onnx_dir: Path) -> Path:
     if not out.exists():
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(onnx_dir / ONNX_FILE, out, per_channel=True, weight_type=QuantType.QInt8,
-                         use_external_data_format=True)
+        # minutes at full size: written aside, then moved in (weights first), so an interrupted run
+        # leaves no half-written model to be reused; the model names its weights file relatively
+        with tempfile.TemporaryDirectory(dir=onnx_dir) as tmp:
+            quantize_dynamic(onnx_dir / ONNX_FILE, Path(tmp) / INT8_FILE, per_channel=True,
+                             weight_type=QuantType.QInt8, use_external_data_format=True)
+            written = [f for f in Path(tmp).iterdir() if f.name.startswith(INT8_FILE)]  # model, weights
+            for f in sorted(written, key=lambda f: f.name == INT8_FILE):
+                f.replace(onnx_dir / f.name)
     return out
 
 

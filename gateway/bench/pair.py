@@ -7,7 +7,8 @@ the other's whole process tree is paused (SIGSTOP), so the idle one cannot take 
 
 ``--task`` puts every request on one task (vLLM serves text-matching only; a race on passages
 sends them as text-matching to both). A target is ``vllm`` or ``gateway-hf`` with optional
-settings, ``gateway-hf:KEY=VALUE,...``, where each KEY is an ``EMBED_GATEWAY_...`` variable, e.g. ``gateway-hf:ENGINES__HF__BATCH_GATHER_MS=0``.
+settings, ``gateway-hf:KEY=VALUE,...``, where each KEY is an ``EMBED_GATEWAY_...`` variable, e.g.
+``gateway-hf:ENGINES__HF__BATCH_GATHER_MS=0``.
 """
 
 from __future__ import annotations

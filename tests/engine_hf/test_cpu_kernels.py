@@ -254,8 +254,12 @@ def test_verify_cli_takes_int8(original_dir: Path) -> None:
 def test_cpu_paths_races_onnx_runtime_on_one_task(original_dir: Path, onnx_dir: Path) -> None:
     from engine_hf.tools import cpu_paths
 
-    out = cpu_paths.measure(str(original_dir), paths=["torch-fp32", "ort-fp32", "ort-int8"], threads=1,
-                            repeats=1, with_gemm=False, batch=2, mixed=3, onnx=onnx_dir)
+    threads = torch.get_num_threads()  # measure() sets them process-wide, as its CLI should
+    try:
+        out = cpu_paths.measure(str(original_dir), paths=["torch-fp32", "ort-fp32", "ort-int8"], threads=1,
+                                repeats=1, with_gemm=False, batch=2, mixed=3, onnx=onnx_dir)
+    finally:
+        torch.set_num_threads(threads)
     assert out["tasks"].startswith("text-matching")
     for workload, row in out["paths"]["ort-fp32"].items():
         assert row["min_cosine_vs_fp32"] >= 0.99999, workload  # ORT on the export computes our fp32 model

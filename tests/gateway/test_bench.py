@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bench.loadgen import closed_loop, open_loop
-from gateway.bench.runner import token_counter
 from gateway.bench.checks import Check, evaluate, load_checks
+from gateway.bench.loadgen import closed_loop, open_loop
+from gateway.bench.runner import gateway_body, token_counter
 from gateway.bench.stats import Sample, percentile, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
 from gateway.config import load_settings
@@ -217,10 +217,6 @@ def test_bench_command_runs_end_to_end_on_the_tiny_model(original_dir: Path, tmp
     assert "idle 20-token request p50 / bare forward, alternated" in {c["name"] for c in data["checks"]}
     assert "| gateway-hf |" in (out / "bench.md").read_text() and "engine busy" in (out / "bench.md").read_text()
     assert {c["name"] for c in data["checks"]} >= {"mixed tasks / single task (gateway-hf)"}
-
-
-def gateway_body(req: BenchRequest) -> dict[str, object]:
-    return {"input": list(req.texts), "task": req.task}
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
