@@ -8,13 +8,19 @@ engine can be written, and the gateway can be installed, without either.
 
 from gateway.contract.chunking import ChunkingRule
 from gateway.contract.engine import (
+    DENSE,
+    MULTIVECTOR,
     NULL_OBSERVER,
+    OUTPUTS,
+    SPARSE,
     Engine,
     EngineCapabilities,
     EngineObserver,
     EmbedJob,
     EmbedResult,
     Health,
+    Output,
+    SparseVector,
     Token,
     TokenIds,
     Tokenized,
@@ -36,10 +42,15 @@ from gateway.contract.errors import (
     is_retryable,
 )
 from gateway.contract.retry_after import parse_retry_after
-from gateway.contract.tasks import ROUTE_KEYS, TASKS, Task, parse_task, route_key
+from gateway.contract.tasks import NO_TASK, ROUTE_KEYS, TASKS, Task, parse_task, route_key, task_of_key
 
 __all__ = [
+    "DENSE",
+    "MULTIVECTOR",
+    "NO_TASK",
     "NULL_OBSERVER",
+    "OUTPUTS",
+    "SPARSE",
     "ROUTE_KEYS",
     "TASKS",
     "ChunkingRule",
@@ -56,8 +67,10 @@ __all__ = [
     "Health",
     "InputTooLongError",
     "InvalidRequestError",
+    "Output",
     "PayloadTooLargeError",
     "RetryableError",
+    "SparseVector",
     "Task",
     "Token",
     "TokenIds",
@@ -70,4 +83,5 @@ __all__ = [
     "parse_retry_after",
     "parse_task",
     "route_key",
+    "task_of_key",
 ]

@@ -16,16 +16,21 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.contract.chunking import ChunkingRule
-from gateway.contract.tasks import Task
 
 __all__ = [
+    "DENSE",
+    "MULTIVECTOR",
     "NULL_OBSERVER",
+    "OUTPUTS",
+    "SPARSE",
     "EmbedJob",
     "EmbedResult",
     "Engine",
     "EngineCapabilities",
     "EngineObserver",
     "Health",
+    "Output",
+    "SparseVector",
     "Token",
     "TokenIds",
     "Tokenized",
@@ -35,8 +40,28 @@ __all__ = [
 
 #: An input given as token ids of the model's own tokenizer (content ids, no special tokens).
 TokenIds = tuple[int, ...]
+#: what an engine can compute for an input. ``dense``: one vector (the gateway truncates and
+#: normalises it); ``sparse``: one weight per vocabulary id (BGE-M3's lexical weights, SPLADE);
+#: ``multivector``: one vector per token (ColBERT-style late interaction), final as the engine returns it
+Output = Literal["dense", "sparse", "multivector"]
+DENSE: Output = "dense"
+SPARSE: Output = "sparse"
+MULTIVECTOR: Output = "multivector"
+OUTPUTS: tuple[Output, ...] = (DENSE, SPARSE, MULTIVECTOR)
+
 #: which end of an over-long input ``truncate`` drops: the tail (the reference's) or the head (TEI's ``Left``)
 TruncationDirection = Literal["right", "left"]
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """One input's sparse output: vocabulary ids (ascending, unique) and their weights (> 0)."""
+
+    indices: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float32]
+
+    def as_dict(self) -> dict[int, float]:
+        return {int(i): float(v) for i, v in zip(self.indices, self.values)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +78,8 @@ class EmbedJob:
     """
 
     inputs: Sequence[str | TokenIds]
-    task: Task | None
+    #: the task by the engine's own name (one of its ``capabilities.tasks``); ``None`` = no task
+    task: str | None
     truncate: bool = False
     late_chunking: bool = False
     chunking: ChunkingRule | None = None
@@ -67,10 +93,15 @@ class EmbedJob:
     truncation_direction: TruncationDirection = "right"
     #: also return each input's per-token states (TEI's ``/embed_all``)
     token_embeddings: bool = False
+    #: which outputs to compute (a subset of the engine's ``capabilities.outputs``); ``dense`` is
+    #: always computed (``EmbedResult.vectors``)
+    outputs: frozenset[Output] = frozenset({DENSE})
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ValueError("an EmbedJob needs at least one input")
+        if (self.late_chunking or self.token_embeddings) and self.outputs != {DENSE}:
+            raise ValueError("sparse and multi-vector outputs are for plain jobs only")
         if self.token_embeddings and self.late_chunking:
             raise ValueError("token embeddings and late chunking cannot be asked of one job")
         if self.chunking is not None and (not self.late_chunking or len(self.inputs) != 1):
@@ -95,15 +126,21 @@ class EmbedResult:
     #: ``token_embeddings`` jobs: per input, the fp32 last hidden state of every token ``[n_i, d]``
     #: (``<s>``, the instruction and ``</s>`` included, un-normalised); ``vectors`` are their means
     token_states: tuple[npt.NDArray[np.float32], ...] | None = None
+    #: jobs that asked for ``sparse``: one per input
+    sparse: tuple[SparseVector, ...] | None = None
+    #: jobs that asked for ``multivector``: per input ``[n_i, d]`` fp32 rows, final (the gateway
+    #: does not truncate or normalise them)
+    multivectors: tuple[npt.NDArray[np.float32], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EngineCapabilities:
     """What an engine can do; the router reads this, never the engine's type."""
 
-    #: tasks it serves exactly; ``None`` in the set means "no task" (base weights)
-    tasks: frozenset[Task | None]
-    #: full output dimension (1024 for jina-embeddings-v3)
+    #: tasks it serves exactly, by its model's own names; ``None`` in the set means "no task"
+    #: (base weights, no instruction or prompt)
+    tasks: frozenset[str | None]
+    #: full dense output dimension
     dimensions: int
     #: maximum tokens per input, special and instruction tokens included
     max_input_tokens: int
@@ -129,6 +166,15 @@ class EngineCapabilities:
     max_queued_inputs: int | None = None
     #: threads that tokenise (TEI's ``tokenization_workers``)
     tokenization_workers: int | None = None
+    #: what it can compute per input (see :data:`Output`)
+    outputs: frozenset[Output] = frozenset({DENSE})
+    #: whether a prefix of its dense vector is a valid smaller embedding (Matryoshka training):
+    #: ``dimensions`` below the full width is refused for a model without it
+    matryoshka: bool = True
+    #: vocabulary size (the dimension of ``sparse`` outputs, pgvector's ``sparsevec(n)``)
+    vocab_size: int | None = None
+    #: bytes the loaded weights occupy (host or device memory); None where it cannot tell (remote)
+    resident_bytes: int | None = None
     #: numeric identity: equal for two engines only if they compute the same vectors for the same
     #: job (engine kind, checkpoint revision or content hash, adapters, dtype, device kind, anything
     #: else that moves a bit). The gateway's cache keys entries by it; ``None`` = unknown, never cached.
@@ -193,7 +239,7 @@ class Tokenizer(Protocol):
     """What an engine whose capabilities say ``tokenizer`` also does (TEI's ``/tokenize`` and
     ``/decode``). A separate protocol: most engines need not tokenise for clients."""
 
-    async def tokenize(self, texts: Sequence[str], task: Task | None, *, add_special_tokens: bool) -> list[Tokenized]:
+    async def tokenize(self, texts: Sequence[str], task: str | None, *, add_special_tokens: bool) -> list[Tokenized]:
         """``instruction(task) + text`` tokenised, no length limit. Raises errors of the tree only."""
 
     async def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
