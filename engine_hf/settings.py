@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["HFEngineSettings", "RayAutoscalingSettings", "RaySettings"]
+__all__ = ["HFEngineSettings", "InProcessSettings", "RayAutoscalingSettings", "RaySettings"]
 
 
 class RayAutoscalingSettings(BaseModel):
@@ -77,36 +77,28 @@ class RaySettings(BaseModel):
     start_timeout_s: float = Field(300.0, gt=0)
 
 
-class HFEngineSettings(BaseModel):
-    """Where the model comes from, the device it runs on, and the engine's batching and input limits."""
+class InProcessSettings(BaseModel):
+    """What every in-process kind (jina-v3, sentence-transformers, BGE-M3) takes: where the weights
+    come from, the device and precision, and the shared batching kit's limits. No kind executes
+    code from a checkpoint."""
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
-    #: hub id or local directory, either published layout
-    model: str = "jinaai/jina-embeddings-v3"
+    #: hub id or local directory
+    model: str
     revision: str | None = None
     cache_dir: str | None = None
     #: never touch the network for the model (same as HF_HUB_OFFLINE=1 for this engine)
     local_files_only: bool = False
     device: str = "auto"
     #: auto: bfloat16 on CUDA (float16 without native bf16), float32 (exact) on CPU. int8 (CPU only,
-    #: opt-in, lossy): int8 linear layers, the rest float32; its vectors say ``hf:int8`` (docs/engines.md)
+    #: opt-in, lossy): int8 linear layers, the rest float32; its vectors say ``<engine>:int8`` (docs/engines.md)
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
     #: what runs the linear layers on a CPU: onednn (prepacked oneDNN weights), torch (F.linear: MKL
     #: in fp32), or auto (onednn for fp32 on non-Intel AVX-512 CPUs, else torch). Exact either way.
     cpu_kernels: Literal["auto", "onednn", "torch"] = "auto"
     #: torch intra-op threads on CPU; null = torch's default (all cores)
     threads: int | None = Field(None, ge=1)
-    #: rowwise: base weights + per-row LoRA (mixed-task batches, least memory);
-    #: merged: also keep a pre-merged copy of every adapted weight per task (fastest single-task batches)
-    adapter_mode: Literal["rowwise", "merged"] = "rowwise"
-    #: packed: a batch's sequences in one row, attention per sequence, no padding (best on CPU);
-    #: padded: pad to the longest and mask (best for GPU kernels); auto: packed on CPU, padded on CUDA
-    attention: Literal["auto", "packed", "padded"] = "auto"
-    #: torch.compile the model: off | default | reduce-overhead (CUDA graphs) | max-autotune.
-    #: Pays a compile on start-up and on new shapes; meant for GPUs with padded attention.
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     #: tokens per forward pass (real tokens when packed, padded size when padded);
     #: null = the device's best: 1024 on CPU (bigger passes are slower per token there), 16384 on CUDA
     max_batch_tokens: int | None = Field(None, ge=16)
@@ -118,6 +110,23 @@ class HFEngineSettings(BaseModel):
     #: admission bound: tokens waiting in the queue before new work is refused (429)
     max_queued_tokens: int = Field(262144, ge=16)
     max_input_tokens: int = Field(8192, ge=8)
+
+
+class HFEngineSettings(InProcessSettings):
+    """Where the model comes from, the device it runs on, and the engine's batching and input limits."""
+
+    enabled: bool = True
+    #: hub id or local directory, either published layout
+    model: str = "jinaai/jina-embeddings-v3"
+    #: rowwise: base weights + per-row LoRA (mixed-task batches, least memory);
+    #: merged: also keep a pre-merged copy of every adapted weight per task (fastest single-task batches)
+    adapter_mode: Literal["rowwise", "merged"] = "rowwise"
+    #: packed: a batch's sequences in one row, attention per sequence, no padding (best on CPU);
+    #: padded: pad to the longest and mask (best for GPU kernels); auto: packed on CPU, padded on CUDA
+    attention: Literal["auto", "packed", "padded"] = "auto"
+    #: torch.compile the model: off | default | reduce-overhead (CUDA graphs) | max-autotune.
+    #: Pays a compile on start-up and on new shapes; meant for GPUs with padded attention.
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     #: late chunking: tokens per forward pass for documents longer than one pass; null = max_input_tokens
     late_chunking_window_tokens: int | None = Field(None, ge=8)
     #: late chunking: tokens of left context each window after the first re-reads (their outputs
