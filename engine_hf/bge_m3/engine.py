@@ -69,7 +69,9 @@ class _Seq:
 class BGEM3Engine:
     """In-process BAAI/bge-m3: dense, sparse (lexical weights) and multi-vector (ColBERT) outputs."""
 
-    def __init__(self, settings: BGEM3Settings, *, name: str = "bge-m3", observer: EngineObserver = NULL_OBSERVER) -> None:
+    def __init__(
+        self, settings: BGEM3Settings, *, name: str = "bge-m3", observer: EngineObserver = NULL_OBSERVER
+    ) -> None:
         self.settings = settings
         self._name = name
         self._observer = observer
@@ -177,14 +179,16 @@ class BGEM3Engine:
             [_Seq(e.ids, wants) for e in encoded], [len(e.ids) for e in encoded], deadline=job.deadline
         )
         out = outcome.results
+        sparse = tuple(o.sparse for o in out if o.sparse is not None)
+        multi = tuple(o.multivector for o in out if o.multivector is not None)
         return EmbedResult(
             vectors=np.stack([o.dense for o in out]),
             token_counts=tuple(len(e.ids) for e in encoded),
             engine=self._served_by,
             queue_seconds=outcome.queue_seconds,
             inference_seconds=outcome.inference_seconds,
-            sparse=tuple(o.sparse for o in out if o.sparse is not None) if SPARSE in wants else None,
-            multivectors=tuple(o.multivector for o in out if o.multivector is not None) if MULTIVECTOR in wants else None,
+            sparse=sparse if SPARSE in wants else None,
+            multivectors=multi if MULTIVECTOR in wants else None,
         )
 
     async def check_health(self) -> Health:
@@ -263,7 +267,8 @@ class BGEM3Engine:
 
     def _warm_up(self) -> None:
         assert self.text is not None
-        self._forward([_Seq(self.text.encode(["warm up"], None, truncate=True)[0].ids, frozenset({SPARSE, MULTIVECTOR}))])
+        ids = self.text.encode(["warm up"], None, truncate=True)[0].ids
+        self._forward([_Seq(ids, frozenset({SPARSE, MULTIVECTOR}))])
 
     def _forward(self, seqs: list[_Seq]) -> list[M3Output]:
         model = self.model

@@ -162,7 +162,9 @@ def _head(path: Path, hidden: int, device: torch.device, dtype: torch.dtype) -> 
         layer = nn.Linear(hidden, int(weight.shape[0]), bias="bias" in state)
         layer.load_state_dict(state)
     except Exception as exc:  # torch.load's unpickling errors have no common base; all mean "not a head"
-        raise CheckpointError(f"{path.parent.name}/{path.name} is not a Linear({hidden} -> n) state_dict: {exc}") from exc
+        raise CheckpointError(
+            f"{path.parent.name}/{path.name} is not a Linear({hidden} -> n) state_dict: {exc}"
+        ) from exc
     return layer.to(device=device, dtype=dtype).eval()
 
 

@@ -270,3 +270,32 @@ def test_lexical_weights_rule() -> None:
     sv = lexical_weights(ids, weights, {0, 1, 2, 3})
     assert sv.as_dict() == {5: pytest.approx(0.5), 7: pytest.approx(0.7)}  # specials and zeros gone, max kept
     assert list(sv.indices) == [5, 7]
+
+
+def test_the_package_and_its_settings_import_without_torch() -> None:
+    """The gateway's registry imports the kind to read its settings; torch loads only with an engine."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, engine_hf.bge_m3 as m, engine_hf.bge_m3.settings as s;"
+        "assert s.BGEM3Settings().kind == 'bge-m3' and m.BGEM3Settings is s.BGEM3Settings and callable(m.build);"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported eagerly'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_cpu_kernels_onednn_stays_exact_and_int8_says_so(loop: LoopThread, m3_dir: Path, flag: Any) -> None:
+    """The encoder's linear layers run on the shared CPU kernels: oneDNN keeps fp32 exact; int8 is
+    lossy and is served (and cached) under its own name."""
+    onednn = started(loop, m3_dir, cpu_kernels="onednn")
+    int8 = started(loop, m3_dir, dtype="int8")
+    try:
+        assert_same(embed(loop, onednn, TEXTS[:4], outputs=ALL), reference(flag, TEXTS[:4]))
+        result = embed(loop, int8, TEXTS[:4], outputs=ALL)
+        assert result.engine == "m3:int8"
+        assert int8.capabilities.identity is not None and "|kernels=int8|" in int8.capabilities.identity
+        assert (int8.capabilities.resident_bytes or 0) < (onednn.capabilities.resident_bytes or 0)
+    finally:
+        loop.run(onednn.aclose())
+        loop.run(int8.aclose())
