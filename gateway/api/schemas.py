@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
 from gateway.api.quoting import quote_value
-from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, parse_task
+from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, task_of_key
 from gateway.serving.spec import EMBEDDING_TYPES, EmbeddingSpec, EmbeddingType, OutputFormat
 
 __all__ = [
@@ -62,8 +62,8 @@ InputType = (
     StrictStr | TextInput | list[StrictStr | TextInput] | list[StrictInt] | list[list[StrictInt]]
 )
 EmbeddingTypes = EmbeddingType | list[EmbeddingType]
-#: the task names in the OpenAPI schema (validated by parse_task, whose message names them all)
-_TASK_ENUM: dict[str, Any] = {"enum": [*(t.value for t in Task), "none", None]}
+#: the well-known task names in the OpenAPI schema (a model may declare others: GET /v1/models)
+_TASK_EXAMPLES: dict[str, Any] = {"examples": [*(t.value for t in Task), "none"]}
 
 
 def _unwrap_text(item: Any, where: str) -> Any:
@@ -189,8 +189,9 @@ class EmbeddingRequest(BaseModel):
     user: StrictStr | None = Field(None, description="Accepted for compatibility; not used.")
     task: StrictStr | None = Field(
         None,
-        description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
-        json_schema_extra=_TASK_ENUM,
+        description="The model's task (GET /v1/models lists them); jina-embeddings-v3: retrieval.query | "
+        "retrieval.passage | separation | classification | text-matching | none",
+        json_schema_extra=_TASK_EXAMPLES,
     )
     normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
     truncate: StrictBool = Field(False, description="Drop the tail of over-long inputs instead of a 400.")
@@ -215,11 +216,6 @@ class EmbeddingRequest(BaseModel):
     def _check_input(cls, v: Any) -> Any:
         return _check_text_input(v)
 
-    @field_validator("task")
-    @classmethod
-    def _check_task(cls, v: str | None) -> str | None:
-        parse_task(v)
-        return v
 
     @field_validator("embedding_type", "encoding_type", mode="before")
     @classmethod
@@ -247,7 +243,7 @@ class EmbeddingRequest(BaseModel):
             model=self.model,
             inputs=inputs,
             has_token_ids=ids,
-            task=parse_task(self.task),
+            task=task_of_key(self.task),
             task_given=self.task is not None,
             dimensions=self.dimensions,
             normalized=self.normalized,
@@ -287,8 +283,9 @@ class ChunkEmbeddingRequest(BaseModel):
     model: StrictStr | None = Field(None, description="A model alias (GET /v1/models); it may imply a task.")
     task: StrictStr | None = Field(
         None,
-        description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
-        json_schema_extra=_TASK_ENUM,
+        description="The model's task (GET /v1/models lists them); jina-embeddings-v3: retrieval.query | "
+        "retrieval.passage | separation | classification | text-matching | none",
+        json_schema_extra=_TASK_EXAMPLES,
     )
     dimensions: StrictInt | None = Field(None, ge=1, description="Matryoshka truncation, then normalisation (up to the model's width).")
     normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
@@ -309,11 +306,6 @@ class ChunkEmbeddingRequest(BaseModel):
             raise ValueError("input must contain text")
         return v
 
-    @field_validator("task")
-    @classmethod
-    def _check_task(cls, v: str | None) -> str | None:
-        parse_task(v)
-        return v
 
     @field_validator("embedding_type", mode="before")
     @classmethod
@@ -330,7 +322,7 @@ class ChunkEmbeddingRequest(BaseModel):
             model=self.model,
             inputs=(text,),
             has_token_ids=False,
-            task=parse_task(self.task),
+            task=task_of_key(self.task),
             task_given=self.task is not None,
             dimensions=self.dimensions,
             normalized=self.normalized,
