@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
 from gateway.api.quoting import quote_value
-from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, task_of_key
+from gateway.contract import DENSE, MULTIVECTOR, SPARSE, ChunkingRule, InvalidRequestError, Output, Task, TokenIds, task_of_key
 from gateway.serving.spec import EMBEDDING_TYPES, EmbeddingSpec, EmbeddingType, OutputFormat
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "ChunkEmbeddingResponse",
     "CircuitView",
     "EmbeddingData",
+    "SparseEmbedding",
+    "SparseEmbeddingData",
     "EmbeddingRequest",
     "EmbeddingResponse",
     "EngineInfo",
@@ -210,6 +212,16 @@ class EmbeddingRequest(BaseModel):
         description="The older name of embedding_type (LangChain's and LlamaIndex's Jina clients); binary "
         "types then come back as lists of byte values.",
     )
+    return_sparse: StrictBool = Field(
+        False,
+        description="Also return each input's sparse (lexical) weights as sparse_embedding: {indices: vocabulary "
+        "ids, values: weights}, for models with a sparse output (BGE-M3). The dense embedding stays.",
+    )
+    return_multivector: StrictBool = Field(
+        False,
+        description="Jina: each embedding is the list of the input's token vectors (multi-vector, ColBERT-style), "
+        "for models with a multi-vector output (BGE-M3). Float only.",
+    )
 
     @field_validator("input", mode="before")
     @classmethod
@@ -239,6 +251,18 @@ class EmbeddingRequest(BaseModel):
                 "late_chunking needs text inputs (chunk spans are found from character offsets), not token ids",
                 param="input",
             )
+        output = _output_format(self.model_fields_set, self.encoding_format, self.embedding_type, self.encoding_type)
+        outputs: set[Output] = {DENSE}
+        if self.return_sparse:
+            outputs.add(SPARSE)
+        if self.return_multivector:
+            outputs.add(MULTIVECTOR)
+            if output.types != ("float",) or output.keyed:
+                raise InvalidRequestError("return_multivector returns float vectors only; drop embedding_type / "
+                                          "encoding_format or set them to float", param="return_multivector")
+        if len(outputs) > 1 and self.late_chunking:
+            raise InvalidRequestError("sparse and multi-vector outputs cannot be combined with late_chunking",
+                                      param="late_chunking")
         return EmbeddingSpec(
             model=self.model,
             inputs=inputs,
@@ -248,8 +272,9 @@ class EmbeddingRequest(BaseModel):
             dimensions=self.dimensions,
             normalized=self.normalized,
             truncate=self.truncate,
-            output=_output_format(self.model_fields_set, self.encoding_format, self.embedding_type, self.encoding_type),
+            output=output,
             late_chunking=self.late_chunking,
+            outputs=frozenset(outputs),
         )
 
 
@@ -342,6 +367,19 @@ class EmbeddingData(BaseModel):
     embedding: Embedding
 
 
+class SparseEmbedding(BaseModel):
+    """Sparse weights of one input: vocabulary ids (ascending) and their weights."""
+
+    indices: list[int]
+    values: list[float]
+
+
+class SparseEmbeddingData(EmbeddingData):
+    """An embedding with its sparse weights too (``return_sparse``)."""
+
+    sparse_embedding: SparseEmbedding
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     total_tokens: int
@@ -385,12 +423,24 @@ def _fields(obj: Any) -> Any:
 
 
 class ModelCard(BaseModel):
+    """A name a request may send as ``model``: an alias (a model and task) or a model id."""
+
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "embed-gateway"
     task: str | None = None
     dimensions: int | None = None
+    #: the model it serves (its id)
+    model: str | None = None
+    #: every task the model serves (its own names; "none" = no task)
+    tasks: list[str] | None = None
+    #: the model's full dense width
+    max_dimensions: int | None = None
+    #: whether ``dimensions`` below the full width is allowed (Matryoshka-trained)
+    matryoshka: bool | None = None
+    #: dense, sparse, multivector
+    outputs: list[str] | None = None
 
 
 class ModelList(BaseModel):
