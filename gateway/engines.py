@@ -46,10 +46,30 @@ def _build_vllm(name: str, s: Any, observer: EngineObserver) -> Engine:
     return VLLMEngine(s, name=name, observer=observer)
 
 
+def _in_process(package: str) -> Callable[[str, Any, EngineObserver], Engine]:
+    """The builder of an in-process kind: its package's ``build(settings, *, name, observer)``."""
+
+    def build(name: str, s: Any, observer: EngineObserver) -> Engine:
+        try:
+            module = importlib.import_module(package)
+        except ImportError as exc:  # torch/transformers are the [hf] extra
+            raise RuntimeError(
+                f"engine {name} needs the in-process engines' dependencies: pip install 'embed-gateway[hf]'"
+            ) from exc
+        engine: Engine = module.build(s, name=name, observer=observer)
+        return engine
+
+    return build
+
+
 #: kind -> builder, in the built-in route order: vLLM first where it can serve (for
 #: jina-embeddings-v3 it merges only the text-matching adapter, so its capabilities keep it out of
 #: every other task), then the rest in the order they are configured
-_BUILDERS: dict[str, Callable[[str, Any, EngineObserver], Engine]] = {"vllm": _build_vllm, "hf": _build_hf}
+_BUILDERS: dict[str, Callable[[str, Any, EngineObserver], Engine]] = {
+    "vllm": _build_vllm,
+    "hf": _build_hf,
+    "bge-m3": _in_process("engine_hf.bge_m3"),
+}
 PREFERENCE: tuple[str, ...] = tuple(_BUILDERS)
 
 

@@ -11,16 +11,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from engine_hf.bge_m3.settings import BGEM3Settings
 from engine_hf.settings import HFEngineSettings
 from engine_vllm.settings import VLLMEngineSettings
 
 __all__ = ["KIND_SETTINGS", "engine_kind", "parse_engine"]
 
 #: kind -> the settings model of an engine of that kind. ``hf`` is jina-embeddings-v3 in process
-#: (all five adapters); ``vllm`` a vLLM server.
+#: (all five adapters); ``vllm`` a vLLM server; ``bge-m3`` BGE-M3 in process (dense, sparse, multi-vector).
 KIND_SETTINGS: dict[str, type[BaseModel]] = {
     "hf": HFEngineSettings,
     "vllm": VLLMEngineSettings,
+    "bge-m3": BGEM3Settings,
 }
 
 
