@@ -643,6 +643,9 @@ class ReadyResponse(BaseModel):
     fast_path_lost: list[str] | None = None
     #: tasks no engine can serve now (the reason for a 503 ``not ready``)
     unserved: list[str] | None = None
+    #: per model: ``ready``, ``degraded`` or ``not ready`` (only with several models; the first
+    #: model's tasks are keyed by their name, the others' as ``model/task``)
+    models: dict[str, str] | None = None
 
 
 class PlanError(BaseModel):

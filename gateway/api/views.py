@@ -92,6 +92,8 @@ def ready_view(pool: Pool, snap: Snapshot, *, draining: bool, detail: bool) -> t
         body.tasks = readiness.tasks
         body.fast_path_lost = readiness.fast_path_lost
         body.unserved = readiness.unserved
+        if len(readiness.models) > 1:
+            body.models = readiness.models
     return readiness, body
 
 

@@ -147,3 +147,5 @@ def test_readiness_reports_each_model(client: httpx.Client) -> None:
     assert ready.status_code == 200, ready.text
     body = ready.json()
     assert body["status"] == "ready"
+    assert body["models"] == {"jina-embeddings-v3": "ready", "bge-m3": "ready"}
+    assert body["tasks"]["bge-m3/none"] == ["bge"] and body["tasks"]["text-matching"] == ["hf"]
