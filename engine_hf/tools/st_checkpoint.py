@@ -79,10 +79,8 @@ def _write_tokenizer(shape: StShape, out: Path, seed: int) -> int:
     if shape.tokenizer == "wordpiece":
         from transformers import BertTokenizerFast
 
-        tok = build_wordpiece(shape.tokenizer_vocab, seed=seed)
-        vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-        (out / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
-        BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True).save_pretrained(str(out))
+        vocab = build_wordpiece(shape.tokenizer_vocab, seed=seed).get_vocab()
+        BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=shape.max_seq_length).save_pretrained(str(out))
         return len(vocab)
     uni = build_tokenizer(shape.tokenizer_vocab, seed=seed)
     uni.save(str(out / "tokenizer.json"))
