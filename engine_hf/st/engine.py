@@ -102,7 +102,11 @@ class SentenceTransformersEngine:
 
     @property
     def capabilities(self) -> EngineCapabilities:
-        return self._caps or self._describe()
+        # built once loaded (nothing changes after); before that, once from the files (routes are
+        # checked against it before start) until a load replaces it
+        if self._caps is None:
+            self._caps = self._describe()
+        return self._caps
 
     async def start(self) -> None:
         try:
