@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -120,13 +121,13 @@ def resolve_model_dir(
     revision: str | None = None,
     cache_dir: str | None = None,
     local_files_only: bool = False,
-    allow_patterns: list[str] | None = None,
+    allow_patterns: Sequence[str] | None = None,
 ) -> Path:
     """A local directory for ``model``: the path itself if it exists, else a hub snapshot.
 
     Hub downloads go through ``huggingface_hub`` and honour ``HF_HUB_OFFLINE=1`` (cache only) and
-    ``HF_HOME``; only weights, configs, tokenizer files and adapters are fetched, never code.
-    ``allow_patterns``: the files to fetch (default: jina-embeddings-v3's layouts).
+    ``HF_HOME``; only weights, configs, tokenizer files and adapters are fetched, never code
+    (``allow_patterns``: the files a kind needs, by default jina-embeddings-v3's).
     """
     path = Path(model).expanduser()
     if path.is_dir():
@@ -142,7 +143,7 @@ def resolve_model_dir(
                 revision=revision,
                 cache_dir=cache_dir,
                 local_files_only=local_files_only,
-                allow_patterns=_ALLOW_PATTERNS if allow_patterns is None else allow_patterns,
+                allow_patterns=list(allow_patterns or _ALLOW_PATTERNS),
             )
         )
     except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
