@@ -113,6 +113,8 @@ class UpstreamHTTP:
         return await client.get(path)
 
     async def aclose(self) -> None:
-        for client in (self._client, self._probe_client):
+        """Close both pools; calls after this are "not started" errors, never httpx's RuntimeError."""
+        clients, self._client, self._probe_client = (self._client, self._probe_client), None, None
+        for client in clients:
             if client is not None:
                 await client.aclose()
