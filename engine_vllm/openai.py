@@ -268,10 +268,9 @@ class OpenAIEngine:
 
     async def _embed_many(self, items: Sequence[str], deadline: float | None) -> tuple[npt.NDArray[np.float32], int]:
         """One ``POST /embeddings``: ``[len(items), d]`` vectors and the upstream's token count."""
-        assert self._http is not None
         s = self.settings
         body: dict[str, Any] = {**s.extra_body, "model": s.model, "input": list(items), "encoding_format": s.encoding_format}
-        payload = await self._http.call("POST", "/embeddings", body, deadline)
+        payload = await self._connection().call("POST", "/embeddings", body, deadline)
         try:
             return parse_embeddings(payload, len(items)), _prompt_tokens(payload)
         except MalformedResponse as exc:
@@ -281,8 +280,7 @@ class OpenAIEngine:
 
     async def _check_model(self) -> None:
         """``GET /models``: the key is accepted and the upstream lists the configured model."""
-        assert self._http is not None
-        payload = await self._http.call("GET", "/models", None, None)
+        payload = await self._connection().call("GET", "/models", None, None)
         try:
             served = [m.id for m in parse_models(payload)]
         except MalformedResponse as exc:
@@ -320,6 +318,11 @@ class OpenAIEngine:
                      s.model, dims, "unit-length" if unit else "not normalised")
 
     # ------------------------------------------------------------------ the boundary
+
+    def _connection(self) -> UpstreamHTTP:
+        if self._http is None:
+            raise EngineUnavailableError(f"engine {self._name} is not started", engine=self._name)
+        return self._http
 
     def _status_error(self, response: httpx.Response, what: str) -> EmbedGatewayError:
         """A non-2xx answer: the client's fault (400/413/422) or the engine's (the rest)."""

@@ -422,3 +422,29 @@ def test_upstream_faults_map_to_the_contracts_errors(embeddings: Callable[[dict[
             await eng.aclose()
 
     asyncio.run(go())
+
+
+def test_a_job_before_start_is_unavailable_not_a_crash() -> None:
+    eng = OpenAIEngine(OpenAIUpstreamSettings(url="https://api.example.com/v1", model=MODEL, dimensions=4, normalized=True),
+                       name="early", transport=_mock_upstream(lambda b: httpx.Response(500)))
+    with pytest.raises(EngineUnavailableError, match="engine early is not started"):
+        asyncio.run(eng.embed(EmbedJob(inputs=["a"], task=None)))
+    assert asyncio.run(eng.check_health()).detail == "not started"
+
+
+def test_settings_refuse_what_cannot_work() -> None:
+    from pydantic import ValidationError
+
+    ok = OpenAIUpstreamSettings(url="https://api.example.com/v1/", model=MODEL, api_key_env="MY_KEY")
+    assert ok.kind == "openai" and ok.url == "https://api.example.com/v1"
+    assert isinstance(build(ok, name="x"), Engine)
+    for bad in (
+        {"url": "api.example.com/v1"},                      # no scheme
+        {"extra_body": {"model": "other"}},                 # the engine writes model/input/encoding_format
+        {"api_key": "sk-inline"},                           # keys live in the environment, not the config
+        {"api_key_env": "NOT A NAME"},
+        {"encoding_format": "bytes"},
+        {"tasks": {"": "x"}},
+    ):
+        with pytest.raises(ValidationError):
+            OpenAIUpstreamSettings(**{"url": "https://api.example.com/v1", "model": MODEL, **bad})
