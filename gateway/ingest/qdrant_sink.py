@@ -106,12 +106,18 @@ class QdrantSink:
                 self.client = QdrantClient(location=":memory:")
             else:
                 self.client = QdrantClient(path=location)
-            self.exists = self.client.collection_exists(collection)
-        if not self.exists and not create:
-            raise ValueError(f"Qdrant collection {collection!r} does not exist at {location}; pass --create-collection")
-        self.stored_stamp = self._read_stamp() if self.exists else None
-        if stamp is not None:
-            check_stamp(self._where, self.stored_stamp, stamp)  # before anything is embedded
+        try:
+            with _errors(f"cannot read Qdrant at {location}"):
+                self.exists = self.client.collection_exists(collection)
+            if not self.exists and not create:
+                raise ValueError(
+                    f"Qdrant collection {collection!r} does not exist at {location}; pass --create-collection")
+            self.stored_stamp = self._read_stamp() if self.exists else None
+            if stamp is not None:
+                check_stamp(self._where, self.stored_stamp, stamp)  # before anything is embedded
+        except BaseException:
+            self.client.close()  # a local folder stays locked while its client is open
+            raise
         self.checked_dims: int | None = None
 
     @property

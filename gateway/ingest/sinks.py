@@ -263,9 +263,13 @@ class MilvusSink:
             raise ValueError(f"Milvus collection {collection!r} does not exist at {uri}; pass --create-collection")
         self.checked_dims: int | None = None
         self.stamp = stamp
-        self.stored_stamp = self._read_stamp() if self.exists else None
-        if stamp is not None:
-            check_stamp(self._where, self.stored_stamp, stamp)  # before anything is embedded
+        try:
+            self.stored_stamp = self._read_stamp() if self.exists else None
+            if stamp is not None:
+                check_stamp(self._where, self.stored_stamp, stamp)  # before anything is embedded
+        except BaseException:
+            self.client.close()  # a Lite file stays locked while its client is open
+            raise
 
     @property
     def _where(self) -> str:
