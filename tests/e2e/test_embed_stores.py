@@ -321,6 +321,7 @@ def test_ubinary_round_trip_and_hamming_search(gateway, make_store, store_kind, 
 
         with psycopg.connect(store.where) as conn:
             register_vector(conn)
+            conn.execute("SET hnsw.ef_search = 200")  # the HNSW scan returns at most ef_search rows (default 40)
             got = [(i, int(d)) for i, d in conn.execute(
                 "SELECT id, vector <~> %s AS d FROM bits ORDER BY d LIMIT %s", (Bit(query_bits.astype(bool)), len(docs))
             ).fetchall()]
