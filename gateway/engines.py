@@ -46,8 +46,8 @@ def _build_vllm(name: str, s: Any, observer: EngineObserver) -> Engine:
     return VLLMEngine(s, name=name, observer=observer)
 
 
-def _in_process(package: str) -> Callable[[str, Any, EngineObserver], Engine]:
-    """The builder of an in-process kind: its package's ``build(settings, *, name, observer)``."""
+def _package_builder(package: str) -> Callable[[str, Any, EngineObserver], Engine]:
+    """The builder of a kind whose package has's ``build(settings, *, name, observer)``."""
 
     def build(name: str, s: Any, observer: EngineObserver) -> Engine:
         try:
@@ -68,7 +68,9 @@ def _in_process(package: str) -> Callable[[str, Any, EngineObserver], Engine]:
 _BUILDERS: dict[str, Callable[[str, Any, EngineObserver], Engine]] = {
     "vllm": _build_vllm,
     "hf": _build_hf,
-    "bge-m3": _in_process("engine_hf.bge_m3"),
+    "sentence-transformers": _package_builder("engine_hf.st"),
+    "bge-m3": _package_builder("engine_hf.bge_m3"),
+    "openai": _package_builder("engine_vllm.openai"),
 }
 PREFERENCE: tuple[str, ...] = tuple(_BUILDERS)
 

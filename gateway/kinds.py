@@ -13,16 +13,21 @@ from pydantic import BaseModel
 
 from engine_hf.bge_m3.settings import BGEM3Settings
 from engine_hf.settings import HFEngineSettings
-from engine_vllm.settings import VLLMEngineSettings
+from engine_hf.st.settings import SentenceTransformersSettings
+from engine_vllm.settings import OpenAIUpstreamSettings, VLLMEngineSettings
 
 __all__ = ["KIND_SETTINGS", "engine_kind", "parse_engine"]
 
 #: kind -> the settings model of an engine of that kind. ``hf`` is jina-embeddings-v3 in process
-#: (all five adapters); ``vllm`` a vLLM server; ``bge-m3`` BGE-M3 in process (dense, sparse, multi-vector).
+#: (all five adapters); ``vllm`` a vLLM server; ``sentence-transformers`` any checkpoint in that
+#: format, in process; ``bge-m3`` BGE-M3 in process (dense, sparse, multi-vector); ``openai`` any
+#: OpenAI-compatible embeddings upstream.
 KIND_SETTINGS: dict[str, type[BaseModel]] = {
     "hf": HFEngineSettings,
     "vllm": VLLMEngineSettings,
+    "sentence-transformers": SentenceTransformersSettings,
     "bge-m3": BGEM3Settings,
+    "openai": OpenAIUpstreamSettings,
 }
 
 
