@@ -65,6 +65,8 @@ from gateway.contract import (
     Task,
     TooManyTokensError,
     UnsupportedTaskError,
+    route_key,
+    task_of_key,
 )
 
 if TYPE_CHECKING:
@@ -126,9 +128,17 @@ class VLLMEngine:
         return self._name
 
     @property
+    def _prompts(self) -> dict[str | None, str]:
+        """Task -> the prompt put before each input (``tasks``; jina-v3's text-matching by default)."""
+        tasks = self.settings.tasks
+        if tasks is None:
+            return {Task.TEXT_MATCHING: ""}
+        return {task_of_key(k): v for k, v in tasks.items()}
+
+    @property
     def capabilities(self) -> EngineCapabilities:
         return EngineCapabilities(
-            tasks=frozenset([Task.TEXT_MATCHING]),
+            tasks=frozenset(self._prompts),
             dimensions=self._dimensions or _DEFAULT_DIMENSIONS,
             max_input_tokens=self.settings.max_input_tokens,
             late_chunking=False,
@@ -152,8 +162,9 @@ class VLLMEngine:
             described = "argv=" + "\x1f".join(s.managed.command)
         else:
             return None
+        prompts = "" if s.tasks is None else "|prompts=" + "\x1f".join(f"{k}={v}" for k, v in sorted(s.tasks.items()))
         return "|".join(("engine_vllm", self._served.id, f"max_model_len={self._served.max_model_len}",
-                         f"max_input_tokens={s.max_input_tokens}", described))
+                         f"max_input_tokens={s.max_input_tokens}", described)) + prompts
 
     async def start(self) -> None:
         """Open the connection pool (and the managed process). An unreachable vLLM is not an error
@@ -170,12 +181,15 @@ class VLLMEngine:
                         self._name, self._url, exc.message)
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
-        if job.task != Task.TEXT_MATCHING:
+        prompts = self._prompts
+        if job.task not in prompts:
             what = "no task" if job.task is None else f"task {str(job.task)!r}"
-            raise UnsupportedTaskError(f"engine {self._name} (vLLM) serves only text-matching, not {what}", param="task")
+            served = ", ".join(route_key(t) for t in prompts)
+            raise UnsupportedTaskError(f"engine {self._name} (vLLM) serves only {served}, not {what}", param="task")
         if job.late_chunking:
             raise UnsupportedTaskError("late chunking is not available on the vLLM engine", param="late_chunking")
-        texts = [x for x in job.inputs if isinstance(x, str)]
+        prompt = prompts[job.task]
+        texts = [prompt + x for x in job.inputs if isinstance(x, str)]
         if len(texts) != len(job.inputs):
             raise UnsupportedTaskError("token-id input is not sent to the vLLM engine", param="input")
         limit = self.settings.max_queued_inputs

@@ -70,6 +70,11 @@ class VLLMEngineSettings(BaseModel):
     #: managed server is described by its command line; an external one's vectors are not cached
     #: (the gateway cannot see what it runs). See docs/cache.md.
     cache_identity: str | None = None
+    #: the tasks this server serves, each with the text put in front of every input for it (vLLM
+    #: adds no prompt itself). Null: jina-embeddings-v3's text-matching, no prompt (the one adapter
+    #: vLLM merges). A server of another model serves what its model's routes send it (jina-v5:
+    #: one server per task).
+    tasks: dict[str, str] | None = None
     managed: ManagedVLLMSettings = ManagedVLLMSettings()
 
 

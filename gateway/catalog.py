@@ -32,6 +32,8 @@ LEGACY_MODEL = "jina-embeddings-v3"
 
 #: kinds that run in this process: a model's parity reference defaults to the first of them
 _IN_PROCESS = ("hf", "sentence-transformers", "bge-m3")
+#: kinds with no task vocabulary of their own: without ``tasks`` they serve what their routes send them
+_REMOTE = ("vllm", "openai")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,18 @@ def _first_in_process(engines: Mapping[str, BaseModel]) -> str | None:
     return next((n for n, s in engines.items() if engine_kind(s) in _IN_PROCESS), None)
 
 
+def _with_routed_tasks(engines: Mapping[str, BaseModel], routes: Mapping[str, list[str]]) -> dict[str, BaseModel]:
+    """A remote engine (``vllm``, ``openai``) without ``tasks`` serves the tasks its model's routes
+    name it for, with no prompt (jina-v5's per-task servers); one no route names serves no task."""
+    out: dict[str, BaseModel] = {}
+    for name, s in engines.items():
+        if engine_kind(s) in _REMOTE and not getattr(s, "tasks", None):
+            routed = {key: "" for key, names in routes.items() if name in names}
+            s = s.model_copy(update={"tasks": routed or {"none": ""}})
+        out[name] = s
+    return out
+
+
 def build_catalog(settings: Settings) -> Catalog:
     """The catalog of ``settings``, or ``ValueError`` naming every conflict (an engine or alias name
     used twice, an alias of an unknown model, two default models, a reference that is not the model's)."""
@@ -126,7 +140,7 @@ def build_catalog(settings: Settings) -> Catalog:
             reference = ms.parity.reference or _first_in_process(ms.engines)
             if reference is not None and reference not in ms.engines:
                 problems.append(f"models.{model_id}.parity.reference {reference!r} is not one of its engines")
-            models[model_id] = ModelEntry(model_id, MappingProxyType(dict(ms.engines)),
+            models[model_id] = ModelEntry(model_id, MappingProxyType(_with_routed_tasks(ms.engines, ms.routes)),
                                           MappingProxyType({k: tuple(v) for k, v in ms.routes.items()}),
                                           reference, ms.task)
         if ms is not None:

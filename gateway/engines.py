@@ -46,16 +46,16 @@ def _build_vllm(name: str, s: Any, observer: EngineObserver) -> Engine:
     return VLLMEngine(s, name=name, observer=observer)
 
 
-def _package_builder(package: str) -> Callable[[str, Any, EngineObserver], Engine]:
-    """The builder of a kind whose package has's ``build(settings, *, name, observer)``."""
+def _package_builder(package: str, extra: str | None) -> Callable[[str, Any, EngineObserver], Engine]:
+    """The builder of a kind whose package has ``build(settings, *, name, observer)``; ``extra``:
+    the install extra its dependencies come with (torch and transformers are ``hf``)."""
 
     def build(name: str, s: Any, observer: EngineObserver) -> Engine:
         try:
             module = importlib.import_module(package)
-        except ImportError as exc:  # torch/transformers are the [hf] extra
-            raise RuntimeError(
-                f"engine {name} needs the in-process engines' dependencies: pip install 'embed-gateway[hf]'"
-            ) from exc
+        except ImportError as exc:
+            hint = f": pip install 'embed-gateway[{extra}]'" if extra else ""
+            raise RuntimeError(f"engine {name} ({package}) cannot be loaded: {exc}{hint}") from exc
         engine: Engine = module.build(s, name=name, observer=observer)
         return engine
 
@@ -68,9 +68,9 @@ def _package_builder(package: str) -> Callable[[str, Any, EngineObserver], Engin
 _BUILDERS: dict[str, Callable[[str, Any, EngineObserver], Engine]] = {
     "vllm": _build_vllm,
     "hf": _build_hf,
-    "sentence-transformers": _package_builder("engine_hf.st"),
-    "bge-m3": _package_builder("engine_hf.bge_m3"),
-    "openai": _package_builder("engine_vllm.openai"),
+    "sentence-transformers": _package_builder("engine_hf.st", "hf"),
+    "bge-m3": _package_builder("engine_hf.bge_m3", "hf"),
+    "openai": _package_builder("engine_vllm.openai", None),
 }
 PREFERENCE: tuple[str, ...] = tuple(_BUILDERS)
 
