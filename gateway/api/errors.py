@@ -28,7 +28,8 @@ from gateway.api.disconnect import ClientDisconnected
 from gateway.api.error_parts import error_headers, lookup, note
 from gateway.api.quoting import quote_value
 from gateway.api.schemas import ErrorResponse
-from gateway.api.tei_errors import TEI_PATHS, tei_error
+from gateway.api.policy import Dialect, policy_of
+from gateway.api.tei_errors import tei_error
 from gateway.contract import (
     EmbedGatewayError,
     EngineError,
@@ -126,10 +127,10 @@ def api_error(err: EmbedGatewayError) -> ApiError:
     return ApiError(status, type_, err.message, err.param, err.code, error_headers(err))
 
 
-def error_response(err: EmbedGatewayError, path: str = "") -> JSONResponse:
-    """The response for any error of the tree (handlers and the front door); in TEI's shape on
-    TEI's paths."""
-    if path in TEI_PATHS:
+def error_response(err: EmbedGatewayError, dialect: Dialect = "openai") -> JSONResponse:
+    """The response for any error of the tree (handlers and the front door), in the shape of the
+    route's dialect (TEI's on TEI's routes)."""
+    if dialect == "tei":
         return tei_error(err)
     answer = api_error(err)
     if answer.status >= 500:
@@ -140,7 +141,8 @@ def error_response(err: EmbedGatewayError, path: str = "") -> JSONResponse:
 
 def _gateway_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, EmbedGatewayError)
-    return error_response(err, request.url.path)
+    route = request.scope.get("route")
+    return error_response(err, policy_of(route).dialect if route is not None else "openai")
 
 
 def _validation_message(first: Mapping[str, Any]) -> tuple[str, str | None]:

@@ -8,6 +8,8 @@ keeps (:mod:`gateway.pool.readiness`): answering it never probes an engine.
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,12 +18,21 @@ from gateway import __version__
 from gateway.api.auth import client_allowed
 from gateway.api.cache_view import cache_view
 from gateway.api.errors import openapi_responses
-from gateway.api.schemas import EngineInfo, Info, LimitsInfo, ReadyResponse, TeiEmbeddingModel, TeiModelType
+from gateway.api.schemas import (
+    EngineInfo,
+    Info,
+    LimitsInfo,
+    ModelInfo,
+    ReadyResponse,
+    TeiEmbeddingModel,
+    TeiModelType,
+)
 from gateway.api.views import ready_view
 from gateway.contract import EngineCapabilities, route_key
 from gateway.lifecycle import Gate
 from gateway.obs.context import request_snapshot
-from gateway.pool import Pool
+from gateway.pool import Pool, Snapshot
+from gateway.serving.service import resolve_model
 
 __all__ = ["router"]
 
@@ -62,40 +73,39 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _engine_info(caps: EngineCapabilities) -> EngineInfo:
-    return EngineInfo(
-        tasks=sorted(route_key(t) for t in caps.tasks),
-        dimensions=caps.dimensions,
-        max_input_tokens=caps.max_input_tokens,
-        late_chunking=caps.late_chunking,
-        model=caps.model,
-        revision=caps.revision,
-        dtype=caps.dtype,
-        device=caps.device,
-        numerics=caps.numerics,
-        max_batch_tokens=caps.max_batch_tokens,
-        max_batch_requests=caps.max_batch_requests,
-        max_queued_tokens=caps.max_queued_tokens,
-        max_queued_inputs=caps.max_queued_inputs,
-    )
+def _engine_info(caps: EngineCapabilities, model: str | None = None) -> EngineInfo:
+    """The wire view of an engine's capabilities: every field both have, by name (one function,
+    no field mirrored by hand), the sets as sorted lists."""
+    fields = {k: v for k, v in dataclasses.asdict(caps).items() if k in EngineInfo.model_fields}
+    fields["tasks"] = sorted(route_key(t) for t in caps.tasks)
+    fields["outputs"] = sorted(caps.outputs)
+    return EngineInfo(**fields, served_model=model)
 
 
 @router.get("/info", response_model=Info, summary="What this server runs and accepts (TEI's /info keys and more)",
             responses=openapi_responses())
-async def info(request: Request) -> Info:
+async def info(request: Request, model: str | None = None) -> Info:
+    """The default model's view (what TEI clients read), or ``?model=`` another's; ``models``
+    lists every model with its engines, routes and memory."""
     snap = request_snapshot()
+    return _info(request, snap, resolve_model(snap, model).model, served=model)
+
+
+def _info(request: Request, snap: Snapshot, model: str, served: str | None) -> Info:
     s = snap.settings
-    caps = snap.capabilities()
-    # the model as the parity reference (the exact engine) describes it, else the first engine
-    main_name = next(iter(n for n in (s.parity.reference, *caps) if n in caps))
+    assert snap.catalog is not None
+    caps = snap.capabilities(model)
+    # the model as its parity reference (the exact engine) describes it, else its first engine
+    reference = snap.references.get(model) if snap.references is not None else None
+    main_name = next(iter(n for n in (reference, *caps) if n in caps))
     main = caps[main_name]
     max_input = min(c.max_input_tokens for c in caps.values())
-    default_model = s.api.default_model
+    served_name = served or (snap.catalog.default if model == resolve_model(snap, None).model else model)
     return Info(
-        model_id=main.model or default_model,
+        model_id=main.model or served_name,
         model_sha=main.revision,
         model_dtype=main.dtype or "float32",
-        served_model_name=default_model,
+        served_model_name=served_name,
         model_type=TeiModelType(embedding=TeiEmbeddingModel(pooling="mean")),
         max_concurrent_requests=s.limits.max_concurrent_requests,
         max_input_length=max_input,
@@ -110,8 +120,8 @@ async def info(request: Request) -> Info:
         dimensions=main.dimensions,
         dtype=main.dtype,
         device=main.device,
-        engines={n: _engine_info(c) for n, c in caps.items()},
-        routes=snap.routes,
+        engines={n: _engine_info(c, snap.model_of(n)) for n, c in snap.capabilities().items()},
+        routes=snap.model_routes(model),
         limits=LimitsInfo(
             max_inputs_per_request=s.limits.max_inputs_per_request,
             max_tokens_per_request=s.limits.max_tokens_per_request,
@@ -122,4 +132,13 @@ async def info(request: Request) -> Info:
         ),
         api_keys_required=bool(s.auth.client_keys()),
         cache=cache_view(request.app.state.cache),
+        models={
+            m: ModelInfo(
+                engines=snap.engines_of(m),
+                routes=snap.model_routes(m),
+                reference=snap.references.get(m) if snap.references is not None else None,
+                resident_bytes=sum(c.resident_bytes or 0 for c in snap.capabilities(m).values()),
+            )
+            for m in snap.models
+        },
     )

@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 
 from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
+from gateway.api.policy import route_policy
 from gateway.api.schemas import (
     ChunkData,
     ChunkEmbeddingRequest,
@@ -116,6 +117,7 @@ _WORK_ERRORS = (
     responses=openapi_responses(*_WORK_ERRORS),
     summary="Create embeddings (OpenAI- and Jina-compatible)",
 )
+@route_policy(work=True)
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
     spec = _with_cache_mode(body.to_spec(), request)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
@@ -128,6 +130,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     responses=openapi_responses(*_WORK_ERRORS),
     summary="Cut one long text into chunks and late-chunk them",
 )
+@route_policy(work=True)
 async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
     spec = _with_cache_mode(body.to_spec(), request)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))

@@ -36,6 +36,7 @@ __all__ = [
     "Info",
     "LimitsInfo",
     "ModelCard",
+    "ModelInfo",
     "ModelList",
     "ParityResultView",
     "ParityView",
@@ -481,6 +482,26 @@ class EngineInfo(BaseModel):
     max_batch_requests: int | None = None
     max_queued_tokens: int | None = None
     max_queued_inputs: int | None = None
+    #: dense, sparse, multivector
+    outputs: list[str] = ["dense"]
+    #: whether ``dimensions`` below the full width is allowed (Matryoshka-trained)
+    matryoshka: bool = True
+    #: bytes the loaded weights occupy (null for a remote engine)
+    resident_bytes: int | None = None
+    #: the model it serves
+    served_model: str | None = None
+
+
+class ModelInfo(BaseModel):
+    """One model as ``GET /info`` lists it."""
+
+    engines: list[str]
+    #: its tasks (route key -> engines in order)
+    routes: dict[str, list[str]]
+    #: the engine its others are compared with (null: not compared)
+    reference: str | None
+    #: bytes of the weights its in-process engines hold
+    resident_bytes: int
 
 
 class LimitsInfo(BaseModel):
@@ -563,6 +584,8 @@ class Info(BaseModel):
     engines: dict[str, EngineInfo]
     routes: dict[str, list[str]]
     limits: LimitsInfo
+    #: every model served, with its engines, routes and memory (``GET /models/{model}/info``: one model in TEI's terms)
+    models: dict[str, ModelInfo] | None = None
     api_keys_required: bool
     cache: CacheInfo | None = None
 

@@ -37,6 +37,7 @@ from gateway.api.tei_schemas import (
 )
 from gateway.contract import EmbedGatewayError, Tokenized
 from gateway.obs.context import current_request, request_snapshot
+from gateway.api.policy import route_policy
 from gateway.api.routes import embedding_service
 from gateway.serving.service import EmbedOutcome
 from gateway.serving.tokenizing import TokenService
@@ -46,6 +47,9 @@ __all__ = ["TeiRoute", "render_tokens", "router"]
 
 class TeiRoute(APIRoute):
     """A route whose errors (the tree's, and body validation) come back in TEI's shape."""
+
+    #: read by :func:`gateway.api.policy.policy_of` (the front door answers in this shape too)
+    dialect = "tei"
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -126,6 +130,7 @@ def render_tokens(items: list[Tokenized]) -> bytes:
     responses=_RESPONSES,
     summary="Embed (TEI-compatible): one row per input",
 )
+@route_policy(work=True)
 async def embed(body: TeiEmbedRequest, request: Request) -> Response:
     spec = body.to_spec(auto_truncate=_auto_truncate())
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
@@ -146,6 +151,7 @@ for _path in ("/", "/invocations"):
     responses=_RESPONSES,
     summary="Every token's last hidden state (TEI-compatible; <s>, instruction and </s> included)",
 )
+@route_policy(work=True)
 async def embed_all(body: TeiEmbedAllRequest, request: Request) -> Response:
     spec = body.to_spec(auto_truncate=_auto_truncate())
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
@@ -158,6 +164,7 @@ async def embed_all(body: TeiEmbedAllRequest, request: Request) -> Response:
     responses=_RESPONSES,
     summary="Sparse (lexical) weights per input (TEI-compatible shape), for models with a sparse output",
 )
+@route_policy(work=True)
 async def embed_sparse(body: TeiEmbedSparseRequest, request: Request) -> Response:
     spec = body.to_spec(auto_truncate=_auto_truncate())
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
@@ -173,6 +180,7 @@ async def embed_sparse(body: TeiEmbedSparseRequest, request: Request) -> Respons
     responses=_RESPONSES,
     summary="Tokenise (TEI-compatible): ids, texts and UTF-8 byte offsets",
 )
+@route_policy(engine=True)
 async def tokenize(body: TeiTokenizeRequest, request: Request) -> Response:
     items = await _tokens(request).tokenize(
         body.texts(), body.task(), task_given=body.prompt_name is not None, add_special_tokens=body.add_special_tokens
@@ -186,6 +194,7 @@ async def tokenize(body: TeiTokenizeRequest, request: Request) -> Response:
     responses=_RESPONSES,
     summary="Decode token ids to text (TEI-compatible)",
 )
+@route_policy(engine=True)
 async def decode(body: TeiDecodeRequest, request: Request) -> Response:
     texts = await _tokens(request).decode(body.sequences(), skip_special_tokens=body.skip_special_tokens)
     return Response(_json(texts), media_type="application/json")

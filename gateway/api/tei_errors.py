@@ -5,7 +5,7 @@ long), 400 (``Empty``), 413 (payload too large), 424 (``Backend``), 429 (``Overl
 ``Retry-After``) and 503 (``Unhealthy``). One table maps the gateway's error tree onto those, like
 :data:`gateway.api.errors.ERROR_TABLE` does for OpenAI's shape; the TEI routes render through it
 (:class:`gateway.api.tei.TeiRoute`), and so does the front door for requests it refuses on their
-way to a TEI path (:data:`TEI_PATHS`).
+way to a TEI route (its dialect, :mod:`gateway.api.policy`).
 """
 
 from __future__ import annotations
@@ -37,12 +37,9 @@ from gateway.errors import (
     TooManyRequestsError,
 )
 
-__all__ = ["TEI_ERROR_TABLE", "TEI_PATHS", "tei_error", "tei_validation_error"]
+__all__ = ["TEI_ERROR_TABLE", "tei_error", "tei_validation_error"]
 
 log = logging.getLogger(__name__)
-
-#: the paths that speak TEI's API (and its error shape)
-TEI_PATHS = frozenset({"/embed", "/embed_all", "/embed_sparse", "/tokenize", "/decode", "/", "/invocations"})
 
 #: error class -> (HTTP status, TEI ``error_type``); looked up along the class's MRO.
 TEI_ERROR_TABLE: dict[type[EmbedGatewayError], tuple[int, TeiErrorType]] = {
