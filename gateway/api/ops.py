@@ -91,6 +91,13 @@ async def info(request: Request, model: str | None = None) -> Info:
     return _info(request, snap, resolve_model(snap, model).model, served=model)
 
 
+@router.get("/models/{model}/info", response_model=Info, include_in_schema=False, responses=openapi_responses())
+async def model_info(request: Request, model: str) -> Info:
+    """TEI's ``/info`` for one model (a TEI client whose base URL is ``/models/{model}``)."""
+    snap = request_snapshot()
+    return _info(request, snap, resolve_model(snap, model).model, served=model)
+
+
 def _info(request: Request, snap: Snapshot, model: str, served: str | None) -> Info:
     s = snap.settings
     assert snap.catalog is not None

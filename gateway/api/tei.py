@@ -10,6 +10,7 @@ Errors raised here are rendered in TEI's shape by :class:`TeiRoute`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Coroutine
 from itertools import accumulate
 from typing import Any
@@ -40,6 +41,7 @@ from gateway.obs.context import current_request, request_snapshot
 from gateway.api.policy import route_policy
 from gateway.api.routes import embedding_service
 from gateway.serving.service import EmbedOutcome
+from gateway.serving.spec import EmbeddingSpec
 from gateway.serving.tokenizing import TokenService
 
 __all__ = ["TeiRoute", "render_tokens", "router"]
@@ -91,6 +93,12 @@ def _auto_truncate() -> bool:
     return request_snapshot().settings.api.auto_truncate
 
 
+def _for_model(spec: EmbeddingSpec, model: str | None) -> EmbeddingSpec:
+    """TEI's requests have no model field: the default model, or the one the path
+    (``/models/{model}/embed``) or ``?model=`` names."""
+    return spec if model is None else dataclasses.replace(spec, model=model)
+
+
 def _respond(body: bytes, outcome: EmbedOutcome) -> Response:
     """The body with TEI's headers, of what served it (from the request's context)."""
     ctx = current_request.get()
@@ -131,8 +139,8 @@ def render_tokens(items: list[Tokenized]) -> bytes:
     summary="Embed (TEI-compatible): one row per input",
 )
 @route_policy(work=True)
-async def embed(body: TeiEmbedRequest, request: Request) -> Response:
-    spec = body.to_spec(auto_truncate=_auto_truncate())
+async def embed(body: TeiEmbedRequest, request: Request, model: str | None = None) -> Response:
+    spec = _for_model(body.to_spec(auto_truncate=_auto_truncate()), model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(_json(outcome.vectors), outcome)
 
@@ -152,8 +160,8 @@ for _path in ("/", "/invocations"):
     summary="Every token's last hidden state (TEI-compatible; <s>, instruction and </s> included)",
 )
 @route_policy(work=True)
-async def embed_all(body: TeiEmbedAllRequest, request: Request) -> Response:
-    spec = body.to_spec(auto_truncate=_auto_truncate())
+async def embed_all(body: TeiEmbedAllRequest, request: Request, model: str | None = None) -> Response:
+    spec = _for_model(body.to_spec(auto_truncate=_auto_truncate()), model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(_json(list(outcome.token_states or ())), outcome)
 
@@ -165,8 +173,8 @@ async def embed_all(body: TeiEmbedAllRequest, request: Request) -> Response:
     summary="Sparse (lexical) weights per input (TEI-compatible shape), for models with a sparse output",
 )
 @route_policy(work=True)
-async def embed_sparse(body: TeiEmbedSparseRequest, request: Request) -> Response:
-    spec = body.to_spec(auto_truncate=_auto_truncate())
+async def embed_sparse(body: TeiEmbedSparseRequest, request: Request, model: str | None = None) -> Response:
+    spec = _for_model(body.to_spec(auto_truncate=_auto_truncate()), model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     sparse = outcome.sparse or ()
     return _respond(_json([
@@ -181,9 +189,10 @@ async def embed_sparse(body: TeiEmbedSparseRequest, request: Request) -> Respons
     summary="Tokenise (TEI-compatible): ids, texts and UTF-8 byte offsets",
 )
 @route_policy(engine=True)
-async def tokenize(body: TeiTokenizeRequest, request: Request) -> Response:
+async def tokenize(body: TeiTokenizeRequest, request: Request, model: str | None = None) -> Response:
     items = await _tokens(request).tokenize(
-        body.texts(), body.task(), task_given=body.prompt_name is not None, add_special_tokens=body.add_special_tokens
+        body.texts(), body.task(), task_given=body.prompt_name is not None, add_special_tokens=body.add_special_tokens,
+        model=model,
     )
     return Response(render_tokens(items), media_type="application/json")
 
@@ -195,6 +204,21 @@ async def tokenize(body: TeiTokenizeRequest, request: Request) -> Response:
     summary="Decode token ids to text (TEI-compatible)",
 )
 @route_policy(engine=True)
-async def decode(body: TeiDecodeRequest, request: Request) -> Response:
-    texts = await _tokens(request).decode(body.sequences(), skip_special_tokens=body.skip_special_tokens)
+async def decode(body: TeiDecodeRequest, request: Request, model: str | None = None) -> Response:
+    texts = await _tokens(request).decode(body.sequences(), skip_special_tokens=body.skip_special_tokens, model=model)
     return Response(_json(texts), media_type="application/json")
+
+
+def _add_per_model(r: APIRouter) -> None:
+    """Every TEI route also under ``/models/{model}``: a TEI client reaches any model by its base
+    URL (huggingface_hub's ``InferenceClient(model="http://host:8080/models/bge-m3")`` posts to
+    it, LlamaIndex adds ``/embed``). Kept out of the OpenAPI document (``?model=`` is shown)."""
+    for route in list(r.routes):
+        if isinstance(route, APIRoute) and route.path in ("/embed", "/embed_all", "/embed_sparse", "/tokenize", "/decode"):
+            r.add_api_route(f"/models/{{model}}{route.path}", route.endpoint, methods=sorted(route.methods or ()),
+                            response_model=route.response_model, responses=route.responses, include_in_schema=False)
+    r.add_api_route("/models/{model}", embed, methods=["POST"], response_model=TeiEmbedResponse,
+                    responses=_RESPONSES, include_in_schema=False)
+
+
+_add_per_model(router)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, StrictInt, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.contract import DENSE, SPARSE, TASKS, Output, Task, TokenIds, TruncationDirection
+from gateway.contract import DENSE, SPARSE, TASKS, Output, TokenIds, TruncationDirection, task_of_key
 from gateway.serving.spec import EmbeddingSpec
 
 __all__ = [
@@ -63,16 +63,10 @@ def _check_inputs(v: Any) -> Any:
     return v
 
 
-def _parse_prompt_name(v: str | None) -> Task | None:
-    if v is None:
-        return None
-    try:
-        return Task(v)
-    except ValueError:
-        valid = ", ".join(t.value for t in TASKS)
-        raise ValueError(
-            f"{v!r} is not one of this model's prompts; valid prompt names (the task adapters): {valid}"
-        ) from None
+def _parse_prompt_name(v: str | None) -> str | None:
+    """TEI's ``prompt_name`` is the model's task (its prompt); the service checks it against the
+    model's tasks (a 4xx naming them)."""
+    return task_of_key(v)
 
 
 def _direction(v: str) -> TruncationDirection:
@@ -195,7 +189,7 @@ class TeiTokenizeRequest(_InputsAndPrompt):
     def texts(self) -> list[str]:
         return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
 
-    def task(self) -> Task | None:
+    def task(self) -> str | None:
         return _parse_prompt_name(self.prompt_name)
 
 

@@ -42,12 +42,13 @@ class TokenService:
             yield ctx.snapshot
 
     async def tokenize(
-        self, texts: Sequence[str], task: str | None, *, task_given: bool, add_special_tokens: bool
+        self, texts: Sequence[str], task: str | None, *, task_given: bool, add_special_tokens: bool,
+        model: str | None = None,
     ) -> list[Tokenized]:
-        """``task_given=False``: the default alias's task, as ``/embed`` without ``prompt_name``."""
+        """``task_given=False``: the default alias's (or ``model``'s) task, as ``/embed`` without ``prompt_name``."""
         with self._snapshot() as snap:
             _check_count(snap, len(texts))
-            default = resolve_model(snap, None)
+            default = resolve_model(snap, model)
             if not task_given:
                 task = default.task
             last: RetryableError | None = None
@@ -58,11 +59,11 @@ class TokenService:
                     last = err
             raise last or _none_able(task)
 
-    async def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+    async def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool, model: str | None = None) -> list[str]:
         with self._snapshot() as snap:
             _check_count(snap, len(ids))
             last: RetryableError | None = None
-            for engine in _tokenizers(snap, None, any_task=True, model=resolve_model(snap, None).model):
+            for engine in _tokenizers(snap, None, any_task=True, model=resolve_model(snap, model).model):
                 try:
                     return await engine.decode(ids, skip_special_tokens=skip_special_tokens)
                 except RetryableError as err:
