@@ -189,7 +189,8 @@ def _access_log(scope: Scope, ctx: RequestContext, status: int, seconds: float) 
         "duration_ms": round(seconds * 1000, 2),
     }
     if ctx.model:
-        fields |= {"model": ctx.model, "task": ctx.task, "engine": ctx.engine, "inputs": ctx.inputs}
+        fields |= {"model": ctx.model, "model_id": ctx.model_id, "task": ctx.task, "engine": ctx.engine,
+                   "inputs": ctx.inputs}
     if ctx.tokens:
         fields |= {
             "tokens": ctx.tokens,

@@ -29,8 +29,10 @@ class RequestContext:
     snapshot: Snapshot | None = None
     #: the route template (``/v1/embeddings``), or ``other`` for paths no route matched
     route: str = "other"
-    #: a configured alias (never a client's unknown model name: metric labels stay bounded)
+    #: a configured alias or model id (never a client's unknown model name: metric labels stay bounded)
     model: str = ""
+    #: the model that served it (its id in the catalog), whatever name the request used
+    model_id: str = ""
     #: the route key of the task (``text-matching``, ..., ``none``)
     task: str = ""
     #: the engine that served it (or the last one tried)

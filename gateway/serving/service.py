@@ -195,7 +195,7 @@ class EmbeddingService:
         task = spec.task if spec.task_given else resolved.task
         dimensions = spec.dimensions if spec.dimensions is not None else resolved.dimensions
         key = route_key(task)
-        ctx.model, ctx.task, ctx.inputs = name, key, len(spec.inputs)
+        ctx.model, ctx.model_id, ctx.task, ctx.inputs = name, model, key, len(spec.inputs)
         check_task(snap, model, task)
         if settings.server.log_request_texts:
             ctx.texts = [_loggable(x) for x in spec.inputs]
