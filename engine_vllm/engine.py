@@ -147,7 +147,19 @@ class VLLMEngine:
             model=self._served.id if self._served else self.settings.model,
             max_queued_inputs=self.settings.max_queued_inputs,
             identity=self._identity(),
+            weights=self._weights(),
         )
+
+    def _weights(self) -> str | None:
+        """What the server's weights are, as far as the gateway can tell: the operator's
+        ``cache_identity``, else the served model's name at its URL (a restart with other weights
+        under the same name goes unnoticed: declare ``cache_identity``), and the task prompts."""
+        if self._served is None:
+            return None
+        s = self.settings
+        base = f"declared={s.cache_identity}" if s.cache_identity else f"{self._url}#{self._served.id}"
+        prompts = "" if s.tasks is None else "|prompts=" + "\x1f".join(f"{k}={v}" for k, v in sorted(s.tasks.items()))
+        return base + prompts
 
     def _identity(self) -> str | None:
         """What the server computes with, for the cache's key (``EngineCapabilities.identity``): the

@@ -122,7 +122,16 @@ class OpenAIEngine:
             outputs=frozenset({DENSE}),
             matryoshka=s.matryoshka,
             identity=self._identity(),
+            weights=self._weights(),
         )
+
+    def _weights(self) -> str | None:
+        """The operator's ``cache_identity``, else the model's name at its URL (a remote model can
+        change under the same name: declare ``cache_identity``), with the task prompts and extra body."""
+        s = self.settings
+        shaping = json.dumps({"tasks": s.tasks, "extra_body": s.extra_body}, sort_keys=True, separators=(",", ":"))
+        base = f"declared={s.cache_identity}" if s.cache_identity else f"{s.url}#{s.model}"
+        return f"{base}|{shaping}"
 
     def _identity(self) -> str | None:
         """Only what the operator declares: a remote model can change under the same name."""

@@ -133,7 +133,8 @@ def create_app(
             allow_headers=cors.allow_headers,
             allow_credentials=cors.allow_credentials,
             max_age=cors.max_age,
-            expose_headers=["x-request-id", "x-embed-engine", "x-embed-cache", "x-queue-time", "x-inference-time",
+            expose_headers=["x-request-id", "x-embed-engine", "x-embed-space", "x-embed-cache", "x-queue-time",
+                            "x-inference-time",
                             "retry-after"],
         )
     app.openapi = partial(_openapi, app, settings, routes)  # type: ignore[method-assign]

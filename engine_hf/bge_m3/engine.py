@@ -120,6 +120,7 @@ class BGEM3Engine:
             vocab_size=m.vocab_size if m else None,
             resident_bytes=m.resident_bytes if m else None,
             identity=self._identity(),
+            weights=self._weights_id,
         )
 
     def _max_tokens(self) -> int:

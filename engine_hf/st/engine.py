@@ -213,6 +213,7 @@ class SentenceTransformersEngine:
             vocab_size=pipeline.vocab_size if pipeline else None,
             resident_bytes=pipeline.resident_bytes if pipeline else None,
             identity=self._identity(),
+            weights=self._weights(),
         )
 
     def _layout_before_load(self) -> StLayout | None:
@@ -248,6 +249,14 @@ class SentenceTransformersEngine:
             if isinstance(step, DenseSpec):
                 width = step.out_features
         return layout.truncate_dim or width
+
+    def _weights(self) -> str | None:
+        """The checkpoint and the prompts in force: what the vectors of a task mean."""
+        if self._weights_id is None or self.prompts is None:
+            return None
+        table = json.dumps({"prompts": dict(self.prompts.prompts), "default": self.prompts.default_prompt_name},
+                           sort_keys=True)
+        return f"{self._weights_id}|prompts=sha256:{hashlib.sha256(table.encode()).hexdigest()[:16]}"
 
     def _identity(self) -> str | None:
         """What moves a bit of the vectors: the checkpoint's content (or hub commit), precision and

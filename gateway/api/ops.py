@@ -28,7 +28,7 @@ from gateway.api.schemas import (
     TeiModelType,
 )
 from gateway.api.views import ready_view
-from gateway.contract import EngineCapabilities, route_key
+from gateway.contract import EngineCapabilities, route_key, task_of_key
 from gateway.lifecycle import Gate
 from gateway.obs.context import request_snapshot
 from gateway.pool import Pool, Snapshot
@@ -145,6 +145,10 @@ def _info(request: Request, snap: Snapshot, model: str, served: str | None) -> I
                 routes=snap.model_routes(m),
                 reference=snap.references.get(m) if snap.references is not None else None,
                 resident_bytes=sum(c.resident_bytes or 0 for c in snap.capabilities(m).values()),
+                spaces={
+                    key: request.app.state.pool.supervisor.space(snap, names[0], task_of_key(key), None, True).id
+                    for key, names in snap.model_routes(m).items() if names
+                },
             )
             for m in snap.models
         },

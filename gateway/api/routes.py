@@ -30,7 +30,8 @@ from gateway.contract import EngineOverloadedError, EngineTimeoutError, EngineUn
 from gateway.errors import ModelNotFoundError, ShuttingDownError, TooManyRequestsError
 from gateway.obs.context import current_request, request_snapshot
 from gateway.serving.postprocess import encode_vectors
-from gateway.pool import Snapshot
+from gateway.contract import route_key, task_of_key
+from gateway.pool import Snapshot, Supervisor
 from gateway.serving.service import EmbeddingService, EmbedOutcome, resolve_model
 from gateway.serving.spec import EmbeddingSpec, OutputFormat
 
@@ -80,10 +81,14 @@ def render_chunks(outcome: EmbedOutcome, text: str, output: OutputFormat) -> byt
     ))
 
 
-def _with_cache_mode(spec: EmbeddingSpec, request: Request) -> EmbeddingSpec:
-    """The request's cache opt-out (``x-embed-cache``, ``Cache-Control``) on its spec."""
+def with_request_headers(spec: EmbeddingSpec, request: Request) -> EmbeddingSpec:
+    """The request's headers on its spec: the cache opt-out (``x-embed-cache``, ``Cache-Control``)
+    and the vector space it pins (``x-embed-expect-space``)."""
     mode = cache_mode(request.headers.get("x-embed-cache"), request.headers.get("cache-control"))
-    return spec if mode == spec.cache else dataclasses.replace(spec, cache=mode)
+    expect = request.headers.get("x-embed-expect-space") or None
+    if mode == spec.cache and expect == spec.expect_space:
+        return spec
+    return dataclasses.replace(spec, cache=mode, expect_space=expect)
 
 
 def _respond(body: bytes) -> Response:
@@ -92,6 +97,7 @@ def _respond(body: bytes) -> Response:
     assert ctx is not None
     return Response(body, media_type="application/json", headers={
         "x-embed-engine": ctx.engine,
+        "x-embed-space": ctx.space,
         "x-embed-cache": ctx.cache,
         "x-queue-time": f"{ctx.queue_seconds * 1000:.2f}",
         "x-inference-time": f"{ctx.inference_seconds * 1000:.2f}",
@@ -119,7 +125,7 @@ _WORK_ERRORS = (
 )
 @route_policy(work=True)
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
-    spec = _with_cache_mode(body.to_spec(), request)
+    spec = with_request_headers(body.to_spec(), request)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(render_embeddings(outcome, spec.output))
 
@@ -132,18 +138,29 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
 )
 @route_policy(work=True)
 async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
-    spec = _with_cache_mode(body.to_spec(), request)
+    spec = with_request_headers(body.to_spec(), request)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     text = spec.inputs[0]
     assert isinstance(text, str)
     return _respond(render_chunks(outcome, text, spec.output))
 
 
-def _card(snap: Snapshot, name: str) -> ModelCard:
-    """One name as ``/v1/models`` lists it, with what its model offers (from its engines' capabilities)."""
+def _card(snap: Snapshot, name: str, supervisor: Supervisor) -> ModelCard:
+    """One name as ``/v1/models`` lists it, with what its model offers (from its engines'
+    capabilities) and its vector spaces (from the engine each task goes to first)."""
     resolved = resolve_model(snap, name)
     caps = list(snap.capabilities(resolved.model).values())
-    tasks = [k for k, names in snap.model_routes(resolved.model).items() if names]
+    routes = snap.model_routes(resolved.model)
+    tasks = [k for k, names in routes.items() if names]
+    own_key = route_key(resolved.task)
+    spaces: dict[str, dict[str, str]] = {}
+    for key in tasks:
+        widths = [None, resolved.dimensions] if key == own_key and resolved.dimensions else [None]
+        for dims in widths:
+            space = supervisor.space(snap, routes[key][0], task_of_key(key), dims, True)
+            spaces.setdefault(key, {})[str(space.dimensions)] = space.id
+    own = spaces.get(own_key, {})
+    own_width = resolved.dimensions or max((c.dimensions for c in caps), default=0)
     return ModelCard(
         id=name,
         task=None if resolved.task is None else str(resolved.task),
@@ -153,20 +170,23 @@ def _card(snap: Snapshot, name: str) -> ModelCard:
         max_dimensions=max((c.dimensions for c in caps), default=None),
         matryoshka=all(c.matryoshka for c in caps) if caps else None,
         outputs=sorted({o for c in caps for o in c.outputs}),
+        space=own.get(str(own_width)),
+        spaces=spaces,
     )
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List models and their aliases", responses=openapi_responses())
-async def list_models() -> ModelList:
+async def list_models(request: Request) -> ModelList:
     snap = request_snapshot()
     assert snap.catalog is not None
-    return ModelList(data=[_card(snap, n) for n in snap.catalog.aliases])
+    supervisor = request.app.state.pool.supervisor
+    return ModelList(data=[_card(snap, n, supervisor) for n in snap.catalog.aliases])
 
 
 @router.get("/v1/models/{model}", response_model=ModelCard, responses=openapi_responses(ModelNotFoundError))
-async def get_model(model: str) -> ModelCard:
+async def get_model(model: str, request: Request) -> ModelCard:
     snap = request_snapshot()
-    return _card(snap, resolve_model(snap, model).name)
+    return _card(snap, resolve_model(snap, model).name, request.app.state.pool.supervisor)
 
 
 def _add_unprefixed(r: APIRouter) -> None:

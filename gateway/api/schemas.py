@@ -442,6 +442,12 @@ class ModelCard(BaseModel):
     matryoshka: bool | None = None
     #: dense, sparse, multivector
     outputs: list[str] | None = None
+    #: the vector space of this name's vectors (its task and dimensions, normalised): what
+    #: ``x-embed-space`` says and ``x-embed-expect-space`` pins
+    space: str | None = None
+    #: the model's spaces: task -> dimensions -> space id (normalised vectors; full width, and the
+    #: name's own dimensions)
+    spaces: dict[str, dict[str, str]] | None = None
 
 
 class ModelList(BaseModel):
@@ -502,6 +508,8 @@ class ModelInfo(BaseModel):
     reference: str | None
     #: bytes of the weights its in-process engines hold
     resident_bytes: int
+    #: task -> the vector space of its full-width normalised vectors
+    spaces: dict[str, str] = {}
 
 
 class LimitsInfo(BaseModel):

@@ -39,7 +39,7 @@ from gateway.api.tei_schemas import (
 from gateway.contract import EmbedGatewayError, Tokenized
 from gateway.obs.context import current_request, request_snapshot
 from gateway.api.policy import route_policy
-from gateway.api.routes import embedding_service
+from gateway.api.routes import embedding_service, with_request_headers
 from gateway.serving.service import EmbedOutcome
 from gateway.serving.spec import EmbeddingSpec
 from gateway.serving.tokenizing import TokenService
@@ -99,12 +99,18 @@ def _for_model(spec: EmbeddingSpec, model: str | None) -> EmbeddingSpec:
     return spec if model is None else dataclasses.replace(spec, model=model)
 
 
+def _spec(body: Any, request: Request, model: str | None) -> EmbeddingSpec:
+    """The body's spec, for ``model``, with the request's headers (cache opt-out, pinned space)."""
+    return with_request_headers(_for_model(body.to_spec(auto_truncate=_auto_truncate()), model), request)
+
+
 def _respond(body: bytes, outcome: EmbedOutcome) -> Response:
     """The body with TEI's headers, of what served it (from the request's context)."""
     ctx = current_request.get()
     assert ctx is not None
     return Response(body, media_type="application/json", headers={
         "x-embed-engine": ctx.engine,
+        "x-embed-space": ctx.space,
         "x-compute-tokens": str(sum(outcome.token_counts)),
         "x-queue-time": f"{ctx.queue_seconds * 1000:.2f}",
         "x-inference-time": f"{ctx.inference_seconds * 1000:.2f}",
@@ -140,7 +146,7 @@ def render_tokens(items: list[Tokenized]) -> bytes:
 )
 @route_policy(work=True)
 async def embed(body: TeiEmbedRequest, request: Request, model: str | None = None) -> Response:
-    spec = _for_model(body.to_spec(auto_truncate=_auto_truncate()), model)
+    spec = _spec(body, request, model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(_json(outcome.vectors), outcome)
 
@@ -161,7 +167,7 @@ for _path in ("/", "/invocations"):
 )
 @route_policy(work=True)
 async def embed_all(body: TeiEmbedAllRequest, request: Request, model: str | None = None) -> Response:
-    spec = _for_model(body.to_spec(auto_truncate=_auto_truncate()), model)
+    spec = _spec(body, request, model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(_json(list(outcome.token_states or ())), outcome)
 
@@ -174,7 +180,7 @@ async def embed_all(body: TeiEmbedAllRequest, request: Request, model: str | Non
 )
 @route_policy(work=True)
 async def embed_sparse(body: TeiEmbedSparseRequest, request: Request, model: str | None = None) -> Response:
-    spec = _for_model(body.to_spec(auto_truncate=_auto_truncate()), model)
+    spec = _spec(body, request, model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     sparse = outcome.sparse or ()
     return _respond(_json([

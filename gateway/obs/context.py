@@ -42,6 +42,8 @@ class RequestContext:
     queue_seconds: float = 0.0
     inference_seconds: float = 0.0
     fallbacks: int = 0
+    #: the vector space of its vectors (``x-embed-space``)
+    space: str = ""
     #: where its vectors came from (``x-embed-cache``: memory, redis, miss, partial, off)
     cache: str = ""
     #: the error code of a failed request (``overloaded``, ``timeout``, ...)

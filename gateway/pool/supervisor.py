@@ -42,6 +42,7 @@ from gateway.pool.breaker import BreakerSnapshot, CircuitBreaker
 from gateway.pool.parity import PROBES, ParityGuard, ParityResult, ParityStatus, status_on_swap
 from gateway.pool.readiness import Availability, Readiness, assess, availability
 from gateway.pool.snapshot import Member, Snapshot
+from gateway.pool.spaces import Space, space_of
 from gateway.pool.state import EngineState
 from gateway.pool.routing import plan
 
@@ -152,6 +153,18 @@ class Supervisor:
             quarantined={n for n, s in states.items() if s.held_back},
             circuit_open={n for n, s in states.items() if s.breaker.is_open},
         )
+
+    def space(self, snap: Snapshot, name: str, task: str | None, dimensions: int | None, normalized: bool) -> Space:
+        """The vector space engine ``name`` serves ``task`` in: its model reference's when the parity
+        guard cleared it on that task (or it is the reference), else its own."""
+        member = snap.members[name]
+        ref = snap.reference_of(name)
+        state = self.state(member)
+        cleared = ref is not None and ref in snap.members and (
+            ref == name or (state.parity is ParityStatus.PASSED and task in member.parity_tasks)
+        )
+        basis, label = (snap.members[ref].capabilities, ref) if cleared and ref is not None else (member.capabilities, name)
+        return space_of(basis, label, task, dimensions, normalized)
 
     @contextmanager
     def serving(self, member: Member) -> Iterator[None]:

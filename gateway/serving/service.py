@@ -38,7 +38,7 @@ from gateway.contract import (
     TokenIds,
     route_key,
 )
-from gateway.errors import ModelNotFoundError
+from gateway.errors import ModelNotFoundError, SpaceMismatchError
 from gateway.obs.context import RequestContext, current_request
 from gateway.obs.metrics import GatewayMetrics
 from gateway.pool import Member, Pool, Snapshot
@@ -225,6 +225,10 @@ class EmbeddingService:
         caps = [snap.members[n].capabilities for n in order]
         check_dimensions(dimensions, max(c.dimensions for c in caps), matryoshka=all(c.matryoshka for c in caps),
                          model=model)
+        spaces = {n: supervisor.space(snap, n, task, dimensions, spec.normalized).id for n in order}
+        if spec.expect_space is not None:
+            order = _in_space(order, spaces, spec.expect_space, model)
+        ctx.space = spaces[order[0]]
 
         job = EmbedJob(
             inputs=spec.inputs,
@@ -247,7 +251,8 @@ class EmbeddingService:
         if (cache is None or not cache.enabled or spec.cache == "off" or identity is None or spec.token_embeddings
                 or spec.outputs != {DENSE}):
             ctx.cache = "off"
-            result, _ = await self._serve(snap, order, job, key, ctx)
+            result, served_by = await self._serve(snap, order, job, key, ctx)
+            ctx.space = spaces[served_by]
             vectors, token_counts, spans, token_states = (
                 result.vectors, result.token_counts, result.spans, result.token_states
             )
@@ -261,6 +266,8 @@ class EmbeddingService:
             )
             ctx.cache = served.source
             vectors, token_counts, spans = served.vectors, served.token_counts, served.spans
+            if served.engine is not None:
+                ctx.space = spaces.get(served.engine, ctx.space)
             if served.engine is None:  # every vector from the cache: name the engine they are keyed by
                 ctx.engine, ctx.fallbacks, ctx.queue_seconds, ctx.inference_seconds = order[0], 0, 0.0, 0.0
             # the request's own size for its access line (engine metrics counted only what engines ran)
@@ -279,6 +286,7 @@ class EmbeddingService:
     async def _compute(self, snap: Snapshot, order: list[str], job: EmbedJob, key: str, ctx: RequestContext) -> Computed:
         result, member = await self._serve(snap, order, job, key, ctx)
         return Computed(result, member, snap.members[member].capabilities.identity)
+
 
     async def _serve(
         self, snap: Snapshot, order: list[str], job: EmbedJob, key: str, ctx: RequestContext
@@ -331,6 +339,20 @@ class EmbeddingService:
             with attempt:
                 return await self._once(member, job)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def _in_space(order: list[str], spaces: dict[str, str], expected: str, model: str) -> list[str]:
+    """The engines of ``order`` whose vectors are in the ``expected`` space; a 409 naming both when
+    none is (a reload changed the weights, only an engine outside parity is left, ...)."""
+    able = [n for n in order if spaces[n] == expected]
+    if not able:
+        raise SpaceMismatchError(
+            f"the request expects vector space {expected!r} (x-embed-expect-space) but model {model!r} would "
+            f"serve it in space {spaces[order[0]]!r}; vectors of two spaces must not be mixed: re-embed into a "
+            "new collection, or pin the new space",
+            param="x-embed-expect-space",
+        )
+    return able
 
 
 def _loggable(item: str | TokenIds) -> str:

@@ -55,3 +55,5 @@ class EmbeddingSpec:
     cache: CacheMode = "use"
     #: what to compute per input: dense always; ``sparse`` and ``multivector`` where the model has them
     outputs: frozenset[Output] = frozenset({DENSE})
+    #: the vector space the client expects (``x-embed-expect-space``): served only there, else a 409
+    expect_space: str | None = None
