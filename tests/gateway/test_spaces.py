@@ -103,3 +103,23 @@ def test_a_pinned_request_gets_409_after_a_reload_that_changed_the_weights(
     after = _embed(s).headers["x-embed-space"]
     assert after != before and after in stale.json()["error"]["message"]
     assert _embed(s, expect=after).status_code == 200
+
+
+def test_our_client_pins_the_space_it_first_saw(server: tuple[LiveServer, Path], other_weights: Path) -> None:
+    from gateway.client.http import GatewayClient, GatewayRequestError
+
+    s, config = server
+    client = GatewayClient(s.url)
+    try:
+        first = client.embed(["dark roast"], model=None, task="retrieval.passage", dimensions=32)
+        assert first.space and client.spaces == {(None, "retrieval.passage", 32, True): first.space}
+        assert client.embed(["more"], model=None, task="retrieval.passage", dimensions=32).space == first.space
+        _config(config, other_weights)
+        assert httpx.post(s.url + "/admin/reload", headers=ADMIN, timeout=120).status_code == 200
+        with pytest.raises(GatewayRequestError) as refused:
+            client.embed(["after the reload"], model=None, task="retrieval.passage", dimensions=32)
+        assert refused.value.status == 409 and refused.value.code == "space_mismatch"
+        # another (task, dimensions) was never pinned: it is served, and pinned from now on
+        assert client.embed(["x"], model=None, task="retrieval.query", dimensions=32).space
+    finally:
+        client.close()
