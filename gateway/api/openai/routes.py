@@ -1,83 +1,41 @@
-"""Routes: validate -> service -> render. No policy here."""
+"""The OpenAI/Jina dialect's routes: validate -> service -> render. No policy here.
+
+``POST /v1/embeddings`` (OpenAI's and Jina's fields in one body), ``POST /v1/chunk-embeddings``
+and ``GET /v1/models``; every ``/v1`` route also without the prefix. Errors are rendered in
+OpenAI's shape plus Jina's ``detail`` by the app's handlers (:mod:`gateway.api.errors`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
 from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
-from gateway.api.policy import route_policy
-from gateway.api.schemas import (
-    ChunkData,
+from gateway.api.openai.protocol import (
     ChunkEmbeddingRequest,
     ChunkEmbeddingResponse,
-    EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
     ModelCard,
     ModelList,
-    SparseEmbedding,
-    SparseEmbeddingData,
-    Usage,
-    dump_json,
 )
+from gateway.api.openai.render import model_card, render_chunks, render_embeddings
+from gateway.api.policy import route_policy
+from gateway.api.services import embedding_service
 from gateway.cache import cache_mode
 from gateway.contract import EngineOverloadedError, EngineTimeoutError, EngineUnavailableError, PayloadTooLargeError
 from gateway.errors import ModelNotFoundError, ShuttingDownError, TooManyRequestsError
 from gateway.obs.context import current_request, request_snapshot
-from gateway.serving.postprocess import encode_vectors
 from gateway.pool import Snapshot
-from gateway.serving.service import EmbeddingService, EmbedOutcome, resolve_model
-from gateway.serving.spec import EmbeddingSpec, OutputFormat
+from gateway.serving.service import resolve_model
+from gateway.serving.spec import EmbeddingSpec
 
 __all__ = ["router"]
 
 router = APIRouter()
-
-
-def embedding_service(request: Request) -> EmbeddingService:
-    service: EmbeddingService = request.app.state.service
-    return service
-
-
-def _usage(outcome: EmbedOutcome) -> Usage:
-    tokens = sum(outcome.token_counts)
-    return Usage.model_construct(prompt_tokens=tokens, total_tokens=tokens)
-
-
-def render_embeddings(outcome: EmbedOutcome, output: OutputFormat) -> bytes:
-    items: list[Any] = (
-        [list(m) for m in outcome.multivectors] if outcome.multivectors is not None
-        else encode_vectors(outcome.vectors, output)
-    )
-    if outcome.sparse is not None:
-        data: list[EmbeddingData] = [
-            SparseEmbeddingData.model_construct(
-                index=i, embedding=e,
-                sparse_embedding=SparseEmbedding.model_construct(indices=sp.indices.tolist(), values=sp.values.tolist()),
-            )
-            for i, (e, sp) in enumerate(zip(items, outcome.sparse, strict=True))
-        ]
-    else:
-        data = [EmbeddingData.model_construct(index=i, embedding=e) for i, e in enumerate(items)]
-    return dump_json(EmbeddingResponse.model_construct(data=data, model=outcome.model, usage=_usage(outcome)))
-
-
-def render_chunks(outcome: EmbedOutcome, text: str, output: OutputFormat) -> bytes:
-    items = encode_vectors(outcome.vectors, output)
-    spans = outcome.spans or ()
-    return dump_json(ChunkEmbeddingResponse.model_construct(
-        data=[
-            ChunkData.model_construct(index=i, text=text[a:b], start=a, end=b, embedding=e)
-            for i, ((a, b), e) in enumerate(zip(spans, items, strict=True))
-        ],
-        model=outcome.model,
-        usage=_usage(outcome),
-    ))
 
 
 def _with_cache_mode(spec: EmbeddingSpec, request: Request) -> EmbeddingSpec:
@@ -140,20 +98,10 @@ async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request)
 
 
 def _card(snap: Snapshot, name: str) -> ModelCard:
-    """One name as ``/v1/models`` lists it, with what its model offers (from its engines' capabilities)."""
+    """One name as ``/v1/models`` lists it, with what its model offers (its engines' capabilities)."""
     resolved = resolve_model(snap, name)
-    caps = list(snap.capabilities(resolved.model).values())
     tasks = [k for k, names in snap.model_routes(resolved.model).items() if names]
-    return ModelCard(
-        id=name,
-        task=None if resolved.task is None else str(resolved.task),
-        dimensions=resolved.dimensions,
-        model=resolved.model,
-        tasks=tasks,
-        max_dimensions=max((c.dimensions for c in caps), default=None),
-        matryoshka=all(c.matryoshka for c in caps) if caps else None,
-        outputs=sorted({o for c in caps for o in c.outputs}),
-    )
+    return model_card(resolved, list(snap.capabilities(resolved.model).values()), tasks)
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List models and their aliases", responses=openapi_responses())
