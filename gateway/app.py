@@ -25,13 +25,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from gateway import __version__
-from gateway.api.admin import router as admin_router
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import FrontDoor
-from gateway.api.ops import router as ops_router
-from gateway.api.routes import router
-from gateway.api.tei import router as tei_router
+from gateway.api.openai.routes import router
+from gateway.api.ops.admin import router as admin_router
+from gateway.api.ops.routes import router as ops_router
 from gateway.api.policy import RouteMap
+from gateway.api.tei.routes import router as tei_router
 from gateway.cache import CacheStore
 from gateway.config import Settings
 from gateway.contract import Engine

@@ -76,7 +76,7 @@ def next_check(
 
 @dataclass(frozen=True, slots=True)
 class EngineReport:
-    """One engine as ``/admin/engines`` shows it (rendered by :mod:`gateway.api.views`): the recorded
+    """One engine as ``/admin/engines`` shows it (rendered by :mod:`gateway.api.ops.views`): the recorded
     state (what ``/ready`` says) and a live health check (``healthy``, ``health_detail``, ``info``)."""
 
     ready: bool

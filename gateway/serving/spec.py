@@ -1,8 +1,9 @@
 """A request in internal terms: what to embed and how the result goes on the wire.
 
-Why its own module: the wire schemas (:mod:`gateway.api.schemas`) convert *into* these types at
-the route, and the service and post-processing work *from* them, so neither the service nor the
-encoder imports the wire module (arrows point one way: api -> serving).
+Why its own module: every dialect's wire schemas (:mod:`gateway.api.openai.protocol`,
+:mod:`gateway.api.tei.protocol`) convert *into* these types at the route, and the service and
+post-processing work *from* them, so neither the service nor the encoder imports a wire module
+(arrows point one way: api -> serving).
 """
 
 from __future__ import annotations

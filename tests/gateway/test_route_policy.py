@@ -7,10 +7,10 @@ import inspect
 
 from fastapi.routing import APIRoute
 
-from gateway.api.ops import router as ops_router
+from gateway.api.openai.routes import router as openai_router
+from gateway.api.ops.routes import router as ops_router
 from gateway.api.policy import RouteMap, policy_of
-from gateway.api.routes import router as openai_router
-from gateway.api.tei import router as tei_router
+from gateway.api.tei.routes import router as tei_router
 
 ROUTES = [r for rt in (openai_router, ops_router, tei_router) for r in rt.routes if isinstance(r, APIRoute)]
 

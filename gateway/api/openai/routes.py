@@ -1,94 +1,48 @@
-"""Routes: validate -> service -> render. No policy here."""
+"""The OpenAI/Jina dialect's routes: validate -> service -> render. No policy here.
+
+``POST /v1/embeddings`` (OpenAI's and Jina's fields in one body), ``POST /v1/chunk-embeddings``
+and ``GET /v1/models``; every ``/v1`` route also without the prefix. Errors are rendered in
+OpenAI's shape plus Jina's ``detail`` by the app's handlers (:mod:`gateway.api.errors`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
 from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
-from gateway.api.policy import route_policy
-from gateway.api.schemas import (
-    ChunkData,
+from gateway.api.openai.protocol import (
     ChunkEmbeddingRequest,
     ChunkEmbeddingResponse,
-    EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
     ModelCard,
     ModelList,
-    SparseEmbedding,
-    SparseEmbeddingData,
-    Usage,
-    dump_json,
 )
+from gateway.api.openai.render import model_card, render_chunks, render_embeddings
+from gateway.api.policy import route_policy
+from gateway.api.services import embedding_service, with_request_headers
 from gateway.cache import cache_mode
-from gateway.contract import EngineOverloadedError, EngineTimeoutError, EngineUnavailableError, PayloadTooLargeError
+from gateway.contract import (
+    EngineOverloadedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    PayloadTooLargeError,
+    route_key,
+    task_of_key,
+)
 from gateway.errors import ModelNotFoundError, ShuttingDownError, TooManyRequestsError
 from gateway.obs.context import current_request, request_snapshot
-from gateway.serving.postprocess import encode_vectors
-from gateway.contract import route_key, task_of_key
 from gateway.pool import Snapshot, Supervisor
-from gateway.serving.service import EmbeddingService, EmbedOutcome, resolve_model
-from gateway.serving.spec import EmbeddingSpec, OutputFormat
+from gateway.serving.service import resolve_model
+from gateway.serving.spec import EmbeddingSpec
 
 __all__ = ["router"]
 
 router = APIRouter()
-
-
-def embedding_service(request: Request) -> EmbeddingService:
-    service: EmbeddingService = request.app.state.service
-    return service
-
-
-def _usage(outcome: EmbedOutcome) -> Usage:
-    tokens = sum(outcome.token_counts)
-    return Usage.model_construct(prompt_tokens=tokens, total_tokens=tokens)
-
-
-def render_embeddings(outcome: EmbedOutcome, output: OutputFormat) -> bytes:
-    items: list[Any] = (
-        [list(m) for m in outcome.multivectors] if outcome.multivectors is not None
-        else encode_vectors(outcome.vectors, output)
-    )
-    if outcome.sparse is not None:
-        data: list[EmbeddingData] = [
-            SparseEmbeddingData.model_construct(
-                index=i, embedding=e,
-                sparse_embedding=SparseEmbedding.model_construct(indices=sp.indices.tolist(), values=sp.values.tolist()),
-            )
-            for i, (e, sp) in enumerate(zip(items, outcome.sparse, strict=True))
-        ]
-    else:
-        data = [EmbeddingData.model_construct(index=i, embedding=e) for i, e in enumerate(items)]
-    return dump_json(EmbeddingResponse.model_construct(data=data, model=outcome.model, usage=_usage(outcome)))
-
-
-def render_chunks(outcome: EmbedOutcome, text: str, output: OutputFormat) -> bytes:
-    items = encode_vectors(outcome.vectors, output)
-    spans = outcome.spans or ()
-    return dump_json(ChunkEmbeddingResponse.model_construct(
-        data=[
-            ChunkData.model_construct(index=i, text=text[a:b], start=a, end=b, embedding=e)
-            for i, ((a, b), e) in enumerate(zip(spans, items, strict=True))
-        ],
-        model=outcome.model,
-        usage=_usage(outcome),
-    ))
-
-
-def with_request_headers(spec: EmbeddingSpec, request: Request) -> EmbeddingSpec:
-    """The request's headers on its spec: the cache opt-out (``x-embed-cache``, ``Cache-Control``)
-    and the vector space it pins (``x-embed-expect-space``)."""
-    mode = cache_mode(request.headers.get("x-embed-cache"), request.headers.get("cache-control"))
-    expect = request.headers.get("x-embed-expect-space") or None
-    if mode == spec.cache and expect == spec.expect_space:
-        return spec
-    return dataclasses.replace(spec, cache=mode, expect_space=expect)
 
 
 def _respond(body: bytes) -> Response:
@@ -146,10 +100,9 @@ async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request)
 
 
 def _card(snap: Snapshot, name: str, supervisor: Supervisor) -> ModelCard:
-    """One name as ``/v1/models`` lists it, with what its model offers (from its engines'
-    capabilities) and its vector spaces (from the engine each task goes to first)."""
+    """One name as ``/v1/models`` lists it, with what its model offers (its engines' capabilities)
+    and its vector spaces (of the engine each task goes to first)."""
     resolved = resolve_model(snap, name)
-    caps = list(snap.capabilities(resolved.model).values())
     routes = snap.model_routes(resolved.model)
     tasks = [k for k, names in routes.items() if names]
     own_key = route_key(resolved.task)
@@ -159,20 +112,7 @@ def _card(snap: Snapshot, name: str, supervisor: Supervisor) -> ModelCard:
         for dims in widths:
             space = supervisor.space(snap, routes[key][0], task_of_key(key), dims, True)
             spaces.setdefault(key, {})[str(space.dimensions)] = space.id
-    own = spaces.get(own_key, {})
-    own_width = resolved.dimensions or max((c.dimensions for c in caps), default=0)
-    return ModelCard(
-        id=name,
-        task=None if resolved.task is None else str(resolved.task),
-        dimensions=resolved.dimensions,
-        model=resolved.model,
-        tasks=tasks,
-        max_dimensions=max((c.dimensions for c in caps), default=None),
-        matryoshka=all(c.matryoshka for c in caps) if caps else None,
-        outputs=sorted({o for c in caps for o in c.outputs}),
-        space=own.get(str(own_width)),
-        spaces=spaces,
-    )
+    return model_card(resolved, list(snap.capabilities(resolved.model).values()), tasks, spaces)
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List models and their aliases", responses=openapi_responses())

@@ -3,9 +3,9 @@
 TEI answers ``{"error": "...", "error_type": "Validation"}`` with 422 (validation, tokenizer, too
 long), 400 (``Empty``), 413 (payload too large), 424 (``Backend``), 429 (``Overloaded``, with
 ``Retry-After``) and 503 (``Unhealthy``). One table maps the gateway's error tree onto those, like
-:data:`gateway.api.errors.ERROR_TABLE` does for OpenAI's shape; the TEI routes render through it
-(:class:`gateway.api.tei.TeiRoute`), and so does the front door for requests it refuses on their
-way to a TEI route (its dialect, :mod:`gateway.api.policy`).
+:data:`gateway.api.errors.ERROR_TABLE` does for OpenAI's shape; the TEI routes render through
+it (:class:`gateway.api.tei.routes.TeiRoute`), and so does the front door for requests it
+refuses on their way to a TEI route (its dialect, :mod:`gateway.api.policy`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from gateway.api.error_parts import error_headers, lookup, note
-from gateway.api.tei_schemas import EMPTY, TeiErrorType
+from gateway.api.tei.protocol import EMPTY, TeiErrorType
 from gateway.contract import (
     EmbedGatewayError,
     EngineError,

@@ -1,9 +1,9 @@
-"""Wire schemas of Text Embeddings Inference's API (TEI 1.9: router/src/http/types.rs), apart.
+"""Wire schemas of Text Embeddings Inference's API (TEI 1.9: router/src/http/types.rs).
 
-A sibling of :mod:`gateway.api.schemas` rather than a part of it: TEI is a third API with its own
-names (``inputs``, ``normalize``, ``prompt_name``), defaults (``truncate`` from the server's
-``api.auto_truncate``) and error body, and keeping it here keeps both modules small. As there,
-requests turn themselves into internal specs at the boundary and nothing further sees them.
+A dialect of its own beside OpenAI's and Jina's (:mod:`gateway.api.openai.protocol`): TEI has its
+own names (``inputs``, ``normalize``, ``prompt_name``), defaults (``truncate`` from the server's
+``api.auto_truncate``) and error body. As there, requests turn themselves into internal specs at
+the boundary and nothing further sees them.
 
 TEI's semantics kept: unknown fields are ignored (TEI's serde structs accept them), a single input
 comes back as one row, and an empty input of any kind is TEI's ``Empty`` error (400), told apart

@@ -5,25 +5,26 @@ Users arriving from TEI (which cannot load jina-embeddings-v3) keep their client
 ``TextEmbeddingsInference`` to ``/embed``. Vectors come from the same :class:`EmbeddingService`
 and post-processing as ``/v1/embeddings``, so they are identical for the same input and task.
 Errors raised here are rendered in TEI's shape by :class:`TeiRoute`
-(:mod:`gateway.api.tei_errors`), never in OpenAI's.
+(:mod:`gateway.api.tei.errors`), never in OpenAI's. Every route is also served under
+``/models/{model}``, a TEI client's base URL for one model of several.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Coroutine
-from itertools import accumulate
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from gateway.api.disconnect import cancel_on_disconnect
-from gateway.api.tei_errors import TEI_ERROR_TABLE, tei_error, tei_validation_error
-from gateway.api.tei_schemas import (
+from gateway.api.policy import route_policy
+from gateway.api.services import embedding_service, token_service, with_request_headers
+from gateway.api.tei.errors import TEI_ERROR_TABLE, tei_error, tei_validation_error
+from gateway.api.tei.protocol import (
     TeiDecodeRequest,
     TeiDecodeResponse,
     TeiEmbedAllRequest,
@@ -36,15 +37,13 @@ from gateway.api.tei_schemas import (
     TeiTokenizeRequest,
     TeiTokenizeResponse,
 )
-from gateway.contract import EmbedGatewayError, Tokenized
+from gateway.api.tei.render import json_body, render_sparse, render_tokens
+from gateway.contract import EmbedGatewayError
 from gateway.obs.context import current_request, request_snapshot
-from gateway.api.policy import route_policy
-from gateway.api.routes import embedding_service, with_request_headers
 from gateway.serving.service import EmbedOutcome
 from gateway.serving.spec import EmbeddingSpec
-from gateway.serving.tokenizing import TokenService
 
-__all__ = ["TeiRoute", "render_tokens", "router"]
+__all__ = ["TeiRoute", "router"]
 
 
 class TeiRoute(APIRoute):
@@ -84,11 +83,6 @@ def _responses() -> dict[int | str, dict[str, Any]]:
 _RESPONSES = _responses()
 
 
-def _tokens(request: Request) -> TokenService:
-    tokens: TokenService = request.app.state.tokens
-    return tokens
-
-
 def _auto_truncate() -> bool:
     return request_snapshot().settings.api.auto_truncate
 
@@ -118,26 +112,6 @@ def _respond(body: bytes, outcome: EmbedOutcome) -> Response:
     })
 
 
-def _json(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def render_tokens(items: list[Tokenized]) -> bytes:
-    """TEI's ``/tokenize`` body: offsets as UTF-8 BYTE offsets into the tokenised string (TEI is
-    Rust: its offsets are bytes), ``text`` the token's source text, special tokens without offsets."""
-    out = []
-    for item in items:
-        byte_at = [0, *accumulate(len(ch.encode("utf-8")) for ch in item.text)]
-        out.append([
-            {"id": t.id, "text": t.piece, "special": True, "start": None, "stop": None}
-            if t.special or t.start is None or t.stop is None
-            else {"id": t.id, "text": item.text[t.start : t.stop], "special": False,
-                  "start": byte_at[t.start], "stop": byte_at[t.stop]}
-            for t in item.tokens
-        ])
-    return _json(out)
-
-
 @router.post(
     "/embed",
     response_model=TeiEmbedResponse,
@@ -148,7 +122,7 @@ def render_tokens(items: list[Tokenized]) -> bytes:
 async def embed(body: TeiEmbedRequest, request: Request, model: str | None = None) -> Response:
     spec = _spec(body, request, model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
-    return _respond(_json(outcome.vectors), outcome)
+    return _respond(json_body(outcome.vectors), outcome)
 
 
 # huggingface_hub's InferenceClient (and LangChain on it) posts to the URL it is given; SageMaker-style
@@ -169,7 +143,7 @@ for _path in ("/", "/invocations"):
 async def embed_all(body: TeiEmbedAllRequest, request: Request, model: str | None = None) -> Response:
     spec = _spec(body, request, model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
-    return _respond(_json(list(outcome.token_states or ())), outcome)
+    return _respond(json_body(list(outcome.token_states or ())), outcome)
 
 
 @router.post(
@@ -182,10 +156,7 @@ async def embed_all(body: TeiEmbedAllRequest, request: Request, model: str | Non
 async def embed_sparse(body: TeiEmbedSparseRequest, request: Request, model: str | None = None) -> Response:
     spec = _spec(body, request, model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
-    sparse = outcome.sparse or ()
-    return _respond(_json([
-        [{"index": int(i), "value": float(v)} for i, v in zip(sp.indices, sp.values)] for sp in sparse
-    ]), outcome)
+    return _respond(render_sparse(outcome.sparse or ()), outcome)
 
 
 @router.post(
@@ -196,7 +167,7 @@ async def embed_sparse(body: TeiEmbedSparseRequest, request: Request, model: str
 )
 @route_policy(engine=True)
 async def tokenize(body: TeiTokenizeRequest, request: Request, model: str | None = None) -> Response:
-    items = await _tokens(request).tokenize(
+    items = await token_service(request).tokenize(
         body.texts(), body.task(), task_given=body.prompt_name is not None, add_special_tokens=body.add_special_tokens,
         model=model,
     )
@@ -211,8 +182,8 @@ async def tokenize(body: TeiTokenizeRequest, request: Request, model: str | None
 )
 @route_policy(engine=True)
 async def decode(body: TeiDecodeRequest, request: Request, model: str | None = None) -> Response:
-    texts = await _tokens(request).decode(body.sequences(), skip_special_tokens=body.skip_special_tokens, model=model)
-    return Response(_json(texts), media_type="application/json")
+    texts = await token_service(request).decode(body.sequences(), skip_special_tokens=body.skip_special_tokens, model=model)
+    return Response(json_body(texts), media_type="application/json")
 
 
 def _add_per_model(r: APIRouter) -> None:

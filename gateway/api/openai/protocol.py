@@ -1,14 +1,18 @@
-"""Wire schemas: the OpenAI embeddings API plus this model's extensions, in one module.
+"""The OpenAI embeddings API and Jina's, as one wire dialect: ``POST /v1/embeddings`` takes both
+APIs' fields in one body, ``POST /v1/chunk-embeddings`` is Jina's segmenter and late chunking in
+one call, ``GET /v1/models`` lists the names a request may send.
 
-Request bodies convert themselves into internal specs at the boundary (:meth:`to_spec`); no
-pydantic wire object travels further than the route.
+Why one module for both APIs: Jina's embeddings API is OpenAI's plus fields (``task``,
+``late_chunking``, ``embedding_type``, ...), and their clients send them to the same path. Request
+bodies convert themselves into internal specs at the boundary (:meth:`EmbeddingRequest.to_spec`);
+no pydantic wire object travels further than the route. The response types are filled by
+:mod:`gateway.api.openai.render`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
 from gateway.api.quoting import quote_value
@@ -16,41 +20,20 @@ from gateway.contract import DENSE, MULTIVECTOR, SPARSE, ChunkingRule, InvalidRe
 from gateway.serving.spec import EMBEDDING_TYPES, EmbeddingSpec, EmbeddingType, OutputFormat
 
 __all__ = [
-    "CacheFlushResponse",
-    "CacheInfo",
-    "CacheTierInfo",
     "ChunkData",
     "ChunkEmbeddingRequest",
     "ChunkEmbeddingResponse",
-    "CircuitView",
     "EmbeddingData",
-    "SparseEmbedding",
-    "SparseEmbeddingData",
     "EmbeddingRequest",
     "EmbeddingResponse",
-    "EngineInfo",
-    "EngineStatus",
-    "EnginesView",
-    "ErrorBody",
-    "ErrorResponse",
-    "Info",
-    "LimitsInfo",
     "ModelCard",
-    "ModelInfo",
     "ModelList",
-    "ParityResultView",
-    "ParityView",
-    "PlanError",
-    "ReadyEngine",
-    "ReadyResponse",
-    "ReloadResponse",
     "SentenceChunking",
-    "TeiEmbeddingModel",
-    "TeiModelType",
+    "SparseEmbedding",
+    "SparseEmbeddingData",
     "TextInput",
     "TokenChunking",
     "Usage",
-    "dump_json",
 ]
 
 
@@ -410,19 +393,6 @@ class ChunkEmbeddingResponse(BaseModel):
     usage: Usage
 
 
-def dump_json(model: BaseModel) -> bytes:
-    """A response model as JSON bytes, fast: the model is built unvalidated (``model_construct``)
-    by the route, numpy rows are written by orjson exactly as float32, and the shape is the
-    model's own (its fields in order), so the documented schema is the rendered one."""
-    return orjson.dumps(model, default=_fields, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _fields(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
-        return obj.__dict__
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
 class ModelCard(BaseModel):
     """A name a request may send as ``model``: an alias (a model and task) or a model id."""
 
@@ -453,246 +423,3 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """Every error body: OpenAI's ``error`` object and Jina's ``detail`` (the same message), so that
-    the OpenAI SDK and Jina's clients (LangChain's ``JinaEmbeddings``, LlamaIndex's ``JinaEmbedding``)
-    each find the message where they look for it."""
-
-    error: ErrorBody = Field(description="OpenAI's error object.")
-    detail: str = Field(description="error.message again, where Jina's API puts it.")
-
-
-class EngineInfo(BaseModel):
-    """One engine as ``GET /info`` shows it (what it runs and its own limits)."""
-
-    tasks: list[str]
-    dimensions: int
-    max_input_tokens: int
-    late_chunking: bool
-    model: str | None = None
-    revision: str | None = None
-    dtype: str | None = None
-    device: str | None = None
-    #: fp32-exact | bf16 | fp16 | int8: vectors of different numerics are not interchangeable
-    numerics: str | None = None
-    max_batch_tokens: int | None = None
-    max_batch_requests: int | None = None
-    max_queued_tokens: int | None = None
-    max_queued_inputs: int | None = None
-    #: dense, sparse, multivector
-    outputs: list[str] = ["dense"]
-    #: whether ``dimensions`` below the full width is allowed (Matryoshka-trained)
-    matryoshka: bool = True
-    #: bytes the loaded weights occupy (null for a remote engine)
-    resident_bytes: int | None = None
-    #: the model it serves
-    served_model: str | None = None
-
-
-class ModelInfo(BaseModel):
-    """One model as ``GET /info`` lists it."""
-
-    engines: list[str]
-    #: its tasks (route key -> engines in order)
-    routes: dict[str, list[str]]
-    #: the engine its others are compared with (null: not compared)
-    reference: str | None
-    #: bytes of the weights its in-process engines hold
-    resident_bytes: int
-    #: task -> the vector space of its full-width normalised vectors
-    spaces: dict[str, str] = {}
-
-
-class LimitsInfo(BaseModel):
-    max_inputs_per_request: int
-    max_tokens_per_request: int | None
-    max_input_tokens: int
-    max_body_bytes: int
-    max_concurrent_requests: int
-    request_timeout: float | None
-
-
-class CacheTierInfo(BaseModel):
-    hits: int
-    misses: int
-    hit_rate: float | None
-
-
-class CacheInfo(BaseModel):
-    """The embedding cache's configuration and state (docs/cache.md)."""
-
-    enabled: bool
-    #: memory tier: its bound (0 = off), bytes and entries held, evictions
-    memory_bytes: int
-    memory_used_bytes: int
-    memory_entries: int
-    evictions: int
-    #: shared tier: its URL (password hidden), entry TTL in seconds, whether its last call worked
-    redis_url: str | None
-    redis_up: bool | None
-    redis_errors: int
-    ttl: int | None
-    lookups: int
-    hit_rate: float | None
-    coalesced: int
-    tiers: dict[str, CacheTierInfo]
-
-
-class CacheFlushResponse(BaseModel):
-    status: Literal["flushed"] = "flushed"
-    #: entries dropped from this process's memory tier, keys deleted on Redis
-    memory: int
-    redis: int
-
-
-class TeiEmbeddingModel(BaseModel):
-    pooling: str
-
-
-class TeiModelType(BaseModel):
-    embedding: TeiEmbeddingModel
-
-
-class Info(BaseModel):
-    """``GET /info``: TEI's keys (router/src/lib.rs ``Info``, so TEI tooling reads it) and the
-    gateway's own: what this server runs and what it accepts."""
-
-    # TEI's keys
-    model_id: str
-    model_sha: str | None
-    model_dtype: str
-    served_model_name: str
-    model_type: TeiModelType
-    max_concurrent_requests: int
-    max_input_length: int
-    max_batch_tokens: int
-    max_batch_requests: int | None
-    max_client_batch_size: int
-    auto_truncate: bool
-    tokenization_workers: int
-    sha: str | None = None
-    docker_label: str | None = None
-    # TEI's and the gateway's: the gateway's version
-    version: str
-    # the gateway's own
-    model: str | None
-    revision: str | None
-    dimensions: int
-    dtype: str | None
-    device: str | None
-    engines: dict[str, EngineInfo]
-    routes: dict[str, list[str]]
-    limits: LimitsInfo
-    #: every model served, with its engines, routes and memory (``GET /models/{model}/info``: one model in TEI's terms)
-    models: dict[str, ModelInfo] | None = None
-    api_keys_required: bool
-    cache: CacheInfo | None = None
-
-
-# ---------------------------------------------------------------------- /ready and /admin
-
-
-class CircuitView(BaseModel):
-    state: Literal["closed", "open"]
-    consecutive_failures: int
-    times_opened: int
-    open_for_s: float
-    last_reason: str
-
-
-class ParityResultView(BaseModel):
-    ok: bool
-    task: str | None
-    mean_cosine: float
-    min_cosine: float
-    norm_deviation: float
-    detail: str
-    #: wall-clock seconds (``time.time()``)
-    checked_at: float
-
-
-class ParityView(BaseModel):
-    """The parity guard's view of one engine: its status and the last check per task."""
-
-    status: Literal["not_required", "pending", "passed", "failed"]
-    results: dict[str, ParityResultView]
-
-
-class EngineStatus(BaseModel):
-    """One engine as ``GET /admin/engines`` shows it: the recorded state (``ready``, ``reason``,
-    ``detail``: what ``GET /ready`` says) and a live health check (``healthy``, ``health_detail``,
-    ``info``), which is shown but changes nothing."""
-
-    ready: bool
-    #: why it is out (``start_failed``, ``parity_failed``, ``parity_pending``, ``circuit_open``,
-    #: ``unhealthy``); null while it serves
-    reason: str | None
-    detail: str
-    healthy: bool
-    health_detail: str
-    tasks: list[str]
-    routes: list[str]
-    circuit: CircuitView
-    parity: ParityView
-    in_flight: int
-    #: what the engine reports about itself (present when it reports anything)
-    info: dict[str, Any] | None = None
-
-
-class ReadyEngine(BaseModel):
-    """One engine in ``GET /ready``: able to serve now, or out and why."""
-
-    ready: bool
-    #: why it is out (``start_failed``, ``parity_failed``, ``parity_pending``, ``circuit_open``,
-    #: ``unhealthy``); null while it serves
-    reason: str | None
-    detail: str
-    circuit: Literal["closed", "open"]
-    parity: ParityView
-
-
-class ReadyResponse(BaseModel):
-    """``GET /ready``: 200 ``ready`` or ``degraded``, 503 ``not ready`` or ``shutting down``. A caller
-    without a valid key (when keys are configured) gets ``status`` only."""
-
-    status: Literal["ready", "degraded", "not ready", "shutting down"]
-    engines: dict[str, ReadyEngine] | None = None
-    #: engines that cannot serve now
-    not_ready: list[str] | None = None
-    #: every task the configuration serves -> the engines able to serve it now, in route order
-    tasks: dict[str, list[str]] | None = None
-    #: tasks served, but not by the first engine of their route (their fast engine is out)
-    fast_path_lost: list[str] | None = None
-    #: tasks no engine can serve now (the reason for a 503 ``not ready``)
-    unserved: list[str] | None = None
-    #: per model: ``ready``, ``degraded`` or ``not ready`` (only with several models; the first
-    #: model's tasks are keyed by their name, the others' as ``model/task``)
-    models: dict[str, str] | None = None
-
-
-class PlanError(BaseModel):
-    error: str
-
-
-class EnginesView(BaseModel):
-    """``GET /admin/engines``: routes, what each task is served by right now, every engine live."""
-
-    generation: int
-    routes: dict[str, list[str]]
-    serving_now: dict[str, list[str] | PlanError]
-    engines: dict[str, EngineStatus]
-
-
-class ReloadResponse(BaseModel):
-    status: Literal["reloaded"] = "reloaded"
-    generation: int
-    routes: dict[str, list[str]]
