@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, StrictInt, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.contract import DENSE, SPARSE, TASKS, Output, TokenIds, TruncationDirection, task_of_key
+from gateway.contract import DENSE, NO_TASK, SPARSE, TASKS, Output, TokenIds, TruncationDirection, task_of_key
 from gateway.serving.spec import EmbeddingSpec
 
 __all__ = [
@@ -45,7 +45,7 @@ TeiErrorType = Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Toke
 TokenId = Annotated[StrictInt, Field(ge=0)]
 #: one text, one token-id list, or a batch of either (TEI's ``Input``)
 TeiInput = Annotated[StrictStr, Field(min_length=1)] | list[TokenId] | list[Annotated[StrictStr, Field(min_length=1)] | list[TokenId]]
-_PROMPT_NAMES: dict[str, Any] = {"enum": [t.value for t in TASKS]}
+_PROMPT_NAMES: dict[str, Any] = {"examples": [t.value for t in TASKS]}
 
 
 def _empty(what: str) -> PydanticCustomError:
@@ -65,7 +65,9 @@ def _check_inputs(v: Any) -> Any:
 
 def _parse_prompt_name(v: str | None) -> str | None:
     """TEI's ``prompt_name`` is the model's task (its prompt); the service checks it against the
-    model's tasks (a 4xx naming them)."""
+    model's tasks (a 4xx naming them). No prompt is no ``prompt_name``, not a name."""
+    if v == NO_TASK:
+        raise ValueError(f"{v!r} is not a prompt name; leave prompt_name out to embed without a prompt")
     return task_of_key(v)
 
 
