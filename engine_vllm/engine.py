@@ -36,8 +36,9 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from engine_vllm.errors import RefusedInput, from_response, from_transport
+from engine_vllm.errors import RefusedInput
 from engine_vllm.managed import VLLMProcess
+from engine_vllm.upstream import UpstreamHTTP
 from engine_vllm.wire import (
     MalformedResponse,
     ServedModel,
@@ -64,6 +65,8 @@ from gateway.contract import (
     Task,
     TooManyTokensError,
     UnsupportedTaskError,
+    route_key,
+    task_of_key,
 )
 
 if TYPE_CHECKING:
@@ -104,11 +107,13 @@ class VLLMEngine:
         self._observer = observer
         #: inputs sent (or about to be sent) to vLLM and not answered yet
         self._queued_inputs = 0
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        #: health probes only (never queued behind embedding calls)
-        self._probe_client: httpx.AsyncClient | None = None
         self._url = settings.url.rstrip("/")
+        self._http = UpstreamHTTP(
+            self._url, engine=name, peer="vLLM",
+            headers={"authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else None,
+            connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+            health_timeout=settings.health_timeout, max_connections=settings.max_connections, transport=transport,
+        )
         self._served: ServedModel | None = None
         self._dimensions: int | None = None
         self._discover_lock: asyncio.Lock | None = None
@@ -123,9 +128,17 @@ class VLLMEngine:
         return self._name
 
     @property
+    def _prompts(self) -> dict[str | None, str]:
+        """Task -> the prompt put before each input (``tasks``; jina-v3's text-matching by default)."""
+        tasks = self.settings.tasks
+        if tasks is None:
+            return {Task.TEXT_MATCHING: ""}
+        return {task_of_key(k): v for k, v in tasks.items()}
+
+    @property
     def capabilities(self) -> EngineCapabilities:
         return EngineCapabilities(
-            tasks=frozenset([Task.TEXT_MATCHING]),
+            tasks=frozenset(self._prompts),
             dimensions=self._dimensions or _DEFAULT_DIMENSIONS,
             max_input_tokens=self.settings.max_input_tokens,
             late_chunking=False,
@@ -149,28 +162,14 @@ class VLLMEngine:
             described = "argv=" + "\x1f".join(s.managed.command)
         else:
             return None
+        prompts = "" if s.tasks is None else "|prompts=" + "\x1f".join(f"{k}={v}" for k, v in sorted(s.tasks.items()))
         return "|".join(("engine_vllm", self._served.id, f"max_model_len={self._served.max_model_len}",
-                         f"max_input_tokens={s.max_input_tokens}", described))
+                         f"max_input_tokens={s.max_input_tokens}", described)) + prompts
 
     async def start(self) -> None:
         """Open the connection pool (and the managed process). An unreachable vLLM is not an error
         here: the gateway keeps it out of the route until a probe succeeds."""
-        s = self.settings
-        headers = {"authorization": f"Bearer {s.api_key.get_secret_value()}"} if s.api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self._url,
-            headers=headers,
-            timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout, pool=s.read_timeout),
-            limits=httpx.Limits(max_connections=s.max_connections, max_keepalive_connections=s.max_connections),
-            transport=self._transport,
-        )
-        self._probe_client = httpx.AsyncClient(
-            base_url=self._url,
-            headers=headers,
-            timeout=httpx.Timeout(s.health_timeout, connect=min(s.connect_timeout, s.health_timeout)),
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-            transport=self._transport,
-        )
+        self._http.open()
         self._discover_lock = asyncio.Lock()
         if self.process is not None:
             await self.process.start()
@@ -182,12 +181,15 @@ class VLLMEngine:
                         self._name, self._url, exc.message)
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
-        if job.task is not Task.TEXT_MATCHING:
-            what = "no task" if job.task is None else f"task {job.task.value!r}"
-            raise UnsupportedTaskError(f"engine {self._name} (vLLM) serves only text-matching, not {what}", param="task")
+        prompts = self._prompts
+        if job.task not in prompts:
+            what = "no task" if job.task is None else f"task {str(job.task)!r}"
+            served = ", ".join(route_key(t) for t in prompts)
+            raise UnsupportedTaskError(f"engine {self._name} (vLLM) serves only {served}, not {what}", param="task")
         if job.late_chunking:
             raise UnsupportedTaskError("late chunking is not available on the vLLM engine", param="late_chunking")
-        texts = [x for x in job.inputs if isinstance(x, str)]
+        prompt = prompts[job.task]
+        texts = [prompt + x for x in job.inputs if isinstance(x, str)]
         if len(texts) != len(job.inputs):
             raise UnsupportedTaskError("token-id input is not sent to the vLLM engine", param="input")
         limit = self.settings.max_queued_inputs
@@ -272,10 +274,10 @@ class VLLMEngine:
         extra["queued_inputs"] = self._queued_inputs
         if self.process is not None:
             extra["process"] = self.process.describe()
-        if self._probe_client is None:
+        if not self._http.is_open:
             return Health(False, "not started", extra)
         try:
-            response = await self._probe_client.get("/health")
+            response = await self._http.probe("/health")
         except httpx.TransportError as exc:
             state = f" (managed process {self.process.state.value})" if self.process is not None else ""
             return Health(False, f"vLLM at {self._url} unreachable: {type(exc).__name__}{state}", extra)
@@ -289,9 +291,7 @@ class VLLMEngine:
         return Health(True, "ok", extra)
 
     async def aclose(self) -> None:
-        for client in (self._client, self._probe_client):
-            if client is not None:
-                await client.aclose()
+        await self._http.aclose()
         if self.process is not None:
             await self.process.stop()
 
@@ -331,7 +331,7 @@ class VLLMEngine:
         if wanted is None:
             if len(models) != 1:
                 raise EngineUnavailableError(
-                    f"engine {self._name}: vLLM serves several models ({names}); set engines.vllm.model", engine=self._name
+                    f"engine {self._name}: vLLM serves several models ({names}); set engines.{self._name}.model", engine=self._name
                 )
             served = models[0]
         else:
@@ -343,7 +343,7 @@ class VLLMEngine:
             served = found[0]
         if served.max_model_len is not None and served.max_model_len < limit:
             raise EngineUnavailableError(
-                f"engine {self._name}: vLLM's max_model_len is {served.max_model_len} but engines.vllm.max_input_tokens "
+                f"engine {self._name}: vLLM's max_model_len is {served.max_model_len} but engines.{self._name}.max_input_tokens "
                 f"is {limit}; start vLLM with --max-model-len {limit} (or lower max_input_tokens on every engine)",
                 engine=self._name,
             )
@@ -397,37 +397,13 @@ class VLLMEngine:
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None, deadline: float | None) -> Any:
         """One HTTP call; every failure leaves here as an error of the gateway's tree."""
-        client = self._client
-        if client is None:
-            raise EngineUnavailableError(f"engine {self._name} is not started", engine=self._name)
-        timeout: httpx.Timeout | None = None
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise EngineTimeoutError(f"engine {self._name}: the request's deadline passed", engine=self._name)
-            s = self.settings
-            timeout = httpx.Timeout(min(s.read_timeout, left), connect=min(s.connect_timeout, left), pool=left)
-        try:
-            if timeout is None:
-                response = await client.request(method, path, json=body)
-            else:
-                response = await client.request(method, path, json=body, timeout=timeout)
-        except httpx.TransportError as exc:
-            raise from_transport(exc, engine=self._name, url=self._url) from exc
-        if not response.is_success:
-            raise from_response(response, engine=self._name, what=f"{method} {path}")
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise EngineError(f"engine {self._name}: {method} {path} answered non-JSON", engine=self._name) from exc
+        return await self._http.call(method, path, body, deadline)
 
     async def _health_ok(self) -> bool:
-        client = self._probe_client
-        if client is None:
+        if not self._http.is_open:
             return False
         try:
-            response = await client.get("/health")
+            response = await self._http.probe("/health")
         except httpx.TransportError:
             return False
         return response.status_code == 200
-

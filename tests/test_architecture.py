@@ -85,3 +85,12 @@ def test_the_gateways_config_composes_engine_settings_without_loading_an_engine(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_pool_imports_neither_the_serving_layer_nor_the_metrics() -> None:
+    """Routing belongs to the pool (``gateway.pool.routing``) and the pool reports through the
+    collector the app registers (``gateway.pool.events``): no circle between pool/ and serving/ or obs/."""
+    for path in sorted((ROOT / "gateway" / "pool").rglob("*.py")):
+        modules = imported_modules(path.read_text(encoding="utf-8"))
+        bad = {m for m in modules if m.startswith(("gateway.serving", "gateway.obs", "gateway.api"))}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
@@ -18,16 +19,18 @@ from gateway.api.schemas import (
     EmbeddingResponse,
     ModelCard,
     ModelList,
+    SparseEmbedding,
+    SparseEmbeddingData,
     Usage,
     dump_json,
 )
 from gateway.cache import cache_mode
-from gateway.config import Settings
 from gateway.contract import EngineOverloadedError, EngineTimeoutError, EngineUnavailableError, PayloadTooLargeError
 from gateway.errors import ModelNotFoundError, ShuttingDownError, TooManyRequestsError
 from gateway.obs.context import current_request, request_snapshot
 from gateway.serving.postprocess import encode_vectors
-from gateway.serving.service import EmbeddingService, EmbedOutcome, resolve_alias
+from gateway.pool import Snapshot
+from gateway.serving.service import EmbeddingService, EmbedOutcome, resolve_model
 from gateway.serving.spec import EmbeddingSpec, OutputFormat
 
 __all__ = ["router"]
@@ -46,12 +49,21 @@ def _usage(outcome: EmbedOutcome) -> Usage:
 
 
 def render_embeddings(outcome: EmbedOutcome, output: OutputFormat) -> bytes:
-    items = encode_vectors(outcome.vectors, output)
-    return dump_json(EmbeddingResponse.model_construct(
-        data=[EmbeddingData.model_construct(index=i, embedding=e) for i, e in enumerate(items)],
-        model=outcome.model,
-        usage=_usage(outcome),
-    ))
+    items: list[Any] = (
+        [list(m) for m in outcome.multivectors] if outcome.multivectors is not None
+        else encode_vectors(outcome.vectors, output)
+    )
+    if outcome.sparse is not None:
+        data: list[EmbeddingData] = [
+            SparseEmbeddingData.model_construct(
+                index=i, embedding=e,
+                sparse_embedding=SparseEmbedding.model_construct(indices=sp.indices.tolist(), values=sp.values.tolist()),
+            )
+            for i, (e, sp) in enumerate(zip(items, outcome.sparse, strict=True))
+        ]
+    else:
+        data = [EmbeddingData.model_construct(index=i, embedding=e) for i, e in enumerate(items)]
+    return dump_json(EmbeddingResponse.model_construct(data=data, model=outcome.model, usage=_usage(outcome)))
 
 
 def render_chunks(outcome: EmbedOutcome, text: str, output: OutputFormat) -> bytes:
@@ -124,22 +136,34 @@ async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request)
     return _respond(render_chunks(outcome, text, spec.output))
 
 
-def _card(settings: Settings, name: str) -> ModelCard:
-    alias = settings.aliases[name]
-    return ModelCard(id=name, task=alias.task.value if alias.task else None, dimensions=alias.dimensions)
+def _card(snap: Snapshot, name: str) -> ModelCard:
+    """One name as ``/v1/models`` lists it, with what its model offers (from its engines' capabilities)."""
+    resolved = resolve_model(snap, name)
+    caps = list(snap.capabilities(resolved.model).values())
+    tasks = [k for k, names in snap.model_routes(resolved.model).items() if names]
+    return ModelCard(
+        id=name,
+        task=None if resolved.task is None else str(resolved.task),
+        dimensions=resolved.dimensions,
+        model=resolved.model,
+        tasks=tasks,
+        max_dimensions=max((c.dimensions for c in caps), default=None),
+        matryoshka=all(c.matryoshka for c in caps) if caps else None,
+        outputs=sorted({o for c in caps for o in c.outputs}),
+    )
 
 
-@router.get("/v1/models", response_model=ModelList, summary="List model aliases", responses=openapi_responses())
+@router.get("/v1/models", response_model=ModelList, summary="List models and their aliases", responses=openapi_responses())
 async def list_models() -> ModelList:
-    settings = request_snapshot().settings
-    return ModelList(data=[_card(settings, n) for n in settings.aliases])
+    snap = request_snapshot()
+    assert snap.catalog is not None
+    return ModelList(data=[_card(snap, n) for n in snap.catalog.aliases])
 
 
 @router.get("/v1/models/{model}", response_model=ModelCard, responses=openapi_responses(ModelNotFoundError))
 async def get_model(model: str) -> ModelCard:
-    settings = request_snapshot().settings
-    name, _ = resolve_alias(settings, model)
-    return _card(settings, name)
+    snap = request_snapshot()
+    return _card(snap, resolve_model(snap, model).name)
 
 
 def _add_unprefixed(r: APIRouter) -> None:

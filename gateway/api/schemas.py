@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
 from gateway.api.quoting import quote_value
-from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, parse_task
+from gateway.contract import DENSE, MULTIVECTOR, SPARSE, ChunkingRule, InvalidRequestError, Output, Task, TokenIds, task_of_key
 from gateway.serving.spec import EMBEDDING_TYPES, EmbeddingSpec, EmbeddingType, OutputFormat
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "ChunkEmbeddingResponse",
     "CircuitView",
     "EmbeddingData",
+    "SparseEmbedding",
+    "SparseEmbeddingData",
     "EmbeddingRequest",
     "EmbeddingResponse",
     "EngineInfo",
@@ -62,8 +64,8 @@ InputType = (
     StrictStr | TextInput | list[StrictStr | TextInput] | list[StrictInt] | list[list[StrictInt]]
 )
 EmbeddingTypes = EmbeddingType | list[EmbeddingType]
-#: the task names in the OpenAPI schema (validated by parse_task, whose message names them all)
-_TASK_ENUM: dict[str, Any] = {"enum": [*(t.value for t in Task), "none", None]}
+#: the well-known task names in the OpenAPI schema (a model may declare others: GET /v1/models)
+_TASK_EXAMPLES: dict[str, Any] = {"examples": [*(t.value for t in Task), "none"]}
 
 
 def _unwrap_text(item: Any, where: str) -> Any:
@@ -189,8 +191,9 @@ class EmbeddingRequest(BaseModel):
     user: StrictStr | None = Field(None, description="Accepted for compatibility; not used.")
     task: StrictStr | None = Field(
         None,
-        description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
-        json_schema_extra=_TASK_ENUM,
+        description="The model's task (GET /v1/models lists them); jina-embeddings-v3: retrieval.query | "
+        "retrieval.passage | separation | classification | text-matching | none",
+        json_schema_extra=_TASK_EXAMPLES,
     )
     normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
     truncate: StrictBool = Field(False, description="Drop the tail of over-long inputs instead of a 400.")
@@ -209,17 +212,22 @@ class EmbeddingRequest(BaseModel):
         description="The older name of embedding_type (LangChain's and LlamaIndex's Jina clients); binary "
         "types then come back as lists of byte values.",
     )
+    return_sparse: StrictBool = Field(
+        False,
+        description="Also return each input's sparse (lexical) weights as sparse_embedding: {indices: vocabulary "
+        "ids, values: weights}, for models with a sparse output (BGE-M3). The dense embedding stays.",
+    )
+    return_multivector: StrictBool = Field(
+        False,
+        description="Jina: each embedding is the list of the input's token vectors (multi-vector, ColBERT-style), "
+        "for models with a multi-vector output (BGE-M3). Float only.",
+    )
 
     @field_validator("input", mode="before")
     @classmethod
     def _check_input(cls, v: Any) -> Any:
         return _check_text_input(v)
 
-    @field_validator("task")
-    @classmethod
-    def _check_task(cls, v: str | None) -> str | None:
-        parse_task(v)
-        return v
 
     @field_validator("embedding_type", "encoding_type", mode="before")
     @classmethod
@@ -243,17 +251,30 @@ class EmbeddingRequest(BaseModel):
                 "late_chunking needs text inputs (chunk spans are found from character offsets), not token ids",
                 param="input",
             )
+        output = _output_format(self.model_fields_set, self.encoding_format, self.embedding_type, self.encoding_type)
+        outputs: set[Output] = {DENSE}
+        if self.return_sparse:
+            outputs.add(SPARSE)
+        if self.return_multivector:
+            outputs.add(MULTIVECTOR)
+            if output.types != ("float",) or output.keyed:
+                raise InvalidRequestError("return_multivector returns float vectors only; drop embedding_type / "
+                                          "encoding_format or set them to float", param="return_multivector")
+        if len(outputs) > 1 and self.late_chunking:
+            raise InvalidRequestError("sparse and multi-vector outputs cannot be combined with late_chunking",
+                                      param="late_chunking")
         return EmbeddingSpec(
             model=self.model,
             inputs=inputs,
             has_token_ids=ids,
-            task=parse_task(self.task),
+            task=task_of_key(self.task),
             task_given=self.task is not None,
             dimensions=self.dimensions,
             normalized=self.normalized,
             truncate=self.truncate,
-            output=_output_format(self.model_fields_set, self.encoding_format, self.embedding_type, self.encoding_type),
+            output=output,
             late_chunking=self.late_chunking,
+            outputs=frozenset(outputs),
         )
 
 
@@ -287,8 +308,9 @@ class ChunkEmbeddingRequest(BaseModel):
     model: StrictStr | None = Field(None, description="A model alias (GET /v1/models); it may imply a task.")
     task: StrictStr | None = Field(
         None,
-        description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
-        json_schema_extra=_TASK_ENUM,
+        description="The model's task (GET /v1/models lists them); jina-embeddings-v3: retrieval.query | "
+        "retrieval.passage | separation | classification | text-matching | none",
+        json_schema_extra=_TASK_EXAMPLES,
     )
     dimensions: StrictInt | None = Field(None, ge=1, description="Matryoshka truncation, then normalisation (up to the model's width).")
     normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
@@ -309,11 +331,6 @@ class ChunkEmbeddingRequest(BaseModel):
             raise ValueError("input must contain text")
         return v
 
-    @field_validator("task")
-    @classmethod
-    def _check_task(cls, v: str | None) -> str | None:
-        parse_task(v)
-        return v
 
     @field_validator("embedding_type", mode="before")
     @classmethod
@@ -330,7 +347,7 @@ class ChunkEmbeddingRequest(BaseModel):
             model=self.model,
             inputs=(text,),
             has_token_ids=False,
-            task=parse_task(self.task),
+            task=task_of_key(self.task),
             task_given=self.task is not None,
             dimensions=self.dimensions,
             normalized=self.normalized,
@@ -348,6 +365,19 @@ class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: Embedding
+
+
+class SparseEmbedding(BaseModel):
+    """Sparse weights of one input: vocabulary ids (ascending) and their weights."""
+
+    indices: list[int]
+    values: list[float]
+
+
+class SparseEmbeddingData(EmbeddingData):
+    """An embedding with its sparse weights too (``return_sparse``)."""
+
+    sparse_embedding: SparseEmbedding
 
 
 class Usage(BaseModel):
@@ -393,12 +423,24 @@ def _fields(obj: Any) -> Any:
 
 
 class ModelCard(BaseModel):
+    """A name a request may send as ``model``: an alias (a model and task) or a model id."""
+
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "embed-gateway"
     task: str | None = None
     dimensions: int | None = None
+    #: the model it serves (its id)
+    model: str | None = None
+    #: every task the model serves (its own names; "none" = no task)
+    tasks: list[str] | None = None
+    #: the model's full dense width
+    max_dimensions: int | None = None
+    #: whether ``dimensions`` below the full width is allowed (Matryoshka-trained)
+    matryoshka: bool | None = None
+    #: dense, sparse, multivector
+    outputs: list[str] | None = None
 
 
 class ModelList(BaseModel):
@@ -601,6 +643,9 @@ class ReadyResponse(BaseModel):
     fast_path_lost: list[str] | None = None
     #: tasks no engine can serve now (the reason for a 503 ``not ready``)
     unserved: list[str] | None = None
+    #: per model: ``ready``, ``degraded`` or ``not ready`` (only with several models; the first
+    #: model's tasks are keyed by their name, the others' as ``model/task``)
+    models: dict[str, str] | None = None
 
 
 class PlanError(BaseModel):

@@ -29,6 +29,8 @@ from gateway.api.tei_schemas import (
     TeiEmbedAllResponse,
     TeiEmbedRequest,
     TeiEmbedResponse,
+    TeiEmbedSparseRequest,
+    TeiEmbedSparseResponse,
     TeiErrorResponse,
     TeiTokenizeRequest,
     TeiTokenizeResponse,
@@ -148,6 +150,21 @@ async def embed_all(body: TeiEmbedAllRequest, request: Request) -> Response:
     spec = body.to_spec(auto_truncate=_auto_truncate())
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(_json(list(outcome.token_states or ())), outcome)
+
+
+@router.post(
+    "/embed_sparse",
+    response_model=TeiEmbedSparseResponse,
+    responses=_RESPONSES,
+    summary="Sparse (lexical) weights per input (TEI-compatible shape), for models with a sparse output",
+)
+async def embed_sparse(body: TeiEmbedSparseRequest, request: Request) -> Response:
+    spec = body.to_spec(auto_truncate=_auto_truncate())
+    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
+    sparse = outcome.sparse or ()
+    return _respond(_json([
+        [{"index": int(i), "value": float(v)} for i, v in zip(sp.indices, sp.values)] for sp in sparse
+    ]), outcome)
 
 
 @router.post(

@@ -42,7 +42,7 @@ __all__ = ["TEI_ERROR_TABLE", "TEI_PATHS", "tei_error", "tei_validation_error"]
 log = logging.getLogger(__name__)
 
 #: the paths that speak TEI's API (and its error shape)
-TEI_PATHS = frozenset({"/embed", "/embed_all", "/tokenize", "/decode", "/", "/invocations"})
+TEI_PATHS = frozenset({"/embed", "/embed_all", "/embed_sparse", "/tokenize", "/decode", "/", "/invocations"})
 
 #: error class -> (HTTP status, TEI ``error_type``); looked up along the class's MRO.
 TEI_ERROR_TABLE: dict[type[EmbedGatewayError], tuple[int, TeiErrorType]] = {

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, StrictInt, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.contract import TASKS, Task, TokenIds, TruncationDirection
+from gateway.contract import DENSE, SPARSE, TASKS, Output, Task, TokenIds, TruncationDirection
 from gateway.serving.spec import EmbeddingSpec
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "TeiEmbedAllResponse",
     "TeiEmbedRequest",
     "TeiEmbedResponse",
+    "TeiEmbedSparseRequest",
+    "TeiEmbedSparseResponse",
     "TeiErrorResponse",
     "TeiErrorType",
     "TeiSimpleToken",
@@ -123,7 +125,10 @@ class _TeiRequest(_InputsAndPrompt):
         json_schema_extra=_PROMPT_NAMES,
     )
 
-    def _spec(self, *, auto_truncate: bool, normalized: bool, dimensions: int | None, tokens: bool) -> EmbeddingSpec:
+    def _spec(
+        self, *, auto_truncate: bool, normalized: bool, dimensions: int | None, tokens: bool,
+        outputs: frozenset[Output] = frozenset({DENSE}),
+    ) -> EmbeddingSpec:
         inputs, ids = _as_inputs(self.inputs)
         return EmbeddingSpec(
             model=None,
@@ -136,6 +141,7 @@ class _TeiRequest(_InputsAndPrompt):
             truncate=auto_truncate if self.truncate is None else self.truncate,
             truncation_direction=_direction(self.truncation_direction),
             token_embeddings=tokens,
+            outputs=outputs,
         )
 
 
@@ -156,6 +162,23 @@ class TeiEmbedAllRequest(_TeiRequest):
 
     def to_spec(self, *, auto_truncate: bool) -> EmbeddingSpec:
         return self._spec(auto_truncate=auto_truncate, normalized=False, dimensions=None, tokens=True)
+
+
+class TeiEmbedSparseRequest(_TeiRequest):
+    """``POST /embed_sparse``: each input's sparse (lexical) weights, for models with a sparse output."""
+
+    def to_spec(self, *, auto_truncate: bool) -> EmbeddingSpec:
+        return self._spec(auto_truncate=auto_truncate, normalized=True, dimensions=None, tokens=False,
+                          outputs=frozenset({DENSE, SPARSE}))
+
+
+class TeiSparseValue(BaseModel):
+    index: int
+    value: float
+
+
+#: ``/embed_sparse``'s answer: per input, its (id, weight) pairs
+TeiEmbedSparseResponse = list[list[TeiSparseValue]]
 
 
 class TeiTokenizeRequest(_InputsAndPrompt):

@@ -19,7 +19,7 @@ from gateway.api.schemas import (
     ReadyEngine,
     ReadyResponse,
 )
-from gateway.contract import ROUTE_KEYS, EmbedGatewayError, parse_task, route_key
+from gateway.contract import EmbedGatewayError, route_key, task_of_key
 from gateway.pool import EngineReport, Pool, Snapshot
 from gateway.pool.parity import ParityResult, ParityStatus
 from gateway.pool.readiness import Readiness
@@ -92,16 +92,20 @@ def ready_view(pool: Pool, snap: Snapshot, *, draining: bool, detail: bool) -> t
         body.tasks = readiness.tasks
         body.fast_path_lost = readiness.fast_path_lost
         body.unserved = readiness.unserved
+        if len(readiness.models) > 1:
+            body.models = readiness.models
     return readiness, body
 
 
 async def engines_view(pool: Pool, snap: Snapshot) -> EnginesView:
     plans: dict[str, list[str] | PlanError] = {}
-    for key in ROUTE_KEYS:
-        try:
-            plans[key] = pool.supervisor.plan(snap, parse_task(key))
-        except EmbedGatewayError as exc:
-            plans[key] = PlanError(error=exc.message)
+    for model in snap.models:
+        for key in snap.model_routes(model):
+            label = key if model == snap.first_model else f"{model}/{key}"
+            try:
+                plans[label] = pool.supervisor.plan(snap, task_of_key(key), model=model)
+            except EmbedGatewayError as exc:
+                plans[label] = PlanError(error=exc.message)
     return EnginesView(
         generation=snap.generation,
         routes=snap.routes,

@@ -179,6 +179,16 @@ class GatewayMetrics:
         self.queue_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.queue_seconds)
         self.inference_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.inference_seconds)
 
+    # ------------------------------------------------------------------ the pool's events (gateway.pool.events)
+
+    def engine_out(self, engine: str) -> None:
+        self.circuit_opened.labels(engine=engine).inc()
+
+    def parity_checked(self, engine: str, task: str, *, mean_cosine: float, ok: bool) -> None:
+        self.parity_cosine.labels(engine=engine, task=task).set(mean_cosine)
+        if not ok:
+            self.parity_failures.labels(engine=engine, task=task).inc()
+
     def watch(
         self, supervisor: Supervisor, snapshot: Callable[[], Snapshot | None], draining: Callable[[], bool] = lambda: False
     ) -> None:

@@ -36,14 +36,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.contract import EmbedGatewayError, EmbedJob, Engine, RetryableError, Task, route_key
-from gateway.obs.metrics import GatewayMetrics
+from gateway.contract import EmbedGatewayError, EmbedJob, Engine, RetryableError, route_key
+from gateway.pool.events import PoolEvents
 from gateway.pool.breaker import BreakerSnapshot, CircuitBreaker
 from gateway.pool.parity import PROBES, ParityGuard, ParityResult, ParityStatus, status_on_swap
 from gateway.pool.readiness import Availability, Readiness, assess, availability
 from gateway.pool.snapshot import Member, Snapshot
 from gateway.pool.state import EngineState
-from gateway.serving.routing import plan
+from gateway.pool.routing import plan
 
 __all__ = ["Check", "EngineReport", "Monitor", "Supervisor", "next_check"]
 
@@ -95,10 +95,10 @@ class EngineReport:
 
 
 class Supervisor:
-    def __init__(self, metrics: GatewayMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.metrics = metrics
+    def __init__(self, events: PoolEvents, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.events = events
         self.clock = clock
-        self.guard = ParityGuard(metrics, clock)
+        self.guard = ParityGuard(events, clock)
         self._states: dict[int, tuple[Engine, EngineState]] = {}
 
     # ------------------------------------------------------------------ states
@@ -131,18 +131,21 @@ class Supervisor:
     def plan(
         self,
         snap: Snapshot,
-        task: Task | None,
+        task: str | None,
         *,
+        model: str | None = None,
         token_ids: bool = False,
         late_chunking: bool = False,
         token_embeddings: bool = False,
     ) -> list[str]:
-        """:func:`gateway.serving.routing.plan` with the live breaker and parity state."""
+        """:func:`gateway.pool.routing.plan` over ``model``'s engines (the first model's when None)
+        with the live breaker and parity state."""
+        model = model or snap.first_model
         states = self.states(snap)
         return plan(
             task,
-            snap.routes,
-            snap.capabilities(),
+            snap.model_routes(model),
+            snap.capabilities(model),
             token_ids=token_ids,
             late_chunking=late_chunking,
             token_embeddings=token_embeddings,
@@ -170,7 +173,7 @@ class Supervisor:
             self._opened(member.name, reason)
 
     def _opened(self, name: str, reason: str) -> None:
-        self.metrics.circuit_opened.labels(engine=name).inc()
+        self.events.engine_out(name)
         log.error("engine %s is out of its routes (circuit open): %s", name, reason)
 
     # ------------------------------------------------------------------ checks
@@ -196,14 +199,15 @@ class Supervisor:
             return
         if passed:
             if state.breaker.is_open:
-                log.info("engine %s answers again and matches %s; back in its routes", member.name, snap.reference)
+                log.info("engine %s answers again and matches %s; back in its routes", member.name,
+                         snap.reference_of(member.name))
             state.record_answered()
 
     async def probe(self, member: Member) -> None:
         """An open circuit without parity duty: healthy and one real embedding closes it."""
         if not await self._health(member):
             return
-        task = next(iter(sorted(member.capabilities.tasks, key=lambda t: "" if t is None else t.value)), None)
+        task = next(iter(sorted(member.capabilities.tasks, key=lambda t: "" if t is None else str(t))), None)
         try:
             await member.engine.embed(EmbedJob(inputs=(PROBES[0],), task=task, request_id="probe"))
         except EmbedGatewayError as exc:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.cache.policy import CacheMode
-from gateway.contract import ChunkingRule, Task, TokenIds, TruncationDirection
+from gateway.contract import DENSE, ChunkingRule, Output, TokenIds, TruncationDirection
 
 __all__ = ["EMBEDDING_TYPES", "EmbeddingSpec", "EmbeddingType", "OutputFormat"]
 
@@ -37,7 +37,8 @@ class EmbeddingSpec:
     model: str | None
     inputs: tuple[str | TokenIds, ...]
     has_token_ids: bool
-    task: Task | None
+    #: the task by the model's own name (a well-known one as :class:`~gateway.contract.Task`)
+    task: str | None
     task_given: bool
     dimensions: int | None
     normalized: bool
@@ -52,3 +53,5 @@ class EmbeddingSpec:
     token_embeddings: bool = False
     #: the request's use of the cache (its headers, :func:`gateway.cache.policy.cache_mode`)
     cache: CacheMode = "use"
+    #: what to compute per input: dense always; ``sparse`` and ``multivector`` where the model has them
+    outputs: frozenset[Output] = frozenset({DENSE})
