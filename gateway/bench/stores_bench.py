@@ -86,6 +86,21 @@ def _run(name: str, make_sink: Callable[[], Any], src: Path, embedder: Precomput
     return row
 
 
+def _indexed_table(dsn: str, table: str, dims: int, stamp: Any, encoding: str) -> None:
+    """The table ``embed`` creates, with its HNSW index already there: what a later run adding rows
+    meets, where pgvector keeps the graph up to date row by row."""
+    import psycopg
+    from psycopg import sql
+
+    kind, ops = (f"bit({dims})", "bit_hamming_ops") if encoding == "ubinary" else (f"vector({dims})", "vector_cosine_ops")
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute(sql.SQL("CREATE TABLE {} (id text PRIMARY KEY, line bigint NOT NULL, vector {} NOT NULL, "
+                             "metadata jsonb)").format(sql.Identifier(table), sql.SQL(kind)))
+        conn.execute(sql.SQL("CREATE INDEX ON {} USING hnsw (vector {})").format(sql.Identifier(table), sql.SQL(ops)))
+        conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            sql.Identifier(table), sql.Literal(json.dumps({"embed_gateway": stamp.to_dict()}))))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
@@ -93,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--pgvector", metavar="DSN", help="a Postgres with pgvector (default: a bundled server here)")
-    parser.add_argument("--only", default="", help="comma-separated store names to run (default: all)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated store names to run (default: all but pgvector-indexed-table[-ubinary], "
+                             "which write into a table whose HNSW index exists: slow, opt-in)")
     parser.add_argument("--out", type=Path, help="write the raw JSON here")
     args = parser.parse_args(argv)
 
@@ -125,6 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pgvector-ubinary": lambda: PgvectorSink(dsn, "bench_bits", create=True, with_metadata=True,
                                                      encoding="ubinary", stamp=bits),
         }
+        if "pgvector-indexed-table" in args.only.split(","):  # slow: opt-in
+            def indexed(table: str, encoding: str, st: Any) -> Callable[[], Any]:
+                def make() -> Any:
+                    _indexed_table(dsn, table, args.dims, st.with_dimensions(args.dims), encoding)
+                    return PgvectorSink(dsn, table, with_metadata=True, encoding=encoding, stamp=st)
+                return make
+
+            stores["pgvector-indexed-table"] = indexed("bench_indexed", "float", stamp)
+            stores["pgvector-indexed-table-ubinary"] = indexed("bench_indexed_bits", "ubinary", bits)
         if shm is not None:
             stores["qdrant-local-tmpfs"] = lambda: QdrantSink(str(shm / "qdrant"), "bench", create=True,
                                                               with_metadata=True, stamp=stamp)
