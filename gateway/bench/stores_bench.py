@@ -109,8 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--pgvector", metavar="DSN", help="a Postgres with pgvector (default: a bundled server here)")
     parser.add_argument("--only", default="",
-                        help="comma-separated store names to run (default: all but pgvector-indexed-table[-ubinary], "
-                             "which write into a table whose HNSW index exists: slow, opt-in)")
+                        help="comma-separated store names to run (default: all but the opt-in pgvector-indexed-table"
+                             "[-ubinary], into a table whose HNSW index exists (slow), and pgvector-mwm-1gb, the "
+                             "index built with maintenance_work_mem = 1GB)")
     parser.add_argument("--out", type=Path, help="write the raw JSON here")
     args = parser.parse_args(argv)
 
@@ -151,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             stores["pgvector-indexed-table"] = indexed("bench_indexed", "float", stamp)
             stores["pgvector-indexed-table-ubinary"] = indexed("bench_indexed_bits", "ubinary", bits)
+        if "pgvector-mwm-1gb" in args.only.split(","):  # the index build with the graph in memory
+            sep = "&" if "?" in dsn else "?"
+            big = dsn + sep + "options=-c%20maintenance_work_mem%3D1GB"
+            stores["pgvector-mwm-1gb"] = lambda: PgvectorSink(big, "bench_mwm", create=True, with_metadata=True,
+                                                              stamp=stamp)
         if shm is not None:
             stores["qdrant-local-tmpfs"] = lambda: QdrantSink(str(shm / "qdrant"), "bench", create=True,
                                                               with_metadata=True, stamp=stamp)
