@@ -2,9 +2,11 @@
 
 One batch is one transaction (``INSERT ... ON CONFLICT (id) DO UPDATE``), so a run killed at any
 point leaves whole batches, and a replayed batch overwrites its own rows. The table is created on
-the first write with ``vector(d)`` and an HNSW index of the metric's operator class, or, for
-``ubinary``, ``bit(d)`` (the gateway's ``ubinary`` bits) with an HNSW index for Hamming distance
-(``<~>``). With ``sparse_vocab`` a ``sparsevec(vocab)`` column holds each record's sparse vector
+the first write with ``vector(d)``, or, for ``ubinary``, ``bit(d)`` (the gateway's ``ubinary``
+bits). Its HNSW index (the metric's operator class; ``bit_hamming_ops`` for Hamming distance,
+``<~>``) is built when the run finishes, as pgvector advises for bulk loads: maintaining an HNSW
+graph row by row costs far more than building it once (measured in docs/ingestion.md). A table
+that already has the index is written into as is. With ``sparse_vocab`` a ``sparsevec(vocab)`` column holds each record's sparse vector
 (not indexed: pgvector's HNSW takes at most 1,000 non-zero entries, which long passages exceed).
 The stamp is the table's comment, ``{"embed_gateway": {...}}``, written in the same transaction
 that creates the table.
@@ -13,6 +15,7 @@ that creates the table.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -197,6 +200,10 @@ class PgvectorSink:
                 f"table {self.table!r} stores {cols['vector']} but this run makes {self._vector_type(dims)}; "
                 "use --dimensions / --encoding to match, or another table"
             )
+        other = [d for d in self._vector_indexes() if self._ops not in d]
+        if other:
+            raise ValueError(f"table {self.table!r} is indexed for another metric ({other[0]}); use its --metric, "
+                             "or another table")
         wanted = [("text", self.store_text), ("metadata", self.with_metadata), ("line", True)]
         for name, on in wanted:
             if on and name not in cols:
@@ -219,14 +226,34 @@ class PgvectorSink:
             cols.append(sql.SQL("metadata jsonb"))
         if self.sparse_vocab is not None:
             cols.append(sql.SQL("sparse {}").format(sql.SQL(f"sparsevec({int(self.sparse_vocab)})")))
-        ops = "bit_hamming_ops" if binary else _OPS[self.metric][0]
-        index = sql.Identifier(f"{self.table.rsplit('.', 1)[-1]}_vector_hnsw")
         with _errors(f"cannot create table {self.table!r}"), self.conn.transaction():
             self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(self.ident, sql.SQL(", ").join(cols)))
-            self.conn.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (vector {})").format(
-                index, self.ident, sql.SQL(ops)))
             if stamp is not None:
                 self.conn.execute(self._comment(stamp))
+
+    @property
+    def _ops(self) -> str:
+        return "bit_hamming_ops" if self.encoding == "ubinary" else _OPS[self.metric][0]
+
+    def _vector_indexes(self) -> list[str]:
+        with _errors(f"cannot read the indexes of table {self.table!r}"):
+            rows = self.conn.execute(
+                "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = to_regclass(%s)", (self.qualified,)
+            ).fetchall()
+        return [str(r[0]) for r in rows if "(vector" in str(r[0])]
+
+    def _build_index(self) -> str:
+        """The HNSW index, unless the table has one on ``vector`` already; says what it did."""
+        from psycopg import sql
+
+        if any(self._ops in d for d in self._vector_indexes()):
+            return ""
+        index = sql.Identifier(f"{self.table.rsplit('.', 1)[-1]}_vector_hnsw")
+        started = time.perf_counter()
+        with _errors(f"cannot build the HNSW index of table {self.table!r}"):
+            self.conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (vector {})").format(
+                index, self.ident, sql.SQL(self._ops)))
+        return f"; HNSW index ({self._ops}) built in {time.perf_counter() - started:.1f} s"
 
     def done(self, ids: Sequence[str]) -> set[str]:
         from psycopg import sql
@@ -290,9 +317,10 @@ class PgvectorSink:
 
         if not self.exists:
             return f"nothing to store; table {self.table!r} was not created"
+        built = self._build_index() if self.checked_dims is not None else ""  # a table this run has checked
         with _errors(f"cannot count table {self.table!r}"):
             row = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident)).fetchone()
-        return f"Postgres table {self.table!r} holds {row[0] if row else 0} rows"
+        return f"Postgres table {self.table!r} holds {row[0] if row else 0} rows{built}"
 
     def close(self) -> None:
         self.conn.close()

@@ -144,8 +144,9 @@ def test_pgvector_create_upsert_resume_sparse(dsn: str) -> None:
     sink.write(recs(1, 2, 3), v, sp)
     sink.write(recs(2), v[1:2], sp[1:2])
     assert sink.done(["doc-1", "doc-2", "doc-9"]) == {"doc-1", "doc-2"}
-    assert "holds 3 rows" in sink.finish()
     conn = sink.conn
+    assert conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'docs'").fetchone()[0] == 1  # the key
+    assert "holds 3 rows; HNSW index (vector_cosine_ops) built" in sink.finish()  # built once the load is done
     kinds = dict(conn.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
                               "WHERE attrelid = 'docs'::regclass AND attnum > 0").fetchall())
     assert kinds == {"id": "text", "line": "bigint", "vector": "vector(16)", "text": "text", "metadata": "jsonb",
@@ -169,6 +170,10 @@ def test_pgvector_create_upsert_resume_sparse(dsn: str) -> None:
     assert top[0] == "doc-1" and top[1] == pytest.approx(float(sp[0].values @ sp[0].values), rel=1e-5)
     sink.close()
 
+    l2 = PgvectorSink(dsn, "docs", metric="L2", sparse_vocab=1000, stamp=STAMP)
+    with pytest.raises(ValueError, match="indexed for another metric"):
+        l2.write(recs(4), vecs(1), sparse(1))
+    l2.close()
     reopened = PgvectorSink(dsn, "docs", sparse_vocab=1000, stamp=STAMP)
     with pytest.raises(ValueError, match=r"stores vector\(16\) but this run makes vector\(8\)"):
         reopened.write(recs(4), vecs(1, dims=8), sparse(1))
@@ -210,6 +215,7 @@ def test_pgvector_ubinary_bits_and_hamming_search(dsn: str) -> None:
     v = vecs(20, dims=dims, seed=5)
     sink = PgvectorSink(dsn, "bits", create=True, encoding="ubinary", stamp=Stamp("m", "retrieval.passage", None, "ubinary"))
     sink.write(recs(*range(1, 21)), v)
+    assert "HNSW index (bit_hamming_ops) built" in sink.finish()
     conn = sink.conn
     assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'bits'::regclass "
                         "AND attname = 'vector'").fetchone()[0] == "bit(64)"
