@@ -14,6 +14,7 @@ from gateway.client import AsyncGatewayClient, Embeddings, GatewayRequestError, 
 from gateway.config import Settings, load_settings
 from gateway.contract import EmbedGatewayError, InputTooLongError, InvalidRequestError, RetryableError, parse_task
 from gateway.engines import build_engine
+from gateway.ingest.stamp import StampMismatchError
 from gateway.obs.metrics import GatewayMetrics
 from gateway.pool import Pool
 from gateway.serving.service import EmbeddingService, check_dimensions
@@ -70,6 +71,8 @@ class HttpEmbedder:
                 texts, model=self.model, task=self.task, dimensions=self.dimensions, truncate=self.truncate
             )
         except GatewayRequestError as err:
+            if err.code == "space_mismatch":  # the gateway now answers in another space: stop, write nothing
+                raise StampMismatchError(err.message) from err
             raise BatchRejected(err.message, err.input_index) from err
 
     async def aclose(self) -> None:
@@ -146,7 +149,7 @@ class LocalEmbedder:
                 await asyncio.sleep(wait)
             except EmbedGatewayError as err:
                 raise BatchRejected(err.message) from err
-        return Embeddings(vectors=outcome.vectors, total_tokens=sum(outcome.token_counts))
+        return Embeddings(vectors=outcome.vectors, total_tokens=sum(outcome.token_counts), space=outcome.space)
 
     async def aclose(self) -> None:
         if self._pool is not None:

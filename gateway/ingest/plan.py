@@ -8,6 +8,8 @@ at most the batches in flight, and the next run neither repeats nor duplicates w
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -17,6 +19,7 @@ import numpy.typing as npt
 
 from gateway.ingest.records import BadRecord, Record
 from gateway.ingest.sinks import RowsRejected, Sink
+from gateway.ingest.stamp import StampMismatchError
 
 __all__ = [
     "BadRowError", "IngestReport", "batched", "flag_duplicate_ids", "good_records", "without_done", "without_index",
@@ -85,10 +88,22 @@ def without_index(batch: Sequence[Record], index: int) -> tuple[Record, list[Rec
 
 
 def write_batch(
-    sink: Sink, records: Sequence[Record], vectors: npt.NDArray[np.float32], bad: Callable[[BadRecord], None]
+    sink: Sink, records: Sequence[Record], vectors: npt.NDArray[np.float32], bad: Callable[[BadRecord], None],
+    space: str | None = None,
 ) -> int:
     """Write one embedded batch; rows the store refuses (an id too long for its key, a NUL byte
-    Postgres cannot hold) go to ``bad`` and the rest is written. Returns the rows written."""
+    Postgres cannot hold) go to ``bad`` and the rest is written. Returns the rows written.
+
+    ``space``: the vector space the gateway said the batch is in (``x-embed-space``): the sink's
+    stamp takes it before its first write, so the store is stamped with it (or, holding another
+    space, refuses the write: :class:`~gateway.ingest.stamp.StampMismatchError`)."""
+    stamp = getattr(sink, "stamp", None)
+    if space is not None and stamp is not None:
+        if stamp.space is None:
+            sink.stamp = dataclasses.replace(stamp, space=space)  # type: ignore[attr-defined]
+        elif stamp.space != space:
+            raise StampMismatchError(f"the gateway answered in vector space {space!r} after {stamp.space!r} in the "
+                                     "same run; nothing of this batch was written")
     todo, vecs = list(records), vectors
     while todo:
         try:
