@@ -79,25 +79,29 @@ def draw(records: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    lines: dict[str, list[Mapping[str, Any]]] = {}
+    lines: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in records:
-        lines.setdefault(f"{r['model']} · {_cell(r, 'pairing')} · {r['encoding']}", []).append(r)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for label, rows in lines.items():
+        lines.setdefault((f"{r['model']} · {_cell(r, 'pairing')}", r["encoding"]), []).append(r)
+    colors = {series: plt.get_cmap("tab10")(i % 10)
+              for i, series in enumerate(dict.fromkeys(series for series, _ in lines))}
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for (series, encoding), rows in lines.items():
         rows = sorted(rows, key=lambda r: r["bytes_per_vector"])
         xs, ys = [r["bytes_per_vector"] for r in rows], [r["ndcg@10"] for r in rows]
-        style = "--" if rows[0]["encoding"] == "binary" else "-"
-        ax.plot(xs, ys, style, marker="o", label=label)
+        ax.plot(xs, ys, "--" if encoding == "binary" else "-", marker="s" if encoding == "binary" else "o",
+                color=colors[series], label=f"{series} · {encoding}")
         for r in rows:
             ax.annotate(str(r["dimensions"]), (r["bytes_per_vector"], r["ndcg@10"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=7)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("bytes per stored vector (log scale; labels: dimensions)")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set_xlabel("bytes per stored vector (log scale; point labels: dimensions; dashed: binary)")
     ax.set_ylabel("nDCG@10")
     ax.set_title(title or "retrieval quality against storage", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -126,13 +126,13 @@ async def _vectors(
     emb.say(f"{view.name}: embedding {len(texts)} {label} with task {task} at {view.width} dimensions")
     full = await emb.embed(texts, model=view.name, task=task, dimensions=view.width)
     out, how = {view.width: full}, {view.width: "full"}
-    for d in dims:
-        if d == view.width:
-            continue
-        probe = texts[:_PROBE]
+    smaller = [d for d in dims if d != view.width]
+    probe = texts[:_PROBE]
+    reference = await emb.embed(probe, model=view.name, task=task, dimensions=view.width) if smaller else None
+    for d in smaller:
+        assert reference is not None
         asked = await emb.embed(probe, model=view.name, task=task, dimensions=d)
-        same = await emb.embed(probe, model=view.name, task=task, dimensions=view.width)
-        if _same(asked, truncate(same, d)):
+        if _same(asked, truncate(reference, d)):
             out[d], how[d] = truncate(full, d), "truncated"
         else:
             emb.say(f"{view.name}: the gateway's {d}-dimension vectors are not the truncated ones: asking for them")

@@ -73,10 +73,14 @@ def search(
     if encoding == "binary":
         qb, db = np.ascontiguousarray(pack_ubinary(queries)), np.ascontiguousarray(pack_ubinary(docs))
         cells = max(1, docs.shape[0] * qb.shape[1])
-        score = lambda lo, hi: hamming_scores(qb[lo:hi], db)  # noqa: E731
+
+        def score(lo: int, hi: int) -> npt.NDArray[np.floating] | npt.NDArray[np.integer]:
+            return hamming_scores(qb[lo:hi], db)
     elif encoding == "float":
         cells = max(1, docs.shape[0])
-        score = lambda lo, hi: queries[lo:hi] @ docs.T  # noqa: E731
+
+        def score(lo: int, hi: int) -> npt.NDArray[np.floating] | npt.NDArray[np.integer]:
+            return queries[lo:hi] @ docs.T
     else:
         raise ValueError(f"unknown encoding {encoding!r}")
     step = max(1, _BLOCK_CELLS // cells)

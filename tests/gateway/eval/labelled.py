@@ -32,7 +32,7 @@ def build() -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, dict[s
     for t, words in enumerate(TOPICS):
         for j, pick in enumerate(DOC_WORDS):
             chosen = [words[i] for i in pick]
-            docs[f"d{t}-{j}"] = {"title": chosen[0], "text": " ".join(f"the {w} notes" for w in chosen)}
+            docs[f"d{t}-{j}"] = {"title": chosen[0], "text": " ".join(chosen)}
     queries, qrels = {}, {}
     for t, words in enumerate(TOPICS):
         for j, pick in enumerate(QUERY_WORDS):
