@@ -26,7 +26,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     where.add_argument("--config", type=Path,
                        help="a gateway configuration file: serve it in this process for the run (no server to start)")
     p.add_argument("--model", action="append", required=True, metavar="NAME",
-                   help="a model id or alias the gateway serves (GET /v1/models); repeat to compare models")
+                   help="a model id or alias the gateway serves (GET /v1/models), or NAME@URL for one on another "
+                        "gateway (an int8 deployment); repeat to compare models")
     p.add_argument("--dimensions", metavar="D[,D...]",
                    help="sizes to evaluate, e.g. 1024,256,64 (default: each model's full width); sizes wider than "
                         "a model are left out, and a model not trained for truncation is evaluated at full width only")

@@ -13,16 +13,37 @@ from typing import Any
 
 __all__ = [
     "ENCODINGS",
+    "ModelRef",
     "ModelView",
     "Pairing",
     "bytes_per_vector",
     "dimensions_for",
     "pairings",
     "parse_dimensions",
+    "parse_model",
 ]
 
 #: float: cosine on normalised float32 vectors; binary: 1 bit per dimension, Hamming distance
 ENCODINGS: tuple[str, ...] = ("float", "binary")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A ``--model`` value: a name on the gateway of ``--url``, or ``NAME@URL`` on another gateway
+    (an int8 deployment runs as its own gateway: compare it with the exact one in one run)."""
+
+    #: as given (what the results call it)
+    label: str
+    #: what requests send as ``model``
+    name: str
+    url: str
+
+
+def parse_model(value: str, default_url: str) -> ModelRef:
+    name, sep, url = value.partition("@")
+    if sep and name and url.startswith(("http://", "https://")):
+        return ModelRef(value, name, url)
+    return ModelRef(value, value, default_url)
 
 
 @dataclass(frozen=True)

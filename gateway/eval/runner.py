@@ -26,7 +26,7 @@ from gateway.client import GatewayRequestError, RetryPolicy
 from gateway.eval.client import EvalClient
 from gateway.eval.data import Dataset
 from gateway.eval.metrics import METRICS, Run, evaluate
-from gateway.eval.plan import ENCODINGS, ModelView, bytes_per_vector, dimensions_for, pairings
+from gateway.eval.plan import ENCODINGS, ModelRef, ModelView, bytes_per_vector, dimensions_for, pairings, parse_model
 from gateway.eval.search import Ranking, search, tie_order, truncate
 
 __all__ = ["EvalReport", "EvalResult", "Options", "run_eval", "to_run"]
@@ -39,6 +39,7 @@ _SAME = 0.999  # lowest cosine between the gateway's vector and ours that counts
 @dataclass(frozen=True)
 class Options:
     url: str
+    #: names on the gateway at ``url``, or ``NAME@URL`` for a model on another gateway
     models: tuple[str, ...]
     dimensions: tuple[int, ...] | None = None
     encodings: tuple[str, ...] = ENCODINGS
@@ -85,22 +86,22 @@ class _Embedder:
     def __init__(self, options: Options, say: Callable[[str], None]) -> None:
         self.options, self.say = options, say
         self.gate = asyncio.Semaphore(options.concurrency)
-        self.clients: dict[tuple[str, str], EvalClient] = {}
+        self.clients: dict[tuple[str, str, str], EvalClient] = {}
 
-    def client(self, model: str, task: str) -> EvalClient:
-        key = (model, task)
+    def client(self, url: str, model: str = "", task: str = "") -> EvalClient:
+        key = (url, model, task)
         if key not in self.clients:
             o = self.options
-            self.clients[key] = EvalClient(o.url, api_key=o.api_key, timeout=o.timeout,
+            self.clients[key] = EvalClient(url, api_key=o.api_key, timeout=o.timeout,
                                            policy=RetryPolicy(max_retries=o.max_retries))
         return self.clients[key]
 
-    async def embed(self, texts: Sequence[str], *, model: str, task: str, dimensions: int) -> npt.NDArray[np.float32]:
-        client, size = self.client(model, task), self.options.batch_size
+    async def embed(self, texts: Sequence[str], *, ref: ModelRef, task: str, dimensions: int) -> npt.NDArray[np.float32]:
+        client, size = self.client(ref.url, ref.name, task), self.options.batch_size
 
         async def one(batch: Sequence[str]) -> npt.NDArray[np.float32]:
             async with self.gate:
-                got = await client.embed(batch, model=model, task=task, dimensions=dimensions,
+                got = await client.embed(batch, model=ref.name, task=task, dimensions=dimensions,
                                          truncate=self.options.truncate)
             return got.vectors
 
@@ -120,23 +121,23 @@ def _same(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> bool:
 
 
 async def _vectors(
-    emb: _Embedder, view: ModelView, task: str, texts: Sequence[str], dims: Sequence[int], label: str
+    emb: _Embedder, ref: ModelRef, view: ModelView, task: str, texts: Sequence[str], dims: Sequence[int], label: str
 ) -> tuple[dict[int, npt.NDArray[np.float32]], dict[int, str]]:
     """Every size of ``texts`` embedded with ``task``, and how each size was obtained."""
-    emb.say(f"{view.name}: embedding {len(texts)} {label} with task {task} at {view.width} dimensions")
-    full = await emb.embed(texts, model=view.name, task=task, dimensions=view.width)
+    emb.say(f"{ref.label}: embedding {len(texts)} {label} with task {task} at {view.width} dimensions")
+    full = await emb.embed(texts, ref=ref, task=task, dimensions=view.width)
     out, how = {view.width: full}, {view.width: "full"}
     smaller = [d for d in dims if d != view.width]
     probe = texts[:_PROBE]
-    reference = await emb.embed(probe, model=view.name, task=task, dimensions=view.width) if smaller else None
+    reference = await emb.embed(probe, ref=ref, task=task, dimensions=view.width) if smaller else None
     for d in smaller:
         assert reference is not None
-        asked = await emb.embed(probe, model=view.name, task=task, dimensions=d)
+        asked = await emb.embed(probe, ref=ref, task=task, dimensions=d)
         if _same(asked, truncate(reference, d)):
             out[d], how[d] = truncate(full, d), "truncated"
         else:
-            emb.say(f"{view.name}: the gateway's {d}-dimension vectors are not the truncated ones: asking for them")
-            out[d], how[d] = await emb.embed(texts, model=view.name, task=task, dimensions=d), "requested"
+            emb.say(f"{ref.label}: the gateway's {d}-dimension vectors are not the truncated ones: asking for them")
+            out[d], how[d] = await emb.embed(texts, ref=ref, task=task, dimensions=d), "requested"
     return out, how
 
 
@@ -155,17 +156,22 @@ async def run_eval(dataset: Dataset, options: Options, say: Callable[[str], None
     emb = _Embedder(options, say)
     ties = tie_order(dataset.doc_ids)
     try:
-        cards = {c.get("id"): c for c in await emb.client("", "").models()}
-        for name in options.models:
-            if name not in cards:
-                raise GatewayRequestError(f"the gateway has no model {name!r}; it serves: {', '.join(sorted(cards))}")
-        for name in options.models:
-            view = ModelView.from_card(cards[name])
+        refs = [parse_model(m, options.url) for m in dict.fromkeys(options.models)]
+        cards: dict[str, dict[str, Any]] = {}
+        for url in dict.fromkeys(r.url for r in refs):
+            listed = {c.get("id"): c for c in await emb.client(url).models()}
+            for ref in (r for r in refs if r.url == url):
+                if ref.name not in listed:
+                    raise GatewayRequestError(
+                        f"the gateway at {url} has no model {ref.name!r}; it serves: {', '.join(sorted(listed))}")
+                cards[ref.label] = listed[ref.name]
+        for ref in refs:
+            view = ModelView.from_card(cards[ref.label])
             dims, notes = dimensions_for(view, options.dimensions)
             pairs = pairings(view.tasks)
             report.models.append({
-                "model": name, "model_id": view.model, "tasks": list(view.tasks), "width": view.width,
-                "matryoshka": view.matryoshka, "dimensions": list(dims),
+                "model": ref.label, "model_id": view.model, "gateway": ref.url, "tasks": list(view.tasks),
+                "width": view.width, "matryoshka": view.matryoshka, "dimensions": list(dims),
                 "pairings": [p.name for p in pairs], "notes": list(notes),
             })
             for note in notes:
@@ -175,17 +181,18 @@ async def run_eval(dataset: Dataset, options: Options, say: Callable[[str], None
                 for side, task, texts in (("q", p.query_task, dataset.query_texts), ("d", p.passage_task, dataset.doc_texts)):
                     if (side, task) not in sides:
                         label = "queries" if side == "q" else "documents"
-                        sides[(side, task)] = await _vectors(emb, view, task, texts, dims, label)
+                        sides[(side, task)] = await _vectors(emb, ref, view, task, texts, dims, label)
             for p in pairs:
                 (qv, qhow), (dv, dhow) = sides[("q", p.query_task)], sides[("d", p.passage_task)]
-                engine, space = _served(emb.client(name, p.query_task), emb.client(name, p.passage_task))
+                engine, space = _served(emb.client(ref.url, ref.name, p.query_task),
+                                        emb.client(ref.url, ref.name, p.passage_task))
                 for d in dims:
                     for encoding in options.encodings:
                         ranking = search(qv[d], dv[d], encoding=encoding, k=options.top_k, ties=ties)
                         run = to_run(ranking, dataset.query_ids, dataset.doc_ids)
                         scores = evaluate(dataset.qrels, run)
                         record = {
-                            "model": name, "model_id": view.model, "pairing": p.name,
+                            "model": ref.label, "model_id": view.model, "gateway": ref.url, "pairing": p.name,
                             "query_task": p.query_task, "passage_task": p.passage_task,
                             "dimensions": d, "encoding": encoding,
                             "bytes_per_vector": bytes_per_vector(d, encoding),

@@ -27,6 +27,7 @@ from tests.support.server import LiveServer, live_server
 RECORD_KEYS = {
     "model", "model_id", "pairing", "query_task", "passage_task", "dimensions", "encoding", "bytes_per_vector",
     "ndcg@10", "recall@10", "recall@100", "mrr@10", "engine", "space", "matryoshka", "vectors", "queries", "documents",
+    "gateway",
 }
 
 
@@ -192,8 +193,21 @@ def test_an_unknown_model_and_a_bad_folder_are_clear_errors(
 ) -> None:
     assert main(["eval", str(beir_dir), "--url", server.url, "--model", "bge-m4"]) == 1
     err = capsys.readouterr().err
-    assert "the gateway has no model 'bge-m4'; it serves:" in err and "bge-m3" in err
+    assert f"the gateway at {server.url} has no model 'bge-m4'; it serves:" in err and "bge-m3" in err
     assert main(["eval", str(tmp_path), "--url", server.url, "--model", "bge-m3"]) == 2
     assert "neither a BEIR set" in capsys.readouterr().err
     assert main(["eval", str(beir_dir), "--url", server.url, "--model", "bge-m3", "--encodings", "int4"]) == 2
     assert "unknown encoding 'int4'" in capsys.readouterr().err
+
+
+def test_a_model_on_another_gateway_is_reached_at_its_own_url(
+    server: LiveServer, beir_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval.json"
+    nowhere = "http://127.0.0.1:9"  # never contacted: every model names its own gateway
+    code = main(["eval", str(beir_dir), "--url", nowhere, "--model", f"bge-m3@{server.url}",
+                 "--encodings", "float", "--json", str(out), "--max-retries", "0"])
+    assert code == 0, capsys.readouterr().err
+    (record,) = json.loads(out.read_text())["results"]
+    assert record["model"] == f"bge-m3@{server.url}" and record["gateway"] == server.url
+    assert record["model_id"] == "bge-m3" and record["engine"] == "bge"

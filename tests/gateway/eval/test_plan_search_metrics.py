@@ -8,7 +8,16 @@ import pytest
 import pytrec_eval
 
 from gateway.eval.metrics import evaluate
-from gateway.eval.plan import ModelView, Pairing, bytes_per_vector, dimensions_for, pairings, parse_dimensions
+from gateway.eval.plan import (
+    ModelRef,
+    ModelView,
+    Pairing,
+    bytes_per_vector,
+    dimensions_for,
+    pairings,
+    parse_dimensions,
+    parse_model,
+)
 from gateway.eval.runner import to_run
 from gateway.eval.search import hamming_scores, pack_ubinary, search, tie_order, top_k, truncate
 from tests.gateway.eval.labelled import build
@@ -109,3 +118,10 @@ def test_a_query_the_run_misses_counts_as_zero() -> None:
     qrels, perfect, _ = _labelled_runs()
     some = dict(list(perfect.items())[: len(perfect) // 2])
     assert evaluate(qrels, some).mean["ndcg@10"] == pytest.approx(0.5)
+
+
+def test_a_model_may_name_its_own_gateway() -> None:
+    assert parse_model("bge-m3", "http://a:8080") == ModelRef("bge-m3", "bge-m3", "http://a:8080")
+    assert parse_model("jina-int8@http://b:8081", "http://a:8080") == ModelRef(
+        "jina-int8@http://b:8081", "jina-int8", "http://b:8081")
+    assert parse_model("odd@name", "http://a:8080").name == "odd@name"
