@@ -148,60 +148,72 @@ def _served(*clients: EvalClient) -> tuple[str, str | None]:
     return ",".join(engines), (",".join(spaces) or None)
 
 
+async def _cards(emb: _Embedder, refs: Sequence[ModelRef]) -> dict[str, dict[str, Any]]:
+    """Each model's card from its gateway's ``GET /v1/models``; an unknown name lists the known ones."""
+    cards: dict[str, dict[str, Any]] = {}
+    for url in dict.fromkeys(r.url for r in refs):
+        listed = {c.get("id"): c for c in await emb.client(url).models()}
+        for ref in (r for r in refs if r.url == url):
+            if ref.name not in listed:
+                raise GatewayRequestError(
+                    f"the gateway at {url} has no model {ref.name!r}; it serves: {', '.join(sorted(listed))}")
+            cards[ref.label] = listed[ref.name]
+    return cards
+
+
+async def _evaluate_model(
+    emb: _Embedder, ref: ModelRef, view: ModelView, dataset: Dataset, report: EvalReport,
+) -> None:
+    """Every configuration of one model: each text set embedded once per task, then searched and
+    scored at every size and encoding."""
+    options, ties = emb.options, tie_order(dataset.doc_ids)
+    dims, notes = dimensions_for(view, options.dimensions)
+    pairs = pairings(view.tasks)
+    report.models.append({
+        "model": ref.label, "model_id": view.model, "gateway": ref.url, "tasks": list(view.tasks),
+        "width": view.width, "matryoshka": view.matryoshka, "dimensions": list(dims),
+        "pairings": [p.name for p in pairs], "notes": list(notes),
+    })
+    for note in notes:
+        emb.say(note)
+    sides: dict[tuple[str, str], tuple[dict[int, npt.NDArray[np.float32]], dict[int, str]]] = {}
+    for p in pairs:
+        for side, task, texts in (("queries", p.query_task, dataset.query_texts),
+                                  ("documents", p.passage_task, dataset.doc_texts)):
+            if (side, task) not in sides:
+                sides[(side, task)] = await _vectors(emb, ref, view, task, texts, dims, side)
+    for p in pairs:
+        (qv, qhow), (dv, dhow) = sides[("queries", p.query_task)], sides[("documents", p.passage_task)]
+        engine, space = _served(emb.client(ref.url, ref.name, p.query_task),
+                                emb.client(ref.url, ref.name, p.passage_task))
+        for d in dims:
+            for encoding in options.encodings:
+                ranking = search(qv[d], dv[d], encoding=encoding, k=options.top_k, ties=ties)
+                run = to_run(ranking, dataset.query_ids, dataset.doc_ids)
+                scores = evaluate(dataset.qrels, run)
+                record = {
+                    "model": ref.label, "model_id": view.model, "gateway": ref.url, "pairing": p.name,
+                    "query_task": p.query_task, "passage_task": p.passage_task,
+                    "dimensions": d, "encoding": encoding, "bytes_per_vector": bytes_per_vector(d, encoding),
+                    **{m: scores.mean[m] for m in METRICS},
+                    "engine": engine, "space": space, "matryoshka": view.matryoshka,
+                    "vectors": qhow[d] if qhow[d] == dhow[d] else f"{qhow[d]}/{dhow[d]}",
+                    "queries": len(dataset.query_ids), "documents": len(dataset.doc_ids),
+                }
+                report.results.append(EvalResult(record=record, run=run))
+
+
 async def run_eval(dataset: Dataset, options: Options, say: Callable[[str], None] = lambda _: None) -> EvalReport:
     """Evaluate every configuration of every model named in ``options`` on ``dataset``."""
     for encoding in options.encodings:
         bytes_per_vector(1, encoding)  # an unknown encoding fails before any request
     report = EvalReport(dataset=dataset.summary())
     emb = _Embedder(options, say)
-    ties = tie_order(dataset.doc_ids)
     try:
         refs = [parse_model(m, options.url) for m in dict.fromkeys(options.models)]
-        cards: dict[str, dict[str, Any]] = {}
-        for url in dict.fromkeys(r.url for r in refs):
-            listed = {c.get("id"): c for c in await emb.client(url).models()}
-            for ref in (r for r in refs if r.url == url):
-                if ref.name not in listed:
-                    raise GatewayRequestError(
-                        f"the gateway at {url} has no model {ref.name!r}; it serves: {', '.join(sorted(listed))}")
-                cards[ref.label] = listed[ref.name]
+        cards = await _cards(emb, refs)
         for ref in refs:
-            view = ModelView.from_card(cards[ref.label])
-            dims, notes = dimensions_for(view, options.dimensions)
-            pairs = pairings(view.tasks)
-            report.models.append({
-                "model": ref.label, "model_id": view.model, "gateway": ref.url, "tasks": list(view.tasks),
-                "width": view.width, "matryoshka": view.matryoshka, "dimensions": list(dims),
-                "pairings": [p.name for p in pairs], "notes": list(notes),
-            })
-            for note in notes:
-                say(note)
-            sides: dict[tuple[str, str], tuple[dict[int, npt.NDArray[np.float32]], dict[int, str]]] = {}
-            for p in pairs:
-                for side, task, texts in (("q", p.query_task, dataset.query_texts), ("d", p.passage_task, dataset.doc_texts)):
-                    if (side, task) not in sides:
-                        label = "queries" if side == "q" else "documents"
-                        sides[(side, task)] = await _vectors(emb, ref, view, task, texts, dims, label)
-            for p in pairs:
-                (qv, qhow), (dv, dhow) = sides[("q", p.query_task)], sides[("d", p.passage_task)]
-                engine, space = _served(emb.client(ref.url, ref.name, p.query_task),
-                                        emb.client(ref.url, ref.name, p.passage_task))
-                for d in dims:
-                    for encoding in options.encodings:
-                        ranking = search(qv[d], dv[d], encoding=encoding, k=options.top_k, ties=ties)
-                        run = to_run(ranking, dataset.query_ids, dataset.doc_ids)
-                        scores = evaluate(dataset.qrels, run)
-                        record = {
-                            "model": ref.label, "model_id": view.model, "gateway": ref.url, "pairing": p.name,
-                            "query_task": p.query_task, "passage_task": p.passage_task,
-                            "dimensions": d, "encoding": encoding,
-                            "bytes_per_vector": bytes_per_vector(d, encoding),
-                            **{m: scores.mean[m] for m in METRICS},
-                            "engine": engine, "space": space, "matryoshka": view.matryoshka,
-                            "vectors": qhow[d] if qhow[d] == dhow[d] else f"{qhow[d]}/{dhow[d]}",
-                            "queries": len(dataset.query_ids), "documents": len(dataset.doc_ids),
-                        }
-                        report.results.append(EvalResult(record=record, run=run))
+            await _evaluate_model(emb, ref, ModelView.from_card(cards[ref.label]), dataset, report)
     finally:
         await emb.aclose()
     return report
