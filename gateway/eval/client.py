@@ -25,20 +25,20 @@ def models_url(embeddings_url: str) -> str:
 
 
 class EvalClient(AsyncGatewayClient):
-    """One client per (model, task): its :attr:`engines` and :attr:`spaces` are that side's."""
+    """One client per (model, task): its :attr:`served_engines` and :attr:`served_spaces` are that side's."""
 
     def __init__(self, base_url: str, **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
-        self.engines: Counter[str] = Counter()
-        self.spaces: Counter[str] = Counter()
+        self.served_engines: Counter[str] = Counter()
+        self.served_spaces: Counter[str] = Counter()
         self._http.event_hooks["response"].append(self._seen)
 
     async def _seen(self, response: httpx.Response) -> None:
         if response.is_success and response.request.method == "POST":
             if engine := response.headers.get("x-embed-engine"):
-                self.engines[engine] += 1
+                self.served_engines[engine] += 1
             if space := response.headers.get("x-embed-space"):
-                self.spaces[space] += 1
+                self.served_spaces[space] += 1
 
     async def models(self) -> list[dict[str, Any]]:
         """``GET /v1/models``' cards (retried like an embedding request)."""

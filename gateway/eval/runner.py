@@ -143,8 +143,8 @@ async def _vectors(
 
 def _served(*clients: EvalClient) -> tuple[str, str | None]:
     """The engines (and vector spaces) that answered, as one string each."""
-    engines = sorted({e for c in clients for e in c.engines})
-    spaces = sorted({s for c in clients for s in c.spaces})
+    engines = sorted({e for c in clients for e in c.served_engines})
+    spaces = sorted({s for c in clients for s in c.served_spaces})
     return ",".join(engines), (",".join(spaces) or None)
 
 
