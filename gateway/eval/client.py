@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -25,12 +26,13 @@ def models_url(embeddings_url: str) -> str:
 
 
 class EvalClient(AsyncGatewayClient):
-    """One client per (model, task): its :attr:`served_engines` and :attr:`served_spaces` are that side's."""
+    """One client per (model, task): its :attr:`served_engines` and :attr:`served_spaces` (per
+    ``dimensions`` asked for: a vector space includes the size) are that side's."""
 
     def __init__(self, base_url: str, **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
         self.served_engines: Counter[str] = Counter()
-        self.served_spaces: Counter[str] = Counter()
+        self.served_spaces: dict[int | None, Counter[str]] = {}
         self._http.event_hooks["response"].append(self._seen)
 
     async def _seen(self, response: httpx.Response) -> None:
@@ -38,7 +40,11 @@ class EvalClient(AsyncGatewayClient):
             if engine := response.headers.get("x-embed-engine"):
                 self.served_engines[engine] += 1
             if space := response.headers.get("x-embed-space"):
-                self.served_spaces[space] += 1
+                try:
+                    dimensions = json.loads(response.request.content).get("dimensions")
+                except (ValueError, AttributeError):
+                    dimensions = None
+                self.served_spaces.setdefault(dimensions, Counter())[space] += 1
 
     async def models(self) -> list[dict[str, Any]]:
         """``GET /v1/models``' cards (retried like an embedding request)."""

@@ -141,11 +141,15 @@ async def _vectors(
     return out, how
 
 
-def _served(*clients: EvalClient) -> tuple[str, str | None]:
-    """The engines (and vector spaces) that answered, as one string each."""
-    engines = sorted({e for c in clients for e in c.served_engines})
-    spaces = sorted({s for c in clients for s in c.served_spaces})
-    return ",".join(engines), (",".join(spaces) or None)
+def _served(query: EvalClient, passage: EvalClient, dimensions: int) -> tuple[str, str | None]:
+    """The engines that answered either side, and the vector space(s) the gateway named for this
+    size (``x-embed-space``; one value when both sides share it, else ``query:… passage:…``)."""
+    engines = ",".join(sorted({*query.served_engines, *passage.served_engines}))
+    q = ",".join(sorted(query.served_spaces.get(dimensions, ())))
+    p = ",".join(sorted(passage.served_spaces.get(dimensions, ())))
+    if not (q or p):
+        return engines, None
+    return engines, q if q == p else f"query:{q or '?'} passage:{p or '?'}"
 
 
 async def _cards(emb: _Embedder, refs: Sequence[ModelRef]) -> dict[str, dict[str, Any]]:
@@ -184,9 +188,9 @@ async def _evaluate_model(
                 sides[(side, task)] = await _vectors(emb, ref, view, task, texts, dims, side)
     for p in pairs:
         (qv, qhow), (dv, dhow) = sides[("queries", p.query_task)], sides[("documents", p.passage_task)]
-        engine, space = _served(emb.client(ref.url, ref.name, p.query_task),
-                                emb.client(ref.url, ref.name, p.passage_task))
         for d in dims:
+            engine, space = _served(emb.client(ref.url, ref.name, p.query_task),
+                                    emb.client(ref.url, ref.name, p.passage_task), d)
             for encoding in options.encodings:
                 ranking = search(qv[d], dv[d], encoding=encoding, k=options.top_k, ties=ties)
                 run = to_run(ranking, dataset.query_ids, dataset.doc_ids)

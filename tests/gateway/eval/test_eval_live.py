@@ -110,11 +110,14 @@ def test_configurations_follow_each_models_tasks_width_and_matryoshka_flag(repor
     assert models["jina-embeddings-v3"]["notes"] == ["jina-embeddings-v3 is 64 wide: 1024 left out"]
 
 
-def _gateway_vectors(url: str, texts: tuple[str, ...], *, model: str, task: str, dims: int, kind: str) -> Any:
+def _gateway_vectors(url: str, texts: tuple[str, ...], *, model: str, task: str, dims: int, kind: str,
+                     headers: dict[str, str | None] | None = None) -> Any:
     body = {"model": model, "input": list(texts), "task": task, "dimensions": dims, "embedding_type": kind,
             "truncate": True}
     got = httpx.post(f"{url}/v1/embeddings", json=body, timeout=60)
     assert got.status_code == 200, got.text
+    if headers is not None:
+        headers["space"] = got.headers.get("x-embed-space")
     rows = [d["embedding"] for d in sorted(got.json()["data"], key=lambda d: d["index"])]
     if kind == "ubinary":
         packed = np.array([np.frombuffer(base64.b64decode(r), dtype=np.uint8) for r in rows])
@@ -134,8 +137,14 @@ def test_rankings_are_exact_search_on_the_vectors_the_gateway_returns(
     qt, pt = task
     results = {r.record["encoding"]: r for r in report.results
                if (r.record["model"], r.record["query_task"], r.record["dimensions"]) == (model, qt, dims)}
-    q = _gateway_vectors(server.url, data.query_texts, model=model, task=qt, dims=dims, kind="float")
-    d = _gateway_vectors(server.url, data.doc_texts, model=model, task=pt, dims=dims, kind="float")
+    qh: dict[str, str | None] = {}
+    dh: dict[str, str | None] = {}
+    q = _gateway_vectors(server.url, data.query_texts, model=model, task=qt, dims=dims, kind="float", headers=qh)
+    d = _gateway_vectors(server.url, data.doc_texts, model=model, task=pt, dims=dims, kind="float", headers=dh)
+    # the vector space each side was served in, as the gateway names it (when it does)
+    space = None if not (qh["space"] or dh["space"]) else (
+        qh["space"] if qh["space"] == dh["space"] else f"query:{qh['space']} passage:{dh['space']}")
+    assert results["float"].record["space"] == results["binary"].record["space"] == space
     cosine = q @ d.T
     qb = _gateway_vectors(server.url, data.query_texts, model=model, task=qt, dims=dims, kind="ubinary")
     db = _gateway_vectors(server.url, data.doc_texts, model=model, task=pt, dims=dims, kind="ubinary")
