@@ -56,14 +56,18 @@ def engine_memory(engine: Any) -> dict[str, Any]:
     return {"resident_bytes": counted_bytes(engine), "source": "counted"}
 
 
+#: /proc/PID/status keys -> ours. ``RssFile`` is memory-mapped files: weights torch maps from a
+#: safetensors file of the same dtype stay file pages, resident only where touched
+_STATUS = {"VmRSS": "rss_mib", "VmHWM": "peak_rss_mib", "RssAnon": "rss_anon_mib", "RssFile": "rss_file_mib"}
+
+
 def process_memory(pid: int | None = None) -> dict[str, float]:
-    """This process's resident set now (``VmRSS``) and at its peak (``VmHWM``), MiB."""
+    """This process's resident set now, at its peak, and now split into anonymous and file-backed, MiB."""
     out: dict[str, float] = {}
-    status = Path(f"/proc/{pid or os.getpid()}/status").read_text().splitlines()
-    for line in status:
+    for line in Path(f"/proc/{pid or os.getpid()}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out["rss_mib" if key == "VmRSS" else "peak_rss_mib"] = round(int(value.split()[0]) / 1024, 1)
+        if key in _STATUS:
+            out[_STATUS[key]] = round(int(value.split()[0]) / 1024, 1)
     return out
 
 

@@ -221,6 +221,11 @@ def _fmt(x: float) -> str:
     return f"{x:,.1f}"
 
 
+def _rss(m: dict[str, float]) -> str:
+    split = f" (anonymous {_fmt(m['rss_anon_mib'])}, file-backed {_fmt(m['rss_file_mib'])})" if "rss_file_mib" in m else ""
+    return f"{_fmt(m['rss_mib'])} MiB{split}"
+
+
 def report(result: dict[str, Any]) -> str:
     """The run as markdown: the CPU line, memory per model and the process, one row per phase and model."""
     lines = [f"CPU: {result['cpu']}", "",
@@ -232,10 +237,10 @@ def report(result: dict[str, Any]) -> str:
         rb = m.get("resident_bytes")
         lines.append(f"| {name} | {m['kind']} | {_fmt(rb / 2**20) if rb is not None else '–'} | {m.get('source', '–')} |")
     mem = result["memory"]
-    lines += ["", f"Process RSS: {_fmt(mem['idle']['rss_mib'])} MiB idle after start-up, "
+    lines += ["", f"Process RSS: {_rss(mem['idle'])} idle after start-up, "
                   f"{_fmt(mem['after']['peak_rss_mib'])} MiB at its peak."]
     for name, solo in (mem.get("solo") or {}).items():
-        lines.append(f"- {name} alone in a gateway: {_fmt(solo['idle']['rss_mib'])} MiB idle, "
+        lines.append(f"- {name} alone in a gateway: {_rss(solo['idle'])} idle, "
                      f"{_fmt(solo['after']['peak_rss_mib'])} MiB peak")
     lines += ["", "| phase | model | tokens/s median (range) | p50 ms | p90 ms | p99 ms | errors |",
               "|---|---|---|---|---|---|---|"]

@@ -28,6 +28,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from gateway.bench.loadgen import BodyFn, closed_loop
 from gateway.bench.models import ServedModel
 from gateway.bench.models import gateway_env as models_env
@@ -99,6 +101,20 @@ def _bodies(targets: list[Target], model_kind: str) -> list[BodyFn]:
     return [lambda r: {"model": _BENCH_MODEL, "input": list(r.texts)} for _ in targets]
 
 
+def _agreement(servers: list[tuple[Server, str]], bodies: list[BodyFn], req: BenchRequest) -> float:
+    """The smallest cosine between the two targets' vectors of one request: whether they compute
+    the same model (a race of two different computations says nothing)."""
+    import numpy as np
+
+    vecs = []
+    for (_, url), body in zip(servers, bodies, strict=True):
+        resp = httpx.post(url + "/v1/embeddings", json=body(req), timeout=600)
+        resp.raise_for_status()
+        rows = np.array([d["embedding"] for d in resp.json()["data"]], dtype=np.float64)
+        vecs.append(rows / np.linalg.norm(rows, axis=1, keepdims=True))
+    return round(float(np.min(np.sum(vecs[0] * vecs[1], axis=1))), 6)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gateway.bench.pair", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
@@ -142,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for (_, url), body in zip(servers, bodies, strict=True):  # warm both, one full wave of clients
             asyncio.run(closed_loop(url + "/v1/embeddings", reqs[: args.concurrency], body,
                                     concurrency=args.concurrency, max_seconds=600))
+        agreement = _agreement(servers, bodies, reqs[0])
         for r in range(args.rounds):
             row: dict[str, float] = {}
             for i, ((srv, url), body) in enumerate(zip(servers, bodies, strict=True)):
@@ -168,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": detect_cpu().summary(), "kind": args.kind, "a": args.a, "b": args.b, "workload": args.workload,
         "task": args.task or "the workload's", "requests_per_round": args.requests,
         "concurrency": args.concurrency, "rounds": rounds,
+        "min_cosine_a_b": agreement,
         "b_over_a_median": round(statistics.median(ratios), 3),
         "b_over_a_range": [min(ratios), max(ratios)],
         **{f"{k}_median": round(statistics.median(row[k] for row in rounds), 1)

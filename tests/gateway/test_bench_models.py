@@ -169,6 +169,7 @@ def test_a_sentence_transformers_checkpoint_races_in_pairs(st_dir: Path, tmp_pat
     out = json.loads(run.stdout)
     assert out["kind"] == "sentence-transformers" and out["a_median"] > 0 and out["b_median"] > 0
     assert out["rounds"][0]["a_p50_ms"] <= out["rounds"][0]["a_p99_ms"]
+    assert out["min_cosine_a_b"] > 0.99999  # both computed the same vectors
     run = _run("gateway.bench.pair", "--model", str(st_dir), "--kind", "sentence-transformers",
                "--a", "vllm", "--b", "gateway-hf", timeout=120)
     assert run.returncode == 2 and "target gateway" in run.stderr
