@@ -83,7 +83,10 @@ def _server(t: Target, s: BenchSettings, model_kind: str, vllm_python: str, out:
     if t.kind == "vllm":
         if model_kind == "hf":
             return vllm_server(vllm_python, s.model, s.dtype, out)
-        extra = ["--hf-overrides", json.dumps({"architectures": ["BgeM3EmbeddingModel"]})] if model_kind == "bge-m3" else []
+        # BgeM3EmbeddingModel's default pooling task is "embed&token_classify", which leaves
+        # /v1/embeddings unserved (501): ask for the dense task
+        extra = ["--hf-overrides", json.dumps({"architectures": ["BgeM3EmbeddingModel"]}),
+                 "--pooler-config", json.dumps({"task": "embed"})] if model_kind == "bge-m3" else []
         return vllm_server(vllm_python, s.model, s.dtype, out, served_name=_BENCH_MODEL, trust_remote_code=False,
                            max_model_len=8192 if model_kind == "bge-m3" else None, extra=extra)
     if model_kind == "hf":
