@@ -131,7 +131,10 @@ async def _bge_m3(args: argparse.Namespace) -> list[tuple[str, dict[str, Contest
     await engine.start()
     flag = BGEM3FlagModel(args.model, use_fp16=False, devices="cpu")
     out = []
-    for label, outputs in (("dense", frozenset({"dense"})), ("dense+sparse+colbert", frozenset(OUTPUTS))):
+    sets = {"dense": frozenset({"dense"}), "dense+sparse+colbert": frozenset(OUTPUTS)}
+    for label, outputs in sets.items():
+        if args.dense_only and label != "dense":
+            continue
         every = len(outputs) > 1
 
         async def ours(texts: list[str], outputs: frozenset[Any] = outputs) -> npt.NDArray[np.float32]:
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="facts:32,passages:8", help="WORKLOAD:TEXTS,... (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of both (default: all)")
+    ap.add_argument("--dense-only", action="store_true", help="bge-m3: race the dense output only")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     try:
