@@ -309,3 +309,24 @@ def test_milvus_reports_a_text_without_sparse_weights_as_a_bad_row(gateway, stor
     err = capsys.readouterr().err
     assert "1 rows embedded" in err and "cannot hold an empty vector" in err
     assert set(stored_sparse(kind, where)[0]) == {"b"}
+
+
+def test_the_client_returns_the_gateways_sparse_vectors_and_keeps_pinning_spaces(gateway) -> None:  # type: ignore[no-untyped-def]
+    from gateway.client import GatewayClient
+
+    texts = [r["text"] for r in hybrid_corpus()[15:19]]
+    dense, sparse = served(gateway.url, texts)
+    client = GatewayClient(gateway.url)
+    try:
+        got = client.embed(texts, model="bge-m3", task=None, dimensions=None, sparse=True)
+        plain = client.embed(texts, model="bge-m3", task=None, dimensions=None)
+    finally:
+        client.close()
+    np.testing.assert_allclose(got.vectors, dense, atol=1e-6)
+    assert got.sparse is not None and plain.sparse is None
+    for mine, want in zip(got.sparse, sparse, strict=True):
+        assert mine.indices.dtype == np.int64 and mine.values.dtype == np.float32
+        assert mine.indices.tolist() == sorted(want)
+        np.testing.assert_allclose(mine.values, [want[i] for i in sorted(want)], atol=1e-6)
+    assert got.space is not None and plain.space == got.space
+    assert client.spaces == {("bge-m3", None, None, True): got.space}
