@@ -17,6 +17,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from gateway.contract import SparseVector
 from gateway.ingest.records import BadRecord, Record
 from gateway.ingest.sinks import RowsRejected, Sink
 from gateway.ingest.stamp import StampMismatchError
@@ -89,14 +90,15 @@ def without_index(batch: Sequence[Record], index: int) -> tuple[Record, list[Rec
 
 def write_batch(
     sink: Sink, records: Sequence[Record], vectors: npt.NDArray[np.float32], bad: Callable[[BadRecord], None],
-    space: str | None = None,
+    space: str | None = None, sparse: Sequence[SparseVector] | None = None,
 ) -> int:
     """Write one embedded batch; rows the store refuses (an id too long for its key, a NUL byte
     Postgres cannot hold) go to ``bad`` and the rest is written. Returns the rows written.
 
     ``space``: the vector space the gateway said the batch is in (``x-embed-space``): the sink's
     stamp takes it before its first write, so the store is stamped with it (or, holding another
-    space, refuses the write: :class:`~gateway.ingest.stamp.StampMismatchError`)."""
+    space, refuses the write: :class:`~gateway.ingest.stamp.StampMismatchError`). ``sparse``: one
+    sparse vector per record (hybrid search), stored beside the dense one."""
     stamp = getattr(sink, "stamp", None)
     if space is not None and stamp is not None:
         if stamp.space is None:
@@ -104,16 +106,20 @@ def write_batch(
         elif stamp.space != space:
             raise StampMismatchError(f"the gateway answered in vector space {space!r} after {stamp.space!r} in the "
                                      "same run; nothing of this batch was written")
-    todo, vecs = list(records), vectors
+    todo, vecs, sp = list(records), vectors, None if sparse is None else list(sparse)
     while todo:
         try:
-            sink.write(todo, vecs)
+            if sp is None:
+                sink.write(todo, vecs)
+            else:
+                sink.write(todo, vecs, sparse=sp)
             return len(todo)
         except RowsRejected as err:
             for i in sorted(err.reasons):
                 bad(BadRecord(todo[i].line, f"refused by the store: {err.reasons[i]}", todo[i].id))
             keep = [i for i in range(len(todo)) if i not in err.reasons]
             todo, vecs = [todo[i] for i in keep], vecs[keep]
+            sp = None if sp is None else [sp[i] for i in keep]
     return 0
 
 
