@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.bench.workloads import WORKLOADS, make_workload
+from gateway.contract import Engine
 
 __all__ = ["Batch", "main", "parse_batches", "race"]
 
@@ -100,7 +101,7 @@ async def race(contestants: dict[str, Contestant], batch: Batch, rounds: int) ->
     }
 
 
-async def _st(args: argparse.Namespace) -> list[tuple[str, dict[str, Contestant]]]:
+async def _st(args: argparse.Namespace) -> tuple[Engine, list[tuple[str, dict[str, Contestant]]]]:
     from sentence_transformers import SentenceTransformer
 
     from engine_hf.st import SentenceTransformersSettings, build
@@ -117,10 +118,10 @@ async def _st(args: argparse.Namespace) -> list[tuple[str, dict[str, Contestant]
     async def theirs(texts: list[str]) -> npt.NDArray[np.float32]:
         return np.asarray(ref.encode(texts, batch_size=len(texts), convert_to_numpy=True))
 
-    return [("dense", {"engine": ours, "sentence-transformers": theirs})]
+    return engine, [("dense", {"engine": ours, "sentence-transformers": theirs})]
 
 
-async def _bge_m3(args: argparse.Namespace) -> list[tuple[str, dict[str, Contestant]]]:
+async def _bge_m3(args: argparse.Namespace) -> tuple[Engine, list[tuple[str, dict[str, Contestant]]]]:
     import torch
     from FlagEmbedding import BGEM3FlagModel
 
@@ -153,7 +154,7 @@ async def _bge_m3(args: argparse.Namespace) -> list[tuple[str, dict[str, Contest
             return np.asarray(res["dense_vecs"].float().numpy())
 
         out.append((label, {"engine": ours, "flag-encode": encode, "flag-forward": forward}))
-    return out
+    return engine, out
 
 
 def _flag_inputs(flag: Any, texts: list[str]) -> Any:
@@ -165,7 +166,8 @@ def _flag_inputs(flag: Any, texts: list[str]) -> Any:
     return cache[key]
 
 
-_KINDS: dict[str, Callable[[argparse.Namespace], Awaitable[list[tuple[str, dict[str, Contestant]]]]]] = {
+#: kind -> (the started engine, its races: output set -> contestants)
+_KINDS: dict[str, Callable[[argparse.Namespace], Awaitable[tuple[Engine, list[tuple[str, dict[str, Contestant]]]]]]] = {
     "sentence-transformers": _st,
     "bge-m3": _bge_m3,
 }
@@ -176,11 +178,15 @@ async def _run(args: argparse.Namespace, batches: list[Batch]) -> list[dict[str,
 
     torch.set_num_threads(args.threads)
     results = []
-    for label, contestants in await _KINDS[args.kind](args):
-        for batch in batches:
-            row = {"outputs": label, **await race(contestants, batch, args.rounds)}
-            print(json.dumps({k: row[k] for k in ("outputs", "batch", "ours_over")}), file=sys.stderr, flush=True)
-            results.append(row)
+    engine, races = await _KINDS[args.kind](args)
+    try:
+        for label, contestants in races:
+            for batch in batches:
+                row = {"outputs": label, **await race(contestants, batch, args.rounds)}
+                print(json.dumps({k: row[k] for k in ("outputs", "batch", "ours_over")}), file=sys.stderr, flush=True)
+                results.append(row)
+    finally:
+        await engine.aclose()
     return results
 
 
