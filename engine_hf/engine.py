@@ -22,7 +22,7 @@ import torch
 from engine_hf.checkpoint import CheckpointInfo, checkpoint_fingerprint, describe_checkpoint, resolve_model_dir
 from engine_hf.cpu_kernels import CpuFeatures, detect_cpu, keep_freed_memory
 from engine_hf.device import numerics, resolve_device, resolve_precision, use_packed
-from engine_hf.inprocess import InProcessEngine, Placement, check_total
+from engine_hf.inprocess import InProcessEngine, Placement, check_total, module_bytes
 from engine_hf.late_chunking import (
     EmptyChunkError,
     Segment,
@@ -119,6 +119,7 @@ class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]])
             tokenizer=True,
             identity=self._identity(),
             weights=self._weights_id,
+            resident_bytes=module_bytes(self.encoder.model) if self.encoder is not None else None,
         )
 
     def _identity(self) -> str | None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -35,7 +35,7 @@ from gateway.contract import (
     TooManyTokensError,
 )
 
-__all__ = ["TOKENIZE_WORKERS", "InProcessEngine", "Placement", "check_total", "display_name"]
+__all__ = ["TOKENIZE_WORKERS", "InProcessEngine", "Placement", "check_total", "display_name", "module_bytes"]
 
 S = TypeVar("S", bound=InProcessSettings)
 P = TypeVar("P")  # what one queued sequence carries to the forward pass
@@ -241,3 +241,16 @@ def check_total(n_tokens: int, limit: int | None) -> None:
 def display_name(model: str) -> str:
     """The model as /info shows it: a hub id as is, a local directory by its name only (no paths)."""
     return Path(model).name if model.startswith((".", "/", "~")) else model
+
+
+def module_bytes(module: Any) -> int:
+    """Bytes of a torch module's parameters and buffers (each storage counted once): the weights'
+    share of the engine's memory, for ``EngineCapabilities.resident_bytes``."""
+    seen: set[int] = set()
+    total = 0
+    for t in (*module.parameters(), *module.buffers()):
+        ptr = t.data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            total += t.numel() * t.element_size()
+    return total
