@@ -15,8 +15,9 @@ whose ``usage`` is that input's exact count; an input that vLLM refuses or that 
 is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``) and embedded
 from those ids.
 
-Health probes have a connection of their own: a pool full of slow embedding calls must not make a
-healthy vLLM look dead.
+The HTTP side is :class:`~engine_vllm.upstream.Upstream` (pooled keep-alive connections, health
+probes on a pool of their own: a pool full of slow embedding calls must not make a healthy vLLM
+look dead).
 
 Admission is bounded like the HF engine's queue: at most ``max_queued_inputs`` inputs may be on
 their way to vLLM; beyond that a job is refused as overloaded (the router falls over to HF, then
@@ -29,15 +30,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 
-from engine_vllm.errors import RefusedInput, from_response, from_transport
+from engine_vllm.errors import RefusedInput
 from engine_vllm.managed import VLLMProcess
+from engine_vllm.upstream import Upstream
 from engine_vllm.wire import (
     MalformedResponse,
     ServedModel,
@@ -71,6 +73,8 @@ if TYPE_CHECKING:
 
 __all__ = ["VLLMEngine", "token_bound"]
 
+T = TypeVar("T")
+
 log = logging.getLogger(__name__)
 
 #: jina-embeddings-v3's full output dimension, assumed until vLLM's first vector says otherwise
@@ -86,6 +90,14 @@ def token_bound(texts: Sequence[str], per_input_limit: int) -> int:
     """An upper bound of the job's token count, computed without tokenising (see above): inputs
     over ``per_input_limit`` are refused or truncated, so none counts for more."""
     return sum(min(per_input_limit, _MAX_TOKENS_PER_CHAR * len(t) + 3) for t in texts)
+
+
+async def _caught(work: Awaitable[T]) -> T | Exception:
+    """``work``'s result or its error, as ``asyncio.gather(..., return_exceptions=True)`` gives them."""
+    try:
+        return await work
+    except Exception as exc:  # noqa: BLE001 - handed back, judged by the caller
+        return exc
 
 
 class VLLMEngine:
@@ -104,11 +116,17 @@ class VLLMEngine:
         self._observer = observer
         #: inputs sent (or about to be sent) to vLLM and not answered yet
         self._queued_inputs = 0
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        #: health probes only (never queued behind embedding calls)
-        self._probe_client: httpx.AsyncClient | None = None
-        self._url = settings.url.rstrip("/")
+        self._upstream = Upstream(
+            settings.url,
+            name=name,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            health_timeout=settings.health_timeout,
+            max_connections=settings.max_connections,
+            transport=transport,
+        )
+        self._url = self._upstream.url
         self._served: ServedModel | None = None
         self._dimensions: int | None = None
         self._discover_lock: asyncio.Lock | None = None
@@ -155,22 +173,7 @@ class VLLMEngine:
     async def start(self) -> None:
         """Open the connection pool (and the managed process). An unreachable vLLM is not an error
         here: the gateway keeps it out of the route until a probe succeeds."""
-        s = self.settings
-        headers = {"authorization": f"Bearer {s.api_key.get_secret_value()}"} if s.api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self._url,
-            headers=headers,
-            timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout, pool=s.read_timeout),
-            limits=httpx.Limits(max_connections=s.max_connections, max_keepalive_connections=s.max_connections),
-            transport=self._transport,
-        )
-        self._probe_client = httpx.AsyncClient(
-            base_url=self._url,
-            headers=headers,
-            timeout=httpx.Timeout(s.health_timeout, connect=min(s.connect_timeout, s.health_timeout)),
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-            transport=self._transport,
-        )
+        self._upstream.start()
         self._discover_lock = asyncio.Lock()
         if self.process is not None:
             await self.process.start()
@@ -222,9 +225,9 @@ class VLLMEngine:
                 return EmbedResult(vectors=vectors, token_counts=(total,), engine=self._name,
                                    inference_seconds=time.perf_counter() - started)
         # one call per input, all at once: vLLM batches them itself (continuous batching), and each
-        # answer's usage is that input's exact token count
-        outcomes = await asyncio.gather(
-            *(self._embed_text(model, i, t, job) for i, t in enumerate(texts)), return_exceptions=True
+        # answer's usage is that input's exact token count (one input: awaited here, no task)
+        outcomes = [await _caught(self._embed_text(model, 0, texts[0], job))] if len(texts) == 1 else (
+            await asyncio.gather(*(self._embed_text(model, i, t, job) for i, t in enumerate(texts)), return_exceptions=True)
         )
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         if failed:
@@ -272,15 +275,15 @@ class VLLMEngine:
         extra["queued_inputs"] = self._queued_inputs
         if self.process is not None:
             extra["process"] = self.process.describe()
-        if self._probe_client is None:
+        if not self._upstream.started:
             return Health(False, "not started", extra)
         try:
-            response = await self._probe_client.get("/health")
+            status = await self._upstream.probe()
         except httpx.TransportError as exc:
             state = f" (managed process {self.process.state.value})" if self.process is not None else ""
             return Health(False, f"vLLM at {self._url} unreachable: {type(exc).__name__}{state}", extra)
-        if response.status_code != 200:
-            return Health(False, f"vLLM /health answered {response.status_code}", extra)
+        if status != 200:
+            return Health(False, f"vLLM /health answered {status}", extra)
         if self._served is None or self._dimensions is None:
             try:
                 await self._discover()
@@ -289,9 +292,7 @@ class VLLMEngine:
         return Health(True, "ok", extra)
 
     async def aclose(self) -> None:
-        for client in (self._client, self._probe_client):
-            if client is not None:
-                await client.aclose()
+        await self._upstream.aclose()
         if self.process is not None:
             await self.process.stop()
 
@@ -397,37 +398,13 @@ class VLLMEngine:
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None, deadline: float | None) -> Any:
         """One HTTP call; every failure leaves here as an error of the gateway's tree."""
-        client = self._client
-        if client is None:
-            raise EngineUnavailableError(f"engine {self._name} is not started", engine=self._name)
-        timeout: httpx.Timeout | None = None
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise EngineTimeoutError(f"engine {self._name}: the request's deadline passed", engine=self._name)
-            s = self.settings
-            timeout = httpx.Timeout(min(s.read_timeout, left), connect=min(s.connect_timeout, left), pool=left)
-        try:
-            if timeout is None:
-                response = await client.request(method, path, json=body)
-            else:
-                response = await client.request(method, path, json=body, timeout=timeout)
-        except httpx.TransportError as exc:
-            raise from_transport(exc, engine=self._name, url=self._url) from exc
-        if not response.is_success:
-            raise from_response(response, engine=self._name, what=f"{method} {path}")
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise EngineError(f"engine {self._name}: {method} {path} answered non-JSON", engine=self._name) from exc
+        return await self._upstream.call(method, path, body, deadline)
 
     async def _health_ok(self) -> bool:
-        client = self._probe_client
-        if client is None:
+        if not self._upstream.started:
             return False
         try:
-            response = await client.get("/health")
+            return await self._upstream.probe() == 200
         except httpx.TransportError:
             return False
-        return response.status_code == 200
 
