@@ -6,9 +6,15 @@ round after round, and the answer is the median of the per-round ratios. While o
 the other's whole process tree is paused (SIGSTOP), so the idle one cannot take the cores.
 
 ``--task`` puts every request on one task (vLLM serves text-matching only; a race on passages
-sends them as text-matching to both). A target is ``vllm`` or ``gateway-hf`` with optional
-settings, ``gateway-hf:KEY=VALUE,...``, where each KEY is an ``EMBED_GATEWAY_...`` variable, e.g.
-``gateway-hf:ENGINES__HF__BATCH_GATHER_MS=0``.
+sends them as text-matching to both). A target is ``vllm``, ``gateway-hf`` or ``gateway-vllm``,
+the gateways with optional settings, ``gateway-hf:KEY=VALUE,...``, where each KEY is an
+``EMBED_GATEWAY_...`` variable, e.g. ``gateway-hf:ENGINES__HF__BATCH_GATHER_MS=0``.
+
+The hop: ``--a vllm --b gateway-vllm`` races vLLM called directly against this gateway in front of
+that same vLLM (its HF engine off), so the ratio is what the hop costs under load; vLLM is never
+paused (the gateway needs it). ``--idle N`` adds, to every round, N one-text requests one at a time,
+alternating between the two: the latency the hop adds at idle (p50 and p90 per round, and their
+medians over the rounds).
 """
 
 from __future__ import annotations
@@ -19,31 +25,47 @@ import dataclasses
 import json
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from gateway.bench.loadgen import closed_loop
-from gateway.bench.runner import BenchSettings, gateway_body, gateway_env, vllm_body, token_counter
+import httpx
+
+from gateway.bench.loadgen import BodyFn, closed_loop, send
+from gateway.bench.runner import (
+    BenchSettings,
+    gateway_body,
+    gateway_env,
+    idle_request,
+    token_counter,
+    vllm_body,
+    vllm_only_env,
+)
 from gateway.bench.servers import Server, gateway_server, vllm_server
-from gateway.bench.stats import summarize
+from gateway.bench.stats import percentile, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
 from gateway.contract.tasks import TASKS
 
-__all__ = ["Target", "main", "on_task", "parse_target"]
+__all__ = ["KINDS", "Target", "idle_round", "main", "on_task", "parse_target"]
+
+#: what a target can be (see the module docstring)
+KINDS = ("gateway-hf", "gateway-vllm", "vllm")
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
     spec: str
-    kind: str  # "gateway-hf" or "vllm"
+    kind: str  # one of KINDS
     env: dict[str, str]
 
 
 def parse_target(spec: str) -> Target:
-    """``vllm`` | ``gateway-hf`` | ``gateway-hf:KEY=VALUE,...`` (KEY with or without ``EMBED_GATEWAY_``)."""
+    """``vllm`` | ``gateway-hf`` | ``gateway-vllm``, a gateway with ``:KEY=VALUE,...`` (KEY with or
+    without ``EMBED_GATEWAY_``)."""
     kind, _, rest = spec.partition(":")
-    if kind not in ("gateway-hf", "vllm"):
-        raise ValueError(f"unknown target {kind!r}; use gateway-hf[:KEY=VALUE,...] or vllm")
+    if kind not in KINDS:
+        raise ValueError(f"unknown target {kind!r}; use gateway-hf[:KEY=VALUE,...], gateway-vllm[:KEY=VALUE,...] or vllm")
     env: dict[str, str] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
@@ -61,11 +83,60 @@ def on_task(reqs: list[BenchRequest], task: str) -> list[BenchRequest]:
     return [dataclasses.replace(r, task=task) for r in reqs]
 
 
-def _server(t: Target, s: BenchSettings, vllm_python: str, out: Path) -> tuple[Server, str]:
+def _server(t: Target, s: BenchSettings, vllm_python: str, out: Path, vllm_url: str | None) -> tuple[Server, str]:
     out.mkdir(parents=True, exist_ok=True)
     if t.kind == "vllm":
         return vllm_server(vllm_python, s.model, s.dtype, out)
+    if t.kind == "gateway-vllm":
+        assert vllm_url is not None
+        return gateway_server("gateway-vllm", gateway_env(s, {**vllm_only_env(vllm_url), **t.env}), out)
     return gateway_server("gateway-hf", gateway_env(s, t.env), out)
+
+
+def _start(targets: list[Target], s: BenchSettings, vllm_python: str, out: Path) -> list[tuple[Server, str]]:
+    """Both servers, vLLM first: a ``gateway-vllm`` target fronts the other target's vLLM."""
+    order = sorted(range(len(targets)), key=lambda i: targets[i].kind != "vllm")
+    started: dict[int, tuple[Server, str]] = {}
+    try:
+        for i in order:
+            upstream = next((url for j, (_, url) in started.items() if targets[j].kind == "vllm"), None)
+            srv, url = _server(targets[i], s, vllm_python, out / "ab"[i], upstream)
+            started[i] = (srv, url)
+            srv.start()
+    except BaseException:
+        for srv, _ in started.values():
+            srv.stop()
+        raise
+    return [started[i] for i in range(len(targets))]
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(percentile(ms, 50), 3), "p90_ms": round(percentile(ms, 90), 3)}
+
+
+def idle_round(urls: list[str], bodies: list[BodyFn], text: str, n: int) -> dict[str, Any]:
+    """``n`` one-text requests to each target, one at a time, alternating (the order flips every
+    pair, so neither always goes first): per target p50 and p90, and what b adds to a."""
+    req = BenchRequest((text,), "text-matching", (0,))
+
+    async def go() -> list[list[float]]:
+        out: list[list[float]] = [[], []]
+        async with httpx.AsyncClient(timeout=120) as client:
+            for url, body in zip(urls, bodies, strict=True):  # a warm connection to each
+                await send(client, url, req, body)
+            for k in range(n):
+                for i in ((0, 1) if k % 2 == 0 else (1, 0)):
+                    t0 = time.perf_counter()
+                    sample = await send(client, urls[i], req, bodies[i])
+                    if not sample.ok:
+                        raise RuntimeError(f"{urls[i]} answered {sample.status} to an idle request")
+                    out[i].append((time.perf_counter() - t0) * 1000)
+        return out
+
+    a_ms, b_ms = asyncio.run(go())
+    a, b = _percentiles(a_ms), _percentiles(b_ms)
+    return {"a": a, "b": b, "added_p50_ms": round(b["p50_ms"] - a["p50_ms"], 3),
+            "added_p90_ms": round(b["p90_ms"] - a["p90_ms"], 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=192, help="requests per round")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--idle", type=int, default=0, metavar="N",
+                    help="also N one-text requests per round to each target, one at a time, alternating")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--vllm-python", default=sys.executable)
@@ -88,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         targets = [parse_target(args.a), parse_target(args.b)]
     except ValueError as exc:
         ap.error(str(exc))
-    if min(args.requests, args.concurrency, args.rounds) < 1:
-        ap.error("--requests, --concurrency and --rounds must be at least 1")
+    if min(args.requests, args.concurrency, args.rounds) < 1 or args.idle < 0:
+        ap.error("--requests, --concurrency and --rounds must be at least 1, --idle at least 0")
+    kinds = [t.kind for t in targets]
+    if "gateway-vllm" in kinds and "vllm" not in kinds:
+        ap.error("gateway-vllm fronts the pair's vLLM: race it against vllm (--a vllm --b gateway-vllm)")
 
     from engine_hf.cpu_kernels import detect_cpu
 
@@ -97,45 +173,60 @@ def main(argv: list[str] | None = None) -> int:
     reqs = make_workload(args.workload, args.requests, token_counter(args.model), seed=0)
     if args.task:
         reqs = on_task(reqs, args.task)
-    if any(t.kind == "vllm" for t in targets) and any(r.task != "text-matching" for r in reqs):
+    if any(t.kind != "gateway-hf" for t in targets) and any(r.task != "text-matching" for r in reqs):
         ap.error(f"vLLM serves text-matching only: race it with --task text-matching (workload {args.workload})")
-    servers = [_server(t, s, args.vllm_python, args.out / f"{'ab'[i]}") for i, t in enumerate(targets)]
+    servers = _start(targets, s, args.vllm_python, args.out)
     bodies = [vllm_body if t.kind == "vllm" else gateway_body for t in targets]
-    rounds: list[dict[str, float]] = []
+    urls = [url + "/v1/embeddings" for _, url in servers]
+    idle_text = idle_request(0, token_counter(args.model)).texts[0] if args.idle else ""
+    rounds: list[dict[str, Any]] = []
     try:
-        for srv, _ in servers:
-            srv.start()
-        for (_, url), body in zip(servers, bodies, strict=True):  # warm both, one full wave of clients
-            asyncio.run(closed_loop(url + "/v1/embeddings", reqs[: args.concurrency], body,
-                                    concurrency=args.concurrency, max_seconds=600))
+        for url, body in zip(urls, bodies, strict=True):  # warm both, one full wave of clients
+            asyncio.run(closed_loop(url, reqs[: args.concurrency], body, concurrency=args.concurrency, max_seconds=600))
         for r in range(args.rounds):
-            row: dict[str, float] = {}
+            row: dict[str, Any] = {}
             for i, ((srv, url), body) in enumerate(zip(servers, bodies, strict=True)):
-                other = servers[1 - i][0]
-                other.pause()
+                # the idle one is paused, unless the one measured calls it (a gateway's vLLM)
+                other = None if targets[i].kind == "gateway-vllm" else servers[1 - i][0]
+                if other is not None:
+                    other.pause()
                 try:
                     samples, wall = asyncio.run(closed_loop(url + "/v1/embeddings", reqs, body,
                                                             concurrency=args.concurrency, max_seconds=600))
                 finally:
-                    other.resume()
+                    if other is not None:
+                        other.resume()
                 sm = summarize(samples, wall)
                 if sm.errors:
                     raise RuntimeError(f"{targets[i].spec}: {sm.errors} failed requests in round {r}")
                 row["ab"[i]] = round(sm.tokens_per_second, 1)
             row["b_over_a"] = round(row["b"] / row["a"], 3)
+            if args.idle:
+                row["idle"] = idle_round(urls, bodies, idle_text, args.idle)
             rounds.append(row)
             print(json.dumps({"round": r, **row}), file=sys.stderr, flush=True)
     finally:
         for srv, _ in servers:
             srv.stop()
     ratios = [row["b_over_a"] for row in rounds]
-    print(json.dumps({
+    report: dict[str, Any] = {
         "cpu": detect_cpu().summary(), "a": args.a, "b": args.b, "workload": args.workload,
         "task": args.task or "the workload's", "requests_per_round": args.requests,
         "concurrency": args.concurrency, "rounds": rounds,
         "b_over_a_median": round(statistics.median(ratios), 3),
         "b_over_a_range": [min(ratios), max(ratios)],
-    }, indent=1))
+    }
+    if args.idle:
+        idle = [row["idle"] for row in rounds]
+        report["idle"] = {
+            "requests_per_round": args.idle,
+            **{f"{t}_{q}_median": round(statistics.median(x[t][q] for x in idle), 3)
+               for t in "ab" for q in ("p50_ms", "p90_ms")},
+            "added_p50_ms_median": round(statistics.median(x["added_p50_ms"] for x in idle), 3),
+            "added_p90_ms_median": round(statistics.median(x["added_p90_ms"] for x in idle), 3),
+            "added_p50_ms_range": [min(x["added_p50_ms"] for x in idle), max(x["added_p50_ms"] for x in idle)],
+        }
+    print(json.dumps(report, indent=1))
     return 0
 
 
