@@ -218,10 +218,12 @@ class GatewayMetrics:
 
 
 class _Observer:
-    """:class:`~gateway.contract.EngineObserver` writing into one app's metrics."""
+    """:class:`~gateway.contract.EngineObserver` writing into one app's metrics (the queue gauges'
+    children kept per engine: an engine reports its queue twice per job)."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._m = metrics
+        self._queue_gauges: dict[str, tuple[Any, Any]] = {}
 
     def batch(self, engine: str, *, sequences: int, tokens: int, seconds: float) -> None:
         self._m.batch_size.labels(engine=engine).observe(sequences)
@@ -229,8 +231,11 @@ class _Observer:
         self._m.batch_duration.labels(engine=engine).observe(seconds)
 
     def queue(self, engine: str, *, depth: int, tokens: int) -> None:
-        self._m.queue_depth.labels(engine=engine).set(depth)
-        self._m.queue_tokens.labels(engine=engine).set(tokens)
+        gauges = self._queue_gauges.get(engine)
+        if gauges is None:
+            gauges = self._queue_gauges[engine] = (self._m.queue_depth.labels(engine), self._m.queue_tokens.labels(engine))
+        gauges[0].set(depth)
+        gauges[1].set(tokens)
 
 
 class StateCollector(Collector):
