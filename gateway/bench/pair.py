@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                         other.resume()
                 sm = summarize(samples, wall)
                 if sm.errors:
-                    raise RuntimeError(f"{targets[i].spec}: {sm.errors} failed requests in round {r}")
+                    statuses = sorted({x.status for x in samples if not x.ok})  # 0: no HTTP answer at all
+                    raise RuntimeError(f"{targets[i].spec}: {sm.errors} failed requests in round {r} (status {statuses})")
                 row["ab"[i]] = round(sm.tokens_per_second, 1)
             row["b_over_a"] = round(row["b"] / row["a"], 3)
             if args.idle:
