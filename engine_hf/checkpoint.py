@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -93,16 +94,18 @@ class CheckpointInfo:
 _FINGERPRINTED = (".json", ".safetensors", ".model", ".txt")
 
 
-def checkpoint_fingerprint(path: Path) -> str:
+def checkpoint_fingerprint(path: Path, *, suffixes: tuple[str, ...] = _FINGERPRINTED) -> str:
     """SHA-256 over the relative names and contents of the files that make the vectors (configs,
     weights, adapters, tokenizer), at the top level and one folder down (PEFT adapters, pooling).
+    ``suffixes``: which files those are (a layout with other weight files, such as BGE-M3's
+    ``.pt`` heads, names its own).
 
     Why content and not a name: a local directory has no revision, and the embedding cache must
     never serve vectors of the checkpoint that was there before (docs/cache.md). Reads every byte
     once at load time (about a second per GB)."""
     files = sorted(
         p for p in [*path.iterdir(), *path.glob("*/*")]
-        if p.is_file() and p.suffix in _FINGERPRINTED and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        if p.is_file() and p.suffix in suffixes and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     digest = hashlib.sha256()
     for f in files:
@@ -118,11 +121,13 @@ def resolve_model_dir(
     revision: str | None = None,
     cache_dir: str | None = None,
     local_files_only: bool = False,
+    allow_patterns: Sequence[str] | None = None,
 ) -> Path:
     """A local directory for ``model``: the path itself if it exists, else a hub snapshot.
 
     Hub downloads go through ``huggingface_hub`` and honour ``HF_HUB_OFFLINE=1`` (cache only) and
-    ``HF_HOME``; only weights, configs, tokenizer files and adapters are fetched, never code.
+    ``HF_HOME``; only weights, configs, tokenizer files and adapters are fetched, never code
+    (``allow_patterns``: the files a kind needs, by default jina-embeddings-v3's).
     """
     path = Path(model).expanduser()
     if path.is_dir():
@@ -138,7 +143,7 @@ def resolve_model_dir(
                 revision=revision,
                 cache_dir=cache_dir,
                 local_files_only=local_files_only,
-                allow_patterns=_ALLOW_PATTERNS,
+                allow_patterns=list(allow_patterns or _ALLOW_PATTERNS),
             )
         )
     except Exception as exc:  # huggingface_hub raises many types; all mean "not available"

@@ -159,6 +159,7 @@ class HFEngine:
             max_queued_tokens=s.max_queued_tokens,
             tokenization_workers=_TOKENIZE_WORKERS,
             identity=self._identity(),
+            weights=self._weights_id,
         )
 
     def _identity(self) -> str | None:

@@ -1,18 +1,20 @@
-"""Engine that serves text-matching through a vLLM OpenAI-compatible server (see docs/engines.md).
+"""The HTTP upstream engines (see docs/engines.md): ``VLLMEngine`` (jina-embeddings-v3's
+text-matching on a vLLM server) and ``OpenAIEngine`` (the ``openai`` kind: any OpenAI-compatible
+embeddings server).
 
-vLLM merges only jina-embeddings-v3's text-matching adapter at load, so this engine declares that
-task alone. It needs only httpx: a gateway that fronts vLLM installs without torch. Import cost is
-paid lazily (``gateway.config`` imports :mod:`engine_vllm.settings` without the engine's HTTP stack).
+They need only httpx: a gateway that fronts remote servers installs without torch. Import cost is
+paid lazily (``gateway.config`` imports :mod:`engine_vllm.settings` without the engines' HTTP stack).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["VLLMEngine"]
+__all__ = ["OpenAIEngine", "VLLMEngine"]
 
 if TYPE_CHECKING:
     from engine_vllm.engine import VLLMEngine
+    from engine_vllm.openai import OpenAIEngine
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from engine_vllm.engine import VLLMEngine
 
         return VLLMEngine
+    if name == "OpenAIEngine":
+        from engine_vllm.openai import OpenAIEngine
+
+        return OpenAIEngine
     raise AttributeError(name)

@@ -15,7 +15,7 @@ whose ``usage`` is that input's exact count; an input that vLLM refuses or that 
 is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``) and embedded
 from those ids.
 
-The HTTP side is :class:`~engine_vllm.upstream.Upstream` (pooled keep-alive connections, health
+The HTTP side is :class:`~engine_vllm.upstream.UpstreamHTTP` (pooled keep-alive connections, health
 probes on a pool of their own: a pool full of slow embedding calls must not make a healthy vLLM
 look dead).
 
@@ -39,7 +39,7 @@ import numpy.typing as npt
 
 from engine_vllm.errors import RefusedInput
 from engine_vllm.managed import VLLMProcess
-from engine_vllm.upstream import Upstream
+from engine_vllm.upstream import UpstreamHTTP
 from engine_vllm.wire import (
     MalformedResponse,
     ServedModel,
@@ -66,6 +66,8 @@ from gateway.contract import (
     Task,
     TooManyTokensError,
     UnsupportedTaskError,
+    route_key,
+    task_of_key,
 )
 
 if TYPE_CHECKING:
@@ -116,17 +118,13 @@ class VLLMEngine:
         self._observer = observer
         #: inputs sent (or about to be sent) to vLLM and not answered yet
         self._queued_inputs = 0
-        self._upstream = Upstream(
-            settings.url,
-            name=name,
-            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            health_timeout=settings.health_timeout,
-            max_connections=settings.max_connections,
-            transport=transport,
+        self._url = settings.url.rstrip("/")
+        self._http = UpstreamHTTP(
+            self._url, engine=name, peer="vLLM",
+            headers={"authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else None,
+            connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+            health_timeout=settings.health_timeout, max_connections=settings.max_connections, transport=transport,
         )
-        self._url = self._upstream.url
         self._served: ServedModel | None = None
         self._dimensions: int | None = None
         self._discover_lock: asyncio.Lock | None = None
@@ -141,9 +139,17 @@ class VLLMEngine:
         return self._name
 
     @property
+    def _prompts(self) -> dict[str | None, str]:
+        """Task -> the prompt put before each input (``tasks``; jina-v3's text-matching by default)."""
+        tasks = self.settings.tasks
+        if tasks is None:
+            return {Task.TEXT_MATCHING: ""}
+        return {task_of_key(k): v for k, v in tasks.items()}
+
+    @property
     def capabilities(self) -> EngineCapabilities:
         return EngineCapabilities(
-            tasks=frozenset([Task.TEXT_MATCHING]),
+            tasks=frozenset(self._prompts),
             dimensions=self._dimensions or _DEFAULT_DIMENSIONS,
             max_input_tokens=self.settings.max_input_tokens,
             late_chunking=False,
@@ -152,7 +158,19 @@ class VLLMEngine:
             model=self._served.id if self._served else self.settings.model,
             max_queued_inputs=self.settings.max_queued_inputs,
             identity=self._identity(),
+            weights=self._weights(),
         )
+
+    def _weights(self) -> str | None:
+        """What the server's weights are, as far as the gateway can tell: the operator's
+        ``cache_identity``, else the served model's name at its URL (a restart with other weights
+        under the same name goes unnoticed: declare ``cache_identity``), and the task prompts."""
+        if self._served is None:
+            return None
+        s = self.settings
+        base = f"declared={s.cache_identity}" if s.cache_identity else f"{self._url}#{self._served.id}"
+        prompts = "" if s.tasks is None else "|prompts=" + "\x1f".join(f"{k}={v}" for k, v in sorted(s.tasks.items()))
+        return base + prompts
 
     def _identity(self) -> str | None:
         """What the server computes with, for the cache's key (``EngineCapabilities.identity``): the
@@ -167,13 +185,14 @@ class VLLMEngine:
             described = "argv=" + "\x1f".join(s.managed.command)
         else:
             return None
+        prompts = "" if s.tasks is None else "|prompts=" + "\x1f".join(f"{k}={v}" for k, v in sorted(s.tasks.items()))
         return "|".join(("engine_vllm", self._served.id, f"max_model_len={self._served.max_model_len}",
-                         f"max_input_tokens={s.max_input_tokens}", described))
+                         f"max_input_tokens={s.max_input_tokens}", described)) + prompts
 
     async def start(self) -> None:
         """Open the connection pool (and the managed process). An unreachable vLLM is not an error
         here: the gateway keeps it out of the route until a probe succeeds."""
-        self._upstream.start()
+        self._http.open()
         self._discover_lock = asyncio.Lock()
         if self.process is not None:
             await self.process.start()
@@ -185,12 +204,15 @@ class VLLMEngine:
                         self._name, self._url, exc.message)
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
-        if job.task is not Task.TEXT_MATCHING:
-            what = "no task" if job.task is None else f"task {job.task.value!r}"
-            raise UnsupportedTaskError(f"engine {self._name} (vLLM) serves only text-matching, not {what}", param="task")
+        prompts = self._prompts
+        if job.task not in prompts:
+            what = "no task" if job.task is None else f"task {str(job.task)!r}"
+            served = ", ".join(route_key(t) for t in prompts)
+            raise UnsupportedTaskError(f"engine {self._name} (vLLM) serves only {served}, not {what}", param="task")
         if job.late_chunking:
             raise UnsupportedTaskError("late chunking is not available on the vLLM engine", param="late_chunking")
-        texts = [x for x in job.inputs if isinstance(x, str)]
+        prompt = prompts[job.task]
+        texts = [prompt + x for x in job.inputs if isinstance(x, str)]
         if len(texts) != len(job.inputs):
             raise UnsupportedTaskError("token-id input is not sent to the vLLM engine", param="input")
         limit = self.settings.max_queued_inputs
@@ -275,15 +297,15 @@ class VLLMEngine:
         extra["queued_inputs"] = self._queued_inputs
         if self.process is not None:
             extra["process"] = self.process.describe()
-        if not self._upstream.started:
+        if not self._http.is_open:
             return Health(False, "not started", extra)
         try:
-            status = await self._upstream.probe()
+            response = await self._http.probe("/health")
         except httpx.TransportError as exc:
             state = f" (managed process {self.process.state.value})" if self.process is not None else ""
             return Health(False, f"vLLM at {self._url} unreachable: {type(exc).__name__}{state}", extra)
-        if status != 200:
-            return Health(False, f"vLLM /health answered {status}", extra)
+        if response.status_code != 200:
+            return Health(False, f"vLLM /health answered {response.status_code}", extra)
         if self._served is None or self._dimensions is None:
             try:
                 await self._discover()
@@ -292,7 +314,7 @@ class VLLMEngine:
         return Health(True, "ok", extra)
 
     async def aclose(self) -> None:
-        await self._upstream.aclose()
+        await self._http.aclose()
         if self.process is not None:
             await self.process.stop()
 
@@ -332,7 +354,7 @@ class VLLMEngine:
         if wanted is None:
             if len(models) != 1:
                 raise EngineUnavailableError(
-                    f"engine {self._name}: vLLM serves several models ({names}); set engines.vllm.model", engine=self._name
+                    f"engine {self._name}: vLLM serves several models ({names}); set engines.{self._name}.model", engine=self._name
                 )
             served = models[0]
         else:
@@ -344,7 +366,7 @@ class VLLMEngine:
             served = found[0]
         if served.max_model_len is not None and served.max_model_len < limit:
             raise EngineUnavailableError(
-                f"engine {self._name}: vLLM's max_model_len is {served.max_model_len} but engines.vllm.max_input_tokens "
+                f"engine {self._name}: vLLM's max_model_len is {served.max_model_len} but engines.{self._name}.max_input_tokens "
                 f"is {limit}; start vLLM with --max-model-len {limit} (or lower max_input_tokens on every engine)",
                 engine=self._name,
             )
@@ -398,13 +420,13 @@ class VLLMEngine:
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None, deadline: float | None) -> Any:
         """One HTTP call; every failure leaves here as an error of the gateway's tree."""
-        return await self._upstream.call(method, path, body, deadline)
+        return await self._http.call(method, path, body, deadline)
 
     async def _health_ok(self) -> bool:
-        if not self._upstream.started:
+        if not self._http.is_open:
             return False
         try:
-            return await self._upstream.probe() == 200
+            response = await self._http.probe("/health")
         except httpx.TransportError:
             return False
-
+        return response.status_code == 200

@@ -46,21 +46,22 @@ class RefusedInput(EngineError):
     inputs over its --max-model-len); if it escapes, it is the EngineError of the table above."""
 
 
-def from_transport(exc: httpx.TransportError, *, engine: str, url: str) -> EmbedGatewayError:
-    """An ``httpx`` transport failure (no usable HTTP response)."""
+def from_transport(exc: httpx.TransportError, *, engine: str, url: str, peer: str = "vLLM") -> EmbedGatewayError:
+    """An ``httpx`` transport failure (no usable HTTP response); ``peer`` names the server in messages."""
     if isinstance(exc, httpx.PoolTimeout):
         return EngineOverloadedError(
-            f"engine {engine}: all connections to vLLM are busy", engine=engine, retry_after=1.0
+            f"engine {engine}: all connections to {peer} are busy", engine=engine, retry_after=1.0
         )
     if isinstance(exc, httpx.ConnectTimeout):
-        return EngineUnavailableError(f"engine {engine}: vLLM at {url} did not accept a connection in time", engine=engine)
+        return EngineUnavailableError(f"engine {engine}: {peer} at {url} did not accept a connection in time", engine=engine)
     if isinstance(exc, httpx.TimeoutException):
-        return EngineTimeoutError(f"engine {engine}: vLLM did not answer in time", engine=engine)
-    return EngineUnavailableError(f"engine {engine}: vLLM at {url} is unreachable ({type(exc).__name__})", engine=engine)
+        return EngineTimeoutError(f"engine {engine}: {peer} did not answer in time", engine=engine)
+    return EngineUnavailableError(f"engine {engine}: {peer} at {url} is unreachable ({type(exc).__name__})", engine=engine)
 
 
 def vllm_message(response: httpx.Response) -> str:
-    """vLLM's error text (``{"error": {"message"}}``, or the older flat ``{"message"}``), for the log."""
+    """The server's error text (OpenAI's ``{"error": {"message"}}``, or the flat ``{"message"}`` of
+    older vLLM, TEI and others), for the log."""
     try:
         body: Any = response.json()
     except ValueError:
@@ -76,12 +77,12 @@ def _retry_after(response: httpx.Response) -> float | None:
     return parse_retry_after(response.headers.get("retry-after"))
 
 
-def from_response(response: httpx.Response, *, engine: str, what: str) -> EmbedGatewayError:
-    """A non-2xx answer of vLLM to ``what`` (e.g. ``"POST /v1/embeddings"``)."""
+def from_response(response: httpx.Response, *, engine: str, what: str, peer: str = "vLLM") -> EmbedGatewayError:
+    """A non-2xx answer of vLLM (or another ``peer``) to ``what`` (e.g. ``"POST /v1/embeddings"``)."""
     status = response.status_code
     detail = vllm_message(response)
-    log.warning("engine %s: vLLM answered %s with %d: %s", engine, what, status, detail)
-    prefix = f"engine {engine}: vLLM answered {what} with HTTP {status}"
+    log.warning("engine %s: %s answered %s with %d: %s", engine, peer, what, status, detail)
+    prefix = f"engine {engine}: {peer} answered {what} with HTTP {status}"
     if status == 429:
         return EngineOverloadedError(f"{prefix} (overloaded)", engine=engine, retry_after=_retry_after(response) or 1.0)
     if status == 408:

@@ -1,4 +1,5 @@
-"""The vLLM engine's settings (``engines.vllm`` of the gateway's configuration).
+"""The HTTP engines' settings: ``VLLMEngineSettings`` (a vLLM server for jina-embeddings-v3's
+text-matching) and ``OpenAIUpstreamSettings`` (the ``openai`` kind: any OpenAI-compatible server).
 
 Pydantic only: the engine is configured by these models and knows nothing else of the gateway's
 configuration; ``gateway.config`` composes them. Every key is documented in docs/configuration.md.
@@ -6,9 +7,11 @@ configuration; ``gateway.config`` composes them. Every key is documented in docs
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from typing import Any, Literal
 
-__all__ = ["ManagedVLLMSettings", "VLLMEngineSettings"]
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+__all__ = ["ManagedVLLMSettings", "OpenAIUpstreamSettings", "VLLMEngineSettings"]
 
 
 class ManagedVLLMSettings(BaseModel):
@@ -17,7 +20,7 @@ class ManagedVLLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
-    #: argv of the vLLM server; it must listen where ``engines.vllm.url`` points
+    #: argv of the vLLM server; it must listen where the engine's ``url`` points
     command: list[str] = Field(default_factory=list)
     #: extra environment for the process (on top of the gateway's own)
     env: dict[str, str] = Field(default_factory=dict)
@@ -34,7 +37,7 @@ class ManagedVLLMSettings(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> ManagedVLLMSettings:
         if self.enabled and not self.command:
-            raise ValueError("engines.vllm.managed.enabled needs engines.vllm.managed.command (the vLLM argv)")
+            raise ValueError("managed.enabled needs managed.command (the vLLM argv)")
         return self
 
 
@@ -67,4 +70,87 @@ class VLLMEngineSettings(BaseModel):
     #: managed server is described by its command line; an external one's vectors are not cached
     #: (the gateway cannot see what it runs). See docs/cache.md.
     cache_identity: str | None = None
+    #: the tasks this server serves, each with the text put in front of every input for it (vLLM
+    #: adds no prompt itself). Null: jina-embeddings-v3's text-matching, no prompt (the one adapter
+    #: vLLM merges). A server of another model serves what its model's routes send it (jina-v5:
+    #: one server per task).
+    tasks: dict[str, str] | None = None
     managed: ManagedVLLMSettings = ManagedVLLMSettings()
+
+
+#: request fields the engine writes itself; ``extra_body`` may not replace them
+_OWN_FIELDS = frozenset({"model", "input", "encoding_format"})
+
+
+class OpenAIUpstreamSettings(BaseModel):
+    """A remote embedding model behind an OpenAI-compatible API (vLLM, TEI's ``/v1``, Infinity,
+    a hosted API). What the gateway cannot see of a remote model is declared here or discovered
+    by one probe embedding at start."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["openai"] = "openai"
+    #: base URL including the API version, e.g. ``https://api.example.com/v1`` or ``http://vllm:8000/v1``
+    url: str
+    #: the model name the upstream serves (the ``model`` field of each request)
+    model: str = Field(min_length=1)
+    #: NAME of the environment variable holding the API key (sent as ``Authorization: Bearer``);
+    #: null = no key. Read at start; the key is never logged or shown.
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    connect_timeout: float = Field(5.0, gt=0)
+    #: per HTTP call (one embeddings request of up to ``max_batch_inputs`` inputs)
+    read_timeout: float = Field(60.0, gt=0)
+    #: timeout of the ``GET {url}/models`` health probe
+    health_timeout: float = Field(5.0, gt=0)
+    #: pooled connections to the upstream
+    max_connections: int = Field(32, ge=1)
+    #: most inputs per upstream request; a larger job is split and sent concurrently (TEI's
+    #: default ``--max-client-batch-size`` is 32, OpenAI's limit 2048)
+    max_batch_inputs: int = Field(32, ge=1)
+    #: admission bound: inputs sent and not answered yet before new work is refused as overloaded
+    max_queued_inputs: int = Field(1024, ge=1)
+    #: the upstream's per-input token limit, for GET /info; null = unknown (the upstream refuses
+    #: over-long input itself, and that refusal reaches the client as a 400)
+    max_input_tokens: int | None = Field(None, ge=1)
+    #: ``base64`` (little-endian float32, the fastest to decode) or ``float`` (JSON numbers) for
+    #: upstreams that do not support base64
+    encoding_format: Literal["base64", "float"] = "base64"
+    #: full output dimension; null = discovered from one probe embedding at start
+    dimensions: int | None = Field(None, ge=1)
+    #: whether the upstream returns unit-length vectors; null = discovered from the probe
+    normalized: bool | None = None
+    #: whether a prefix of the vector is a valid smaller embedding (Matryoshka training); without
+    #: it a request for fewer ``dimensions`` is refused
+    matryoshka: bool = False
+    #: names the upstream's weights for the embedding cache (e.g. "text-embedding-3-small@2024-01");
+    #: change it whenever the upstream's model changes. Null = never cached: a remote model can
+    #: change under the gateway without it noticing.
+    cache_identity: str | None = Field(None, min_length=1)
+    #: the tasks this engine serves, each with the text put in front of every input for it (its
+    #: prompt, "" for none); the key "none" is "no task". Empty: "no task" only, nothing prepended.
+    tasks: dict[str, str] = Field(default_factory=dict)
+    #: extra JSON fields sent with every embeddings request (e.g. vLLM's ``truncate_prompt_tokens``,
+    #: Jina's ``task``); never ``model``, ``input`` or ``encoding_format``
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https:// and include the API version, e.g. https://api.example.com/v1")
+        return v.rstrip("/")
+
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_body(cls, v: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(_OWN_FIELDS & v.keys())
+        if clash:
+            raise ValueError(f"extra_body may not set {', '.join(clash)} (the engine writes them)")
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: dict[str, str]) -> dict[str, str]:
+        if any(not k for k in v):
+            raise ValueError("tasks: a task name may not be empty (use \"none\" for no task)")
+        return v

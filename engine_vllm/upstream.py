@@ -1,19 +1,27 @@
-"""``Upstream``: JSON over HTTP to one OpenAI-style server (vLLM), at as little CPU as we can.
+"""``UpstreamHTTP``: pooled connections to one OpenAI-compatible server, shared by the HTTP engines.
 
-Everything the engine asks its server goes through :meth:`Upstream.call`; every failure leaves it
-as an error of the gateway's tree (:mod:`engine_vllm.errors`). Requests go straight to an httpx
-transport (``httpx.AsyncClient``'s URL merging, cookies, auth and redirect machinery cost more CPU
-than the loopback call itself, and the engine needs none of them); for a plain-``http`` server the
-transport is :class:`~engine_vllm.transport.KeepAliveTransport`, else httpx's own. Bodies are
-encoded and decoded with orjson.
+Both the vLLM engine and the ``openai`` kind talk to a server of the same family: JSON over
+pooled keep-alive connections, a request's deadline shortening that call's timeouts, every
+failure translated into the gateway's error tree right here (:mod:`engine_vllm.errors`), so
+nothing above sees an ``httpx`` exception. Health probes have a pool of their own: a pool full of
+slow embedding calls must not make a healthy server look dead.
 
-Health probes have a pool of their own: a pool full of slow embedding calls must not make a
-healthy server look dead.
+At as little CPU per call as we can: in front of a vLLM next door the gateway's own work is most
+of what it adds to a request. Each call is one ``httpx.Request`` built here (the headers, the
+URL and the body encoded once, by orjson) and handed straight to a transport: for a plain
+``http://`` server reached directly (no credentials in the URL, no proxy from the environment)
+that is :class:`~engine_vllm.transport.KeepAliveTransport`, skipping ``httpx.AsyncClient``'s URL
+merging, cookies, auth and redirect machinery, none of which such a call needs; any other server
+(``https``, a proxy, ``user:password@``) goes through ``httpx.AsyncClient`` as it always did.
+Answers are decoded with orjson. A ``transport`` given to the constructor (the tests'
+``httpx.MockTransport``) is used the direct way too.
 """
 
 from __future__ import annotations
 
 import time
+import urllib.request
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -21,112 +29,137 @@ import orjson
 
 from engine_vllm.errors import from_response, from_transport
 from engine_vllm.transport import KeepAliveTransport
-from gateway.contract import EngineError, EngineTimeoutError, EngineUnavailableError
+from gateway.contract import EmbedGatewayError, EngineError, EngineTimeoutError, EngineUnavailableError
 
-__all__ = ["Upstream"]
+__all__ = ["StatusMapper", "UpstreamHTTP", "direct"]
+
+#: ``(response, what)`` -> the error a non-2xx answer to ``what`` (e.g. "POST /embeddings") is
+StatusMapper = Callable[[httpx.Response, str], EmbedGatewayError]
 
 #: connections the health probes keep (one probe at a time, one spare)
 _PROBE_CONNECTIONS = 2
 
+_Pool = httpx.AsyncBaseTransport | httpx.AsyncClient
 
-class Upstream:
-    """One server at ``url``. ``transport`` replaces both pools (tests: ``httpx.MockTransport``)."""
+
+def direct(url: httpx.URL) -> bool:
+    """Whether ``url`` can go over :class:`KeepAliveTransport`: plain http, no credentials in it,
+    and no proxy from the environment (``HTTP_PROXY``/``ALL_PROXY`` unless ``NO_PROXY`` exempts it)."""
+    if url.scheme != "http" or url.userinfo:
+        return False
+    proxies = urllib.request.getproxies()
+    return not ({"http", "all"} & proxies.keys()) or bool(urllib.request.proxy_bypass(url.host))
+
+
+class UpstreamHTTP:
+    """Two connection pools to ``url`` (calls, probes), opened by :meth:`open`, closed by :meth:`aclose`."""
 
     def __init__(
         self,
         url: str,
         *,
-        name: str,
-        api_key: str | None = None,
+        engine: str,
+        peer: str,
+        headers: Mapping[str, str] | None = None,
         connect_timeout: float,
         read_timeout: float,
         health_timeout: float,
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_status: StatusMapper | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._name = name
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._max_connections = max_connections
-        self._given = transport
-        self._headers = [(b"content-type", b"application/json"), (b"accept", b"application/json")]
-        if api_key:
-            self._headers.append((b"authorization", f"Bearer {api_key}".encode("latin-1")))
-        self._urls: dict[str, httpx.URL] = {}
+        #: the URL for messages and health: without any ``user:password@`` part
+        self.shown_url = str(httpx.URL(self.url).copy_with(username=None, password=None))
+        self.engine = engine
+        #: how messages name the server ("vLLM", "upstream")
+        self.peer = peer
+        self._headers = httpx.Headers({"content-type": "application/json", "accept": "application/json",
+                                       **(headers or {})})
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
+        self._health_timeout, self._max_connections = health_timeout, max_connections
+        self._transport = transport
+        self._on_status: StatusMapper = on_status or (
+            lambda response, what: from_response(response, engine=engine, what=what, peer=peer)
+        )
+        #: httpx's ``timeout`` request extension, without and with a deadline
         self._timeouts = _timeouts(read_timeout, connect=connect_timeout, pool=read_timeout)
-        self._probe_timeouts = _timeouts(health_timeout, connect=min(connect_timeout, health_timeout),
-                                         pool=health_timeout)
-        self._pool: httpx.AsyncBaseTransport | None = None
-        self._probes: httpx.AsyncBaseTransport | None = None
+        self._probe_timeouts = _timeouts(health_timeout, connect=min(connect_timeout, health_timeout), pool=health_timeout)
+        self._urls: dict[str, httpx.URL] = {}
+        self._pool: _Pool | None = None
+        self._probes: _Pool | None = None
 
     @property
-    def started(self) -> bool:
+    def is_open(self) -> bool:
         return self._pool is not None
 
-    def start(self) -> None:
-        """Open the pools (no connection yet: they connect on first use). Inside the event loop."""
-        self._pool = self._given or self._transport(self._max_connections)
-        self._probes = self._given or self._transport(_PROBE_CONNECTIONS)
-
-    async def aclose(self) -> None:
-        for transport in {id(t): t for t in (self._pool, self._probes) if t is not None}.values():
-            await transport.aclose()
-        self._pool = self._probes = None
+    def open(self) -> None:
+        if self._pool is not None:
+            return
+        if self._transport is not None:
+            self._pool = self._probes = self._transport
+        elif direct(httpx.URL(self.url)):
+            self._pool = KeepAliveTransport(max_connections=self._max_connections)
+            self._probes = KeepAliveTransport(max_connections=_PROBE_CONNECTIONS)
+        else:
+            self._pool = httpx.AsyncClient(limits=httpx.Limits(
+                max_connections=self._max_connections, max_keepalive_connections=self._max_connections))
+            self._probes = httpx.AsyncClient(limits=httpx.Limits(
+                max_connections=_PROBE_CONNECTIONS, max_keepalive_connections=_PROBE_CONNECTIONS))
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None, deadline: float | None) -> Any:
-        """One request and its decoded JSON answer; ``deadline`` (``time.monotonic()``) bounds it."""
+        """One HTTP call, its parsed JSON; every failure leaves here as an error of the gateway's tree."""
         pool = self._pool
         if pool is None:
-            raise EngineUnavailableError(f"engine {self._name} is not started", engine=self._name)
+            raise EngineUnavailableError(f"engine {self.engine} is not started", engine=self.engine)
         timeouts = self._timeouts
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise EngineTimeoutError(f"engine {self._name}: the request's deadline passed", engine=self._name)
+                raise EngineTimeoutError(f"engine {self.engine}: the request's deadline passed", engine=self.engine)
             timeouts = _timeouts(min(self._read_timeout, left), connect=min(self._connect_timeout, left), pool=left)
-        content = orjson.dumps(body) if body is not None else None
         try:
-            response = await self._send(pool, method, path, content, timeouts)
+            response = await self._send(pool, method, path, None if body is None else orjson.dumps(body), timeouts)
         except httpx.TransportError as exc:
-            raise from_transport(exc, engine=self._name, url=self.url) from exc
+            raise from_transport(exc, engine=self.engine, url=self.shown_url, peer=self.peer) from exc
         if not response.is_success:
-            raise from_response(response, engine=self._name, what=f"{method} {path}")
+            raise self._on_status(response, f"{method} {path}")
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
-            raise EngineError(f"engine {self._name}: {method} {path} answered non-JSON", engine=self._name) from exc
+            raise EngineError(f"engine {self.engine}: {method} {path} answered non-JSON", engine=self.engine) from exc
 
-    async def probe(self, path: str = "/health") -> int:
-        """``GET path`` on the probes' own pool: its status code (httpx's transport errors propagate)."""
+    async def probe(self, path: str) -> httpx.Response:
+        """``GET path`` on the probe pool. Raises ``httpx.TransportError`` (the caller words the
+        health detail) or ``EngineUnavailableError`` before :meth:`open`."""
         probes = self._probes
         if probes is None:
-            raise httpx.ConnectError("not started")
-        response = await self._send(probes, "GET", path, None, self._probe_timeouts)
-        return response.status_code
+            raise EngineUnavailableError(f"engine {self.engine} is not started", engine=self.engine)
+        return await self._send(probes, "GET", path, None, self._probe_timeouts)
 
-    async def _send(
-        self, transport: httpx.AsyncBaseTransport, method: str, path: str, content: bytes | None,
-        timeouts: dict[str, float],
-    ) -> httpx.Response:
+    async def aclose(self) -> None:
+        """Close both pools; calls after this are "not started" errors, never httpx's RuntimeError."""
+        pools, self._pool, self._probes = (self._pool, self._probes), None, None
+        for pool in {id(p): p for p in pools if p is not None}.values():
+            await pool.aclose()
+
+    async def _send(self, pool: _Pool, method: str, path: str, content: bytes | None,
+                    timeouts: dict[str, float]) -> httpx.Response:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self.url + path)
+        if isinstance(pool, httpx.AsyncClient):  # the client's own headers, URL credentials and proxies too
+            return await pool.request(method, url, content=content, headers=self._headers,
+                                      extensions={"timeout": timeouts})
         request = httpx.Request(method, url, content=content, headers=self._headers, extensions={"timeout": timeouts})
-        response = await transport.handle_async_request(request)
+        response = await pool.handle_async_request(request)
         try:
             await response.aread()
         finally:
             await response.aclose()
         return response
 
-    def _transport(self, connections: int) -> httpx.AsyncBaseTransport:
-        if self.url.startswith("http://"):
-            return KeepAliveTransport(max_connections=connections)
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        return httpx.AsyncHTTPTransport(limits=limits)
-
 
 def _timeouts(read: float, *, connect: float, pool: float) -> dict[str, float]:
-    """httpx's ``timeout`` request extension."""
+    """httpx's ``timeout`` request extension (what ``httpx.Timeout.as_dict()`` gives)."""
     return {"connect": connect, "read": read, "write": read, "pool": pool}

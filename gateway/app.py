@@ -21,18 +21,17 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from gateway import __version__
-from gateway.api.admin import router as admin_router
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import FrontDoor
-from gateway.api.ops import router as ops_router
-from gateway.api.routes import router
-from gateway.api.tei import router as tei_router
-from gateway.api.tei_errors import TEI_PATHS
+from gateway.api.openai.routes import router
+from gateway.api.ops.admin import router as admin_router
+from gateway.api.ops.routes import router as ops_router
+from gateway.api.policy import RouteMap
+from gateway.api.tei.routes import router as tei_router
 from gateway.cache import CacheStore
 from gateway.config import Settings
 from gateway.contract import Engine
@@ -119,9 +118,11 @@ def create_app(
     app.include_router(ops_router)
     app.include_router(admin_router)
     app.include_router(tei_router)
+    # each route's policy and dialect, declared on the route itself (the routers are included
+    # without a prefix; FastAPI keeps an included router as one entry of app.routes)
     routers = (router, ops_router, admin_router, tei_router)
-    templates = [r.path for rt in routers for r in rt.routes if isinstance(r, APIRoute)]
-    app.add_middleware(FrontDoor, templates=[*templates, "/openapi.json", "/docs", "/redoc"])
+    routes = RouteMap([*(r for r in app.routes if hasattr(r, "methods")), *(r for rt in routers for r in rt.routes)])
+    app.add_middleware(FrontDoor, routes=routes)
     app.add_middleware(QuietStartupFailure)
     cors = settings.server.cors
     if cors.allow_origins:  # outermost: a browser's preflight is answered before any key check
@@ -132,14 +133,15 @@ def create_app(
             allow_headers=cors.allow_headers,
             allow_credentials=cors.allow_credentials,
             max_age=cors.max_age,
-            expose_headers=["x-request-id", "x-embed-engine", "x-embed-cache", "x-queue-time", "x-inference-time",
+            expose_headers=["x-request-id", "x-embed-engine", "x-embed-space", "x-embed-cache", "x-queue-time",
+                            "x-inference-time",
                             "retry-after"],
         )
-    app.openapi = partial(_openapi, app, settings)  # type: ignore[method-assign]
+    app.openapi = partial(_openapi, app, settings, routes)  # type: ignore[method-assign]
     return app
 
 
-def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+def _openapi(app: FastAPI, settings: Settings, routes: RouteMap) -> dict[str, Any]:
     """FastAPI's schema, made true to what the app answers: no 422 (validation errors are 400,
     through the error table) except on the TEI routes, whose 422 is TEI's, and the bearer key
     every route but the open ones takes (``auth.open_paths()`` of the configuration running when
@@ -149,9 +151,10 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         pool: Pool | None = getattr(app.state, "pool", None)
         open_paths = (settings if pool is None or pool.closed else pool.current.settings).auth.open_paths()
+        tei = {template for template, _, policy in routes.policies() if policy.dialect == "tei"}
         for path, item in schema.get("paths", {}).items():
             for op in item.values():
-                if path not in TEI_PATHS:
+                if path not in tei:
                     op.get("responses", {}).pop("422", None)
                 if path not in open_paths:
                     op["security"] = [{"bearer": []}, {}]  # a key when the operator configured keys

@@ -20,7 +20,8 @@ from pydantic_settings import (
 
 from engine_hf.settings import HFEngineSettings
 from engine_vllm.settings import ManagedVLLMSettings, VLLMEngineSettings
-from gateway.contract import ROUTE_KEYS, Task, parse_task
+from gateway.contract import ROUTE_KEYS, Task, parse_task, task_of_key
+from gateway.kinds import parse_engine
 
 __all__ = [
     "AliasSettings",
@@ -33,6 +34,8 @@ __all__ = [
     "HFEngineSettings",
     "LimitsSettings",
     "ManagedVLLMSettings",
+    "ModelParitySettings",
+    "ModelSettings",
     "ParitySettings",
     "RetrySettings",
     "ServerSettings",
@@ -92,15 +95,69 @@ class EnginesSettings(_Section):
 
 
 class AliasSettings(_Section):
-    """What a ``model`` name means: a task (null = no task, base weights) and default dimensions."""
+    """What a ``model`` name means: a model, a task (null = no task: base weights, no prompt) and
+    default dimensions.
 
-    task: Task | None = Task.TEXT_MATCHING
+    ``model``: the model the alias serves; null = the model it is declared under (top-level
+    ``aliases`` belong to the default jina-embeddings-v3 model, whose tasks are the well-known five)."""
+
+    model: str | None = None
+    task: str | None = Task.TEXT_MATCHING
     dimensions: int | None = Field(None, ge=1)
 
-    @field_validator("task", mode="before")
+    @field_validator("task", mode="after")
     @classmethod
-    def _task(cls, v: Any) -> Task | None:
-        return v if isinstance(v, Task) else parse_task(v)
+    def _task(cls, v: str | None) -> str | None:
+        return task_of_key(v)
+
+
+class ModelParitySettings(_Section):
+    """Which engine of a model is right: the others are compared with it, never across models."""
+
+    #: an engine of this model; null = its first in-process engine (none: its engines are not compared)
+    reference: str | None = None
+
+
+class ModelSettings(_Section):
+    """One model behind the gateway: the engines that serve it, its routes, aliases and parity reference.
+
+    Its tasks are the union of what its engines declare (their own vocabulary). A model without
+    ``engines`` is the jina-embeddings-v3 model of the top-level ``engines``, ``routes``,
+    ``aliases`` and ``parity`` (how every configuration before models worked)."""
+
+    #: the model a request without ``model`` gets (instead of ``api.default_model``)
+    default: bool = False
+    #: the task of a request that names this model (not an alias) and no task; null = no task
+    task: str | None = None
+    #: engine name -> ``{kind: ..., ...its settings}``; names are unique across models
+    engines: dict[str, Any] = Field(default_factory=dict)
+    #: task (or "none") -> engines to try, in order; tasks not listed: every engine that serves them
+    routes: dict[str, list[str]] = Field(default_factory=dict)
+    #: alias -> task and default dimensions of this model (``model`` may stay unset)
+    aliases: dict[str, AliasSettings] = Field(default_factory=dict)
+    parity: ModelParitySettings = ModelParitySettings()
+
+    @field_validator("task", mode="after")
+    @classmethod
+    def _task(cls, v: str | None) -> str | None:
+        return task_of_key(v)
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _engines(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        return {name: parse_engine(name, raw) for name, raw in v.items()}
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key, names in v.items():
+            if not names:
+                raise ValueError(f"routes.{key} is empty; list at least one engine or remove the key")
+            if len(set(names)) != len(names):
+                raise ValueError(f"routes.{key} names an engine twice: {names}")
+        return v
 
 
 def _default_aliases() -> dict[str, AliasSettings]:
@@ -282,6 +339,9 @@ class Settings(BaseSettings):
     parity: ParitySettings = ParitySettings()
     auth: AuthSettings = AuthSettings()
     cache: CacheSettings = CacheSettings()
+    #: model id -> its engines, routes, aliases (docs/models.md); empty = the one jina-embeddings-v3
+    #: model of ``engines``, ``routes`` and ``aliases``
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
 
     @field_validator("routes")
     @classmethod
@@ -295,10 +355,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"routes.{key} names an engine twice: {names}")
         return v
 
+    @field_validator("aliases")
+    @classmethod
+    def _legacy_alias_tasks(cls, v: dict[str, AliasSettings]) -> dict[str, AliasSettings]:
+        for alias in v.values():
+            if alias.model is None and alias.task is not None:
+                parse_task(alias.task)  # the jina-embeddings-v3 model's tasks: the well-known five
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.api.default_model not in self.aliases:
-            raise ValueError(f"api.default_model {self.api.default_model!r} is not one of aliases")
+        from gateway.catalog import build_catalog  # the catalog reads these settings
+
+        catalog = build_catalog(self)  # conflicting names, a missing default: refused at load
+        if self.api.default_model not in catalog.names:
+            raise ValueError(f"api.default_model {self.api.default_model!r} is not one of the aliases or models")
         return self
 
     @classmethod

@@ -10,6 +10,7 @@ carry them.
     ├── AuthenticationError          missing or wrong API key (401)
     ├── PermissionDeniedError        a valid key without the right (403)
     ├── ModelNotFoundError           unknown model alias (404)
+    ├── SpaceMismatchError           the request pinned a vector space it would not be served in (409)
     └── GatewayBusyError             the gateway itself refuses work before any engine sees it
         ├── TooManyRequestsError     ``limits.max_concurrent_requests`` in flight (429)
         └── ShuttingDownError        SIGTERM received: draining, no new work (503)
@@ -29,6 +30,7 @@ __all__ = [
     "PermissionDeniedError",
     "ReloadError",
     "ShuttingDownError",
+    "SpaceMismatchError",
     "TooManyRequestsError",
 ]
 
@@ -43,6 +45,13 @@ class PermissionDeniedError(EmbedGatewayError):
 
 class ModelNotFoundError(EmbedGatewayError):
     code = "model_not_found"
+
+
+class SpaceMismatchError(EmbedGatewayError):
+    """``x-embed-expect-space`` names another space than the one the request would be served in:
+    vectors of two spaces must never meet in one store (docs/api.md, "Vector spaces")."""
+
+    code = "space_mismatch"
 
 
 class ReloadError(InvalidRequestError):

@@ -85,3 +85,47 @@ def test_the_gateways_config_composes_engine_settings_without_loading_an_engine(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_pool_imports_neither_the_serving_layer_nor_the_metrics() -> None:
+    """Routing belongs to the pool (``gateway.pool.routing``) and the pool reports through the
+    collector the app registers (``gateway.pool.events``): no circle between pool/ and serving/ or obs/."""
+    for path in sorted((ROOT / "gateway" / "pool").rglob("*.py")):
+        modules = imported_modules(path.read_text(encoding="utf-8"))
+        bad = {m for m in modules if m.startswith(("gateway.serving", "gateway.obs", "gateway.api"))}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+API = ROOT / "gateway" / "api"
+
+
+def api_slices() -> list[str]:
+    """The HTTP layer's vertical slices: its subpackages (one per API dialect, and the operational API)."""
+    return sorted(p.parent.name for p in API.glob("*/__init__.py"))
+
+
+def other_slices(modules: set[str], own: str, slices: list[str]) -> set[str]:
+    """What a module of slice ``own`` may not import: another slice of ``gateway.api``."""
+    return {m for m in modules if m.startswith("gateway.api.") and m.split(".")[2] in slices and m.split(".")[2] != own}
+
+
+def test_the_slice_scan_flags_an_import_of_another_dialect() -> None:
+    src = "from gateway.api import tei\nfrom gateway.api.openai.protocol import X\nfrom gateway.api.errors import Y\n" \
+          "def f():\n    import gateway.api.ops.views\n"
+    assert other_slices(imported_modules(src), "openai", ["openai", "ops", "tei"]) == {"gateway.api.tei", "gateway.api.ops.views"}
+
+
+def test_a_dialect_slice_imports_no_other_slice() -> None:
+    """Each dialect's slice (protocol, render, routes, errors) stands on the shared pieces of
+    ``gateway.api`` (error table, front door, policy, services) only, so a dialect can be read,
+    changed or removed alone."""
+    slices = api_slices()
+    assert {"openai", "tei", "ops"} <= set(slices)
+    seen: set[str] = set()
+    for name in slices:
+        for path in sorted((API / name).rglob("*.py")):
+            modules = imported_modules(path.read_text(encoding="utf-8"))
+            seen |= modules
+            bad = other_slices(modules, name, slices)
+            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+    assert "gateway.api.errors" in seen and "gateway.api.tei.protocol" in seen  # the scan read real imports

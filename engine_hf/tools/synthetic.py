@@ -31,6 +31,7 @@ from gateway.contract import TASKS
 
 __all__ = [
     "FULL", "HF_EXTRA_KEYS", "HF_TARGET_MODULES", "TINY", "Shape", "build_tokenizer", "make_state", "write_checkpoints",
+    "write_tokenizer",
 ]
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -111,7 +112,9 @@ def build_tokenizer(vocab_size: int = 1200, seed: int = 0) -> Tokenizer:
     return tok
 
 
-def _write_tokenizer(tok: Tokenizer, out: Path) -> None:
+def write_tokenizer(tok: Tokenizer, out: Path, *, model_max_length: int = 8194) -> None:
+    """The tokenizer files an XLM-R repo ships: ``tokenizer.json``, ``special_tokens_map.json``,
+    ``tokenizer_config.json`` (what ``AutoTokenizer.from_pretrained`` reads)."""
     tok.save(str(out / "tokenizer.json"))
     specials = {
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
@@ -119,7 +122,7 @@ def _write_tokenizer(tok: Tokenizer, out: Path) -> None:
     }
     (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
     (out / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": 8194,
+        json.dumps({"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": model_max_length,
                     "clean_up_tokenization_spaces": True, **specials}, indent=2)
     )
 
@@ -309,7 +312,7 @@ def write_original(
     (out / "configuration_xlm_roberta.py").write_text(_VLLM_CONFIG_CLASS)
     if sentence_transformers:
         _write_sentence_transformers(out)
-    _write_tokenizer(tok, out)
+    write_tokenizer(tok, out)
     return out
 
 
@@ -390,7 +393,7 @@ def write_hf(
                     module.lora_B[name].weight.copy_(factors.B[t])
     # One folder per adapter name (out/retrieval_query/, ...); only the LoRA factors, not the embedding tables.
     peft_model.to(dtype).save_pretrained(str(out), save_embedding_layers=False)
-    _write_tokenizer(tok, out)
+    write_tokenizer(tok, out)
     return out
 
 

@@ -1,5 +1,5 @@
 """What every error renderer shares, whatever the body's shape (OpenAI+Jina in
-:mod:`gateway.api.errors`, TEI's in :mod:`gateway.api.tei_errors`): the table lookup along an error
+:mod:`gateway.api.errors`, TEI's in :mod:`gateway.api.tei.errors`): the table lookup along an error
 class's MRO, the headers an error class implies, and noting the error on the request's context."""
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ and then a body, made in one place (:func:`render_error`). The body satisfies tw
 families at once (:func:`error_body`): OpenAI's ``{"error": {...}}`` for the OpenAI SDK and the
 libraries built on it, and Jina's top-level ``{"detail": "..."}`` for Jina's clients (LangChain's
 ``JinaEmbeddings``, LlamaIndex's ``JinaEmbedding``), which raise ``KeyError: 'detail'`` on any
-other shape. TEI's routes answer TEI's own shape (``gateway.api.tei_errors``): chosen by the
-request's path in :func:`error_response`, and by TEI's route class for what their handlers raise.
+other shape; every route but TEI's answers in it (the operational ones too). TEI's routes answer
+TEI's own shape (:mod:`gateway.api.tei.errors`): chosen by the route's dialect in
+:func:`error_response`, and by TEI's route class for what their handlers raise.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.disconnect import ClientDisconnected
 from gateway.api.error_parts import error_headers, lookup, note
+from gateway.api.policy import Dialect, policy_of
 from gateway.api.quoting import quote_value
-from gateway.api.schemas import ErrorResponse
-from gateway.api.tei_errors import TEI_PATHS, tei_error
+from gateway.api.tei.errors import tei_error
 from gateway.contract import (
     EmbedGatewayError,
     EngineError,
@@ -43,6 +45,7 @@ from gateway.errors import (
     AuthenticationError,
     GatewayBusyError,
     ModelNotFoundError,
+    SpaceMismatchError,
     PermissionDeniedError,
     ShuttingDownError,
     TooManyRequestsError,
@@ -51,6 +54,8 @@ from gateway.errors import (
 __all__ = [
     "ERROR_TABLE",
     "ApiError",
+    "ErrorBody",
+    "ErrorResponse",
     "api_error",
     "error_body",
     "error_response",
@@ -69,6 +74,7 @@ ERROR_TABLE: dict[type[EmbedGatewayError], tuple[int, str]] = {
     AuthenticationError: (401, "authentication_error"),
     PermissionDeniedError: (403, "permission_error"),
     ModelNotFoundError: (404, "invalid_request_error"),
+    SpaceMismatchError: (409, "invalid_request_error"),
     EngineOverloadedError: (429, "rate_limit_error"),
     EngineUnavailableError: (503, "service_unavailable_error"),
     EngineTimeoutError: (504, "timeout_error"),
@@ -90,6 +96,22 @@ _VALUE_NAMED = frozenset({
 })
 
 
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error body: OpenAI's ``error`` object and Jina's ``detail`` (the same message), so that
+    the OpenAI SDK and Jina's clients (LangChain's ``JinaEmbeddings``, LlamaIndex's ``JinaEmbedding``)
+    each find the message where they look for it."""
+
+    error: ErrorBody = Field(description="OpenAI's error object.")
+    detail: str = Field(description="error.message again, where Jina's API puts it.")
+
+
 @dataclass(frozen=True, slots=True)
 class ApiError:
     """One error answer before it has a body: what any route family's renderer needs."""
@@ -108,14 +130,14 @@ def status_of(err: EmbedGatewayError) -> tuple[int, str]:
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """OpenAI's error object and Jina's ``detail`` (the same message) in one body: each client
-    family reads its own key and ignores the other (schema: :class:`~gateway.api.schemas.ErrorResponse`)."""
+    family reads its own key and ignores the other (schema: :class:`ErrorResponse`)."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}, "detail": message}
 
 
 def render_error(err: ApiError) -> JSONResponse:
     """An error in OpenAI's and Jina's shape (:func:`error_body`). TEI's routes answer in TEI's
     shape instead: :func:`error_response` on their paths, and their route class
-    (``gateway.api.tei.TeiRoute``) for what their handlers raise."""
+    (:class:`gateway.api.tei.routes.TeiRoute`) for what their handlers raise."""
     body = error_body(err.message, err.type, err.param, err.code)
     return JSONResponse(body, status_code=err.status, headers=dict(err.headers))
 
@@ -126,10 +148,10 @@ def api_error(err: EmbedGatewayError) -> ApiError:
     return ApiError(status, type_, err.message, err.param, err.code, error_headers(err))
 
 
-def error_response(err: EmbedGatewayError, path: str = "") -> JSONResponse:
-    """The response for any error of the tree (handlers and the front door); in TEI's shape on
-    TEI's paths."""
-    if path in TEI_PATHS:
+def error_response(err: EmbedGatewayError, dialect: Dialect = "openai") -> JSONResponse:
+    """The response for any error of the tree (handlers and the front door), in the shape of the
+    route's dialect (TEI's on TEI's routes)."""
+    if dialect == "tei":
         return tei_error(err)
     answer = api_error(err)
     if answer.status >= 500:
@@ -140,7 +162,8 @@ def error_response(err: EmbedGatewayError, path: str = "") -> JSONResponse:
 
 def _gateway_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, EmbedGatewayError)
-    return error_response(err, request.url.path)
+    route = request.scope.get("route")
+    return error_response(err, policy_of(route).dialect if route is not None else "openai")
 
 
 def _validation_message(first: Mapping[str, Any]) -> tuple[str, str | None]:

@@ -32,31 +32,23 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.auth import check_client
 from gateway.api.errors import error_response
-from gateway.api.tei_errors import TEI_PATHS
+from gateway.api.policy import RouteMap, RoutePolicy
 from gateway.contract import EmbedGatewayError, PayloadTooLargeError
 from gateway.obs.context import RequestContext, current_request
 from gateway.pool import Pool
 
-__all__ = ["WORK_PATHS", "FrontDoor", "sane_request_id"]
+__all__ = ["FrontDoor", "sane_request_id"]
 
 log = logging.getLogger("gateway.access")
 
-#: routes that call an engine without embedding (TEI's): they hold their snapshot, but the gate does not bound them
-_ENGINE_PATHS = frozenset({"/tokenize", "/decode"})
-#: the routes that embed: bounded by the gate (ours, with and without /v1, and TEI's other routes)
-WORK_PATHS = frozenset({"/v1/embeddings", "/embeddings", "/v1/chunk-embeddings", "/chunk-embeddings"}) | (
-    TEI_PATHS - _ENGINE_PATHS
-)
 #: polled by probes and Prometheus: their access lines are debug-level
 _QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
@@ -71,12 +63,13 @@ def sane_request_id(given: str | None) -> str:
 
 
 class FrontDoor:
-    """``templates``: the app's route paths (``/v1/models/{model}``), to label requests refused
-    before routing with their route rather than their raw path."""
+    """``routes``: the app's routes (:class:`gateway.api.policy.RouteMap`): which embed (the gate
+    bounds them), which call an engine (they hold their snapshot), which dialect each speaks, and
+    their templates, to label requests refused before routing with their route, not their raw path."""
 
-    def __init__(self, app: ASGIApp, templates: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, routes: RouteMap) -> None:
         self.app = app
-        self._templates = [(compile_path(t)[0], t) for t in templates]
+        self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,12 +77,15 @@ class FrontDoor:
             return
         state = scope["app"].state
         pool: Pool = state.pool
-        with pool.acquire() if _calls_engine(scope) else nullcontext(pool.current) as snap:
+        template, policy = self._routes.match(scope["method"], scope["path"])
+        with pool.acquire() if policy.holds_snapshot else nullcontext(pool.current) as snap:
             await self._serve(scope, receive, send, RequestContext(
                 sane_request_id(Headers(scope=scope).get("x-request-id")), snapshot=snap
-            ))
+            ), template, policy)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext) -> None:
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, template: str, policy: RoutePolicy
+    ) -> None:
         state = scope["app"].state
         started = time.perf_counter()
         headers = Headers(scope=scope)
@@ -117,42 +113,32 @@ class FrontDoor:
                     check_client(settings.auth, headers.get("authorization"))
                 if scope["method"] in _BODY_METHODS:
                     receive = await _limit_body(headers, receive, settings.limits.max_body_bytes)
-                if _is_work(scope):
+                if policy.work:
                     gate.enter(settings.limits.max_concurrent_requests)
                     admitted = True
                     state.metrics.in_flight.inc()
             except EmbedGatewayError as err:
-                await error_response(err, scope["path"])(scope, receive, send_with_id)
+                await error_response(err, policy.dialect)(scope, receive, send_with_id)
                 return
             await self.app(scope, receive, send_with_id)
         finally:
             if admitted:
                 gate.leave()
                 state.metrics.in_flight.dec()
-            ctx.route = self._route_of(scope)
+            ctx.route = _route_of(scope, template)
             elapsed = time.perf_counter() - started
             state.metrics.record_request(ctx, status or 500, elapsed)
             _access_log(scope, ctx, status or 500, elapsed)
             current_request.reset(token)
 
-    def _route_of(self, scope: Scope) -> str:
-        """The route template for metric labels (bounded: never the raw path), also for requests
-        refused before routing; ``other`` for paths no route serves."""
-        route = scope.get("route")
-        if route is not None and hasattr(route, "path"):
-            return str(route.path)
-        path = scope["path"]
-        return next((t for regex, t in self._templates if regex.match(path)), "other")
 
-
-def _is_work(scope: Scope) -> bool:
-    """An embedding request: bounded by the gate, holds its snapshot."""
-    return scope["method"] == "POST" and scope["path"] in WORK_PATHS
-
-
-def _calls_engine(scope: Scope) -> bool:
-    """A request whose engines must stay open until it is answered: it holds its snapshot."""
-    return scope["method"] == "POST" and (scope["path"] in WORK_PATHS or scope["path"] in _ENGINE_PATHS)
+def _route_of(scope: Scope, template: str) -> str:
+    """The route template for metric labels (bounded: never the raw path), also for requests
+    refused before routing; ``other`` for paths no route serves."""
+    route = scope.get("route")
+    if route is not None and hasattr(route, "path"):
+        return str(route.path)
+    return template
 
 
 async def _limit_body(headers: Headers, receive: Receive, limit: int) -> Receive:
@@ -203,7 +189,8 @@ def _access_log(scope: Scope, ctx: RequestContext, status: int, seconds: float) 
         "duration_ms": round(seconds * 1000, 2),
     }
     if ctx.model:
-        fields |= {"model": ctx.model, "task": ctx.task, "engine": ctx.engine, "inputs": ctx.inputs}
+        fields |= {"model": ctx.model, "model_id": ctx.model_id, "task": ctx.task, "engine": ctx.engine,
+                   "inputs": ctx.inputs}
     if ctx.tokens:
         fields |= {
             "tokens": ctx.tokens,

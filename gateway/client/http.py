@@ -1,5 +1,11 @@
 """Sync and async clients for ``POST /v1/embeddings``: build the body, retry, parse, raise clearly.
 
+They pin vector spaces: the first answer for a (model, task, dimensions, normalisation) names its
+space (``x-embed-space``), and every later request for the same sends it back as
+``x-embed-expect-space``, so a gateway that would now answer in another space (its weights changed
+on a reload, a fallback engine outside parity) refuses with a 409 instead of returning vectors that
+do not belong with the ones already stored (``GatewayRequestError.code == "space_mismatch"``).
+
 The request/response handling is pure (:func:`build_body`, :func:`parse_embeddings`,
 :func:`request_error`); :class:`GatewayClient` and :class:`AsyncGatewayClient` are thin shells that
 add the transport and the retry loop of :class:`~gateway.client.retry.RetryPolicy`.
@@ -58,6 +64,8 @@ class Embeddings:
     vectors: npt.NDArray[np.float32]
     #: the gateway's ``usage.total_tokens`` (this model's tokens, instruction included)
     total_tokens: int
+    #: the vector space of these vectors (``x-embed-space``); None from a server that does not say
+    space: str | None = None
 
 
 def embeddings_url(base_url: str) -> str:
@@ -119,6 +127,10 @@ def request_error(response: httpx.Response, *, retries: int = 0) -> GatewayReque
     return GatewayRequestError(f"HTTP {response.status_code}{after}: {message}", status=response.status_code, param=param, code=code)
 
 
+#: what a space is pinned for: (model, task, dimensions, normalized)
+SpaceKey = tuple[Any, Any, Any, Any]
+
+
 class _Base:
     def __init__(
         self,
@@ -127,12 +139,29 @@ class _Base:
         api_key: str | None = None,
         timeout: float = 120.0,
         policy: RetryPolicy | None = None,
+        pin_spaces: bool = True,
     ) -> None:
         self.url = embeddings_url(base_url)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.stats = RetryStats()
+        #: the space first seen per (model, task, dimensions, normalized); sent back on later requests
+        self.spaces: dict[SpaceKey, str] = {}
+        self.pin_spaces = pin_spaces
+
+    @staticmethod
+    def _space_key(options: dict[str, Any]) -> SpaceKey:
+        return (options.get("model"), options.get("task"), options.get("dimensions"), options.get("normalized", True))
+
+    def _pin_headers(self, options: dict[str, Any]) -> dict[str, str]:
+        expected = self.spaces.get(self._space_key(options)) if self.pin_spaces else None
+        return {"x-embed-expect-space": expected} if expected else {}
+
+    def _remember(self, options: dict[str, Any], got: Embeddings) -> Embeddings:
+        if self.pin_spaces and got.space is not None:
+            self.spaces.setdefault(self._space_key(options), got.space)
+        return got
 
     def _settle(
         self, response: httpx.Response | httpx.TransportError, n_inputs: int, attempt: int
@@ -145,7 +174,9 @@ class _Base:
                 raise GatewayRequestError(f"cannot reach the gateway at {self.url}: {response}") from response
         else:
             if response.is_success:
-                return parse_embeddings(response.json(), n_inputs)
+                parsed = parse_embeddings(response.json(), n_inputs)
+                space = response.headers.get("x-embed-space")
+                return Embeddings(parsed.vectors, parsed.total_tokens, space) if space else parsed
             status = response.status_code
             if not self.policy.should_retry(status, attempt):
                 raise request_error(response, retries=attempt)
@@ -165,14 +196,15 @@ class GatewayClient(_Base):
 
     def embed(self, texts: Sequence[str], **options: Any) -> Embeddings:
         body = build_body(texts, **options)
+        headers = self._pin_headers(options)
         attempt = 0
         while True:
             try:
-                outcome = self._settle(self._http.post(self.url, json=body), len(body["input"]), attempt)
+                outcome = self._settle(self._http.post(self.url, json=body, headers=headers), len(body["input"]), attempt)
             except httpx.TransportError as exc:
                 outcome = self._settle(exc, len(body["input"]), attempt)
             if isinstance(outcome, Embeddings):
-                return outcome
+                return self._remember(options, outcome)
             self._sleep(outcome)
             attempt += 1
 
@@ -192,14 +224,16 @@ class AsyncGatewayClient(_Base):
 
     async def embed(self, texts: Sequence[str], **options: Any) -> Embeddings:
         body = build_body(texts, **options)
+        headers = self._pin_headers(options)
         attempt = 0
         while True:
             try:
-                outcome = self._settle(await self._http.post(self.url, json=body), len(body["input"]), attempt)
+                response = await self._http.post(self.url, json=body, headers=headers)
+                outcome = self._settle(response, len(body["input"]), attempt)
             except httpx.TransportError as exc:
                 outcome = self._settle(exc, len(body["input"]), attempt)
             if isinstance(outcome, Embeddings):
-                return outcome
+                return self._remember(options, outcome)
             await self._sleep(outcome)
             attempt += 1
 

@@ -175,6 +175,11 @@ class EngineCapabilities:
     vocab_size: int | None = None
     #: bytes the loaded weights occupy (host or device memory); None where it cannot tell (remote)
     resident_bytes: int | None = None
+    #: what its model's weights are (hub id@commit, a content hash, or an operator's declaration for
+    #: a remote model), plus anything else fixed per model that moves its vectors (a
+    #: sentence-transformers model's prompts): the gateway's vector-space id is built on it;
+    #: ``None`` = unknown (the space then names the engine itself)
+    weights: str | None = None
     #: numeric identity: equal for two engines only if they compute the same vectors for the same
     #: job (engine kind, checkpoint revision or content hash, adapters, dtype, device kind, anything
     #: else that moves a bit). The gateway's cache keys entries by it; ``None`` = unknown, never cached.

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from gateway.ingest.interrupts import CtrlC
 
-__all__ = ["add_parser", "build_embedder", "build_sink", "main"]
+__all__ = ["add_parser", "build_embedder", "build_sink", "main", "run_stamp"]
 
 T = TypeVar("T")
 
@@ -23,7 +23,7 @@ T = TypeVar("T")
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "embed",
-        help="embed a JSONL/CSV/Parquet/text file in bulk into Parquet, .npy or Milvus (resumable)",
+        help="embed a JSONL/CSV/Parquet/text file in bulk into Parquet, .npy, Milvus, Qdrant or pgvector (resumable)",
         description="Embed every row of INPUT and store the vectors. Re-running the same command "
         "after an interruption resumes: rows already stored are skipped, never duplicated.",
     )
@@ -66,9 +66,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     where = out.add_mutually_exclusive_group(required=True)
     where.add_argument("--output", type=Path, help="OUTPUT.parquet or OUTPUT.npy (+ OUTPUT.ids.json)")
     where.add_argument("--milvus", metavar="URI", help="Milvus Lite file (./vectors.db) or server (http://host:19530)")
-    out.add_argument("--collection", help="Milvus collection (required with --milvus)")
-    out.add_argument("--create-collection", action="store_true", help="create the Milvus collection if missing")
+    where.add_argument("--qdrant", metavar="URL|PATH",
+                       help="Qdrant server (http://host:6333), or a folder for qdrant-client's local mode")
+    where.add_argument("--pgvector", metavar="DSN", help="Postgres with pgvector (postgresql://user:pw@host:5432/db)")
+    out.add_argument("--collection", help="Milvus/Qdrant collection (required with --milvus and --qdrant)")
+    out.add_argument("--table", help="Postgres table, NAME or SCHEMA.NAME (required with --pgvector)")
+    out.add_argument("--create-collection", action="store_true",
+                     help="create the collection/table if missing (and pgvector's extension)")
     out.add_argument("--metric", default="COSINE", choices=["COSINE", "IP", "L2"], help="index metric (default COSINE)")
+    out.add_argument("--encoding", default="float", choices=["float", "ubinary"],
+                     help="ubinary: store 1 bit per dimension, searched by Hamming distance (--qdrant, --pgvector)")
+    out.add_argument("--qdrant-api-key", default=os.environ.get("QDRANT_API_KEY"),
+                     help="Qdrant API key (default: $QDRANT_API_KEY)")
     out.add_argument("--index-type", default="AUTOINDEX", help="Milvus index type (default AUTOINDEX; HNSW, FLAT, IVF_FLAT, ...)")
     out.add_argument("--milvus-token", default=os.environ.get("MILVUS_TOKEN"), help="Milvus token (default: $MILVUS_TOKEN)")
     out.add_argument("--milvus-db", default="", help="Milvus database name")
@@ -115,9 +124,40 @@ def _ray_options(args: argparse.Namespace) -> Any:
     )
 
 
+def run_stamp(args: argparse.Namespace) -> Any:
+    """The vector space this run writes (:mod:`gateway.ingest.stamp`), from its flags."""
+    from gateway.contract import parse_task
+    from gateway.ingest.stamp import Stamp
+
+    task = parse_task(args.task)
+    return Stamp(model=args.model or args.local or args.ray, task=task.value if task is not None else "none",
+                 dimensions=args.dimensions, encoding=args.encoding)
+
+
 def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
     from gateway.ingest.sinks import MilvusSink, NpySink, ParquetSink
 
+    if args.encoding != "float" and not (args.qdrant or args.pgvector):
+        raise ValueError("--encoding ubinary needs --qdrant or --pgvector")
+    if args.qdrant:
+        from gateway.ingest.qdrant_sink import QdrantSink
+
+        if not args.collection:
+            raise ValueError("--qdrant needs --collection NAME")
+        return QdrantSink(
+            args.qdrant, args.collection, api_key=args.qdrant_api_key, create=args.create_collection,
+            metric=args.metric, encoding=args.encoding, store_text=args.store_text, with_metadata=with_metadata,
+            stamp=run_stamp(args),
+        )
+    if args.pgvector:
+        from gateway.ingest.pgvector_sink import PgvectorSink
+
+        if not args.table:
+            raise ValueError("--pgvector needs --table NAME")
+        return PgvectorSink(
+            args.pgvector, args.table, create=args.create_collection, metric=args.metric, encoding=args.encoding,
+            store_text=args.store_text, with_metadata=with_metadata, stamp=run_stamp(args),
+        )
     if args.milvus:
         if not args.collection:
             raise ValueError("--milvus needs --collection NAME")
@@ -128,14 +168,14 @@ def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
         return MilvusSink(
             args.milvus, args.collection, token=args.milvus_token, db_name=args.milvus_db,
             create=args.create_collection, metric=args.metric, index_type=args.index_type,
-            store_text=args.store_text, with_metadata=with_metadata,
+            store_text=args.store_text, with_metadata=with_metadata, stamp=run_stamp(args),
         )
     suffix = args.output.suffix.lower()
     if suffix == ".parquet":
         return ParquetSink(args.output, overwrite=args.overwrite, store_text=args.store_text, with_metadata=with_metadata)
     if suffix == ".npy":
         if args.store_text or with_metadata:
-            raise ValueError(".npy holds vectors only; use .parquet or --milvus for --store-text / --metadata-fields")
+            raise ValueError(".npy holds vectors only; use .parquet or a store for --store-text / --metadata-fields")
         return NpySink(args.output, overwrite=args.overwrite)
     raise ValueError(f"--output must end in .parquet or .npy, not {args.output.name!r}")
 
@@ -170,10 +210,12 @@ def _run(run: Coroutine[Any, Any, T], ctrl_c: CtrlC) -> T:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run ``embed``; exit status 0 done, 1 error (bad row, refused batch, bad flag), 130 interrupted."""
+    """Run ``embed``; exit status 0 done, 1 error (bad row, refused batch, bad flag), 2 the store holds
+    another vector space (nothing written), 130 interrupted."""
     from gateway.ingest.plan import BadRowError
     from gateway.ingest.runner import IngestError, IngestOptions, ingest
     from gateway.ingest.sources import detect_format, location
+    from gateway.ingest.stamp import StampMismatchError
 
     try:
         _validate(args)
@@ -181,6 +223,9 @@ def main(args: argparse.Namespace) -> int:
         fields = _fields(args)
         sink = build_sink(args, with_metadata=bool(fields.metadata))
         embedder = None if args.ray else build_embedder(args)
+    except StampMismatchError as exc:
+        print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, FileExistsError, RuntimeError) as exc:
         print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
         return 1
@@ -204,6 +249,9 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\n{_INTERRUPTED}", file=sys.stderr)
         return 130
+    except StampMismatchError as exc:  # the width was known only at the first write
+        print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
+        return 2
     except (BadRowError, IngestError, ValueError, RuntimeError) as exc:
         print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
         print("nothing is lost: run the same command again (after fixing the cause) to resume", file=sys.stderr)

@@ -12,9 +12,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from gateway.ingest.records import BadRecord, Record
+import numpy as np
+import numpy.typing as npt
 
-__all__ = ["BadRowError", "IngestReport", "batched", "flag_duplicate_ids", "good_records", "without_done", "without_index"]
+from gateway.ingest.records import BadRecord, Record
+from gateway.ingest.sinks import RowsRejected, Sink
+
+__all__ = [
+    "BadRowError", "IngestReport", "batched", "flag_duplicate_ids", "good_records", "without_done", "without_index",
+    "write_batch",
+]
 
 T = TypeVar("T")
 
@@ -75,6 +82,24 @@ def without_index(batch: Sequence[Record], index: int) -> tuple[Record, list[Rec
     if not 0 <= index < len(batch):
         raise IndexError(f"the server named input[{index}] in a batch of {len(batch)}")
     return batch[index], [r for i, r in enumerate(batch) if i != index]
+
+
+def write_batch(
+    sink: Sink, records: Sequence[Record], vectors: npt.NDArray[np.float32], bad: Callable[[BadRecord], None]
+) -> int:
+    """Write one embedded batch; rows the store refuses (an id too long for its key, a NUL byte
+    Postgres cannot hold) go to ``bad`` and the rest is written. Returns the rows written."""
+    todo, vecs = list(records), vectors
+    while todo:
+        try:
+            sink.write(todo, vecs)
+            return len(todo)
+        except RowsRejected as err:
+            for i in sorted(err.reasons):
+                bad(BadRecord(todo[i].line, f"refused by the store: {err.reasons[i]}", todo[i].id))
+            keep = [i for i in range(len(todo)) if i not in err.reasons]
+            todo, vecs = [todo[i] for i in keep], vecs[keep]
+    return 0
 
 
 @dataclass(slots=True)

@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from gateway.ingest.plan import BadRowError, IngestReport, batched, flag_duplicate_ids, good_records, without_done
+from gateway.ingest.plan import (
+    BadRowError,
+    IngestReport,
+    batched,
+    flag_duplicate_ids,
+    good_records,
+    without_done,
+    write_batch,
+)
 from gateway.ingest.progress import Progress
 from gateway.ingest.records import BadRecord, Record
 from gateway.ingest.runner import IngestError, IngestOptions
@@ -151,8 +159,8 @@ def _run(todo: Sequence[Record], options: IngestOptions, ro: RayOptions, sink: S
         if not good:
             continue
         records = [by_line[lines[i]] for i in good]
-        sink.write(records, np.asarray(out["vector"][good], dtype=np.float32))
+        written = write_batch(sink, records, np.asarray(out["vector"][good], dtype=np.float32), bad)
         n_tokens = int(out["tokens"][good].sum())
-        report.embedded += len(records)
+        report.embedded += written
         report.tokens += n_tokens
-        bar.update(len(records), n_tokens)
+        bar.update(written, n_tokens)

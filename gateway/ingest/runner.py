@@ -26,6 +26,7 @@ from gateway.ingest.plan import (
     good_records,
     without_done,
     without_index,
+    write_batch,
 )
 from gateway.ingest.progress import Progress
 from gateway.ingest.records import BadRecord, FieldSpec, Record
@@ -96,10 +97,10 @@ async def ingest(options: IngestOptions, embedder: Embedder, sink: Sink, ctrl_c:
                     bad(BadRecord(rejected.line, f"rejected by the embedder: {err.message}", rejected.id))
                     continue
                 with interrupts.blocking():
-                    sink.write(todo, out.vectors)
-                report.embedded += len(todo)
+                    written = write_batch(sink, todo, out.vectors, bad)
+                report.embedded += written
                 report.tokens += out.total_tokens
-                bar.update(len(todo), out.total_tokens)
+                bar.update(written, out.total_tokens)
                 todo = []
         except BaseException as exc:
             failures.append(exc)

@@ -1,10 +1,16 @@
-"""Where vectors go: Parquet, ``.npy``, or a Milvus collection (Lite file or server).
+"""Where vectors go: Parquet, ``.npy``, or a Milvus collection (Lite file or server); Qdrant and
+Postgres/pgvector live in :mod:`~gateway.ingest.qdrant_sink` and :mod:`~gateway.ingest.pgvector_sink`.
 
 Every sink answers :meth:`done` — which of these ids do you already hold? — and writes each batch
 atomically, so an interrupted run resumes without duplicates (see :mod:`gateway.ingest.plan`).
 File sinks write one Parquet part per batch into ``OUTPUT.parts/`` (temporary name, then rename)
-and assemble the final file, rows in input order, when the run completes. The Milvus sink upserts
-by primary key, so even a batch written twice is stored once.
+and assemble the final file, rows in input order, when the run completes. The store sinks upsert
+by record id, so even a batch written twice is stored once, and stamp what they create with the
+run's vector space (:mod:`gateway.ingest.stamp`).
+
+A batch may carry one sparse vector per record (``sparse``: vocabulary ids -> weights, the
+contract's :class:`~gateway.contract.SparseVector`) for hybrid search; the Qdrant and pgvector
+sinks store it beside the dense vector, the others refuse it.
 """
 
 from __future__ import annotations
@@ -21,25 +27,48 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from gateway.contract import SparseVector
 from gateway.ingest.records import Record
+from gateway.ingest.stamp import STAMP_KEY, Stamp, check_stamp
 
-__all__ = ["MilvusSink", "NpySink", "ParquetSink", "Sink", "SinkError"]
+__all__ = ["MilvusSink", "NpySink", "ParquetSink", "RowsRejected", "Sink", "SinkError", "no_sparse"]
 
 
 class SinkError(RuntimeError):
     """The store refused (Milvus unreachable, a Lite file locked by another process, a schema clash)."""
 
 
+class RowsRejected(Exception):
+    """Rows of a batch the store cannot hold (batch index -> reason); nothing of the batch was
+    written, so the caller reports those rows and writes the rest (:func:`gateway.ingest.plan.write_batch`)."""
+
+    def __init__(self, reasons: dict[int, str]) -> None:
+        super().__init__("; ".join(f"input[{i}]: {r}" for i, r in sorted(reasons.items())))
+        self.reasons = reasons
+
+
 class Sink(Protocol):
     def done(self, ids: Sequence[str]) -> set[str]: ...
 
-    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None: ...
+    def write(
+        self,
+        records: Sequence[Record],
+        vectors: npt.NDArray[np.float32],
+        sparse: Sequence[SparseVector] | None = None,
+    ) -> None:
+        """Store one batch atomically (or raise :class:`RowsRejected` before writing any of it)."""
+        ...
 
     def finish(self) -> str:
         """Complete the output; returns a sentence saying where it is."""
         ...
 
     def close(self) -> None: ...
+
+
+def no_sparse(sink: str, sparse: Sequence[SparseVector] | None) -> None:
+    if sparse is not None:
+        raise ValueError(f"{sink} holds dense vectors only; sparse vectors go to --qdrant or --pgvector")
 
 
 class _Parts:
@@ -123,7 +152,9 @@ class _PartsSink:
     def done(self, ids: Sequence[str]) -> set[str]:
         return {i for i in ids if i in self.parts.ids}
 
-    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
+    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32],
+              sparse: Sequence[SparseVector] | None = None) -> None:
+        no_sparse("a file output", sparse)
         self.parts.write(records, vectors)
 
     def close(self) -> None:
@@ -192,7 +223,14 @@ class MilvusSink:
     ``uri``: a Milvus Lite file (``./vectors.db``) or a server (``http://host:19530``). The
     collection is created on the first write when ``create`` is set (dimension from the vectors,
     index ``index_type`` with ``metric``); an existing one must have a matching ``vector`` field.
+    ``stamp``: the run's vector space, kept as the collection property ``embed_gateway.stamp`` (a
+    JSON object); a collection stamped with another space is refused before anything is written.
     """
+
+    #: the collection property holding the stamp (JSON)
+    STAMP_PROPERTY = f"{STAMP_KEY}.stamp"
+    #: the ``id`` field's VARCHAR length
+    MAX_ID = 512
 
     def __init__(
         self,
@@ -206,6 +244,7 @@ class MilvusSink:
         index_type: str = "AUTOINDEX",
         store_text: bool = False,
         with_metadata: bool = False,
+        stamp: Stamp | None = None,
     ) -> None:
         try:
             from pymilvus import MilvusClient
@@ -223,17 +262,44 @@ class MilvusSink:
         if not self.exists and not create:
             raise ValueError(f"Milvus collection {collection!r} does not exist at {uri}; pass --create-collection")
         self.checked_dims: int | None = None
+        self.stamp = stamp
+        try:
+            self.stored_stamp = self._read_stamp() if self.exists else None
+            if stamp is not None:
+                check_stamp(self._where, self.stored_stamp, stamp)  # before anything is embedded
+        except BaseException:
+            self.client.close()  # a Lite file stays locked while its client is open
+            raise
+
+    @property
+    def _where(self) -> str:
+        return f"Milvus collection {self.collection!r} at {self.uri}"
+
+    def _read_stamp(self) -> Stamp | None:
+        with _milvus_errors(f"cannot describe Milvus collection {self.collection!r}"):
+            props = self.client.describe_collection(self.collection).get("properties") or {}
+        raw = props.get(self.STAMP_PROPERTY)
+        return Stamp.from_json(raw) if raw else None
 
     def _ensure(self, dims: int) -> None:
         if self.checked_dims == dims:
             return
         if self.checked_dims is not None:
             raise ValueError(f"vectors changed width mid-run ({self.checked_dims} -> {dims})")
+        stamp = self.stamp.with_dimensions(dims) if self.stamp is not None else None
         if self.exists:
             self._check_existing(dims)
+            if stamp is not None:
+                check_stamp(self._where, self.stored_stamp, stamp)
+                if self.stored_stamp is None:  # made by an older version, or by hand: adopt it
+                    with _milvus_errors(f"cannot stamp Milvus collection {self.collection!r}"):
+                        self.client.alter_collection_properties(
+                            self.collection, properties={self.STAMP_PROPERTY: stamp.to_json()})
+                    self.stored_stamp = stamp
         else:
-            self._create(dims)
+            self._create(dims, stamp)
             self.exists = True
+            self.stored_stamp = stamp
         self.checked_dims = dims
 
     def _check_existing(self, dims: int) -> None:
@@ -263,7 +329,7 @@ class MilvusSink:
             if on and wanted not in fields and not dynamic:
                 raise ValueError(f"Milvus collection {self.collection!r} has no {wanted!r} field")
 
-    def _create(self, dims: int) -> None:
+    def _create(self, dims: int, stamp: Stamp | None) -> None:
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -276,7 +342,8 @@ class MilvusSink:
             schema.add_field("metadata", DataType.JSON)
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_type=self.index_type, metric_type=self.metric)
-        self.client.create_collection(self.collection, schema=schema, index_params=index)
+        props = {self.STAMP_PROPERTY: stamp.to_json()} if stamp is not None else {}
+        self.client.create_collection(self.collection, schema=schema, index_params=index, properties=props)
 
     def done(self, ids: Sequence[str]) -> set[str]:
         if not self.exists or not ids:
@@ -285,7 +352,13 @@ class MilvusSink:
             rows = self.client.query(self.collection, filter=f"id in {json.dumps(list(ids))}", output_fields=["id"])
         return {r["id"] for r in rows}
 
-    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
+    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32],
+              sparse: Sequence[SparseVector] | None = None) -> None:
+        no_sparse("a Milvus collection written by embed", sparse)
+        too_long = {i: f"id longer than {self.MAX_ID} bytes (the Milvus id field's VARCHAR length)"
+                    for i, r in enumerate(records) if len(r.id.encode()) > self.MAX_ID}
+        if too_long:
+            raise RowsRejected(too_long)
         self._ensure(int(vectors.shape[1]))
         rows = []
         for r, v in zip(records, vectors, strict=True):

@@ -29,8 +29,10 @@ class RequestContext:
     snapshot: Snapshot | None = None
     #: the route template (``/v1/embeddings``), or ``other`` for paths no route matched
     route: str = "other"
-    #: a configured alias (never a client's unknown model name: metric labels stay bounded)
+    #: a configured alias or model id (never a client's unknown model name: metric labels stay bounded)
     model: str = ""
+    #: the model that served it (its id in the catalog), whatever name the request used
+    model_id: str = ""
     #: the route key of the task (``text-matching``, ..., ``none``)
     task: str = ""
     #: the engine that served it (or the last one tried)
@@ -40,6 +42,8 @@ class RequestContext:
     queue_seconds: float = 0.0
     inference_seconds: float = 0.0
     fallbacks: int = 0
+    #: the vector space of its vectors (``x-embed-space``)
+    space: str = ""
     #: where its vectors came from (``x-embed-cache``: memory, redis, miss, partial, off)
     cache: str = ""
     #: the error code of a failed request (``overloaded``, ``timeout``, ...)

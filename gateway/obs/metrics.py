@@ -196,6 +196,16 @@ class GatewayMetrics:
         queue.observe(ctx.queue_seconds)
         inference.observe(ctx.inference_seconds)
 
+    # ------------------------------------------------------------------ the pool's events (gateway.pool.events)
+
+    def engine_out(self, engine: str) -> None:
+        self.circuit_opened.labels(engine=engine).inc()
+
+    def parity_checked(self, engine: str, task: str, *, mean_cosine: float, ok: bool) -> None:
+        self.parity_cosine.labels(engine=engine, task=task).set(mean_cosine)
+        if not ok:
+            self.parity_failures.labels(engine=engine, task=task).inc()
+
     def watch(
         self, supervisor: Supervisor, snapshot: Callable[[], Snapshot | None], draining: Callable[[], bool] = lambda: False
     ) -> None:
@@ -254,7 +264,10 @@ class StateCollector(Collector):
       (:func:`gateway.pool.readiness.assess`); alert on ``state="degraded"`` — the replica serves, an
       engine is out;
     * ``embed_gateway_task_engines_available`` — per task the configuration serves, how many
-      engines can serve it now (0: requests for it fail; ``/ready`` is 503).
+      engines can serve it now (0: requests for it fail; ``/ready`` is 503);
+    * ``embed_gateway_model_resident_bytes{model}`` — bytes of weights the model's in-process
+      engines hold (0 for a remote model);
+    * ``embed_gateway_model_ready{model, state}`` — 1 for each model's readiness state.
     """
 
     def __init__(
@@ -282,6 +295,10 @@ class StateCollector(Collector):
         tasks = GaugeMetricFamily("embed_gateway_task_engines_available",
                                   "Engines able to serve the task now (0 = the task cannot be served).",
                                   labels=["task"])
+        resident = GaugeMetricFamily("embed_gateway_model_resident_bytes",
+                                     "Bytes of weights the model's in-process engines hold.", labels=["model"])
+        models = GaugeMetricFamily("embed_gateway_model_ready",
+                                   "Readiness per model (1 = current state).", labels=["model", "state"])
         snap = self._snapshot()
         if snap is not None:
             readiness = self._supervisor.assess(snap, draining=self._draining())
@@ -298,7 +315,13 @@ class StateCollector(Collector):
                 gateway.add_metric([ready_state.label], 1.0 if readiness.state is ready_state else 0.0)
             for key, able in readiness.tasks.items():
                 tasks.add_metric([key], float(len(able)))
-        yield from (healthy, ready, circuit, parity, held, gateway, tasks)
+            for model in snap.models:
+                held_bytes = sum(c.resident_bytes or 0 for c in snap.capabilities(model).values())
+                resident.add_metric([model], float(held_bytes))
+                for ready_state in ReadyState:
+                    models.add_metric([model, ready_state.label],
+                                      1.0 if readiness.models.get(model) == ready_state.value else 0.0)
+        yield from (healthy, ready, circuit, parity, held, gateway, tasks, resident, models)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from gateway.config import ParitySettings
 from gateway.contract import EmbedGatewayError, EmbedJob, Engine, EngineCapabilities, RetryableError, Task, route_key
-from gateway.obs.metrics import GatewayMetrics
+from gateway.pool.events import PoolEvents
 
 if TYPE_CHECKING:
     from gateway.pool.snapshot import Snapshot
@@ -93,7 +93,7 @@ class ParityStatus(StrEnum):
 @dataclass(frozen=True, slots=True)
 class ParityResult:
     ok: bool
-    task: Task | None
+    task: str | None
     mean_cosine: float
     min_cosine: float
     norm_deviation: float
@@ -105,7 +105,7 @@ def compare(
     reference: npt.NDArray[np.float32],
     candidate: npt.NDArray[np.float32],
     *,
-    task: Task | None,
+    task: str | None,
     threshold: float,
     max_norm_deviation: float,
 ) -> ParityResult:
@@ -134,7 +134,7 @@ def compare(
     return ParityResult(not problems, task, mean_cos, min_cos, deviation, detail, time.time())
 
 
-async def embed_probes(engine: Engine, task: Task | None) -> npt.NDArray[np.float32]:
+async def embed_probes(engine: Engine, task: str | None) -> npt.NDArray[np.float32]:
     result = await engine.embed(EmbedJob(inputs=PROBES, task=task, truncate=True, request_id="parity-probe"))
     return np.asarray(result.vectors, dtype=np.float32)
 
@@ -143,7 +143,7 @@ async def check(
     engine: Engine,
     reference_vectors: npt.NDArray[np.float32],
     *,
-    task: Task | None,
+    task: str | None,
     threshold: float,
     max_norm_deviation: float,
 ) -> ParityResult:
@@ -168,7 +168,7 @@ def parity_tasks(
     reference: str | None,
     routes: Mapping[str, Sequence[str]],
     capabilities: Mapping[str, EngineCapabilities],
-) -> frozenset[Task | None]:
+) -> frozenset[str | None]:
     """Tasks on which ``name`` must match the reference: tasks routed to it that the reference
     serves too. Empty for the reference itself, or when there is nothing to compare with."""
     if reference is None or reference == name or name not in capabilities or reference not in capabilities:
@@ -180,7 +180,7 @@ def parity_tasks(
     )
 
 
-def status_on_swap(state: EngineState, tasks: frozenset[Task | None]) -> None:
+def status_on_swap(state: EngineState, tasks: frozenset[str | None]) -> None:
     """A new snapshot compares an engine on ``tasks``: nothing to compare is NOT_REQUIRED; newly
     compared, or compared on a new task, is PENDING (checked before it serves); else unchanged."""
     if not tasks:
@@ -196,8 +196,8 @@ def status_on_swap(state: EngineState, tasks: frozenset[Task | None]) -> None:
 class ParityGuard:
     """Runs checks: caches the reference's probe vectors, records results, metrics and log lines."""
 
-    def __init__(self, metrics: GatewayMetrics, clock: Callable[[], float] = time.monotonic) -> None:
-        self.metrics = metrics
+    def __init__(self, events: PoolEvents, clock: Callable[[], float] = time.monotonic) -> None:
+        self.events = events
         self.clock = clock
         self._reference_vectors: dict[tuple[int, str], npt.NDArray[np.float32]] = {}
 
@@ -211,7 +211,8 @@ class ParityGuard:
         or the reference failed). A ``RetryableError`` of the candidate propagates: an engine that
         does not answer is a breaker matter, not a parity failure."""
         member = snap.members[name]
-        ref = snap.members.get(snap.reference) if snap.reference is not None else None
+        reference = snap.reference_of(name)
+        ref = snap.members.get(reference) if reference is not None else None
         if ref is None or not member.parity_tasks:
             return None
         p = snap.settings.parity
@@ -233,7 +234,7 @@ class ParityGuard:
             except EmbedGatewayError as exc:
                 result = ParityResult(False, task, 0.0, 0.0, float("inf"), f"engine error: {exc.message}", time.time())
             results[key] = result
-            self.metrics.parity_cosine.labels(engine=name, task=key).set(result.mean_cosine)
+            self.events.parity_checked(name, key, mean_cosine=result.mean_cosine, ok=result.ok)
         ok = all(r.ok for r in results.values())
         before, before_results = state.parity, state.parity_results
         state.parity = ParityStatus.PASSED if ok else ParityStatus.FAILED
@@ -244,9 +245,6 @@ class ParityGuard:
                 log.info("parity guard: engine %s matches %s (%s)", name, ref.name,
                          "; ".join(f"{k}: {r.detail}" for k, r in results.items()))
             return True
-        for key, r in results.items():
-            if not r.ok:
-                self.metrics.parity_failures.labels(engine=name, task=key).inc()
         failing = {k for k, r in results.items() if not r.ok}
         if before is not ParityStatus.FAILED or failing != {k for k, r in before_results.items() if not r.ok}:
             log.error(
@@ -255,7 +253,7 @@ class ParityGuard:
             )
         return False
 
-    async def _reference(self, engine: Engine, task: Task | None) -> npt.NDArray[np.float32]:
+    async def _reference(self, engine: Engine, task: str | None) -> npt.NDArray[np.float32]:
         cache_key = (id(engine), route_key(task))
         if cache_key not in self._reference_vectors:
             self._reference_vectors[cache_key] = await embed_probes(engine, task)

@@ -17,15 +17,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 
+from gateway.catalog import Catalog, build_catalog
 from gateway.config import Settings
 from gateway.contract import EmbedGatewayError, Engine, EngineCapabilities
-from gateway.engines import configurable_engines, engine_config, is_enabled
+from gateway.engines import engine_config
 from gateway.errors import ReloadError
-from gateway.obs.metrics import GatewayMetrics
+from gateway.kinds import engine_kind
+from gateway.pool.events import PoolEvents
 from gateway.pool.parity import parity_tasks, reference_of
+from gateway.pool.routing import resolve_routes, task_keys
 from gateway.pool.snapshot import Member, Snapshot
 from gateway.pool.supervisor import Supervisor
-from gateway.serving.routing import resolve_routes
 from gateway.startup import StartupError
 
 __all__ = ["EngineBuilder", "Pool"]
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: builds the engine called ``name`` from the settings (not started)
 EngineBuilder = Callable[[str, Settings], Engine]
+
+#: model -> route key -> engine names in order
+RouteTables = dict[str, dict[str, list[str]]]
 
 #: how long a dropped engine may keep serving requests that started before a reload
 _DRAIN_TIMEOUT_S = 600.0
@@ -44,7 +49,7 @@ class Pool:
 
     def __init__(
         self,
-        metrics: GatewayMetrics,
+        metrics: PoolEvents,
         *,
         builder: EngineBuilder,
         clock: Callable[[], float] = time.monotonic,
@@ -95,15 +100,16 @@ class Pool:
 
     async def open(self, settings: Settings, engines: Mapping[str, Engine] | None = None) -> None:
         """Build (unless injected), validate routes, start engines, run the parity guard once."""
+        catalog = build_catalog(settings)
         try:
             chosen = dict(engines) if engines is not None else {
-                n: self.builder(n, settings) for n in configurable_engines() if is_enabled(settings, n)
+                n: self.builder(n, settings) for n in catalog.engines
             }
         except RuntimeError as exc:  # an engine's dependencies are missing (the message names the extra)
             raise StartupError(str(exc)) from exc
         if not chosen:
             raise StartupError("no engine is enabled: enable engines.hf and/or engines.vllm")
-        routes = self._routes(settings, {n: e.capabilities for n, e in chosen.items()})  # a bad route fails fast
+        routes = self._routes(settings, catalog, {n: e.capabilities for n, e in chosen.items()})  # a bad route fails fast
         members = await self._start(settings, chosen)
         if all(m.start_error for m in members.values()):
             for member in members.values():
@@ -111,7 +117,7 @@ class Pool:
                 self.supervisor.forget(member.engine)
             reasons = "; ".join(f"engine {n}: {m.start_error}" for n, m in members.items())
             raise StartupError(f"no engine could start ({reasons})")
-        snap = self._swap(settings, members, routes)
+        snap = self._swap(settings, catalog, members, routes)
         await self.supervisor.check_all(snap, starting=True)
         await self.supervisor.first_health(snap.members.values())
 
@@ -141,14 +147,20 @@ class Pool:
             old = self.current
             if settings.server != old.settings.server:
                 log.warning("reload: server.* changed; host, port and log level take effect only after a restart")
+            try:
+                catalog = build_catalog(settings)
+            except ValueError as exc:
+                raise ReloadError(str(exc)) from exc
+            configured = catalog.engines
             keep: dict[str, Member] = {}
             for name, member in old.members.items():
                 config = engine_config(settings, name)
-                if config is None or (is_enabled(settings, name) and config == member.config):
+                known = name in configured or name in type(settings.engines).model_fields
+                if not known or (config is not None and config == member.config):
                     keep[name] = member  # an engine injected under a name the settings do not know: always kept
             built: dict[str, Engine] = {}
-            for name in configurable_engines():
-                if is_enabled(settings, name) and name not in keep:
+            for name in configured:
+                if name not in keep:
                     try:
                         built[name] = self.builder(name, settings)
                     except Exception as exc:
@@ -157,7 +169,7 @@ class Pool:
             if not caps:
                 raise ReloadError("the new configuration enables no engine")
             try:
-                routes = self._routes(settings, caps)
+                routes = self._routes(settings, catalog, caps)
             except ValueError as exc:
                 raise ReloadError(str(exc)) from exc
             new = await self._start(settings, built)
@@ -168,7 +180,7 @@ class Pool:
                     self.supervisor.forget(member.engine)
                 raise ReloadError(f"engine(s) {', '.join(failed)} failed to start; configuration unchanged")
             self.supervisor.guard.forget_reference()  # the reference or its settings may have changed
-            snap = self._swap(settings, {**keep, **new}, routes)
+            snap = self._swap(settings, catalog, {**keep, **new}, routes)
             dropped = [m for n, m in old.members.items() if n not in keep]
             log.info(
                 "reload: generation %d; engines %s%s; routes %s",
@@ -200,9 +212,39 @@ class Pool:
     # ------------------------------------------------------------------ internals
 
     @staticmethod
-    def _routes(settings: Settings, capabilities: Mapping[str, EngineCapabilities]) -> dict[str, list[str]]:
-        disabled = [n for n in configurable_engines() if n not in capabilities and not is_enabled(settings, n)]
-        return resolve_routes(settings.routes, capabilities, disabled=disabled)
+    def _routes(settings: Settings, catalog: Catalog, capabilities: Mapping[str, EngineCapabilities]) -> RouteTables:
+        """Each model's effective routing table over the engines that serve it (``ValueError`` naming
+        what cannot work). An engine the catalog does not know (injected) serves the first model."""
+        first = next(iter(catalog.models))
+        tables: RouteTables = {}
+        for model_id, entry in catalog.models.items():
+            caps = {n: c for n, c in capabilities.items() if (catalog.model_of(n) or first) == model_id}
+            kinds = {n: engine_kind(entry.engines[n]) for n in caps if n in entry.engines}
+            if entry.legacy:
+                legacy = type(settings.engines).model_fields
+                disabled = [n for n in legacy if n not in caps and not getattr(settings.engines, n).enabled]
+                tables[model_id] = resolve_routes(
+                    entry.routes, caps, disabled=disabled, kinds=kinds,
+                    keys=task_keys(caps, well_known=True),
+                    where="routes" if not settings.models or not settings.models[model_id].routes
+                    else f"models.{model_id}.routes",
+                )
+            else:
+                if not caps:
+                    raise ValueError(f"models.{model_id} has no engine")
+                tables[model_id] = resolve_routes(
+                    entry.routes, caps, kinds=kinds, keys=task_keys(caps), where=f"models.{model_id}.routes"
+                )
+            served = {k for k, names in tables[model_id].items() if names}
+            if entry.task is not None and str(entry.task) not in served:
+                raise ValueError(f"models.{model_id}.task {entry.task!r} is not a task its engines serve")
+        for name, resolved in catalog.aliases.items():
+            table = tables.get(resolved.model, {})
+            key = "none" if resolved.task is None else str(resolved.task)
+            if resolved.name != resolved.model and not table.get(key) and not catalog.models[resolved.model].legacy:
+                served = ", ".join(k for k, v in table.items() if v) or "none"
+                raise ValueError(f"alias {name!r}: model {resolved.model!r} has no engine for task {key!r} (its tasks: {served})")
+        return tables
 
     async def _start(self, settings: Settings, engines: Mapping[str, Engine]) -> dict[str, Member]:
         """Start each engine (one after another: a GPU loads one model at a time); one that
@@ -210,7 +252,7 @@ class Pool:
         members: dict[str, Member] = {}
         for name, engine in engines.items():
             self.supervisor.adopt(engine, settings.breaker.failure_threshold)
-            member = Member(name, engine, engine_config(settings, name))
+            member = Member(name, engine, engine_config(settings, name), model=build_catalog(settings).model_of(name) or "")
             try:
                 await engine.start()
             except EmbedGatewayError as exc:
@@ -223,20 +265,36 @@ class Pool:
             members[name] = member
         return members
 
-    def _swap(self, settings: Settings, members: Mapping[str, Member], routes: Mapping[str, list[str]]) -> Snapshot:
-        """Freeze a new snapshot (with each engine's parity duty) and make it current."""
-        reference = reference_of(settings.parity, {n: m.start_error is None for n, m in members.items()})
-        caps = {n: m.capabilities for n, m in members.items()}
+    def _swap(self, settings: Settings, catalog: Catalog, members: Mapping[str, Member], routes: RouteTables) -> Snapshot:
+        """Freeze a new snapshot (with each engine's parity duty: against its own model's reference,
+        never across models) and make it current."""
+        first = next(iter(catalog.models))
+        started = {n: m.start_error is None for n, m in members.items()}
+        owner = {n: catalog.model_of(n) or first for n in members}
+        references: dict[str, str | None] = {}
+        updated: dict[str, Member] = {}
+        for model_id, entry in catalog.models.items():
+            names = [n for n in members if owner[n] == model_id]
+            wanted = entry.reference
+            reference = None if wanted is None else reference_of(
+                settings.parity.model_copy(update={"reference": wanted}), {n: started[n] for n in names}
+            )
+            references[model_id] = reference
+            caps = {n: members[n].capabilities for n in names}
+            for n in names:
+                updated[n] = replace(members[n], model=model_id,
+                                     parity_tasks=parity_tasks(n, reference, routes[model_id], caps))
+            if settings.parity.enabled and reference is None and len(names) > 1 and wanted is not None:
+                log.warning("parity guard: reference engine %r of model %s is not running; its engines are NOT "
+                            "compared", wanted, model_id)
         snap = Snapshot(
             settings=settings,
-            members={n: replace(m, parity_tasks=parity_tasks(n, reference, routes, caps)) for n, m in members.items()},
-            route_table=tuple((k, tuple(v)) for k, v in routes.items()),
+            members=updated,
+            route_table=tuple(((m, k), tuple(v)) for m, table in routes.items() for k, v in table.items()),
             generation=0 if self._current is None else self._current.generation + 1,
-            reference=reference,
+            references=references,
+            catalog=catalog,
         )
-        if settings.parity.enabled and reference is None and len(members) > 1:
-            log.warning("parity guard: reference engine %r is not running; engines are NOT compared",
-                        settings.parity.reference)
         self.supervisor.on_swap(snap)
         self._current = snap
         return snap

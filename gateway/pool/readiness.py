@@ -24,14 +24,14 @@ answering ``GET /ready`` never probes an engine.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gateway.contract import ROUTE_KEYS, parse_task
+from gateway.contract import task_of_key
 from gateway.pool.parity import ParityStatus
+from gateway.pool.routing import candidates
 from gateway.pool.snapshot import Member, Snapshot
 from gateway.pool.state import EngineState
-from gateway.serving.routing import candidates
 
 __all__ = ["Availability", "OutReason", "ReadyState", "Readiness", "assess", "availability"]
 
@@ -101,6 +101,9 @@ class Readiness:
     unserved: list[str]
     #: tasks still served, but not by the first engine of their route (their fast path is out)
     fast_path_lost: list[str]
+    #: per model: ``ready``, ``degraded`` (an engine of it is out, every task still served) or
+    #: ``not ready`` (a task of it has no engine)
+    models: dict[str, str] = field(default_factory=dict)
 
     @property
     def out(self) -> list[str]:
@@ -111,21 +114,34 @@ class Readiness:
 def assess(snap: Snapshot, states: Mapping[str, EngineState], *, draining: bool = False) -> Readiness:
     """The readiness of ``snap`` given each engine's live state (see the module docstring for the rule)."""
     engines = {name: availability(member, states[name]) for name, member in snap.members.items()}
-    caps = snap.capabilities()
-    routes = snap.routes
     tasks: dict[str, list[str]] = {}
     unserved: list[str] = []
     fast_path_lost: list[str] = []
-    for key in ROUTE_KEYS:
-        route = candidates(parse_task(key), routes, caps)
-        if not route:
-            continue  # not a task this configuration serves (a 400 on request, not an outage)
-        able = [n for n in route if engines[n].available]
-        tasks[key] = able
-        if not able:
-            unserved.append(key)
-        elif able[0] != route[0]:
-            fast_path_lost.append(key)
+    models: dict[str, str] = {}
+    for model in snap.models:
+        caps = snap.capabilities(model)
+        routes = snap.model_routes(model)
+        model_unserved, model_tasks = False, 0
+        for key in routes:
+            route = candidates(task_of_key(key), routes, caps)
+            if not route:
+                continue  # not a task this configuration serves (a 400 on request, not an outage)
+            # the first model's tasks by their own key (one model: as before models existed); others' as model/task
+            label = key if model == snap.first_model else f"{model}/{key}"
+            able = [n for n in route if engines[n].available]
+            tasks[label] = able
+            model_tasks += 1
+            if not able:
+                unserved.append(label)
+                model_unserved = True
+            elif able[0] != route[0]:
+                fast_path_lost.append(label)
+        if model_unserved or not model_tasks:
+            models[model] = ReadyState.NOT_READY.value
+        elif any(not engines[n].available for n in caps):
+            models[model] = ReadyState.DEGRADED.value
+        else:
+            models[model] = ReadyState.READY.value
     if draining:
         state = ReadyState.SHUTTING_DOWN
     elif unserved or not tasks:
@@ -134,4 +150,4 @@ def assess(snap: Snapshot, states: Mapping[str, EngineState], *, draining: bool 
         state = ReadyState.DEGRADED
     else:
         state = ReadyState.READY
-    return Readiness(state, engines, tasks, unserved, fast_path_lost)
+    return Readiness(state, engines, tasks, unserved, fast_path_lost, models)

@@ -36,14 +36,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.contract import EmbedGatewayError, EmbedJob, Engine, RetryableError, Task, route_key
-from gateway.obs.metrics import GatewayMetrics
+from gateway.contract import EmbedGatewayError, EmbedJob, Engine, RetryableError, route_key
+from gateway.pool.events import PoolEvents
 from gateway.pool.breaker import BreakerSnapshot, CircuitBreaker
 from gateway.pool.parity import PROBES, ParityGuard, ParityResult, ParityStatus, status_on_swap
 from gateway.pool.readiness import Availability, Readiness, assess, availability
 from gateway.pool.snapshot import Member, Snapshot
+from gateway.pool.spaces import Space, space_of
 from gateway.pool.state import EngineState
-from gateway.serving.routing import plan
+from gateway.pool.routing import plan
 
 __all__ = ["Check", "EngineReport", "Monitor", "Supervisor", "next_check"]
 
@@ -75,7 +76,7 @@ def next_check(
 
 @dataclass(frozen=True, slots=True)
 class EngineReport:
-    """One engine as ``/admin/engines`` shows it (rendered by :mod:`gateway.api.views`): the recorded
+    """One engine as ``/admin/engines`` shows it (rendered by :mod:`gateway.api.ops.views`): the recorded
     state (what ``/ready`` says) and a live health check (``healthy``, ``health_detail``, ``info``)."""
 
     ready: bool
@@ -95,10 +96,10 @@ class EngineReport:
 
 
 class Supervisor:
-    def __init__(self, metrics: GatewayMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.metrics = metrics
+    def __init__(self, events: PoolEvents, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.events = events
         self.clock = clock
-        self.guard = ParityGuard(metrics, clock)
+        self.guard = ParityGuard(events, clock)
         self._states: dict[int, tuple[Engine, EngineState]] = {}
 
     # ------------------------------------------------------------------ states
@@ -131,24 +132,39 @@ class Supervisor:
     def plan(
         self,
         snap: Snapshot,
-        task: Task | None,
+        task: str | None,
         *,
+        model: str | None = None,
         token_ids: bool = False,
         late_chunking: bool = False,
         token_embeddings: bool = False,
     ) -> list[str]:
-        """:func:`gateway.serving.routing.plan` with the live breaker and parity state."""
+        """:func:`gateway.pool.routing.plan` over ``model``'s engines (the first model's when None)
+        with the live breaker and parity state."""
+        model = model or snap.first_model
         states = self.states(snap)
         return plan(
             task,
-            snap.routes,
-            snap.capabilities(),
+            snap.model_routes(model),
+            snap.capabilities(model),
             token_ids=token_ids,
             late_chunking=late_chunking,
             token_embeddings=token_embeddings,
             quarantined={n for n, s in states.items() if s.held_back},
             circuit_open={n for n, s in states.items() if s.breaker.is_open},
         )
+
+    def space(self, snap: Snapshot, name: str, task: str | None, dimensions: int | None, normalized: bool) -> Space:
+        """The vector space engine ``name`` serves ``task`` in: its model reference's when the parity
+        guard cleared it on that task (or it is the reference), else its own."""
+        member = snap.members[name]
+        ref = snap.reference_of(name)
+        state = self.state(member)
+        cleared = ref is not None and ref in snap.members and (
+            ref == name or (state.parity is ParityStatus.PASSED and task in member.parity_tasks)
+        )
+        basis, label = (snap.members[ref].capabilities, ref) if cleared and ref is not None else (member.capabilities, name)
+        return space_of(basis, label, task, dimensions, normalized)
 
     @contextmanager
     def serving(self, member: Member) -> Iterator[None]:
@@ -170,7 +186,7 @@ class Supervisor:
             self._opened(member.name, reason)
 
     def _opened(self, name: str, reason: str) -> None:
-        self.metrics.circuit_opened.labels(engine=name).inc()
+        self.events.engine_out(name)
         log.error("engine %s is out of its routes (circuit open): %s", name, reason)
 
     # ------------------------------------------------------------------ checks
@@ -196,14 +212,15 @@ class Supervisor:
             return
         if passed:
             if state.breaker.is_open:
-                log.info("engine %s answers again and matches %s; back in its routes", member.name, snap.reference)
+                log.info("engine %s answers again and matches %s; back in its routes", member.name,
+                         snap.reference_of(member.name))
             state.record_answered()
 
     async def probe(self, member: Member) -> None:
         """An open circuit without parity duty: healthy and one real embedding closes it."""
         if not await self._health(member):
             return
-        task = next(iter(sorted(member.capabilities.tasks, key=lambda t: "" if t is None else t.value)), None)
+        task = next(iter(sorted(member.capabilities.tasks, key=lambda t: "" if t is None else str(t))), None)
         try:
             await member.engine.embed(EmbedJob(inputs=(PROBES[0],), task=task, request_id="probe"))
         except EmbedGatewayError as exc:

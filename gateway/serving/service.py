@@ -22,8 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.cache import CacheStore, Computed, KeyScope, serve_cached
+from gateway.catalog import Resolved
 from gateway.config import AliasSettings, Settings
 from gateway.contract import (
+    DENSE,
     EmbedGatewayError,
     EmbedJob,
     EmbedResult,
@@ -32,10 +34,11 @@ from gateway.contract import (
     EngineUnavailableError,
     InvalidRequestError,
     RetryableError,
+    SparseVector,
     TokenIds,
     route_key,
 )
-from gateway.errors import ModelNotFoundError
+from gateway.errors import ModelNotFoundError, SpaceMismatchError
 from gateway.obs.context import RequestContext, current_request
 from gateway.obs.metrics import GatewayMetrics
 from gateway.pool import Member, Pool, Snapshot
@@ -43,7 +46,7 @@ from gateway.serving.postprocess import finalize
 from gateway.serving.retry import call_retrying
 from gateway.serving.spec import EmbeddingSpec
 
-__all__ = ["EmbedOutcome", "EmbeddingService", "check_dimensions", "resolve_alias"]
+__all__ = ["EmbedOutcome", "EmbeddingService", "check_dimensions", "resolve_alias", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +66,28 @@ class EmbedOutcome:
     spans: tuple[tuple[int, int], ...] | None = None
     #: token-embedding jobs: each input's raw per-token states ``[n_i, d]`` (no truncation, no normalisation)
     token_states: tuple[npt.NDArray[np.float32], ...] | None = None
+    #: requests for the sparse output: one per input
+    sparse: tuple[SparseVector, ...] | None = None
+    #: requests for multi-vectors: per input ``[n_i, d]`` rows as the engine returned them
+    multivectors: tuple[npt.NDArray[np.float32], ...] | None = None
+    #: the model that served it (its id)
+    model_id: str = ""
+
+
+def resolve_model(snap: Snapshot, name: str | None) -> Resolved:
+    """What ``name`` (an alias or a model id; the default when None) means, or
+    ``ModelNotFoundError`` (404) listing every name a request may send."""
+    assert snap.catalog is not None
+    catalog = snap.catalog
+    found = catalog.aliases.get(name or catalog.default)
+    if found is None:
+        known = ", ".join(sorted(catalog.aliases))
+        raise ModelNotFoundError(f"the model {name!r} does not exist; available: {known}", param="model")
+    return found
 
 
 def resolve_alias(settings: Settings, model: str | None) -> tuple[str, AliasSettings]:
-    """The alias ``model`` names (the default one when None), or ``ModelNotFoundError`` (404)."""
+    """The top-level alias ``model`` names (the default one when None), or ``ModelNotFoundError`` (404)."""
     name = model or settings.api.default_model
     alias = settings.aliases.get(name)
     if alias is None:
@@ -75,10 +96,41 @@ def resolve_alias(settings: Settings, model: str | None) -> tuple[str, AliasSett
     return name, alias
 
 
-def check_dimensions(dimensions: int | None, width: int) -> None:
-    """The one Matryoshka limit: 1..``width`` (the widest engine that may serve the request)."""
+def check_task(snap: Snapshot, model: str, task: str | None) -> None:
+    """A task the model does not know is the client's error (400), named with the model's tasks."""
+    keys = snap.model_routes(model)
+    key = route_key(task)
+    if key not in keys:
+        valid = ", ".join(k for k, names in keys.items() if names) or "none"
+        raise InvalidRequestError(
+            f"unknown task {key!r} for model {model!r}; valid tasks: {valid}", param="task", code="unknown_task"
+        )
+
+
+def check_outputs(snap: Snapshot, model: str, order: list[str], outputs: frozenset[str]) -> list[str]:
+    """The engines of ``order`` that compute every output asked for; a 400 naming what the model
+    offers when none does."""
+    able = [n for n in order if outputs <= snap.members[n].capabilities.outputs]
+    if not able:
+        offered = sorted({o for n in snap.engines_of(model) for o in snap.members[n].capabilities.outputs})
+        missing = sorted(outputs - set(offered)) or sorted(outputs)
+        raise InvalidRequestError(
+            f"model {model!r} has no {' or '.join(missing)} output; it offers: {', '.join(offered)}",
+            param="return_" + missing[0], code="output_not_supported",
+        )
+    return able
+
+
+def check_dimensions(dimensions: int | None, width: int, *, matryoshka: bool = True, model: str = "") -> None:
+    """The one Matryoshka limit: 1..``width`` (the widest engine that may serve the request); a
+    model not trained for truncation takes only its full width."""
     if dimensions is not None and not 1 <= dimensions <= width:
         raise InvalidRequestError(f"dimensions must be between 1 and {width}; got {dimensions}", param="dimensions")
+    if dimensions is not None and dimensions != width and not matryoshka:
+        raise InvalidRequestError(
+            f"model {model!r} is not Matryoshka-trained: its vectors cannot be truncated; dimensions must be "
+            f"{width} or omitted (got {dimensions})", param="dimensions", code="dimensions_not_supported",
+        )
 
 
 @contextmanager
@@ -138,11 +190,13 @@ class EmbeddingService:
         self, snap: Snapshot, spec: EmbeddingSpec, ctx: RequestContext, *, deadline: float | None
     ) -> EmbedOutcome:
         settings = snap.settings
-        name, alias = resolve_alias(settings, spec.model)
-        task = spec.task if spec.task_given else alias.task
-        dimensions = spec.dimensions if spec.dimensions is not None else alias.dimensions
+        resolved = resolve_model(snap, spec.model)
+        name, model = spec.model or resolved.name, resolved.model
+        task = spec.task if spec.task_given else resolved.task
+        dimensions = spec.dimensions if spec.dimensions is not None else resolved.dimensions
         key = route_key(task)
-        ctx.model, ctx.task, ctx.inputs = name, key, len(spec.inputs)
+        ctx.model, ctx.model_id, ctx.task, ctx.inputs = name, model, key, len(spec.inputs)
+        check_task(snap, model, task)
         if settings.server.log_request_texts:
             ctx.texts = [_loggable(x) for x in spec.inputs]
         limits = settings.limits
@@ -163,10 +217,18 @@ class EmbeddingService:
             )
         supervisor = self.pool.supervisor
         order = supervisor.plan(
-            snap, task, token_ids=spec.has_token_ids, late_chunking=spec.late_chunking,
+            snap, task, model=model, token_ids=spec.has_token_ids, late_chunking=spec.late_chunking,
             token_embeddings=spec.token_embeddings,
         )
-        check_dimensions(dimensions, max(snap.members[n].capabilities.dimensions for n in order))
+        if spec.outputs != {DENSE}:
+            order = check_outputs(snap, model, order, spec.outputs)
+        caps = [snap.members[n].capabilities for n in order]
+        check_dimensions(dimensions, max(c.dimensions for c in caps), matryoshka=all(c.matryoshka for c in caps),
+                         model=model)
+        spaces = {n: supervisor.space(snap, n, task, dimensions, spec.normalized).id for n in order}
+        if spec.expect_space is not None:
+            order = _in_space(order, spaces, spec.expect_space, model)
+        ctx.space = spaces[order[0]]
 
         job = EmbedJob(
             inputs=spec.inputs,
@@ -179,17 +241,22 @@ class EmbeddingService:
             max_total_tokens=limits.max_tokens_per_request,
             truncation_direction=spec.truncation_direction,
             token_embeddings=spec.token_embeddings,
+            outputs=spec.outputs,
         )
         identity = snap.members[order[0]].capabilities.identity
         cache = self.cache
-        token_states = None
-        # per-token output (TEI's /embed_all) is not cached: an entry holds one pooled vector
-        if cache is None or not cache.enabled or spec.cache == "off" or identity is None or spec.token_embeddings:
+        token_states = sparse = multivectors = None
+        # per-token output (TEI's /embed_all), sparse and multi-vector outputs are not cached: an
+        # entry holds one pooled vector
+        if (cache is None or not cache.enabled or spec.cache == "off" or identity is None or spec.token_embeddings
+                or spec.outputs != {DENSE}):
             ctx.cache = "off"
-            result, _ = await self._serve(snap, order, job, key, ctx)
+            result, served_by = await self._serve(snap, order, job, key, ctx)
+            ctx.space = spaces[served_by]
             vectors, token_counts, spans, token_states = (
                 result.vectors, result.token_counts, result.spans, result.token_states
             )
+            sparse, multivectors = result.sparse, result.multivectors
         else:
             # the one place the cache sits: before the engines, keyed by who the plan would ask first
             served = await serve_cached(
@@ -199,6 +266,8 @@ class EmbeddingService:
             )
             ctx.cache = served.source
             vectors, token_counts, spans = served.vectors, served.token_counts, served.spans
+            if served.engine is not None:
+                ctx.space = spaces.get(served.engine, ctx.space)
             if served.engine is None:  # every vector from the cache: name the engine they are keyed by
                 ctx.engine, ctx.fallbacks, ctx.queue_seconds, ctx.inference_seconds = order[0], 0, 0.0, 0.0
             # the request's own size for its access line (engine metrics counted only what engines ran)
@@ -209,11 +278,15 @@ class EmbeddingService:
             model=name,
             spans=spans,
             token_states=token_states,
+            sparse=sparse,
+            multivectors=multivectors,
+            model_id=model,
         )
 
     async def _compute(self, snap: Snapshot, order: list[str], job: EmbedJob, key: str, ctx: RequestContext) -> Computed:
         result, member = await self._serve(snap, order, job, key, ctx)
         return Computed(result, member, snap.members[member].capabilities.identity)
+
 
     async def _serve(
         self, snap: Snapshot, order: list[str], job: EmbedJob, key: str, ctx: RequestContext
@@ -263,6 +336,20 @@ class EmbeddingService:
             self.metrics.retries.labels(task=key, engine=member.name, reason=code).inc()
 
         return await call_retrying(lambda: self._once(member, job), settings.retry, deadline=job.deadline, on_retry=count)
+
+
+def _in_space(order: list[str], spaces: dict[str, str], expected: str, model: str) -> list[str]:
+    """The engines of ``order`` whose vectors are in the ``expected`` space; a 409 naming both when
+    none is (a reload changed the weights, only an engine outside parity is left, ...)."""
+    able = [n for n in order if spaces[n] == expected]
+    if not able:
+        raise SpaceMismatchError(
+            f"the request expects vector space {expected!r} (x-embed-expect-space) but model {model!r} would "
+            f"serve it in space {spaces[order[0]]!r}; vectors of two spaces must not be mixed: re-embed into a "
+            "new collection, or pin the new space",
+            param="x-embed-expect-space",
+        )
+    return able
 
 
 def _loggable(item: str | TokenIds) -> str:

@@ -1,8 +1,9 @@
 """A request in internal terms: what to embed and how the result goes on the wire.
 
-Why its own module: the wire schemas (:mod:`gateway.api.schemas`) convert *into* these types at
-the route, and the service and post-processing work *from* them, so neither the service nor the
-encoder imports the wire module (arrows point one way: api -> serving).
+Why its own module: every dialect's wire schemas (:mod:`gateway.api.openai.protocol`,
+:mod:`gateway.api.tei.protocol`) convert *into* these types at the route, and the service and
+post-processing work *from* them, so neither the service nor the encoder imports a wire module
+(arrows point one way: api -> serving).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.cache.policy import CacheMode
-from gateway.contract import ChunkingRule, Task, TokenIds, TruncationDirection
+from gateway.contract import DENSE, ChunkingRule, Output, TokenIds, TruncationDirection
 
 __all__ = ["EMBEDDING_TYPES", "EmbeddingSpec", "EmbeddingType", "OutputFormat"]
 
@@ -37,7 +38,8 @@ class EmbeddingSpec:
     model: str | None
     inputs: tuple[str | TokenIds, ...]
     has_token_ids: bool
-    task: Task | None
+    #: the task by the model's own name (a well-known one as :class:`~gateway.contract.Task`)
+    task: str | None
     task_given: bool
     dimensions: int | None
     normalized: bool
@@ -52,3 +54,7 @@ class EmbeddingSpec:
     token_embeddings: bool = False
     #: the request's use of the cache (its headers, :func:`gateway.cache.policy.cache_mode`)
     cache: CacheMode = "use"
+    #: what to compute per input: dense always; ``sparse`` and ``multivector`` where the model has them
+    outputs: frozenset[Output] = frozenset({DENSE})
+    #: the vector space the client expects (``x-embed-expect-space``): served only there, else a 409
+    expect_space: str | None = None

@@ -22,7 +22,7 @@ from gateway.contract import (
     route_key,
 )
 from gateway.pool import Pool, Snapshot
-from gateway.serving.service import held_request, resolve_alias
+from gateway.serving.service import held_request, resolve_model
 
 __all__ = ["TokenService"]
 
@@ -42,26 +42,28 @@ class TokenService:
             yield ctx.snapshot
 
     async def tokenize(
-        self, texts: Sequence[str], task: Task | None, *, task_given: bool, add_special_tokens: bool
+        self, texts: Sequence[str], task: str | None, *, task_given: bool, add_special_tokens: bool,
+        model: str | None = None,
     ) -> list[Tokenized]:
-        """``task_given=False``: the default alias's task, as ``/embed`` without ``prompt_name``."""
+        """``task_given=False``: the default alias's (or ``model``'s) task, as ``/embed`` without ``prompt_name``."""
         with self._snapshot() as snap:
             _check_count(snap, len(texts))
+            default = resolve_model(snap, model)
             if not task_given:
-                task = resolve_alias(snap.settings, None)[1].task
+                task = default.task
             last: RetryableError | None = None
-            for engine in _tokenizers(snap, task):
+            for engine in _tokenizers(snap, task, model=default.model):
                 try:
                     return await engine.tokenize(texts, task, add_special_tokens=add_special_tokens)
                 except RetryableError as err:
                     last = err
             raise last or _none_able(task)
 
-    async def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+    async def decode(self, ids: Sequence[Sequence[int]], *, skip_special_tokens: bool, model: str | None = None) -> list[str]:
         with self._snapshot() as snap:
             _check_count(snap, len(ids))
             last: RetryableError | None = None
-            for engine in _tokenizers(snap, None, any_task=True):
+            for engine in _tokenizers(snap, None, any_task=True, model=resolve_model(snap, model).model):
                 try:
                     return await engine.decode(ids, skip_special_tokens=skip_special_tokens)
                 except RetryableError as err:
@@ -79,10 +81,10 @@ def _check_count(snap: Snapshot, n: int) -> None:
         )
 
 
-def _tokenizers(snap: Snapshot, task: Task | None, *, any_task: bool = False) -> list[Tokenizer]:
-    """Engines able to tokenise for ``task``: its route's first, then the others, in table order."""
-    caps = snap.capabilities()
-    route = snap.routes.get(route_key(task), [])
+def _tokenizers(snap: Snapshot, task: str | None, *, model: str, any_task: bool = False) -> list[Tokenizer]:
+    """Engines of ``model`` able to tokenise for ``task``: its route's first, then the others, in table order."""
+    caps = snap.capabilities(model)
+    route = snap.model_routes(model).get(route_key(task), [])
     names = [*route, *(n for n in caps if n not in route)]
     out: list[Tokenizer] = []
     for name in names:
@@ -96,7 +98,7 @@ def _tokenizers(snap: Snapshot, task: Task | None, *, any_task: bool = False) ->
     return out
 
 
-def _none_able(task: Task | None) -> UnsupportedTaskError:
+def _none_able(task: str | None) -> UnsupportedTaskError:
     return UnsupportedTaskError(
         f"no enabled engine can tokenise for task {route_key(task)!r} (the HF engine can)", param="prompt_name"
     )

@@ -67,6 +67,8 @@ def test_text_matching_is_served_by_vllm_and_equals_the_exact_engine(
         body["dimensions"] = dimensions
     via_vllm, via_hf = embed(both, **body), embed(hf_only, **body)
     assert via_vllm.headers["x-embed-engine"] == "vllm" and via_hf.headers["x-embed-engine"] == "hf"
+    # vLLM passed the parity guard against the exact engine: its vectors are in the exact engine's space
+    assert via_vllm.headers["x-embed-space"] == via_hf.headers["x-embed-space"]
     got, want = vectors(via_vllm), vectors(via_hf)
     exact = reference.encode(TEXTS, "text-matching", dimensions, normalized)
     assert got.shape == want.shape == exact.shape

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from engine_vllm.transport import KeepAliveTransport
-from engine_vllm.upstream import Upstream
+from engine_vllm.upstream import UpstreamHTTP, direct
 from tests.support.server import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -236,19 +236,44 @@ def test_the_request_goes_out_as_http11_with_host_and_length() -> None:
     assert b"Content-Length: 21" in head and b"Host: 127.0.0.1" in head
 
 
-def test_upstream_uses_it_for_plain_http_only() -> None:
-    kw: dict[str, Any] = {"name": "t", "connect_timeout": 1.0, "read_timeout": 1.0, "health_timeout": 1.0,
-                          "max_connections": 2}
+def test_upstream_goes_direct_only_to_plain_http_without_credentials_or_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    assert direct(httpx.URL("http://127.0.0.1:8000"))
+    assert not direct(httpx.URL("https://api.example.com/v1"))
+    assert not direct(httpx.URL("http://user:secret@vllm.internal:8000"))
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    assert not direct(httpx.URL("http://vllm.internal:8000"))
+    monkeypatch.setenv("NO_PROXY", "vllm.internal")
+    assert direct(httpx.URL("http://vllm.internal:8000"))
+
+    kw: dict[str, Any] = {"engine": "t", "peer": "vLLM", "connect_timeout": 1.0, "read_timeout": 1.0,
+                          "health_timeout": 1.0, "max_connections": 2}
 
     async def go() -> tuple[type, type]:
-        plain, tls = Upstream("http://127.0.0.1:1", **kw), Upstream("https://vllm.example", **kw)
-        plain.start()
-        tls.start()
+        plain, tls = UpstreamHTTP("http://vllm.internal:8000", **kw), UpstreamHTTP("https://vllm.example", **kw)
+        plain.open()
+        tls.open()
         kinds = type(plain._pool), type(tls._pool)
         await plain.aclose()
         await tls.aclose()
         return kinds
 
-    assert run(go()) == (KeepAliveTransport, httpx.AsyncHTTPTransport)
+    assert run(go()) == (KeepAliveTransport, httpx.AsyncClient)
     with pytest.raises(httpx.UnsupportedProtocol):
         run(KeepAliveTransport(max_connections=1).handle_async_request(httpx.Request("GET", "https://vllm.example/")))
+
+
+def test_upstream_calls_a_real_server_through_it() -> None:
+    async def go() -> tuple[Any, int]:
+        async with uvicorn_server() as base:
+            up = UpstreamHTTP(base, engine="t", peer="vLLM", headers={"authorization": "Bearer k"}, connect_timeout=1.0,
+                              read_timeout=5.0, health_timeout=1.0, max_connections=2)
+            up.open()
+            answer = await up.call("POST", "/echo", {"input": ["a fact"]}, None)
+            status = (await up.probe("/created")).status_code
+            await up.aclose()
+            return answer, status
+
+    answer, status = run(go())
+    assert json.loads(answer["body"]) == {"input": ["a fact"]} and answer["method"] == "POST" and status == 201

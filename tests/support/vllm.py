@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["VLLMServer", "vllm_command", "vllm_env", "vllm_python"]
+__all__ = ["VLLMServer", "pooling_command", "vllm_command", "vllm_env", "vllm_python"]
 
 
 def vllm_python() -> str:
@@ -48,6 +49,22 @@ def vllm_command(model_dir: Path, port: int, *extra: str, python: str | None = N
     ]
 
 
+def pooling_command(model_dir: Path, port: int, *extra: str, python: str | None = None) -> list[str]:
+    """The vLLM server for any tiny sentence-transformers checkpoint on CPU: no remote code, the
+    checkpoint's own length limit, pooling and normalisation as its modules.json says."""
+    return [
+        python or vllm_python(), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--runner", "pooling",
+        "--dtype", "float32",
+        "--enforce-eager",
+        "--kv-cache-memory-bytes", str(256 * 2**20),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--disable-log-stats",
+        *extra,
+    ]
+
+
 def vllm_env() -> dict[str, str]:
     cores = os.cpu_count() or 1
     return {
@@ -64,9 +81,14 @@ def vllm_env() -> dict[str, str]:
 class VLLMServer:
     """One vLLM process group; ``start()`` returns at once, ``wait_healthy()`` blocks."""
 
-    def __init__(self, model_dir: Path, port: int, log_path: Path, *extra_args: str) -> None:
+    def __init__(
+        self, model_dir: Path, port: int, log_path: Path, *extra_args: str,
+        command: Callable[..., list[str]] = vllm_command,
+    ) -> None:
         self.model_dir, self.port, self.log_path = model_dir, port, log_path
         self.extra_args = extra_args
+        #: ``vllm_command`` (the jina-v3 original layout) or ``pooling_command`` (a sentence-transformers checkpoint)
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,7 +98,7 @@ class VLLMServer:
     def start(self) -> VLLMServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                vllm_command(self.model_dir, self.port, *self.extra_args), env=vllm_env(), stdout=log, stderr=subprocess.STDOUT,
+                self.command(self.model_dir, self.port, *self.extra_args), env=vllm_env(), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         return self

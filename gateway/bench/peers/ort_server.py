@@ -29,7 +29,7 @@ import numpy.typing as npt
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from gateway.api.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
+from gateway.api.openai.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 from gateway.contract import InvalidRequestError, InputTooLongError, Task
 from gateway.serving.postprocess import finalize
 

@@ -1,4 +1,9 @@
-"""Routes: validate -> service -> render. No policy here."""
+"""The OpenAI/Jina dialect's routes: validate -> service -> render. No policy here.
+
+``POST /v1/embeddings`` (OpenAI's and Jina's fields in one body), ``POST /v1/chunk-embeddings``
+and ``GET /v1/models``; every ``/v1`` route also without the prefix. Errors are rendered in
+OpenAI's shape plus Jina's ``detail`` by the app's handlers (:mod:`gateway.api.errors`).
+"""
 
 from __future__ import annotations
 
@@ -9,68 +14,35 @@ from fastapi.routing import APIRoute
 
 from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
-from gateway.api.schemas import (
-    ChunkData,
+from gateway.api.openai.protocol import (
     ChunkEmbeddingRequest,
     ChunkEmbeddingResponse,
-    EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
     ModelCard,
     ModelList,
-    Usage,
-    dump_json,
 )
+from gateway.api.openai.render import model_card, render_chunks, render_embeddings
+from gateway.api.policy import route_policy
+from gateway.api.services import embedding_service, with_request_headers
 from gateway.cache import cache_mode
-from gateway.config import Settings
-from gateway.contract import EngineOverloadedError, EngineTimeoutError, EngineUnavailableError, PayloadTooLargeError
+from gateway.contract import (
+    EngineOverloadedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    PayloadTooLargeError,
+    route_key,
+    task_of_key,
+)
 from gateway.errors import ModelNotFoundError, ShuttingDownError, TooManyRequestsError
 from gateway.obs.context import current_request, request_snapshot
-from gateway.serving.postprocess import encode_vectors
-from gateway.serving.service import EmbeddingService, EmbedOutcome, resolve_alias
-from gateway.serving.spec import EmbeddingSpec, OutputFormat
+from gateway.pool import Snapshot, Supervisor
+from gateway.serving.service import resolve_model
+from gateway.serving.spec import EmbeddingSpec
 
 __all__ = ["router"]
 
 router = APIRouter()
-
-
-def embedding_service(request: Request) -> EmbeddingService:
-    service: EmbeddingService = request.app.state.service
-    return service
-
-
-def _usage(outcome: EmbedOutcome) -> Usage:
-    tokens = sum(outcome.token_counts)
-    return Usage.model_construct(prompt_tokens=tokens, total_tokens=tokens)
-
-
-def render_embeddings(outcome: EmbedOutcome, output: OutputFormat) -> bytes:
-    items = encode_vectors(outcome.vectors, output)
-    return dump_json(EmbeddingResponse.model_construct(
-        data=[EmbeddingData.model_construct(index=i, embedding=e) for i, e in enumerate(items)],
-        model=outcome.model,
-        usage=_usage(outcome),
-    ))
-
-
-def render_chunks(outcome: EmbedOutcome, text: str, output: OutputFormat) -> bytes:
-    items = encode_vectors(outcome.vectors, output)
-    spans = outcome.spans or ()
-    return dump_json(ChunkEmbeddingResponse.model_construct(
-        data=[
-            ChunkData.model_construct(index=i, text=text[a:b], start=a, end=b, embedding=e)
-            for i, ((a, b), e) in enumerate(zip(spans, items, strict=True))
-        ],
-        model=outcome.model,
-        usage=_usage(outcome),
-    ))
-
-
-def _with_cache_mode(spec: EmbeddingSpec, request: Request) -> EmbeddingSpec:
-    """The request's cache opt-out (``x-embed-cache``, ``Cache-Control``) on its spec."""
-    mode = cache_mode(request.headers.get("x-embed-cache"), request.headers.get("cache-control"))
-    return spec if mode == spec.cache else dataclasses.replace(spec, cache=mode)
 
 
 def _respond(body: bytes) -> Response:
@@ -79,6 +51,7 @@ def _respond(body: bytes) -> Response:
     assert ctx is not None
     return Response(body, media_type="application/json", headers={
         "x-embed-engine": ctx.engine,
+        "x-embed-space": ctx.space,
         "x-embed-cache": ctx.cache,
         "x-queue-time": f"{ctx.queue_seconds * 1000:.2f}",
         "x-inference-time": f"{ctx.inference_seconds * 1000:.2f}",
@@ -104,8 +77,9 @@ _WORK_ERRORS = (
     responses=openapi_responses(*_WORK_ERRORS),
     summary="Create embeddings (OpenAI- and Jina-compatible)",
 )
+@route_policy(work=True)
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
-    spec = _with_cache_mode(body.to_spec(), request)
+    spec = with_request_headers(body.to_spec(), request)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     return _respond(render_embeddings(outcome, spec.output))
 
@@ -116,30 +90,43 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
     responses=openapi_responses(*_WORK_ERRORS),
     summary="Cut one long text into chunks and late-chunk them",
 )
+@route_policy(work=True)
 async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
-    spec = _with_cache_mode(body.to_spec(), request)
+    spec = with_request_headers(body.to_spec(), request)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
     text = spec.inputs[0]
     assert isinstance(text, str)
     return _respond(render_chunks(outcome, text, spec.output))
 
 
-def _card(settings: Settings, name: str) -> ModelCard:
-    alias = settings.aliases[name]
-    return ModelCard(id=name, task=alias.task.value if alias.task else None, dimensions=alias.dimensions)
+def _card(snap: Snapshot, name: str, supervisor: Supervisor) -> ModelCard:
+    """One name as ``/v1/models`` lists it, with what its model offers (its engines' capabilities)
+    and its vector spaces (of the engine each task goes to first)."""
+    resolved = resolve_model(snap, name)
+    routes = snap.model_routes(resolved.model)
+    tasks = [k for k, names in routes.items() if names]
+    own_key = route_key(resolved.task)
+    spaces: dict[str, dict[str, str]] = {}
+    for key in tasks:
+        widths = [None, resolved.dimensions] if key == own_key and resolved.dimensions else [None]
+        for dims in widths:
+            space = supervisor.space(snap, routes[key][0], task_of_key(key), dims, True)
+            spaces.setdefault(key, {})[str(space.dimensions)] = space.id
+    return model_card(resolved, list(snap.capabilities(resolved.model).values()), tasks, spaces)
 
 
-@router.get("/v1/models", response_model=ModelList, summary="List model aliases", responses=openapi_responses())
-async def list_models() -> ModelList:
-    settings = request_snapshot().settings
-    return ModelList(data=[_card(settings, n) for n in settings.aliases])
+@router.get("/v1/models", response_model=ModelList, summary="List models and their aliases", responses=openapi_responses())
+async def list_models(request: Request) -> ModelList:
+    snap = request_snapshot()
+    assert snap.catalog is not None
+    supervisor = request.app.state.pool.supervisor
+    return ModelList(data=[_card(snap, n, supervisor) for n in snap.catalog.aliases])
 
 
 @router.get("/v1/models/{model}", response_model=ModelCard, responses=openapi_responses(ModelNotFoundError))
-async def get_model(model: str) -> ModelCard:
-    settings = request_snapshot().settings
-    name, _ = resolve_alias(settings, model)
-    return _card(settings, name)
+async def get_model(model: str, request: Request) -> ModelCard:
+    snap = request_snapshot()
+    return _card(snap, resolve_model(snap, model).name, request.app.state.pool.supervisor)
 
 
 def _add_unprefixed(r: APIRouter) -> None:

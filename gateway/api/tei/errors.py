@@ -3,9 +3,9 @@
 TEI answers ``{"error": "...", "error_type": "Validation"}`` with 422 (validation, tokenizer, too
 long), 400 (``Empty``), 413 (payload too large), 424 (``Backend``), 429 (``Overloaded``, with
 ``Retry-After``) and 503 (``Unhealthy``). One table maps the gateway's error tree onto those, like
-:data:`gateway.api.errors.ERROR_TABLE` does for OpenAI's shape; the TEI routes render through it
-(:class:`gateway.api.tei.TeiRoute`), and so does the front door for requests it refuses on their
-way to a TEI path (:data:`TEI_PATHS`).
+:data:`gateway.api.errors.ERROR_TABLE` does for OpenAI's shape; the TEI routes render through
+it (:class:`gateway.api.tei.routes.TeiRoute`), and so does the front door for requests it
+refuses on their way to a TEI route (its dialect, :mod:`gateway.api.policy`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from gateway.api.error_parts import error_headers, lookup, note
-from gateway.api.tei_schemas import EMPTY, TeiErrorType
+from gateway.api.tei.protocol import EMPTY, TeiErrorType
 from gateway.contract import (
     EmbedGatewayError,
     EngineError,
@@ -32,23 +32,22 @@ from gateway.errors import (
     AuthenticationError,
     GatewayBusyError,
     ModelNotFoundError,
+    SpaceMismatchError,
     PermissionDeniedError,
     ShuttingDownError,
     TooManyRequestsError,
 )
 
-__all__ = ["TEI_ERROR_TABLE", "TEI_PATHS", "tei_error", "tei_validation_error"]
+__all__ = ["TEI_ERROR_TABLE", "tei_error", "tei_validation_error"]
 
 log = logging.getLogger(__name__)
-
-#: the paths that speak TEI's API (and its error shape)
-TEI_PATHS = frozenset({"/embed", "/embed_all", "/tokenize", "/decode", "/", "/invocations"})
 
 #: error class -> (HTTP status, TEI ``error_type``); looked up along the class's MRO.
 TEI_ERROR_TABLE: dict[type[EmbedGatewayError], tuple[int, TeiErrorType]] = {
     PayloadTooLargeError: (413, "Validation"),
     InvalidRequestError: (422, "Validation"),
     ModelNotFoundError: (422, "Validation"),
+    SpaceMismatchError: (409, "Validation"),
     AuthenticationError: (401, "Unauthorized"),
     PermissionDeniedError: (403, "Unauthorized"),
     EngineOverloadedError: (429, "Overloaded"),

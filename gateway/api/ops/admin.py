@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Request
 
 from gateway.api.auth import require_admin
 from gateway.api.errors import openapi_responses
-from gateway.api.schemas import CacheFlushResponse, EnginesView, ReloadResponse
-from gateway.api.views import engines_view
+from gateway.api.ops.protocol import CacheFlushResponse, EnginesView, ReloadResponse
+from gateway.api.ops.views import engines_view
 from gateway.cache import CacheStore
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from gateway.pool import Pool

@@ -1,9 +1,9 @@
-"""Wire schemas of Text Embeddings Inference's API (TEI 1.9: router/src/http/types.rs), apart.
+"""Wire schemas of Text Embeddings Inference's API (TEI 1.9: router/src/http/types.rs).
 
-A sibling of :mod:`gateway.api.schemas` rather than a part of it: TEI is a third API with its own
-names (``inputs``, ``normalize``, ``prompt_name``), defaults (``truncate`` from the server's
-``api.auto_truncate``) and error body, and keeping it here keeps both modules small. As there,
-requests turn themselves into internal specs at the boundary and nothing further sees them.
+A dialect of its own beside OpenAI's and Jina's (:mod:`gateway.api.openai.protocol`): TEI has its
+own names (``inputs``, ``normalize``, ``prompt_name``), defaults (``truncate`` from the server's
+``api.auto_truncate``) and error body. As there, requests turn themselves into internal specs at
+the boundary and nothing further sees them.
 
 TEI's semantics kept: unknown fields are ignored (TEI's serde structs accept them), a single input
 comes back as one row, and an empty input of any kind is TEI's ``Empty`` error (400), told apart
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, StrictInt, StrictStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.contract import TASKS, Task, TokenIds, TruncationDirection
+from gateway.contract import DENSE, NO_TASK, SPARSE, TASKS, Output, TokenIds, TruncationDirection, task_of_key
 from gateway.serving.spec import EmbeddingSpec
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "TeiEmbedAllResponse",
     "TeiEmbedRequest",
     "TeiEmbedResponse",
+    "TeiEmbedSparseRequest",
+    "TeiEmbedSparseResponse",
     "TeiErrorResponse",
     "TeiErrorType",
     "TeiSimpleToken",
@@ -43,7 +45,7 @@ TeiErrorType = Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Toke
 TokenId = Annotated[StrictInt, Field(ge=0)]
 #: one text, one token-id list, or a batch of either (TEI's ``Input``)
 TeiInput = Annotated[StrictStr, Field(min_length=1)] | list[TokenId] | list[Annotated[StrictStr, Field(min_length=1)] | list[TokenId]]
-_PROMPT_NAMES: dict[str, Any] = {"enum": [t.value for t in TASKS]}
+_PROMPT_NAMES: dict[str, Any] = {"examples": [t.value for t in TASKS]}
 
 
 def _empty(what: str) -> PydanticCustomError:
@@ -61,16 +63,12 @@ def _check_inputs(v: Any) -> Any:
     return v
 
 
-def _parse_prompt_name(v: str | None) -> Task | None:
-    if v is None:
-        return None
-    try:
-        return Task(v)
-    except ValueError:
-        valid = ", ".join(t.value for t in TASKS)
-        raise ValueError(
-            f"{v!r} is not one of this model's prompts; valid prompt names (the task adapters): {valid}"
-        ) from None
+def _parse_prompt_name(v: str | None) -> str | None:
+    """TEI's ``prompt_name`` is the model's task (its prompt); the service checks it against the
+    model's tasks (a 4xx naming them). No prompt is no ``prompt_name``, not a name."""
+    if v == NO_TASK:
+        raise ValueError(f"{v!r} is not a prompt name; leave prompt_name out to embed without a prompt")
+    return task_of_key(v)
 
 
 def _direction(v: str) -> TruncationDirection:
@@ -123,7 +121,10 @@ class _TeiRequest(_InputsAndPrompt):
         json_schema_extra=_PROMPT_NAMES,
     )
 
-    def _spec(self, *, auto_truncate: bool, normalized: bool, dimensions: int | None, tokens: bool) -> EmbeddingSpec:
+    def _spec(
+        self, *, auto_truncate: bool, normalized: bool, dimensions: int | None, tokens: bool,
+        outputs: frozenset[Output] = frozenset({DENSE}),
+    ) -> EmbeddingSpec:
         inputs, ids = _as_inputs(self.inputs)
         return EmbeddingSpec(
             model=None,
@@ -136,6 +137,7 @@ class _TeiRequest(_InputsAndPrompt):
             truncate=auto_truncate if self.truncate is None else self.truncate,
             truncation_direction=_direction(self.truncation_direction),
             token_embeddings=tokens,
+            outputs=outputs,
         )
 
 
@@ -158,6 +160,23 @@ class TeiEmbedAllRequest(_TeiRequest):
         return self._spec(auto_truncate=auto_truncate, normalized=False, dimensions=None, tokens=True)
 
 
+class TeiEmbedSparseRequest(_TeiRequest):
+    """``POST /embed_sparse``: each input's sparse (lexical) weights, for models with a sparse output."""
+
+    def to_spec(self, *, auto_truncate: bool) -> EmbeddingSpec:
+        return self._spec(auto_truncate=auto_truncate, normalized=True, dimensions=None, tokens=False,
+                          outputs=frozenset({DENSE, SPARSE}))
+
+
+class TeiSparseValue(BaseModel):
+    index: int
+    value: float
+
+
+#: ``/embed_sparse``'s answer: per input, its (id, weight) pairs
+TeiEmbedSparseResponse = list[list[TeiSparseValue]]
+
+
 class TeiTokenizeRequest(_InputsAndPrompt):
     """``POST /tokenize``."""
 
@@ -172,7 +191,7 @@ class TeiTokenizeRequest(_InputsAndPrompt):
     def texts(self) -> list[str]:
         return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
 
-    def task(self) -> Task | None:
+    def task(self) -> str | None:
         return _parse_prompt_name(self.prompt_name)
 
 

@@ -2,14 +2,15 @@
 
 The ready rule of :mod:`gateway.pool.readiness` decides every engine's state and the gateway's
 status for both (and for the metrics); this module turns it into the wire models of
-:mod:`gateway.api.schemas`, so the endpoints cannot drift apart. ``/ready`` renders recorded state
-only (no I/O); the admin view adds a live health check per engine
-(:meth:`gateway.pool.Supervisor.report`).
+:mod:`gateway.api.ops.protocol`, so the endpoints cannot drift apart. ``/ready`` renders recorded
+state only (no I/O); the admin view adds a live health check per engine
+(:meth:`gateway.pool.Supervisor.report`). Each view is built from the internal type it shows by
+:func:`~gateway.api.wire_view.wire_view` (shared fields by name; only what differs is written here).
 """
 
 from __future__ import annotations
 
-from gateway.api.schemas import (
+from gateway.api.ops.protocol import (
     CircuitView,
     EngineStatus,
     EnginesView,
@@ -19,7 +20,8 @@ from gateway.api.schemas import (
     ReadyEngine,
     ReadyResponse,
 )
-from gateway.contract import ROUTE_KEYS, EmbedGatewayError, parse_task, route_key
+from gateway.api.wire_view import wire_view
+from gateway.contract import EmbedGatewayError, route_key, task_of_key
 from gateway.pool import EngineReport, Pool, Snapshot
 from gateway.pool.parity import ParityResult, ParityStatus
 from gateway.pool.readiness import Readiness
@@ -31,43 +33,21 @@ def _parity(status: ParityStatus, results: dict[str, ParityResult]) -> ParityVie
     return ParityView(
         status=status.value,
         results={
-            k: ParityResultView(
-                ok=r.ok,
-                task=None if r.task is None else route_key(r.task),
-                mean_cosine=round(r.mean_cosine, 6),
-                min_cosine=round(r.min_cosine, 6),
-                norm_deviation=round(r.norm_deviation, 6),
-                detail=r.detail,
-                checked_at=r.checked_at,
-            )
+            k: wire_view(ParityResultView, r, task=None if r.task is None else route_key(r.task))
             for k, r in results.items()
         },
     )
 
 
 def engine_status(report: EngineReport) -> EngineStatus:
-    b = report.circuit
-    status = EngineStatus(
-        ready=report.ready,
-        reason=report.reason,
-        detail=report.detail,
-        healthy=report.healthy,
-        health_detail=report.health_detail,
-        tasks=report.tasks,
-        routes=report.routes,
-        circuit=CircuitView(
-            state=b.state.value,
-            consecutive_failures=b.consecutive_failures,
-            times_opened=b.times_opened,
-            open_for_s=report.open_for_s,
-            last_reason=b.last_reason,
-        ),
+    """An engine's report; ``info`` only when the engine reports anything."""
+    return wire_view(
+        EngineStatus,
+        report,
+        omit=() if report.info else ("info",),
+        circuit=wire_view(CircuitView, report.circuit, open_for_s=report.open_for_s),
         parity=_parity(report.parity, report.parity_results),
-        in_flight=report.in_flight,
     )
-    if report.info:
-        status.info = report.info
-    return status
 
 
 def ready_view(pool: Pool, snap: Snapshot, *, draining: bool, detail: bool) -> tuple[Readiness, ReadyResponse]:
@@ -80,10 +60,10 @@ def ready_view(pool: Pool, snap: Snapshot, *, draining: bool, detail: bool) -> t
         engines: dict[str, ReadyEngine] = {}
         for name, now in readiness.engines.items():
             state = supervisor.state(snap.members[name])
-            engines[name] = ReadyEngine(
+            engines[name] = wire_view(
+                ReadyEngine,
+                now,
                 ready=now.available,
-                reason=None if now.reason is None else now.reason.value,
-                detail=now.detail,
                 circuit=state.breaker.state.value,
                 parity=_parity(state.parity, state.parity_results),
             )
@@ -92,16 +72,20 @@ def ready_view(pool: Pool, snap: Snapshot, *, draining: bool, detail: bool) -> t
         body.tasks = readiness.tasks
         body.fast_path_lost = readiness.fast_path_lost
         body.unserved = readiness.unserved
+        if len(readiness.models) > 1:
+            body.models = readiness.models
     return readiness, body
 
 
 async def engines_view(pool: Pool, snap: Snapshot) -> EnginesView:
     plans: dict[str, list[str] | PlanError] = {}
-    for key in ROUTE_KEYS:
-        try:
-            plans[key] = pool.supervisor.plan(snap, parse_task(key))
-        except EmbedGatewayError as exc:
-            plans[key] = PlanError(error=exc.message)
+    for model in snap.models:
+        for key in snap.model_routes(model):
+            label = key if model == snap.first_model else f"{model}/{key}"
+            try:
+                plans[label] = pool.supervisor.plan(snap, task_of_key(key), model=model)
+            except EmbedGatewayError as exc:
+                plans[label] = PlanError(error=exc.message)
     return EnginesView(
         generation=snap.generation,
         routes=snap.routes,

@@ -5,45 +5,52 @@ Users arriving from TEI (which cannot load jina-embeddings-v3) keep their client
 ``TextEmbeddingsInference`` to ``/embed``. Vectors come from the same :class:`EmbeddingService`
 and post-processing as ``/v1/embeddings``, so they are identical for the same input and task.
 Errors raised here are rendered in TEI's shape by :class:`TeiRoute`
-(:mod:`gateway.api.tei_errors`), never in OpenAI's.
+(:mod:`gateway.api.tei.errors`), never in OpenAI's. Every route is also served under
+``/models/{model}``, a TEI client's base URL for one model of several.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Coroutine
-from itertools import accumulate
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from gateway.api.disconnect import cancel_on_disconnect
-from gateway.api.tei_errors import TEI_ERROR_TABLE, tei_error, tei_validation_error
-from gateway.api.tei_schemas import (
+from gateway.api.policy import route_policy
+from gateway.api.services import embedding_service, token_service, with_request_headers
+from gateway.api.tei.errors import TEI_ERROR_TABLE, tei_error, tei_validation_error
+from gateway.api.tei.protocol import (
     TeiDecodeRequest,
     TeiDecodeResponse,
     TeiEmbedAllRequest,
     TeiEmbedAllResponse,
     TeiEmbedRequest,
     TeiEmbedResponse,
+    TeiEmbedSparseRequest,
+    TeiEmbedSparseResponse,
     TeiErrorResponse,
     TeiTokenizeRequest,
     TeiTokenizeResponse,
 )
-from gateway.contract import EmbedGatewayError, Tokenized
+from gateway.api.tei.render import json_body, render_sparse, render_tokens
+from gateway.contract import EmbedGatewayError
 from gateway.obs.context import current_request, request_snapshot
-from gateway.api.routes import embedding_service
 from gateway.serving.service import EmbedOutcome
-from gateway.serving.tokenizing import TokenService
+from gateway.serving.spec import EmbeddingSpec
 
-__all__ = ["TeiRoute", "render_tokens", "router"]
+__all__ = ["TeiRoute", "router"]
 
 
 class TeiRoute(APIRoute):
     """A route whose errors (the tree's, and body validation) come back in TEI's shape."""
+
+    #: read by :func:`gateway.api.policy.policy_of` (the front door answers in this shape too)
+    dialect = "tei"
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -76,13 +83,19 @@ def _responses() -> dict[int | str, dict[str, Any]]:
 _RESPONSES = _responses()
 
 
-def _tokens(request: Request) -> TokenService:
-    tokens: TokenService = request.app.state.tokens
-    return tokens
-
-
 def _auto_truncate() -> bool:
     return request_snapshot().settings.api.auto_truncate
+
+
+def _for_model(spec: EmbeddingSpec, model: str | None) -> EmbeddingSpec:
+    """TEI's requests have no model field: the default model, or the one the path
+    (``/models/{model}/embed``) or ``?model=`` names."""
+    return spec if model is None else dataclasses.replace(spec, model=model)
+
+
+def _spec(body: Any, request: Request, model: str | None) -> EmbeddingSpec:
+    """The body's spec, for ``model``, with the request's headers (cache opt-out, pinned space)."""
+    return with_request_headers(_for_model(body.to_spec(auto_truncate=_auto_truncate()), model), request)
 
 
 def _respond(body: bytes, outcome: EmbedOutcome) -> Response:
@@ -91,31 +104,12 @@ def _respond(body: bytes, outcome: EmbedOutcome) -> Response:
     assert ctx is not None
     return Response(body, media_type="application/json", headers={
         "x-embed-engine": ctx.engine,
+        "x-embed-space": ctx.space,
         "x-compute-tokens": str(sum(outcome.token_counts)),
         "x-queue-time": f"{ctx.queue_seconds * 1000:.2f}",
         "x-inference-time": f"{ctx.inference_seconds * 1000:.2f}",
         "x-request-id": ctx.request_id,
     })
-
-
-def _json(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def render_tokens(items: list[Tokenized]) -> bytes:
-    """TEI's ``/tokenize`` body: offsets as UTF-8 BYTE offsets into the tokenised string (TEI is
-    Rust: its offsets are bytes), ``text`` the token's source text, special tokens without offsets."""
-    out = []
-    for item in items:
-        byte_at = [0, *accumulate(len(ch.encode("utf-8")) for ch in item.text)]
-        out.append([
-            {"id": t.id, "text": t.piece, "special": True, "start": None, "stop": None}
-            if t.special or t.start is None or t.stop is None
-            else {"id": t.id, "text": item.text[t.start : t.stop], "special": False,
-                  "start": byte_at[t.start], "stop": byte_at[t.stop]}
-            for t in item.tokens
-        ])
-    return _json(out)
 
 
 @router.post(
@@ -124,10 +118,11 @@ def render_tokens(items: list[Tokenized]) -> bytes:
     responses=_RESPONSES,
     summary="Embed (TEI-compatible): one row per input",
 )
-async def embed(body: TeiEmbedRequest, request: Request) -> Response:
-    spec = body.to_spec(auto_truncate=_auto_truncate())
+@route_policy(work=True)
+async def embed(body: TeiEmbedRequest, request: Request, model: str | None = None) -> Response:
+    spec = _spec(body, request, model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
-    return _respond(_json(outcome.vectors), outcome)
+    return _respond(json_body(outcome.vectors), outcome)
 
 
 # huggingface_hub's InferenceClient (and LangChain on it) posts to the URL it is given; SageMaker-style
@@ -144,10 +139,24 @@ for _path in ("/", "/invocations"):
     responses=_RESPONSES,
     summary="Every token's last hidden state (TEI-compatible; <s>, instruction and </s> included)",
 )
-async def embed_all(body: TeiEmbedAllRequest, request: Request) -> Response:
-    spec = body.to_spec(auto_truncate=_auto_truncate())
+@route_policy(work=True)
+async def embed_all(body: TeiEmbedAllRequest, request: Request, model: str | None = None) -> Response:
+    spec = _spec(body, request, model)
     outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
-    return _respond(_json(list(outcome.token_states or ())), outcome)
+    return _respond(json_body(list(outcome.token_states or ())), outcome)
+
+
+@router.post(
+    "/embed_sparse",
+    response_model=TeiEmbedSparseResponse,
+    responses=_RESPONSES,
+    summary="Sparse (lexical) weights per input (TEI-compatible shape), for models with a sparse output",
+)
+@route_policy(work=True)
+async def embed_sparse(body: TeiEmbedSparseRequest, request: Request, model: str | None = None) -> Response:
+    spec = _spec(body, request, model)
+    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
+    return _respond(render_sparse(outcome.sparse or ()), outcome)
 
 
 @router.post(
@@ -156,9 +165,11 @@ async def embed_all(body: TeiEmbedAllRequest, request: Request) -> Response:
     responses=_RESPONSES,
     summary="Tokenise (TEI-compatible): ids, texts and UTF-8 byte offsets",
 )
-async def tokenize(body: TeiTokenizeRequest, request: Request) -> Response:
-    items = await _tokens(request).tokenize(
-        body.texts(), body.task(), task_given=body.prompt_name is not None, add_special_tokens=body.add_special_tokens
+@route_policy(engine=True)
+async def tokenize(body: TeiTokenizeRequest, request: Request, model: str | None = None) -> Response:
+    items = await token_service(request).tokenize(
+        body.texts(), body.task(), task_given=body.prompt_name is not None, add_special_tokens=body.add_special_tokens,
+        model=model,
     )
     return Response(render_tokens(items), media_type="application/json")
 
@@ -169,6 +180,22 @@ async def tokenize(body: TeiTokenizeRequest, request: Request) -> Response:
     responses=_RESPONSES,
     summary="Decode token ids to text (TEI-compatible)",
 )
-async def decode(body: TeiDecodeRequest, request: Request) -> Response:
-    texts = await _tokens(request).decode(body.sequences(), skip_special_tokens=body.skip_special_tokens)
-    return Response(_json(texts), media_type="application/json")
+@route_policy(engine=True)
+async def decode(body: TeiDecodeRequest, request: Request, model: str | None = None) -> Response:
+    texts = await token_service(request).decode(body.sequences(), skip_special_tokens=body.skip_special_tokens, model=model)
+    return Response(json_body(texts), media_type="application/json")
+
+
+def _add_per_model(r: APIRouter) -> None:
+    """Every TEI route also under ``/models/{model}``: a TEI client reaches any model by its base
+    URL (huggingface_hub's ``InferenceClient(model="http://host:8080/models/bge-m3")`` posts to
+    it, LlamaIndex adds ``/embed``). Kept out of the OpenAPI document (``?model=`` is shown)."""
+    for route in list(r.routes):
+        if isinstance(route, APIRoute) and route.path in ("/embed", "/embed_all", "/embed_sparse", "/tokenize", "/decode"):
+            r.add_api_route(f"/models/{{model}}{route.path}", route.endpoint, methods=sorted(route.methods or ()),
+                            response_model=route.response_model, responses=route.responses, include_in_schema=False)
+    r.add_api_route("/models/{model}", embed, methods=["POST"], response_model=TeiEmbedResponse,
+                    responses=_RESPONSES, include_in_schema=False)
+
+
+_add_per_model(router)

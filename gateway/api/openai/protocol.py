@@ -1,53 +1,39 @@
-"""Wire schemas: the OpenAI embeddings API plus this model's extensions, in one module.
+"""The OpenAI embeddings API and Jina's, as one wire dialect: ``POST /v1/embeddings`` takes both
+APIs' fields in one body, ``POST /v1/chunk-embeddings`` is Jina's segmenter and late chunking in
+one call, ``GET /v1/models`` lists the names a request may send.
 
-Request bodies convert themselves into internal specs at the boundary (:meth:`to_spec`); no
-pydantic wire object travels further than the route.
+Why one module for both APIs: Jina's embeddings API is OpenAI's plus fields (``task``,
+``late_chunking``, ``embedding_type``, ...), and their clients send them to the same path. Request
+bodies convert themselves into internal specs at the boundary (:meth:`EmbeddingRequest.to_spec`);
+no pydantic wire object travels further than the route. The response types are filled by
+:mod:`gateway.api.openai.render`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
 from gateway.api.quoting import quote_value
-from gateway.contract import ChunkingRule, InvalidRequestError, Task, TokenIds, parse_task
+from gateway.contract import DENSE, MULTIVECTOR, SPARSE, ChunkingRule, InvalidRequestError, Output, Task, TokenIds, task_of_key
 from gateway.serving.spec import EMBEDDING_TYPES, EmbeddingSpec, EmbeddingType, OutputFormat
 
 __all__ = [
-    "CacheFlushResponse",
-    "CacheInfo",
-    "CacheTierInfo",
     "ChunkData",
     "ChunkEmbeddingRequest",
     "ChunkEmbeddingResponse",
-    "CircuitView",
     "EmbeddingData",
     "EmbeddingRequest",
     "EmbeddingResponse",
-    "EngineInfo",
-    "EngineStatus",
-    "EnginesView",
-    "ErrorBody",
-    "ErrorResponse",
-    "Info",
-    "LimitsInfo",
     "ModelCard",
     "ModelList",
-    "ParityResultView",
-    "ParityView",
-    "PlanError",
-    "ReadyEngine",
-    "ReadyResponse",
-    "ReloadResponse",
     "SentenceChunking",
-    "TeiEmbeddingModel",
-    "TeiModelType",
+    "SparseEmbedding",
+    "SparseEmbeddingData",
     "TextInput",
     "TokenChunking",
     "Usage",
-    "dump_json",
 ]
 
 
@@ -62,8 +48,8 @@ InputType = (
     StrictStr | TextInput | list[StrictStr | TextInput] | list[StrictInt] | list[list[StrictInt]]
 )
 EmbeddingTypes = EmbeddingType | list[EmbeddingType]
-#: the task names in the OpenAPI schema (validated by parse_task, whose message names them all)
-_TASK_ENUM: dict[str, Any] = {"enum": [*(t.value for t in Task), "none", None]}
+#: the well-known task names in the OpenAPI schema (a model may declare others: GET /v1/models)
+_TASK_EXAMPLES: dict[str, Any] = {"examples": [*(t.value for t in Task), "none"]}
 
 
 def _unwrap_text(item: Any, where: str) -> Any:
@@ -189,8 +175,9 @@ class EmbeddingRequest(BaseModel):
     user: StrictStr | None = Field(None, description="Accepted for compatibility; not used.")
     task: StrictStr | None = Field(
         None,
-        description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
-        json_schema_extra=_TASK_ENUM,
+        description="The model's task (GET /v1/models lists them); jina-embeddings-v3: retrieval.query | "
+        "retrieval.passage | separation | classification | text-matching | none",
+        json_schema_extra=_TASK_EXAMPLES,
     )
     normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
     truncate: StrictBool = Field(False, description="Drop the tail of over-long inputs instead of a 400.")
@@ -209,17 +196,22 @@ class EmbeddingRequest(BaseModel):
         description="The older name of embedding_type (LangChain's and LlamaIndex's Jina clients); binary "
         "types then come back as lists of byte values.",
     )
+    return_sparse: StrictBool = Field(
+        False,
+        description="Also return each input's sparse (lexical) weights as sparse_embedding: {indices: vocabulary "
+        "ids, values: weights}, for models with a sparse output (BGE-M3). The dense embedding stays.",
+    )
+    return_multivector: StrictBool = Field(
+        False,
+        description="Jina: each embedding is the list of the input's token vectors (multi-vector, ColBERT-style), "
+        "for models with a multi-vector output (BGE-M3). Float only.",
+    )
 
     @field_validator("input", mode="before")
     @classmethod
     def _check_input(cls, v: Any) -> Any:
         return _check_text_input(v)
 
-    @field_validator("task")
-    @classmethod
-    def _check_task(cls, v: str | None) -> str | None:
-        parse_task(v)
-        return v
 
     @field_validator("embedding_type", "encoding_type", mode="before")
     @classmethod
@@ -243,17 +235,30 @@ class EmbeddingRequest(BaseModel):
                 "late_chunking needs text inputs (chunk spans are found from character offsets), not token ids",
                 param="input",
             )
+        output = _output_format(self.model_fields_set, self.encoding_format, self.embedding_type, self.encoding_type)
+        outputs: set[Output] = {DENSE}
+        if self.return_sparse:
+            outputs.add(SPARSE)
+        if self.return_multivector:
+            outputs.add(MULTIVECTOR)
+            if output.types != ("float",) or output.keyed:
+                raise InvalidRequestError("return_multivector returns float vectors only; drop embedding_type / "
+                                          "encoding_format or set them to float", param="return_multivector")
+        if len(outputs) > 1 and self.late_chunking:
+            raise InvalidRequestError("sparse and multi-vector outputs cannot be combined with late_chunking",
+                                      param="late_chunking")
         return EmbeddingSpec(
             model=self.model,
             inputs=inputs,
             has_token_ids=ids,
-            task=parse_task(self.task),
+            task=task_of_key(self.task),
             task_given=self.task is not None,
             dimensions=self.dimensions,
             normalized=self.normalized,
             truncate=self.truncate,
-            output=_output_format(self.model_fields_set, self.encoding_format, self.embedding_type, self.encoding_type),
+            output=output,
             late_chunking=self.late_chunking,
+            outputs=frozenset(outputs),
         )
 
 
@@ -287,8 +292,9 @@ class ChunkEmbeddingRequest(BaseModel):
     model: StrictStr | None = Field(None, description="A model alias (GET /v1/models); it may imply a task.")
     task: StrictStr | None = Field(
         None,
-        description="retrieval.query | retrieval.passage | separation | classification | text-matching | none",
-        json_schema_extra=_TASK_ENUM,
+        description="The model's task (GET /v1/models lists them); jina-embeddings-v3: retrieval.query | "
+        "retrieval.passage | separation | classification | text-matching | none",
+        json_schema_extra=_TASK_EXAMPLES,
     )
     dimensions: StrictInt | None = Field(None, ge=1, description="Matryoshka truncation, then normalisation (up to the model's width).")
     normalized: StrictBool = Field(True, description="L2-normalise after truncation.")
@@ -309,11 +315,6 @@ class ChunkEmbeddingRequest(BaseModel):
             raise ValueError("input must contain text")
         return v
 
-    @field_validator("task")
-    @classmethod
-    def _check_task(cls, v: str | None) -> str | None:
-        parse_task(v)
-        return v
 
     @field_validator("embedding_type", mode="before")
     @classmethod
@@ -330,7 +331,7 @@ class ChunkEmbeddingRequest(BaseModel):
             model=self.model,
             inputs=(text,),
             has_token_ids=False,
-            task=parse_task(self.task),
+            task=task_of_key(self.task),
             task_given=self.task is not None,
             dimensions=self.dimensions,
             normalized=self.normalized,
@@ -348,6 +349,19 @@ class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: Embedding
+
+
+class SparseEmbedding(BaseModel):
+    """Sparse weights of one input: vocabulary ids (ascending) and their weights."""
+
+    indices: list[int]
+    values: list[float]
+
+
+class SparseEmbeddingData(EmbeddingData):
+    """An embedding with its sparse weights too (``return_sparse``)."""
+
+    sparse_embedding: SparseEmbedding
 
 
 class Usage(BaseModel):
@@ -379,244 +393,33 @@ class ChunkEmbeddingResponse(BaseModel):
     usage: Usage
 
 
-def dump_json(model: BaseModel) -> bytes:
-    """A response model as JSON bytes, fast: the model is built unvalidated (``model_construct``)
-    by the route, numpy rows are written by orjson exactly as float32, and the shape is the
-    model's own (its fields in order), so the documented schema is the rendered one."""
-    return orjson.dumps(model, default=_fields, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _fields(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
-        return obj.__dict__
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
 class ModelCard(BaseModel):
+    """A name a request may send as ``model``: an alias (a model and task) or a model id."""
+
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "embed-gateway"
     task: str | None = None
     dimensions: int | None = None
+    #: the model it serves (its id)
+    model: str | None = None
+    #: every task the model serves (its own names; "none" = no task)
+    tasks: list[str] | None = None
+    #: the model's full dense width
+    max_dimensions: int | None = None
+    #: whether ``dimensions`` below the full width is allowed (Matryoshka-trained)
+    matryoshka: bool | None = None
+    #: dense, sparse, multivector
+    outputs: list[str] | None = None
+    #: the vector space of this name's vectors (its task and dimensions, normalised): what
+    #: ``x-embed-space`` says and ``x-embed-expect-space`` pins
+    space: str | None = None
+    #: the model's spaces: task -> dimensions -> space id (normalised vectors; full width, and the
+    #: name's own dimensions)
+    spaces: dict[str, dict[str, str]] | None = None
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """Every error body: OpenAI's ``error`` object and Jina's ``detail`` (the same message), so that
-    the OpenAI SDK and Jina's clients (LangChain's ``JinaEmbeddings``, LlamaIndex's ``JinaEmbedding``)
-    each find the message where they look for it."""
-
-    error: ErrorBody = Field(description="OpenAI's error object.")
-    detail: str = Field(description="error.message again, where Jina's API puts it.")
-
-
-class EngineInfo(BaseModel):
-    """One engine as ``GET /info`` shows it (what it runs and its own limits)."""
-
-    tasks: list[str]
-    dimensions: int
-    max_input_tokens: int
-    late_chunking: bool
-    model: str | None = None
-    revision: str | None = None
-    dtype: str | None = None
-    device: str | None = None
-    #: fp32-exact | bf16 | fp16 | int8: vectors of different numerics are not interchangeable
-    numerics: str | None = None
-    max_batch_tokens: int | None = None
-    max_batch_requests: int | None = None
-    max_queued_tokens: int | None = None
-    max_queued_inputs: int | None = None
-
-
-class LimitsInfo(BaseModel):
-    max_inputs_per_request: int
-    max_tokens_per_request: int | None
-    max_input_tokens: int
-    max_body_bytes: int
-    max_concurrent_requests: int
-    request_timeout: float | None
-
-
-class CacheTierInfo(BaseModel):
-    hits: int
-    misses: int
-    hit_rate: float | None
-
-
-class CacheInfo(BaseModel):
-    """The embedding cache's configuration and state (docs/cache.md)."""
-
-    enabled: bool
-    #: memory tier: its bound (0 = off), bytes and entries held, evictions
-    memory_bytes: int
-    memory_used_bytes: int
-    memory_entries: int
-    evictions: int
-    #: shared tier: its URL (password hidden), entry TTL in seconds, whether its last call worked
-    redis_url: str | None
-    redis_up: bool | None
-    redis_errors: int
-    ttl: int | None
-    lookups: int
-    hit_rate: float | None
-    coalesced: int
-    tiers: dict[str, CacheTierInfo]
-
-
-class CacheFlushResponse(BaseModel):
-    status: Literal["flushed"] = "flushed"
-    #: entries dropped from this process's memory tier, keys deleted on Redis
-    memory: int
-    redis: int
-
-
-class TeiEmbeddingModel(BaseModel):
-    pooling: str
-
-
-class TeiModelType(BaseModel):
-    embedding: TeiEmbeddingModel
-
-
-class Info(BaseModel):
-    """``GET /info``: TEI's keys (router/src/lib.rs ``Info``, so TEI tooling reads it) and the
-    gateway's own: what this server runs and what it accepts."""
-
-    # TEI's keys
-    model_id: str
-    model_sha: str | None
-    model_dtype: str
-    served_model_name: str
-    model_type: TeiModelType
-    max_concurrent_requests: int
-    max_input_length: int
-    max_batch_tokens: int
-    max_batch_requests: int | None
-    max_client_batch_size: int
-    auto_truncate: bool
-    tokenization_workers: int
-    sha: str | None = None
-    docker_label: str | None = None
-    # TEI's and the gateway's: the gateway's version
-    version: str
-    # the gateway's own
-    model: str | None
-    revision: str | None
-    dimensions: int
-    dtype: str | None
-    device: str | None
-    engines: dict[str, EngineInfo]
-    routes: dict[str, list[str]]
-    limits: LimitsInfo
-    api_keys_required: bool
-    cache: CacheInfo | None = None
-
-
-# ---------------------------------------------------------------------- /ready and /admin
-
-
-class CircuitView(BaseModel):
-    state: Literal["closed", "open"]
-    consecutive_failures: int
-    times_opened: int
-    open_for_s: float
-    last_reason: str
-
-
-class ParityResultView(BaseModel):
-    ok: bool
-    task: str | None
-    mean_cosine: float
-    min_cosine: float
-    norm_deviation: float
-    detail: str
-    #: wall-clock seconds (``time.time()``)
-    checked_at: float
-
-
-class ParityView(BaseModel):
-    """The parity guard's view of one engine: its status and the last check per task."""
-
-    status: Literal["not_required", "pending", "passed", "failed"]
-    results: dict[str, ParityResultView]
-
-
-class EngineStatus(BaseModel):
-    """One engine as ``GET /admin/engines`` shows it: the recorded state (``ready``, ``reason``,
-    ``detail``: what ``GET /ready`` says) and a live health check (``healthy``, ``health_detail``,
-    ``info``), which is shown but changes nothing."""
-
-    ready: bool
-    #: why it is out (``start_failed``, ``parity_failed``, ``parity_pending``, ``circuit_open``,
-    #: ``unhealthy``); null while it serves
-    reason: str | None
-    detail: str
-    healthy: bool
-    health_detail: str
-    tasks: list[str]
-    routes: list[str]
-    circuit: CircuitView
-    parity: ParityView
-    in_flight: int
-    #: what the engine reports about itself (present when it reports anything)
-    info: dict[str, Any] | None = None
-
-
-class ReadyEngine(BaseModel):
-    """One engine in ``GET /ready``: able to serve now, or out and why."""
-
-    ready: bool
-    #: why it is out (``start_failed``, ``parity_failed``, ``parity_pending``, ``circuit_open``,
-    #: ``unhealthy``); null while it serves
-    reason: str | None
-    detail: str
-    circuit: Literal["closed", "open"]
-    parity: ParityView
-
-
-class ReadyResponse(BaseModel):
-    """``GET /ready``: 200 ``ready`` or ``degraded``, 503 ``not ready`` or ``shutting down``. A caller
-    without a valid key (when keys are configured) gets ``status`` only."""
-
-    status: Literal["ready", "degraded", "not ready", "shutting down"]
-    engines: dict[str, ReadyEngine] | None = None
-    #: engines that cannot serve now
-    not_ready: list[str] | None = None
-    #: every task the configuration serves -> the engines able to serve it now, in route order
-    tasks: dict[str, list[str]] | None = None
-    #: tasks served, but not by the first engine of their route (their fast engine is out)
-    fast_path_lost: list[str] | None = None
-    #: tasks no engine can serve now (the reason for a 503 ``not ready``)
-    unserved: list[str] | None = None
-
-
-class PlanError(BaseModel):
-    error: str
-
-
-class EnginesView(BaseModel):
-    """``GET /admin/engines``: routes, what each task is served by right now, every engine live."""
-
-    generation: int
-    routes: dict[str, list[str]]
-    serving_now: dict[str, list[str] | PlanError]
-    engines: dict[str, EngineStatus]
-
-
-class ReloadResponse(BaseModel):
-    status: Literal["reloaded"] = "reloaded"
-    generation: int
-    routes: dict[str, list[str]]

@@ -1,0 +1,364 @@
+"""``SentenceTransformersEngine``: the engine contract over a sentence-transformers checkpoint.
+
+Each input is tokenised as ``prompt + text`` (the prompt the job's task names), queued as one
+sequence on the shared scheduler, and run in padded batches through the checkpoint's pipeline
+(transformers model -> Pooling -> Dense -> Normalize). A batch may mix tasks: the prompt is in the
+ids, and the pooling exclusion of ``include_prompt: false`` is per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from engine_hf.batching import BatchLimits
+from engine_hf.checkpoint import CheckpointError, checkpoint_fingerprint, resolve_model_dir
+from engine_hf.device import default_max_batch_tokens, numerics, resolve_device, resolve_dtype
+from engine_hf.scheduler import Scheduler
+from engine_hf.st.layout import DenseSpec, NormalizeSpec, StLayout, read_layout
+from engine_hf.st.pipeline import StPipeline, load_pipeline
+from engine_hf.st.prompts import PromptTable
+from engine_hf.st.settings import SentenceTransformersSettings
+from engine_hf.st.text import StText, load_text
+from engine_hf.tokenization import Encoded
+from gateway.contract import (
+    DENSE,
+    NULL_OBSERVER,
+    EmbedJob,
+    EmbedResult,
+    EngineCapabilities,
+    EngineError,
+    EngineObserver,
+    EngineUnavailableError,
+    Health,
+    TooManyTokensError,
+    UnsupportedTaskError,
+    task_of_key,
+)
+
+__all__ = ["KIND", "SentenceTransformersEngine"]
+
+_T = TypeVar("_T")
+
+log = logging.getLogger(__name__)
+
+KIND = "sentence-transformers"
+#: threads tokenising off the event loop
+_TOKENIZE_WORKERS = 2
+#: what a hub snapshot needs: configs, weights, tokenizer files (vocab.txt, merges.txt,
+#: sentencepiece models), module weights saved by torch; never code
+_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*/pytorch_model.bin"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Seq:
+    ids: list[int]
+    #: leading tokens pooling leaves out (the prompt, with ``include_prompt: false``)
+    skip: int
+
+
+class SentenceTransformersEngine:
+    """A sentence-transformers checkpoint in process (see docs/models.md)."""
+
+    def __init__(
+        self,
+        settings: SentenceTransformersSettings,
+        *,
+        name: str = KIND,
+        observer: EngineObserver = NULL_OBSERVER,
+    ) -> None:
+        self.settings = settings
+        self._name = name
+        self._observer = observer
+        self._revision: str | None = settings.revision
+        self._weights_id: str | None = None
+        self.layout: StLayout | None = None
+        self.pipeline: StPipeline | None = None
+        self.text: StText | None = None
+        self.prompts: PromptTable | None = None
+        self._caps: EngineCapabilities | None = None
+        self._scheduler: Scheduler[_Seq, npt.NDArray[np.float32]] | None = None
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=_TOKENIZE_WORKERS, thread_name_prefix=f"{name}-tokenize")
+        self._load_error: str | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ contract
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        # built once loaded (nothing changes after); before that, once from the files (routes are
+        # checked against it before start) until a load replaces it
+        if self._caps is None:
+            self._caps = self._describe()
+        return self._caps
+
+    async def start(self) -> None:
+        try:
+            await asyncio.to_thread(self._load)
+        except Exception as exc:
+            self._load_error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, (CheckpointError, ValueError, OSError)):
+                raise EngineError(f"cannot serve {self.settings.model!r}: {exc}", engine=self._name) from exc
+            raise
+        pipeline, s = self.pipeline, self.settings
+        assert pipeline is not None
+        limits = BatchLimits(
+            max_batch_tokens=s.max_batch_tokens or default_max_batch_tokens(pipeline.device.type),
+            max_batch_requests=s.max_batch_requests,
+            padded=True,
+        )
+        self._scheduler = Scheduler(
+            self._forward,
+            limits,
+            name=self._name,
+            max_queued_tokens=s.max_queued_tokens,
+            observer=self._observer,
+            gather_seconds=s.batch_gather_ms / 1000,
+        )
+        self._scheduler.start()
+        if s.threads:
+            await self._scheduler.run_in_worker(lambda: torch.set_num_threads(s.threads or 1))
+        await self._scheduler.run_in_worker(self._warm_up)
+
+    async def embed(self, job: EmbedJob) -> EmbedResult:
+        scheduler, text, prompts, pipeline = self._scheduler, self.text, self.prompts, self.pipeline
+        if scheduler is None or text is None or prompts is None or pipeline is None:
+            raise EngineUnavailableError(f"engine {self._name} is not loaded", engine=self._name)
+        if job.late_chunking or job.token_embeddings or job.outputs != {DENSE}:
+            raise UnsupportedTaskError(
+                f"engine {self._name} computes dense sentence embeddings only (no late chunking, token "
+                "embeddings, sparse or multi-vector outputs)",
+                param="input",
+            )
+        prompt = prompts.prompt(job.task)
+        def tokenize() -> tuple[list[Encoded], int]:
+            encoded = text.encode(job.inputs, prompt, truncate=job.truncate, direction=job.truncation_direction)
+            return encoded, (0 if pipeline.include_prompt else text.prompt_length(prompt))
+
+        with scheduler.arriving():
+            encoded, skip = await self._off_loop(tokenize)
+        total = sum(len(e.ids) for e in encoded)
+        if job.max_total_tokens is not None and total > job.max_total_tokens:
+            raise TooManyTokensError(total, job.max_total_tokens)
+        outcome = await scheduler.submit(
+            [_Seq(e.ids, skip) for e in encoded], [len(e.ids) for e in encoded], deadline=job.deadline
+        )
+        return EmbedResult(
+            vectors=np.stack(outcome.results),
+            token_counts=tuple(len(e.ids) for e in encoded),
+            engine=self._name,
+            queue_seconds=outcome.queue_seconds,
+            inference_seconds=outcome.inference_seconds,
+        )
+
+    async def check_health(self) -> Health:
+        if self._load_error:
+            return Health(False, f"load failed: {self._load_error}")
+        if self._scheduler is None:
+            return Health(False, "loading")
+        problem = self._scheduler.problem
+        if problem is not None:
+            return Health(False, problem)
+        return Health(
+            True, "ok", {"queue_depth": self._scheduler.queue_depth, "queued_tokens": self._scheduler.queued_tokens}
+        )
+
+    async def aclose(self) -> None:
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+        self._closed = True
+        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ describing
+
+    def _describe(self) -> EngineCapabilities:
+        pipeline, text, s = self.pipeline, self.text, self.settings
+        prompts = self.prompts or self._prompts_before_load()
+        device = pipeline.device if pipeline else None
+        return EngineCapabilities(
+            tasks=frozenset(task_of_key(t) if t is not None else None for t in prompts.tasks()),
+            dimensions=pipeline.dimensions if pipeline else self._dimensions_before_load(),
+            max_input_tokens=text.max_tokens if text else s.max_input_tokens,
+            late_chunking=False,
+            token_ids=True,
+            token_embeddings=False,
+            tokenizer=False,
+            model=_display_name(s.model),
+            revision=self._revision,
+            dtype=str(pipeline.dtype).removeprefix("torch.") if pipeline else None,
+            device=str(device) if device else None,
+            numerics=numerics(pipeline.dtype, "torch") if pipeline else None,
+            max_batch_tokens=s.max_batch_tokens or default_max_batch_tokens(device.type if device else "cpu"),
+            max_batch_requests=s.max_batch_requests,
+            max_queued_tokens=s.max_queued_tokens,
+            tokenization_workers=_TOKENIZE_WORKERS,
+            outputs=frozenset({DENSE}),
+            matryoshka=s.matryoshka,
+            vocab_size=pipeline.vocab_size if pipeline else None,
+            resident_bytes=pipeline.resident_bytes if pipeline else None,
+            identity=self._identity(),
+            weights=self._weights(),
+        )
+
+    def _layout_before_load(self) -> StLayout | None:
+        """A local checkpoint's layout (JSON files only), so routes can be checked before start."""
+        if self.layout is not None:
+            return self.layout
+        path = Path(self.settings.model).expanduser()
+        if not path.is_dir():
+            return None
+        try:
+            return read_layout(path)
+        except CheckpointError:
+            return None  # start() reports it
+
+    def _prompts_before_load(self) -> PromptTable:
+        layout, s = self._layout_before_load(), self.settings
+        checkpoint = layout.prompts if layout else {"query": "", "document": ""}
+        try:
+            return PromptTable.merged(
+                checkpoint, layout.default_prompt_name if layout else None, s.prompts, s.default_prompt_name
+            )
+        except ValueError:
+            return PromptTable(checkpoint)
+
+    def _dimensions_before_load(self) -> int:
+        layout = self._layout_before_load()
+        if layout is None:
+            return 0
+        width = len(layout.pooling.modes) * int(
+            layout.pooling.embedding_dimension or layout.transformer.config.get("hidden_size") or 0
+        )
+        for step in layout.steps:
+            if isinstance(step, DenseSpec):
+                width = step.out_features
+        return layout.truncate_dim or width
+
+    def _weights(self) -> str | None:
+        """The checkpoint and the prompts in force: what the vectors of a task mean."""
+        if self._weights_id is None or self.prompts is None:
+            return None
+        table = json.dumps({"prompts": dict(self.prompts.prompts), "default": self.prompts.default_prompt_name},
+                           sort_keys=True)
+        return f"{self._weights_id}|prompts=sha256:{hashlib.sha256(table.encode()).hexdigest()[:16]}"
+
+    def _identity(self) -> str | None:
+        """What moves a bit of the vectors: the checkpoint's content (or hub commit), precision and
+        device kind, the prompts in force and the input limit (truncation)."""
+        pipeline, text, prompts = self.pipeline, self.text, self.prompts
+        if pipeline is None or text is None or prompts is None or self._weights_id is None:
+            return None
+        table = json.dumps({"prompts": dict(prompts.prompts), "default": prompts.default_prompt_name}, sort_keys=True)
+        return "|".join((
+            KIND,
+            self._weights_id,
+            str(pipeline.dtype).removeprefix("torch."),
+            pipeline.device.type,
+            f"prompts=sha256:{hashlib.sha256(table.encode()).hexdigest()[:16]}",
+            f"max_input_tokens={text.max_tokens}",
+        ))
+
+    # ------------------------------------------------------------------ worker side
+
+    def _load(self) -> None:
+        s = self.settings
+        started = time.perf_counter()
+        if s.dtype == "int8":
+            raise ValueError("dtype int8 is not supported by the sentence-transformers kind; use float32 (exact), "
+                             "bfloat16 or float16")
+        if s.cpu_kernels == "onednn":
+            raise ValueError("cpu_kernels onednn is not supported by the sentence-transformers kind (it runs "
+                             "transformers' own modules on torch's kernels); use auto or torch")
+        path = resolve_model_dir(
+            s.model, revision=s.revision, cache_dir=s.cache_dir, local_files_only=s.local_files_only,
+            allow_patterns=_ALLOW_PATTERNS,
+        )
+        layout = read_layout(path)
+        prompts = PromptTable.merged(layout.prompts, layout.default_prompt_name, s.prompts, s.default_prompt_name)
+        if not Path(s.model).expanduser().is_dir():  # a hub snapshot: .../snapshots/<commit>
+            self._revision = path.name
+            self._weights_id = f"{s.model}@{path.name}"
+        else:
+            self._weights_id = f"sha256:{_fingerprint(path)}"
+        device = resolve_device(s.device)
+        dtype = resolve_dtype(s.dtype, device)
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        pipeline = load_pipeline(layout, device=device, dtype=dtype)
+        spec = layout.transformer
+        text = load_text(
+            spec.path,
+            processor_kwargs=spec.processor_kwargs,
+            max_seq_length=spec.max_seq_length,
+            do_lower_case=spec.do_lower_case,
+            max_position_embeddings=pipeline.max_position_embeddings,
+            max_input_tokens=s.max_input_tokens,
+            vocab_size=pipeline.vocab_size,
+        )
+        self.layout, self.pipeline, self.text, self.prompts = layout, pipeline, text, prompts
+        self._caps = self._describe()
+        log.info(
+            "loaded %s (%s pooling%s%s, %d dims, %d tokens, tasks %s) on %s/%s in %.1fs",
+            s.model, "+".join(layout.pooling.modes),
+            "".join(" + dense" for st in layout.steps if isinstance(st, DenseSpec)),
+            " + normalize" if any(isinstance(st, NormalizeSpec) for st in layout.steps) else "",
+            pipeline.dimensions, text.max_tokens, sorted(str(t) for t in prompts.tasks() if t is not None),
+            device, dtype, time.perf_counter() - started,
+        )
+
+    def _warm_up(self) -> None:
+        assert self.text is not None
+        self._forward([_Seq(self.text.encode(["warm up"], "", truncate=True)[0].ids, 0)])
+
+    def _forward(self, seqs: list[_Seq]) -> list[npt.NDArray[np.float32]]:
+        pipeline, text = self.pipeline, self.text
+        if pipeline is None or text is None:
+            raise EngineUnavailableError("engine unloaded", engine=self._name)
+        try:
+            out = pipeline.embed([s.ids for s in seqs], [s.skip for s in seqs], text.pad_id)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise EngineError(f"out of GPU memory; lower max_batch_tokens of engine {self._name}", engine=self._name) from exc
+        rows = out.numpy().astype(np.float32, copy=False)
+        return list(rows)
+
+    async def _off_loop(self, fn: Callable[[], _T]) -> _T:
+        """``fn`` on the tokenizer threads; once closed, the retryable "unavailable"."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, fn)
+        except RuntimeError as exc:
+            if self._closed:
+                raise EngineUnavailableError(f"engine {self._name} is closed", engine=self._name) from exc
+            raise
+
+
+def _fingerprint(path: Path) -> str:
+    """:func:`checkpoint_fingerprint` plus any torch-saved weights (``pytorch_model.bin`` of a
+    Dense module or an older model), which that hash does not read."""
+    digest = hashlib.sha256(checkpoint_fingerprint(path).encode())
+    for f in sorted([*path.glob("*.bin"), *path.glob("*/*.bin")]):
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            digest.update(hashlib.file_digest(fh, "sha256").digest())
+    return digest.hexdigest()
+
+
+def _display_name(model: str) -> str:
+    """The model as /info shows it: a hub id as is, a local directory by its name only (no paths)."""
+    return Path(model).name if model.startswith((".", "/", "~")) else model

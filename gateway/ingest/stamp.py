@@ -1,0 +1,99 @@
+"""The vector space a collection or table holds, stamped on it so that no run mixes two spaces.
+
+Vectors of different models, tasks (jina-v3's adapters), widths or encodings are not comparable:
+a search over a mix returns nonsense without any error. Every store ``embed`` writes is therefore
+stamped when it is created (Milvus: a collection property; Qdrant: collection metadata; pgvector:
+the table's comment), and a run whose stamp differs is refused before it writes anything (the
+command exits with status 2).
+
+The stamp is one JSON object. Its ``space`` key is reserved for a gateway-issued space id: when
+that exists it identifies the space on its own and the other keys stay as a readable description,
+so stamps written today keep working without a migration.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+__all__ = ["STAMP_KEY", "Stamp", "StampMismatchError", "check_stamp"]
+
+#: the key under which the stamp object is stored (Qdrant metadata, pgvector comment, Milvus property prefix)
+STAMP_KEY = "embed_gateway"
+
+#: the keys compared while no space id exists
+_DESCRIBED = ("model", "task", "dimensions", "encoding")
+
+
+class StampMismatchError(Exception):
+    """The store holds another vector space than this run makes; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What the vectors of one run are. ``model`` None = the gateway's default alias; ``dimensions``
+    None = the model's full width, known at the first write."""
+
+    model: str | None
+    task: str
+    dimensions: int | None = None
+    encoding: str = "float"
+    #: reserved: a gateway-issued id of the vector space (model identity, task, width)
+    space: str | None = None
+
+    def with_dimensions(self, dims: int) -> Stamp:
+        return self if self.dimensions == dims else replace(self, dimensions=dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": self.space, **{k: v for k, v in asdict(self).items() if k != "space"}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Stamp:
+        if not isinstance(data, dict) or "task" not in data:
+            raise ValueError(f"not an embed-gateway stamp: {data!r}")
+        dims = data.get("dimensions")
+        return cls(model=data.get("model"), task=str(data["task"]), dimensions=None if dims is None else int(dims),
+                   encoding=str(data.get("encoding") or "float"), space=data.get("space"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Stamp:
+        return cls.from_dict(json.loads(text))
+
+    def describe(self) -> str:
+        model = self.model if self.model is not None else "(the gateway's default model)"
+        dims = self.dimensions if self.dimensions is not None else "full width"
+        text = f"model={model}, task={self.task}, dimensions={dims}, encoding={self.encoding}"
+        return f"space={self.space}, {text}" if self.space else text
+
+
+def _differences(stored: Stamp, run: Stamp) -> list[str]:
+    if stored.space and run.space:
+        return [] if stored.space == run.space else ["space"]
+    diffs = []
+    for key in _DESCRIBED:
+        have, want = getattr(stored, key), getattr(run, key)
+        if key == "dimensions" and (have is None or want is None):
+            continue  # not known yet (full width): compared again at the first write
+        if have != want:
+            diffs.append(key)
+    return diffs
+
+
+def check_stamp(where: str, stored: Stamp | None, run: Stamp) -> None:
+    """Raise :class:`StampMismatchError` naming both stamps when ``stored`` is another space than ``run``.
+    An unstamped store (``None``, e.g. made by an older version) passes and is stamped by the run."""
+    if stored is None:
+        return
+    diffs = _differences(stored, run)
+    if diffs:
+        raise StampMismatchError(
+            f"{where} holds another vector space (it differs in {', '.join(diffs)}):\n"
+            f"  stored:   {stored.describe()}\n"
+            f"  this run: {run.describe()}\n"
+            "vectors of different spaces cannot be searched together; write to another collection/table, "
+            "or run with the stored stamp's settings"
+        )
