@@ -72,7 +72,7 @@ def serve_settings(args: argparse.Namespace, config_file: str | None) -> Setting
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
     settings = settings.model_copy(update={"server": server})
-    if args.ray or args.ray_address:  # [ray] issue 16: the HF engine as Ray Serve replicas
+    if args.ray or args.ray_address:  # [ray]: the HF engine as Ray Serve replicas
         settings = _with_ray(settings, args.ray_address)
     return settings
 

@@ -238,7 +238,7 @@ def main(args: argparse.Namespace) -> int:
     )
     ctrl_c = CtrlC()
     try:
-        if embedder is None:  # [ray] issue 16: Ray Data's actor pool instead of one process
+        if embedder is None:  # [ray]: Ray Data's actor pool instead of one process
             from gateway.ingest.ray_runner import ingest_on_ray
 
             report = ingest_on_ray(options, _ray_options(args), sink)
