@@ -9,23 +9,20 @@ scheduler's queue and batches (a window is just a sequence whose result is a few
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from engine_hf.batching import BatchLimits
 from engine_hf.checkpoint import CheckpointInfo, checkpoint_fingerprint, describe_checkpoint, resolve_model_dir
 from engine_hf.cpu_kernels import CpuFeatures, detect_cpu, keep_freed_memory
-from engine_hf.device import default_max_batch_tokens, numerics, resolve_device, resolve_precision, use_packed
+from engine_hf.device import numerics, resolve_device, resolve_precision, use_packed
+from engine_hf.inprocess import InProcessEngine, Placement, check_total, module_bytes
 from engine_hf.late_chunking import (
     EmptyChunkError,
     Segment,
@@ -37,6 +34,7 @@ from engine_hf.late_chunking import (
 )
 from engine_hf.model import JinaEncoder
 from engine_hf.scheduler import Scheduler
+from engine_hf.settings import HFEngineSettings
 from engine_hf.tokenization import Document, TextEncoder, load_tokenizer
 from gateway.contract import (
     NULL_OBSERVER,
@@ -45,29 +43,18 @@ from gateway.contract import (
     EmbedJob,
     EmbedResult,
     EngineCapabilities,
-    EngineError,
     EngineObserver,
     EngineUnavailableError,
-    Health,
     InvalidRequestError,
     Task,
     Tokenized,
-    TooManyTokensError,
     UnsupportedTaskError,
 )
 from gateway.contract.chunking import group_sentences, split_sentences, token_chunks
 
-if TYPE_CHECKING:
-    from engine_hf.settings import HFEngineSettings
-
 __all__ = ["HFEngine"]
 
-_T = TypeVar("_T")
-
 log = logging.getLogger(__name__)
-
-#: threads tokenising off the event loop
-_TOKENIZE_WORKERS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +77,7 @@ class _LatePlan:
     char_spans: tuple[tuple[int, int], ...] | None
 
 
-class HFEngine:
+class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]]):
     """In-process jina-embeddings-v3 with all five adapters (see docs/engines.md)."""
 
     def __init__(
@@ -101,45 +88,26 @@ class HFEngine:
         observer: EngineObserver = NULL_OBSERVER,
         cpu: CpuFeatures | None = None,
     ) -> None:
-        self.settings = settings
-        self._name = name
+        super().__init__(settings, name=name, observer=observer)
         #: the CPU the kernel choice follows (detected at load unless given: tests inject one)
         self._cpu = cpu
-        self._observer = observer
-        #: the hub commit the weights came from (None for a local directory)
-        self._revision: str | None = settings.revision
-        #: what the weights are, for the cache's key: hub id@commit, or a local folder's content hash
-        self._weights_id: str | None = None
-        self._caps: EngineCapabilities | None = None
         self.info: CheckpointInfo | None = None
         self.encoder: JinaEncoder | None = None
         self.text: TextEncoder | None = None
-        self._scheduler: Scheduler[_Seq, npt.NDArray[np.float32]] | None = None
-        self._closed = False
-        self._tokenize_pool = ThreadPoolExecutor(max_workers=_TOKENIZE_WORKERS, thread_name_prefix=f"{name}-tokenize")
-        self._load_error: str | None = None
         self._packed = False
 
     # ------------------------------------------------------------------ contract
 
     @property
-    def name(self) -> str:
-        return self._name
+    def _placement(self) -> Placement | None:
+        enc = self.encoder
+        return Placement(enc.device, enc.dtype, enc.kernels) if enc is not None else None
 
-    @property
-    def _max_batch_tokens(self) -> int:
-        """``engines.hf.max_batch_tokens``, or the default of the device (CPU until it is loaded)."""
-        device = self.encoder.device.type if self.encoder is not None else "cpu"
-        return self.settings.max_batch_tokens or default_max_batch_tokens(device)
+    def _padded(self) -> bool:
+        return not self._packed
 
-    @property
-    def capabilities(self) -> EngineCapabilities:
-        # read several times per request (routing, the dimensions check, the cache key): built once
-        # the model is loaded, since nothing in it changes after that
-        return self._caps or self._describe_capabilities()
-
-    def _describe_capabilities(self) -> EngineCapabilities:
-        info, enc, s = self.info, self.encoder, self.settings
+    def _describe_model(self) -> EngineCapabilities:
+        info, s = self.info, self.settings
         tasks: frozenset[Task | None] = frozenset([*(info.tasks if info else TASKS), None])
         return EngineCapabilities(
             tasks=tasks,
@@ -149,17 +117,9 @@ class HFEngine:
             token_ids=True,
             token_embeddings=True,
             tokenizer=True,
-            model=_display_name(s.model),
-            revision=self._revision,
-            dtype=("int8" if enc.kernels == "int8" else str(enc.dtype).removeprefix("torch.")) if enc else None,
-            device=str(enc.device) if enc else None,
-            numerics=numerics(enc.dtype, enc.kernels) if enc else None,
-            max_batch_tokens=self._max_batch_tokens,
-            max_batch_requests=s.max_batch_requests,
-            max_queued_tokens=s.max_queued_tokens,
-            tokenization_workers=_TOKENIZE_WORKERS,
             identity=self._identity(),
             weights=self._weights_id,
+            resident_bytes=module_bytes(self.encoder.model) if self.encoder is not None else None,
         )
 
     def _identity(self) -> str | None:
@@ -177,33 +137,10 @@ class HFEngine:
         )
         return "|".join(parts)
 
-    async def start(self) -> None:
-        try:
-            await asyncio.to_thread(self._load)
-        except Exception as exc:
-            self._load_error = f"{type(exc).__name__}: {exc}"
-            raise
-        s = self.settings
-        limits = BatchLimits(
-            max_batch_tokens=self._max_batch_tokens, max_batch_requests=s.max_batch_requests, padded=not self._packed
-        )
-        self._scheduler = Scheduler(
-            self._forward,
-            limits,
-            name=self._name,
-            max_queued_tokens=s.max_queued_tokens,
-            observer=self._observer,
-            gather_seconds=s.batch_gather_ms / 1000,
-        )
-        self._scheduler.start()
-        if s.threads:
-            await self._scheduler.run_in_worker(lambda: torch.set_num_threads(s.threads or 1))
-        await self._scheduler.run_in_worker(self._warm_up)
-
     async def embed(self, job: EmbedJob) -> EmbedResult:
         scheduler, text, encoder = self._scheduler, self.text, self.encoder
         if scheduler is None or text is None or encoder is None:
-            raise EngineUnavailableError(f"engine {self._name} is not loaded", engine=self._name)
+            raise self._not_loaded()
         _check_task(job.task, encoder.task_index)
         if job.late_chunking:
             return await self._embed_late(job, scheduler, text, encoder)
@@ -211,7 +148,7 @@ class HFEngine:
             encoded = await self._off_loop(
                 lambda: text.encode(job.inputs, job.task, truncate=job.truncate, direction=job.truncation_direction),
             )
-        _check_total(sum(len(e.ids) for e in encoded), job.max_total_tokens)
+        check_total(sum(len(e.ids) for e in encoded), job.max_total_tokens)
         adapter = -1 if job.task is None else encoder.task_index[job.task]
         mode: Literal["tokens"] | None = "tokens" if job.token_embeddings else None
         outcome = await scheduler.submit(
@@ -240,26 +177,9 @@ class HFEngine:
         text = self._loaded_text()
         return await self._off_loop(lambda: text.decode(ids, skip_special_tokens=skip_special_tokens))
 
-    async def _off_loop(self, fn: Callable[[], _T]) -> _T:
-        """``fn`` on the tokenizer threads. Once the engine is closed (shutdown, reload) that pool is
-        gone: the request gets the retryable "unavailable" (503, or another engine), not a 500."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, fn)
-        except RuntimeError as exc:
-            if self._closed:
-                raise EngineUnavailableError(f"engine {self._name} is closed", engine=self._name) from exc
-            raise
-
-    @property
-    def _served_by(self) -> str:
-        """What results (and the ``x-embed-engine`` header) name: ``hf``, or ``hf:int8`` for the
-        lossy int8 engine, so its vectors are never taken for the exact engine's."""
-        enc = self.encoder
-        return f"{self._name}:int8" if enc is not None and enc.kernels == "int8" else self._name
-
     def _loaded_text(self) -> TextEncoder:
         if self.text is None:
-            raise EngineUnavailableError(f"engine {self._name} is not loaded", engine=self._name)
+            raise self._not_loaded()
         return self.text
 
     async def _embed_late(
@@ -276,7 +196,7 @@ class HFEngine:
         adapter = -1 if job.task is None else encoder.task_index[job.task]
         with scheduler.arriving():
             plan = await self._off_loop(lambda: self._plan_late(job, text, adapter))
-        _check_total(len(plan.document.ids), job.max_total_tokens)
+        check_total(len(plan.document.ids), job.max_total_tokens)
         outcome = await scheduler.submit(
             [payload for payload, _ in plan.windows],
             [len(payload.ids) for payload, _ in plan.windows],
@@ -332,26 +252,6 @@ class HFEngine:
             windows.append((_Seq(document.ids[w.start : w.end], adapter, tuple((a, b) for _, a, b in segments)), segments))
         return _LatePlan(document, spans, windows, char_spans)
 
-    async def check_health(self) -> Health:
-        if self._load_error:
-            return Health(False, f"load failed: {self._load_error}")
-        if self._scheduler is None:
-            return Health(False, "loading")
-        problem = self._scheduler.problem
-        if problem is not None:
-            return Health(False, problem)
-        return Health(
-            True,
-            "ok",
-            {"queue_depth": self._scheduler.queue_depth, "queued_tokens": self._scheduler.queued_tokens},
-        )
-
-    async def aclose(self) -> None:
-        if self._scheduler is not None:
-            await self._scheduler.aclose()
-        self._closed = True
-        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
-
     # ------------------------------------------------------------------ describing
 
     def describe(self) -> dict[str, object]:
@@ -377,11 +277,7 @@ class HFEngine:
         path = resolve_model_dir(
             s.model, revision=s.revision, cache_dir=s.cache_dir, local_files_only=s.local_files_only
         )
-        if not Path(s.model).expanduser().is_dir():  # a hub snapshot: .../snapshots/<commit>
-            self._revision = path.name
-            self._weights_id = f"{s.model}@{path.name}"
-        else:
-            self._weights_id = f"sha256:{checkpoint_fingerprint(path)}"
+        self._name_weights(path, checkpoint_fingerprint)
         info = describe_checkpoint(path, max_input_tokens=s.max_input_tokens)
         device = resolve_device(s.device)
         if self._cpu is None:
@@ -406,7 +302,6 @@ class HFEngine:
             eos_id=_first(encoder.config.eos_token_id, 2),
         )
         self.info, self.encoder = info, encoder
-        self._caps = self._describe_capabilities()
         log.info(
             "loaded %s (%s layout, %d adapters, %s/%s, adapters %s) in %.1fs",
             s.model, info.layout, len(info.tasks), device, dtype, s.adapter_mode, time.perf_counter() - started,
@@ -425,13 +320,9 @@ class HFEngine:
         encoder = self.encoder
         if encoder is None:
             raise EngineUnavailableError("engine unloaded", engine=self._name)
-        try:
-            pooled = encoder.pooled_segments(
-                [s.ids for s in seqs], [s.adapter for s in seqs], [s.segments for s in seqs], packed=self._packed
-            )
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise EngineError("out of GPU memory; lower engines.hf.max_batch_tokens", engine=self._name) from exc
+        pooled = encoder.pooled_segments(
+            [s.ids for s in seqs], [s.adapter for s in seqs], [s.segments for s in seqs], packed=self._packed
+        )
         return [p.cpu().numpy().astype(np.float32, copy=False) for p in pooled]
 
 
@@ -439,17 +330,6 @@ def _check_task(task: Task | None, tasks: Collection[Task]) -> None:
     """A task the loaded checkpoint has no adapter for is the client's error (400)."""
     if task is not None and task not in tasks:
         raise UnsupportedTaskError(f"the loaded checkpoint has no adapter for task {task.value!r}", param="task")
-
-
-def _check_total(n_tokens: int, limit: int | None) -> None:
-    """``limits.max_tokens_per_request``, checked once the job is tokenised and before it is queued."""
-    if limit is not None and n_tokens > limit:
-        raise TooManyTokensError(n_tokens, limit)
-
-
-def _display_name(model: str) -> str:
-    """The model as /info shows it: a hub id as is, a local directory by its name only (no paths)."""
-    return Path(model).name if model.startswith((".", "/", "~")) else model
 
 
 def _shares(spans: list[tuple[int, int]], n_tokens: int) -> tuple[int, ...]:

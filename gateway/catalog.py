@@ -77,13 +77,6 @@ class Catalog:
     def names(self) -> tuple[str, ...]:
         return tuple(self.aliases)
 
-    def resolve(self, name: str | None) -> Resolved | None:
-        """``name`` (the default when None) resolved; None for an unknown name."""
-        found = self.aliases.get(name or self.default)
-        if found is None or name is None:
-            return found
-        return found
-
     def model_of(self, engine: str) -> str | None:
         """The model engine ``engine`` serves."""
         return self._owner.get(engine)

@@ -1,4 +1,4 @@
-"""``embed-gateway``: serve the API, embed files in bulk, benchmark, measure engines and the gateway's overhead, or write a random-weight checkpoint."""
+"""``embed-gateway``: serve the API, embed files in bulk, evaluate retrieval on your data, benchmark, measure engines and the gateway's overhead, or write a random-weight checkpoint."""
 
 from __future__ import annotations
 
@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.ingest.command import add_parser as add_embed_parser
 
     add_embed_parser(sub)
+
+    from gateway.eval.command import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
 
     mo = sub.add_parser(
         "measure-overhead", help="latency the gateway adds in front of vLLM (p50, same run; docs/deployment.md)"

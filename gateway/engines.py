@@ -21,7 +21,7 @@ from gateway.config import Settings
 from gateway.contract import NULL_OBSERVER, Engine, EngineObserver
 from gateway.kinds import engine_kind
 
-__all__ = ["PREFERENCE", "build_engine", "configured_engines", "engine_config", "preference_rank"]
+__all__ = ["build_engine", "configured_engines", "engine_config"]
 
 
 def _build_hf(name: str, s: Any, observer: EngineObserver) -> Engine:
@@ -62,9 +62,7 @@ def _package_builder(package: str, extra: str | None) -> Callable[[str, Any, Eng
     return build
 
 
-#: kind -> builder, in the built-in route order: vLLM first where it can serve (for
-#: jina-embeddings-v3 it merges only the text-matching adapter, so its capabilities keep it out of
-#: every other task), then the rest in the order they are configured
+#: kind -> builder (a default route's order is the routing policy's: gateway.pool.routing)
 _BUILDERS: dict[str, Callable[[str, Any, EngineObserver], Engine]] = {
     "vllm": _build_vllm,
     "hf": _build_hf,
@@ -72,12 +70,6 @@ _BUILDERS: dict[str, Callable[[str, Any, EngineObserver], Engine]] = {
     "bge-m3": _package_builder("engine_hf.bge_m3", "hf"),
     "openai": _package_builder("engine_vllm.openai", None),
 }
-PREFERENCE: tuple[str, ...] = tuple(_BUILDERS)
-
-
-def preference_rank(kind: str) -> int:
-    """Where an engine of ``kind`` goes in a default route (lower first)."""
-    return PREFERENCE.index(kind) if kind == "vllm" else len(PREFERENCE)
 
 
 def configured_engines(settings: Settings) -> dict[str, BaseModel]:

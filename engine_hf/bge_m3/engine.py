@@ -8,25 +8,20 @@ task it serves is "no task" (``None``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 
-from engine_hf.batching import BatchLimits
 from engine_hf.bge_m3 import KIND
 from engine_hf.bge_m3.checkpoint import locate_checkpoint
 from engine_hf.bge_m3.model import BGEM3Model, M3Output
+from engine_hf.bge_m3.settings import BGEM3Settings
 from engine_hf.cpu_kernels import detect_cpu, keep_freed_memory
-from engine_hf.device import default_max_batch_tokens, numerics, resolve_device, resolve_precision
-from engine_hf.scheduler import Scheduler
+from engine_hf.device import resolve_device, resolve_precision
+from engine_hf.inprocess import InProcessEngine, Placement, check_total
 from engine_hf.tokenization import TextEncoder
 from gateway.contract import (
     DENSE,
@@ -37,26 +32,15 @@ from gateway.contract import (
     EmbedJob,
     EmbedResult,
     EngineCapabilities,
-    EngineError,
     EngineObserver,
     EngineUnavailableError,
-    Health,
     Output,
-    TooManyTokensError,
     UnsupportedTaskError,
 )
 
-if TYPE_CHECKING:
-    from engine_hf.bge_m3.settings import BGEM3Settings
-
 __all__ = ["BGEM3Engine"]
 
-_T = TypeVar("_T")
-
 log = logging.getLogger(__name__)
-
-#: threads tokenising off the event loop
-_TOKENIZE_WORKERS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,38 +50,25 @@ class _Seq:
     wants: frozenset[Output]
 
 
-class BGEM3Engine:
+class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
     """In-process BAAI/bge-m3: dense, sparse (lexical weights) and multi-vector (ColBERT) outputs."""
 
     def __init__(
         self, settings: BGEM3Settings, *, name: str = "bge-m3", observer: EngineObserver = NULL_OBSERVER
     ) -> None:
-        self.settings = settings
-        self._name = name
-        self._observer = observer
-        self._revision: str | None = settings.revision
-        self._weights_id: str | None = None
+        super().__init__(settings, name=name, observer=observer)
         self.model: BGEM3Model | None = None
         self.text: TextEncoder | None = None
-        self._caps: EngineCapabilities | None = None
-        self._scheduler: Scheduler[_Seq, M3Output] | None = None
-        self._tokenize_pool = ThreadPoolExecutor(max_workers=_TOKENIZE_WORKERS, thread_name_prefix=f"{name}-tokenize")
-        self._load_error: str | None = None
-        self._closed = False
 
     # ------------------------------------------------------------------ contract
 
     @property
-    def name(self) -> str:
-        return self._name
+    def _placement(self) -> Placement | None:
+        m = self.model
+        return Placement(m.device, m.dtype, m.kernels) if m is not None else None
 
-    @property
-    def capabilities(self) -> EngineCapabilities:
-        # read on every request (routing, the cache key): built once the model is loaded
-        return self._caps or self._describe()
-
-    def _describe(self) -> EngineCapabilities:
-        m, s = self.model, self.settings
+    def _describe_model(self) -> EngineCapabilities:
+        m = self.model
         return EngineCapabilities(
             tasks=frozenset({None}),
             dimensions=m.hidden_size if m else 1024,
@@ -106,15 +77,6 @@ class BGEM3Engine:
             token_ids=True,
             token_embeddings=False,
             tokenizer=False,
-            model=_display_name(s.model),
-            revision=self._revision,
-            dtype=("int8" if m.kernels == "int8" else str(m.dtype).removeprefix("torch.")) if m else None,
-            device=str(m.device) if m else None,
-            numerics=numerics(m.dtype, m.kernels) if m else None,
-            max_batch_tokens=self._max_batch_tokens,
-            max_batch_requests=s.max_batch_requests,
-            max_queued_tokens=s.max_queued_tokens,
-            tokenization_workers=_TOKENIZE_WORKERS,
             outputs=frozenset(OUTPUTS),
             matryoshka=False,
             vocab_size=m.vocab_size if m else None,
@@ -128,11 +90,6 @@ class BGEM3Engine:
         limit = self.settings.max_input_tokens
         return min(limit, self.model.max_tokens) if self.model else limit
 
-    @property
-    def _max_batch_tokens(self) -> int:
-        device = self.model.device.type if self.model is not None else "cpu"
-        return self.settings.max_batch_tokens or default_max_batch_tokens(device)
-
     def _identity(self) -> str | None:
         """Everything that moves a bit of the outputs; ``None`` until loaded (never cached)."""
         m = self.model
@@ -143,38 +100,16 @@ class BGEM3Engine:
             f"max_input_tokens={self._max_tokens()}",
         ))
 
-    async def start(self) -> None:
-        try:
-            await asyncio.to_thread(self._load)
-        except Exception as exc:
-            self._load_error = f"{type(exc).__name__}: {exc}"
-            raise
-        s = self.settings
-        self._scheduler = Scheduler(
-            self._forward,
-            BatchLimits(max_batch_tokens=self._max_batch_tokens, max_batch_requests=s.max_batch_requests, padded=True),
-            name=self._name,
-            max_queued_tokens=s.max_queued_tokens,
-            observer=self._observer,
-            gather_seconds=s.batch_gather_ms / 1000,
-        )
-        self._scheduler.start()
-        if s.threads:
-            await self._scheduler.run_in_worker(lambda: torch.set_num_threads(s.threads or 1))
-        await self._scheduler.run_in_worker(self._warm_up)
-
     async def embed(self, job: EmbedJob) -> EmbedResult:
         scheduler, text = self._scheduler, self.text
         if scheduler is None or text is None:
-            raise EngineUnavailableError(f"engine {self._name} is not loaded", engine=self._name)
+            raise self._not_loaded()
         _check_job(job)
         with scheduler.arriving():
             encoded = await self._off_loop(
                 lambda: text.encode(job.inputs, None, truncate=job.truncate, direction=job.truncation_direction)
             )
-        total = sum(len(e.ids) for e in encoded)
-        if job.max_total_tokens is not None and total > job.max_total_tokens:
-            raise TooManyTokensError(total, job.max_total_tokens)
+        check_total(sum(len(e.ids) for e in encoded), job.max_total_tokens)
         wants = frozenset(job.outputs) - {DENSE}
         outcome = await scheduler.submit(
             [_Seq(e.ids, wants) for e in encoded], [len(e.ids) for e in encoded], deadline=job.deadline
@@ -191,40 +126,6 @@ class BGEM3Engine:
             sparse=sparse if SPARSE in wants else None,
             multivectors=multi if MULTIVECTOR in wants else None,
         )
-
-    async def check_health(self) -> Health:
-        if self._load_error:
-            return Health(False, f"load failed: {self._load_error}")
-        if self._scheduler is None:
-            return Health(False, "loading")
-        problem = self._scheduler.problem
-        if problem is not None:
-            return Health(False, problem)
-        return Health(
-            True, "ok", {"queue_depth": self._scheduler.queue_depth, "queued_tokens": self._scheduler.queued_tokens}
-        )
-
-    async def aclose(self) -> None:
-        if self._scheduler is not None:
-            await self._scheduler.aclose()
-        self._closed = True
-        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
-
-    # ------------------------------------------------------------------ helpers
-
-    @property
-    def _served_by(self) -> str:
-        """``name``, or ``name:int8`` for the lossy int8 engine (never taken for the exact one)."""
-        return f"{self._name}:int8" if self.model is not None and self.model.kernels == "int8" else self._name
-
-    async def _off_loop(self, fn: Callable[[], _T]) -> _T:
-        """``fn`` on the tokenizer threads; once closed, the retryable "unavailable", not a 500."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, fn)
-        except RuntimeError as exc:
-            if self._closed:
-                raise EngineUnavailableError(f"engine {self._name} is closed", engine=self._name) from exc
-            raise
 
     # ------------------------------------------------------------------ worker side
 
@@ -260,7 +161,6 @@ class BGEM3Engine:
             eos_id=tok.sep_token_id if tok.sep_token_id is not None else 2,
         )
         self.model = model
-        self._caps = self._describe()
         log.info(
             "loaded %s (bge-m3, %s/%s, kernels %s, %.0f MiB of weights) in %.1fs",
             s.model, device, dtype, kernels, model.resident_bytes / 2**20, time.perf_counter() - started,
@@ -275,11 +175,7 @@ class BGEM3Engine:
         model = self.model
         if model is None:
             raise EngineUnavailableError("engine unloaded", engine=self._name)
-        try:
-            return model.forward([s.ids for s in seqs], [s.wants for s in seqs])
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise EngineError("out of GPU memory; lower max_batch_tokens", engine=self._name) from exc
+        return model.forward([s.ids for s in seqs], [s.wants for s in seqs])
 
 
 def _check_job(job: EmbedJob) -> None:
@@ -295,8 +191,3 @@ def _check_job(job: EmbedJob) -> None:
     unknown = set(job.outputs) - set(OUTPUTS)
     if unknown:
         raise UnsupportedTaskError(f"unknown outputs {sorted(unknown)}", param="outputs")
-
-
-def _display_name(model: str) -> str:
-    """The model as /info shows it: a hub id as is, a local directory by its name only (no paths)."""
-    return Path(model).name if model.startswith((".", "/", "~")) else model

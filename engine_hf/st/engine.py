@@ -8,25 +8,20 @@ ids, and the pooling exclusion of ``include_prompt: false`` is per row.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from engine_hf.batching import BatchLimits
 from engine_hf.checkpoint import CheckpointError, checkpoint_fingerprint, resolve_model_dir
-from engine_hf.device import default_max_batch_tokens, numerics, resolve_device, resolve_dtype
-from engine_hf.scheduler import Scheduler
+from engine_hf.device import resolve_device, resolve_dtype
+from engine_hf.inprocess import InProcessEngine, Placement, check_total
 from engine_hf.st.layout import DenseSpec, NormalizeSpec, StLayout, read_layout
 from engine_hf.st.pipeline import StPipeline, load_pipeline
 from engine_hf.st.prompts import PromptTable
@@ -42,21 +37,15 @@ from gateway.contract import (
     EngineError,
     EngineObserver,
     EngineUnavailableError,
-    Health,
-    TooManyTokensError,
     UnsupportedTaskError,
     task_of_key,
 )
 
 __all__ = ["KIND", "SentenceTransformersEngine"]
 
-_T = TypeVar("_T")
-
 log = logging.getLogger(__name__)
 
 KIND = "sentence-transformers"
-#: threads tokenising off the event loop
-_TOKENIZE_WORKERS = 2
 #: what a hub snapshot needs: configs, weights, tokenizer files (vocab.txt, merges.txt,
 #: sentencepiece models), module weights saved by torch; never code
 _ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*/pytorch_model.bin"]
@@ -69,7 +58,7 @@ class _Seq:
     skip: int
 
 
-class SentenceTransformersEngine:
+class SentenceTransformersEngine(InProcessEngine[SentenceTransformersSettings, _Seq, npt.NDArray[np.float32]]):
     """A sentence-transformers checkpoint in process (see docs/models.md)."""
 
     def __init__(
@@ -79,26 +68,13 @@ class SentenceTransformersEngine:
         name: str = KIND,
         observer: EngineObserver = NULL_OBSERVER,
     ) -> None:
-        self.settings = settings
-        self._name = name
-        self._observer = observer
-        self._revision: str | None = settings.revision
-        self._weights_id: str | None = None
+        super().__init__(settings, name=name, observer=observer)
         self.layout: StLayout | None = None
         self.pipeline: StPipeline | None = None
         self.text: StText | None = None
         self.prompts: PromptTable | None = None
-        self._caps: EngineCapabilities | None = None
-        self._scheduler: Scheduler[_Seq, npt.NDArray[np.float32]] | None = None
-        self._tokenize_pool = ThreadPoolExecutor(max_workers=_TOKENIZE_WORKERS, thread_name_prefix=f"{name}-tokenize")
-        self._load_error: str | None = None
-        self._closed = False
 
     # ------------------------------------------------------------------ contract
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def capabilities(self) -> EngineCapabilities:
@@ -108,38 +84,21 @@ class SentenceTransformersEngine:
             self._caps = self._describe()
         return self._caps
 
-    async def start(self) -> None:
-        try:
-            await asyncio.to_thread(self._load)
-        except Exception as exc:
-            self._load_error = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, (CheckpointError, ValueError, OSError)):
-                raise EngineError(f"cannot serve {self.settings.model!r}: {exc}", engine=self._name) from exc
-            raise
-        pipeline, s = self.pipeline, self.settings
-        assert pipeline is not None
-        limits = BatchLimits(
-            max_batch_tokens=s.max_batch_tokens or default_max_batch_tokens(pipeline.device.type),
-            max_batch_requests=s.max_batch_requests,
-            padded=True,
-        )
-        self._scheduler = Scheduler(
-            self._forward,
-            limits,
-            name=self._name,
-            max_queued_tokens=s.max_queued_tokens,
-            observer=self._observer,
-            gather_seconds=s.batch_gather_ms / 1000,
-        )
-        self._scheduler.start()
-        if s.threads:
-            await self._scheduler.run_in_worker(lambda: torch.set_num_threads(s.threads or 1))
-        await self._scheduler.run_in_worker(self._warm_up)
+    @property
+    def _placement(self) -> Placement | None:
+        # transformers' own modules on torch's kernels (no int8, no oneDNN)
+        p = self.pipeline
+        return Placement(p.device, p.dtype, "torch") if p is not None else None
+
+    def _load_failure(self, exc: Exception) -> Exception | None:
+        if isinstance(exc, (CheckpointError, ValueError, OSError)):
+            return EngineError(f"cannot serve {self.settings.model!r}: {exc}", engine=self._name)
+        return None
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
         scheduler, text, prompts, pipeline = self._scheduler, self.text, self.prompts, self.pipeline
         if scheduler is None or text is None or prompts is None or pipeline is None:
-            raise EngineUnavailableError(f"engine {self._name} is not loaded", engine=self._name)
+            raise self._not_loaded()
         if job.late_chunking or job.token_embeddings or job.outputs != {DENSE}:
             raise UnsupportedTaskError(
                 f"engine {self._name} computes dense sentence embeddings only (no late chunking, token "
@@ -153,44 +112,23 @@ class SentenceTransformersEngine:
 
         with scheduler.arriving():
             encoded, skip = await self._off_loop(tokenize)
-        total = sum(len(e.ids) for e in encoded)
-        if job.max_total_tokens is not None and total > job.max_total_tokens:
-            raise TooManyTokensError(total, job.max_total_tokens)
+        check_total(sum(len(e.ids) for e in encoded), job.max_total_tokens)
         outcome = await scheduler.submit(
             [_Seq(e.ids, skip) for e in encoded], [len(e.ids) for e in encoded], deadline=job.deadline
         )
         return EmbedResult(
             vectors=np.stack(outcome.results),
             token_counts=tuple(len(e.ids) for e in encoded),
-            engine=self._name,
+            engine=self._served_by,
             queue_seconds=outcome.queue_seconds,
             inference_seconds=outcome.inference_seconds,
         )
 
-    async def check_health(self) -> Health:
-        if self._load_error:
-            return Health(False, f"load failed: {self._load_error}")
-        if self._scheduler is None:
-            return Health(False, "loading")
-        problem = self._scheduler.problem
-        if problem is not None:
-            return Health(False, problem)
-        return Health(
-            True, "ok", {"queue_depth": self._scheduler.queue_depth, "queued_tokens": self._scheduler.queued_tokens}
-        )
-
-    async def aclose(self) -> None:
-        if self._scheduler is not None:
-            await self._scheduler.aclose()
-        self._closed = True
-        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
-
     # ------------------------------------------------------------------ describing
 
-    def _describe(self) -> EngineCapabilities:
+    def _describe_model(self) -> EngineCapabilities:
         pipeline, text, s = self.pipeline, self.text, self.settings
         prompts = self.prompts or self._prompts_before_load()
-        device = pipeline.device if pipeline else None
         return EngineCapabilities(
             tasks=frozenset(task_of_key(t) if t is not None else None for t in prompts.tasks()),
             dimensions=pipeline.dimensions if pipeline else self._dimensions_before_load(),
@@ -199,15 +137,6 @@ class SentenceTransformersEngine:
             token_ids=True,
             token_embeddings=False,
             tokenizer=False,
-            model=_display_name(s.model),
-            revision=self._revision,
-            dtype=str(pipeline.dtype).removeprefix("torch.") if pipeline else None,
-            device=str(device) if device else None,
-            numerics=numerics(pipeline.dtype, "torch") if pipeline else None,
-            max_batch_tokens=s.max_batch_tokens or default_max_batch_tokens(device.type if device else "cpu"),
-            max_batch_requests=s.max_batch_requests,
-            max_queued_tokens=s.max_queued_tokens,
-            tokenization_workers=_TOKENIZE_WORKERS,
             outputs=frozenset({DENSE}),
             matryoshka=s.matryoshka,
             vocab_size=pipeline.vocab_size if pipeline else None,
@@ -291,11 +220,7 @@ class SentenceTransformersEngine:
         )
         layout = read_layout(path)
         prompts = PromptTable.merged(layout.prompts, layout.default_prompt_name, s.prompts, s.default_prompt_name)
-        if not Path(s.model).expanduser().is_dir():  # a hub snapshot: .../snapshots/<commit>
-            self._revision = path.name
-            self._weights_id = f"{s.model}@{path.name}"
-        else:
-            self._weights_id = f"sha256:{_fingerprint(path)}"
+        self._name_weights(path, _fingerprint)
         device = resolve_device(s.device)
         dtype = resolve_dtype(s.dtype, device)
         if s.threads:
@@ -312,7 +237,6 @@ class SentenceTransformersEngine:
             vocab_size=pipeline.vocab_size,
         )
         self.layout, self.pipeline, self.text, self.prompts = layout, pipeline, text, prompts
-        self._caps = self._describe()
         log.info(
             "loaded %s (%s pooling%s%s, %d dims, %d tokens, tasks %s) on %s/%s in %.1fs",
             s.model, "+".join(layout.pooling.modes),
@@ -330,22 +254,9 @@ class SentenceTransformersEngine:
         pipeline, text = self.pipeline, self.text
         if pipeline is None or text is None:
             raise EngineUnavailableError("engine unloaded", engine=self._name)
-        try:
-            out = pipeline.embed([s.ids for s in seqs], [s.skip for s in seqs], text.pad_id)
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise EngineError(f"out of GPU memory; lower max_batch_tokens of engine {self._name}", engine=self._name) from exc
+        out = pipeline.embed([s.ids for s in seqs], [s.skip for s in seqs], text.pad_id)
         rows = out.numpy().astype(np.float32, copy=False)
         return list(rows)
-
-    async def _off_loop(self, fn: Callable[[], _T]) -> _T:
-        """``fn`` on the tokenizer threads; once closed, the retryable "unavailable"."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, fn)
-        except RuntimeError as exc:
-            if self._closed:
-                raise EngineUnavailableError(f"engine {self._name} is closed", engine=self._name) from exc
-            raise
 
 
 def _fingerprint(path: Path) -> str:
@@ -357,8 +268,3 @@ def _fingerprint(path: Path) -> str:
         with f.open("rb") as fh:
             digest.update(hashlib.file_digest(fh, "sha256").digest())
     return digest.hexdigest()
-
-
-def _display_name(model: str) -> str:
-    """The model as /info shows it: a hub id as is, a local directory by its name only (no paths)."""
-    return Path(model).name if model.startswith((".", "/", "~")) else model

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -103,16 +104,25 @@ class Server:
                 self.proc.wait()
 
 
-def gateway_server(name: str, env: dict[str, str], log_dir: Path) -> tuple[Server, str]:
-    """``embed-gateway serve`` configured by ``env``, healthy once /ready says so; and its base URL."""
+def gateway_server(name: str, env: dict[str, str], log_dir: Path, *, module: str = "gateway.cli serve"
+                   ) -> tuple[Server, str]:
+    """``embed-gateway serve`` configured by ``env``, healthy once /ready says so; and its base URL.
+    ``module``: what runs it (``gateway.bench.memory_server`` adds a route that reads each engine's
+    memory in process)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", *module.split(), "--port", str(port)]
     return Server(name, cmd, {"HF_HUB_OFFLINE": "1", **env}, url + "/ready", log_dir / f"{name}.log"), url
 
 
-def vllm_server(python: str, model: str, dtype: str, log_dir: Path) -> tuple[Server, str]:
-    """vLLM's OpenAI server (CPU-friendly settings, as the tests start it); and its base URL."""
+def vllm_server(python: str, model: str, dtype: str, log_dir: Path, *, served_name: str = SERVED_NAME,
+                trust_remote_code: bool = True, max_model_len: int | None = 8192, extra: Sequence[str] = (),
+                ) -> tuple[Server, str]:
+    """vLLM's OpenAI server (CPU-friendly settings, as the tests start it); and its base URL.
+
+    The defaults serve jina-embeddings-v3's original layout (its config class is the checkpoint's
+    code, hence ``trust_remote_code``); another model passes ``trust_remote_code=False``, its own
+    ``max_model_len`` (``None``: the checkpoint's) and ``extra`` flags (e.g. ``--hf-overrides``)."""
     port = _free_port()
     cores = os.cpu_count() or 1
     env = {
@@ -123,11 +133,12 @@ def vllm_server(python: str, model: str, dtype: str, log_dir: Path) -> tuple[Ser
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
     }
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-           "--served-model-name", SERVED_NAME, "--trust-remote-code", "--runner", "pooling",
-           "--dtype", "float32" if dtype in ("auto", "float32") else dtype, "--max-model-len", "8192",
+           "--served-model-name", served_name, *(["--trust-remote-code"] if trust_remote_code else []),
+           "--runner", "pooling", "--dtype", "float32" if dtype in ("auto", "float32") else dtype,
+           *(["--max-model-len", str(max_model_len)] if max_model_len else []),
            "--host", "127.0.0.1", "--port", str(port), "--disable-log-stats",
            # a fixed KV budget instead of a fraction of (shared) memory; pooling models barely use it
-           "--kv-cache-memory-bytes", str(1024 * 2**20)]
+           "--kv-cache-memory-bytes", str(1024 * 2**20), *extra]
     url = f"http://127.0.0.1:{port}"
     return Server("vllm", cmd, env, url + "/health", log_dir / "vllm.log"), url
 

@@ -5,7 +5,7 @@ Why not the OpenAI SDK: both callers need the gateway's ``task`` extension, the 
 long a 429 made them wait). It needs only httpx and numpy, never FastAPI or torch.
 """
 
-from gateway.client.http import AsyncGatewayClient, Embeddings, GatewayClient, GatewayRequestError
+from gateway.client.http import AsyncGatewayClient, Embeddings, GatewayClient, GatewayRequestError, fetch_model_card
 from gateway.client.retry import RETRY_STATUSES, RetryPolicy, RetryStats
 from gateway.contract import parse_retry_after
 
@@ -17,5 +17,6 @@ __all__ = [
     "GatewayRequestError",
     "RetryPolicy",
     "RetryStats",
+    "fetch_model_card",
     "parse_retry_after",
 ]

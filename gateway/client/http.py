@@ -14,6 +14,7 @@ add the transport and the retry loop of :class:`~gateway.client.retry.RetryPolic
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.client.retry import RetryPolicy, RetryStats
-from gateway.contract import parse_retry_after
+from gateway.contract import SparseVector, parse_retry_after
 
 __all__ = [
     "AsyncGatewayClient",
@@ -33,6 +34,7 @@ __all__ = [
     "GatewayRequestError",
     "build_body",
     "embeddings_url",
+    "fetch_model_card",
     "parse_embeddings",
     "request_error",
 ]
@@ -66,6 +68,8 @@ class Embeddings:
     total_tokens: int
     #: the vector space of these vectors (``x-embed-space``); None from a server that does not say
     space: str | None = None
+    #: one sparse vector per input (vocabulary ids ascending -> weights), when asked with ``sparse=True``
+    sparse: tuple[SparseVector, ...] | None = None
 
 
 def embeddings_url(base_url: str) -> str:
@@ -78,6 +82,26 @@ def embeddings_url(base_url: str) -> str:
     return url + "/v1/embeddings"
 
 
+def fetch_model_card(
+    base_url: str, model: str, *, api_key: str | None = None, timeout: float = 30.0
+) -> dict[str, Any]:
+    """The ``GET /v1/models`` card of ``model`` (its outputs, ``vocab_size``, spaces): what a caller
+    must know before it writes anything, e.g. the width of a sparse column."""
+    url = embeddings_url(base_url).removesuffix("/embeddings") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout)
+    except httpx.TransportError as exc:
+        raise GatewayRequestError(f"cannot reach the gateway at {url}: {exc}") from exc
+    if not response.is_success:
+        raise request_error(response)
+    cards = {c.get("id"): c for c in response.json().get("data", []) if isinstance(c, dict)}
+    if model not in cards:
+        raise GatewayRequestError(f"the gateway serves no model {model!r} (it lists: {', '.join(map(str, cards))})",
+                                  status=404, param="model")
+    return cards[model]  # type: ignore[no-any-return]
+
+
 def build_body(
     texts: Sequence[str],
     *,
@@ -86,8 +110,10 @@ def build_body(
     dimensions: int | None,
     normalized: bool = True,
     truncate: bool = False,
+    sparse: bool = False,
 ) -> dict[str, Any]:
-    """The JSON body; ``task`` None leaves the alias's task in force (``"none"`` = base weights)."""
+    """The JSON body; ``task`` None leaves the alias's task in force (``"none"`` = base weights);
+    ``sparse`` asks for each input's sparse vector too (``return_sparse``, models with a sparse output)."""
     body: dict[str, Any] = {"input": list(texts), "encoding_format": "float"}
     if model is not None:
         body["model"] = model
@@ -99,20 +125,34 @@ def build_body(
         body["normalized"] = False
     if truncate:
         body["truncate"] = True
+    if sparse:
+        body["return_sparse"] = True
     return body
 
 
-def parse_embeddings(payload: Any, expected: int) -> Embeddings:
-    """Vectors in input order (by ``index``) from an OpenAI-shaped response; strict about its shape."""
+def _sparse(item: Any) -> SparseVector:
+    """One ``sparse_embedding`` object as the contract's type: ids ascending, float32 weights."""
+    indices = np.asarray(item["indices"], dtype=np.int64)
+    values = np.asarray(item["values"], dtype=np.float32)
+    if indices.ndim != 1 or indices.shape != values.shape:
+        raise ValueError("sparse_embedding indices and values differ in length")
+    order = np.argsort(indices, kind="stable")
+    return SparseVector(indices=indices[order], values=values[order])
+
+
+def parse_embeddings(payload: Any, expected: int, *, sparse: bool = False) -> Embeddings:
+    """Vectors in input order (by ``index``) from an OpenAI-shaped response; strict about its shape.
+    ``sparse``: each item must carry its ``sparse_embedding`` (the request sent ``return_sparse``)."""
     try:
         data = sorted(payload["data"], key=lambda d: d["index"])
         vectors = np.asarray([d["embedding"] for d in data], dtype=np.float32)
         tokens = int(payload.get("usage", {}).get("total_tokens", 0))
+        sparse_vectors = tuple(_sparse(d["sparse_embedding"]) for d in data) if sparse else None
     except (KeyError, TypeError, ValueError) as exc:
         raise GatewayRequestError(f"the server's response is not an embeddings list: {exc}") from exc
     if vectors.ndim != 2 or vectors.shape[0] != expected:
         raise GatewayRequestError(f"the server returned {vectors.shape[0] if vectors.ndim else 0} vectors for {expected} inputs")
-    return Embeddings(vectors=vectors, total_tokens=tokens)
+    return Embeddings(vectors=vectors, total_tokens=tokens, sparse=sparse_vectors)
 
 
 def request_error(response: httpx.Response, *, retries: int = 0) -> GatewayRequestError:
@@ -164,7 +204,7 @@ class _Base:
         return got
 
     def _settle(
-        self, response: httpx.Response | httpx.TransportError, n_inputs: int, attempt: int
+        self, response: httpx.Response | httpx.TransportError, n_inputs: int, attempt: int, sparse: bool = False
     ) -> Embeddings | float:
         """One attempt's outcome: the embeddings, or the seconds to wait before the next attempt;
         raises when the failure is final (not retryable, or out of retries)."""
@@ -174,9 +214,9 @@ class _Base:
                 raise GatewayRequestError(f"cannot reach the gateway at {self.url}: {response}") from response
         else:
             if response.is_success:
-                parsed = parse_embeddings(response.json(), n_inputs)
+                parsed = parse_embeddings(response.json(), n_inputs, sparse=sparse)
                 space = response.headers.get("x-embed-space")
-                return Embeddings(parsed.vectors, parsed.total_tokens, space) if space else parsed
+                return dataclasses.replace(parsed, space=space) if space else parsed
             status = response.status_code
             if not self.policy.should_retry(status, attempt):
                 raise request_error(response, retries=attempt)
@@ -197,12 +237,13 @@ class GatewayClient(_Base):
     def embed(self, texts: Sequence[str], **options: Any) -> Embeddings:
         body = build_body(texts, **options)
         headers = self._pin_headers(options)
+        n, sparse = len(body["input"]), "return_sparse" in body
         attempt = 0
         while True:
             try:
-                outcome = self._settle(self._http.post(self.url, json=body, headers=headers), len(body["input"]), attempt)
+                outcome = self._settle(self._http.post(self.url, json=body, headers=headers), n, attempt, sparse)
             except httpx.TransportError as exc:
-                outcome = self._settle(exc, len(body["input"]), attempt)
+                outcome = self._settle(exc, n, attempt, sparse)
             if isinstance(outcome, Embeddings):
                 return self._remember(options, outcome)
             self._sleep(outcome)
@@ -225,13 +266,14 @@ class AsyncGatewayClient(_Base):
     async def embed(self, texts: Sequence[str], **options: Any) -> Embeddings:
         body = build_body(texts, **options)
         headers = self._pin_headers(options)
+        n, sparse = len(body["input"]), "return_sparse" in body
         attempt = 0
         while True:
             try:
                 response = await self._http.post(self.url, json=body, headers=headers)
-                outcome = self._settle(response, len(body["input"]), attempt)
+                outcome = self._settle(response, n, attempt, sparse)
             except httpx.TransportError as exc:
-                outcome = self._settle(exc, len(body["input"]), attempt)
+                outcome = self._settle(exc, n, attempt, sparse)
             if isinstance(outcome, Embeddings):
                 return self._remember(options, outcome)
             await self._sleep(outcome)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from gateway.ingest.interrupts import CtrlC
 
-__all__ = ["add_parser", "build_embedder", "build_sink", "main", "run_stamp"]
+__all__ = ["add_parser", "build_embedder", "build_sink", "main", "run_stamp", "sparse_vocab"]
 
 T = TypeVar("T")
 
@@ -45,6 +45,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     emb.add_argument("--dimensions", type=int, help="Matryoshka size (default: the model's full width, 1024)")
     emb.add_argument("--truncate", action="store_true", help="cut over-long texts instead of reporting them as bad rows")
     emb.add_argument("--model", help="gateway model alias to send (default: the server's default)")
+    emb.add_argument("--sparse", action="store_true",
+                     help="also store each text's sparse vector for hybrid search (--gateway with a --model that "
+                          "has a sparse output, e.g. bge-m3; into --milvus, --qdrant or --pgvector)")
     emb.add_argument("--api-key", default=os.environ.get("EMBED_GATEWAY_API_KEY"),
                      help="bearer token for the gateway (default: $EMBED_GATEWAY_API_KEY)")
     emb.add_argument("--batch-size", type=int, default=32, help="rows per request (default 32)")
@@ -106,6 +109,7 @@ def build_embedder(args: argparse.Namespace) -> Any:
         return HttpEmbedder(
             args.gateway, task=args.task, dimensions=args.dimensions, model=args.model, truncate=args.truncate,
             api_key=args.api_key, timeout=args.timeout, policy=RetryPolicy(max_retries=args.max_retries),
+            sparse=args.sparse,
         )
     return LocalEmbedder(
         args.local, task=args.task, dimensions=args.dimensions, truncate=args.truncate,
@@ -131,7 +135,46 @@ def run_stamp(args: argparse.Namespace) -> Any:
 
     task = parse_task(args.task)
     return Stamp(model=args.model or args.local or args.ray, task=task.value if task is not None else "none",
-                 dimensions=args.dimensions, encoding=args.encoding)
+                 dimensions=args.dimensions, encoding=args.encoding, sparse=args.sparse)
+
+
+def sparse_vocab(args: argparse.Namespace) -> int:
+    """The width of the model's sparse vectors (its ``vocab_size`` on ``GET /v1/models``), read once
+    before anything is written. A model without a sparse output is refused with the gateway's own
+    answer to such a request (which names the outputs it offers)."""
+    from gateway.client import GatewayClient, GatewayRequestError, fetch_model_card
+    from gateway.ingest.embedders import SparseUnsupportedError
+
+    try:
+        card = fetch_model_card(args.gateway, args.model, api_key=args.api_key, timeout=args.timeout)
+        if "sparse" not in (card.get("outputs") or ["sparse"]):
+            client = GatewayClient(args.gateway, api_key=args.api_key, timeout=args.timeout)
+            try:  # ask once, for the gateway's words
+                client.embed(["."], model=args.model, task=args.task, dimensions=None, sparse=True)
+            finally:
+                client.close()
+    except GatewayRequestError as exc:
+        if exc.param == "return_sparse":
+            raise SparseUnsupportedError(exc.message) from exc
+        raise ValueError(str(exc)) from exc
+    vocab = card.get("vocab_size")
+    if not isinstance(vocab, int) or vocab < 1:
+        raise SparseUnsupportedError(f"the gateway does not say model {args.model!r}'s vocabulary size (vocab_size on "
+                                     "GET /v1/models), which --pgvector --sparse needs for its sparsevec column")
+    return vocab
+
+
+def _check_sparse(args: argparse.Namespace) -> None:
+    from gateway.ingest.embedders import SparseUnsupportedError
+
+    if not args.gateway:
+        raise SparseUnsupportedError("--sparse needs --gateway (a gateway serving a model with a sparse output, "
+                                     "e.g. bge-m3); --local and --ray make dense vectors only")
+    if not args.model:
+        raise SparseUnsupportedError("--sparse needs --model (the gateway's model with a sparse output, e.g. bge-m3)")
+    if not (args.milvus or args.qdrant or args.pgvector):
+        raise SparseUnsupportedError("--sparse needs --milvus, --qdrant or --pgvector; Parquet and .npy outputs "
+                                     "hold dense vectors only")
 
 
 def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
@@ -147,7 +190,7 @@ def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
         return QdrantSink(
             args.qdrant, args.collection, api_key=args.qdrant_api_key, create=args.create_collection,
             metric=args.metric, encoding=args.encoding, store_text=args.store_text, with_metadata=with_metadata,
-            stamp=run_stamp(args),
+            stamp=run_stamp(args), sparse=args.sparse,
         )
     if args.pgvector:
         from gateway.ingest.pgvector_sink import PgvectorSink
@@ -157,6 +200,7 @@ def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
         return PgvectorSink(
             args.pgvector, args.table, create=args.create_collection, metric=args.metric, encoding=args.encoding,
             store_text=args.store_text, with_metadata=with_metadata, stamp=run_stamp(args),
+            sparse_vocab=sparse_vocab(args) if args.sparse else None,
         )
     if args.milvus:
         if not args.collection:
@@ -168,7 +212,7 @@ def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
         return MilvusSink(
             args.milvus, args.collection, token=args.milvus_token, db_name=args.milvus_db,
             create=args.create_collection, metric=args.metric, index_type=args.index_type,
-            store_text=args.store_text, with_metadata=with_metadata, stamp=run_stamp(args),
+            store_text=args.store_text, with_metadata=with_metadata, stamp=run_stamp(args), sparse=args.sparse,
         )
     suffix = args.output.suffix.lower()
     if suffix == ".parquet":
@@ -193,6 +237,8 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.dimensions is not None and args.dimensions < 1:
         raise ValueError("--dimensions must be >= 1")
+    if args.sparse:
+        _check_sparse(args)
 
 
 _INTERRUPTED = "interrupted: what was stored stays stored; run the same command again to resume"
@@ -211,7 +257,9 @@ def _run(run: Coroutine[Any, Any, T], ctrl_c: CtrlC) -> T:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``embed``; exit status 0 done, 1 error (bad row, refused batch, bad flag), 2 the store holds
-    another vector space (nothing written), 130 interrupted."""
+    another vector space, or ``--sparse`` where the model or store has no sparse vectors (nothing
+    written), 130 interrupted."""
+    from gateway.ingest.embedders import SparseUnsupportedError
     from gateway.ingest.plan import BadRowError
     from gateway.ingest.runner import IngestError, IngestOptions, ingest
     from gateway.ingest.sources import detect_format, location
@@ -223,7 +271,7 @@ def main(args: argparse.Namespace) -> int:
         fields = _fields(args)
         sink = build_sink(args, with_metadata=bool(fields.metadata))
         embedder = None if args.ray else build_embedder(args)
-    except StampMismatchError as exc:
+    except (StampMismatchError, SparseUnsupportedError) as exc:
         print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, FileExistsError, RuntimeError) as exc:
@@ -249,7 +297,7 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\n{_INTERRUPTED}", file=sys.stderr)
         return 130
-    except StampMismatchError as exc:  # the width was known only at the first write
+    except (StampMismatchError, SparseUnsupportedError) as exc:  # known only at the first write / request
         print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
         return 2
     except (BadRowError, IngestError, ValueError, RuntimeError) as exc:

@@ -14,12 +14,13 @@ from gateway.client import AsyncGatewayClient, Embeddings, GatewayRequestError, 
 from gateway.config import Settings, load_settings
 from gateway.contract import EmbedGatewayError, InputTooLongError, InvalidRequestError, RetryableError, parse_task
 from gateway.engines import build_engine
+from gateway.ingest.stamp import StampMismatchError
 from gateway.obs.metrics import GatewayMetrics
 from gateway.pool import Pool
 from gateway.serving.service import EmbeddingService, check_dimensions
 from gateway.serving.spec import EmbeddingSpec
 
-__all__ = ["BatchRejected", "Embedder", "HttpEmbedder", "LocalEmbedder"]
+__all__ = ["BatchRejected", "Embedder", "HttpEmbedder", "LocalEmbedder", "SparseUnsupportedError"]
 
 
 class BatchRejected(Exception):
@@ -29,6 +30,10 @@ class BatchRejected(Exception):
         super().__init__(message)
         self.message = message
         self.index = index
+
+
+class SparseUnsupportedError(ValueError):
+    """Sparse vectors were asked of a model or store that has none (the message says what it offers)."""
 
 
 class Embedder(Protocol):
@@ -55,9 +60,12 @@ class HttpEmbedder:
         api_key: str | None = None,
         timeout: float = 120.0,
         policy: RetryPolicy | None = None,
+        sparse: bool = False,
     ) -> None:
         parse_task(task)
         self.task, self.dimensions, self.model, self.truncate = task, dimensions, model, truncate
+        #: ask for each text's sparse vector too (``return_sparse``): ``Embeddings.sparse``
+        self.sparse = sparse
         self.client = AsyncGatewayClient(url, api_key=api_key, timeout=timeout, policy=policy)
         self.stats = self.client.stats
 
@@ -67,9 +75,14 @@ class HttpEmbedder:
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         try:
             return await self.client.embed(
-                texts, model=self.model, task=self.task, dimensions=self.dimensions, truncate=self.truncate
+                texts, model=self.model, task=self.task, dimensions=self.dimensions, truncate=self.truncate,
+                sparse=self.sparse,
             )
         except GatewayRequestError as err:
+            if err.code == "space_mismatch":  # the gateway now answers in another space: stop, write nothing
+                raise StampMismatchError(err.message) from err
+            if err.param == "return_sparse":  # the model has no sparse output: no batch will do
+                raise SparseUnsupportedError(err.message) from err
             raise BatchRejected(err.message, err.input_index) from err
 
     async def aclose(self) -> None:
@@ -146,7 +159,7 @@ class LocalEmbedder:
                 await asyncio.sleep(wait)
             except EmbedGatewayError as err:
                 raise BatchRejected(err.message) from err
-        return Embeddings(vectors=outcome.vectors, total_tokens=sum(outcome.token_counts))
+        return Embeddings(vectors=outcome.vectors, total_tokens=sum(outcome.token_counts), space=outcome.space)
 
     async def aclose(self) -> None:
         if self._pool is not None:

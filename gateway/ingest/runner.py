@@ -97,7 +97,7 @@ async def ingest(options: IngestOptions, embedder: Embedder, sink: Sink, ctrl_c:
                     bad(BadRecord(rejected.line, f"rejected by the embedder: {err.message}", rejected.id))
                     continue
                 with interrupts.blocking():
-                    written = write_batch(sink, todo, out.vectors, bad)
+                    written = write_batch(sink, todo, out.vectors, bad, space=out.space, sparse=out.sparse)
                 report.embedded += written
                 report.tokens += out.total_tokens
                 bar.update(written, out.total_tokens)

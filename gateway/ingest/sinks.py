@@ -9,8 +9,8 @@ by record id, so even a batch written twice is stored once, and stamp what they 
 run's vector space (:mod:`gateway.ingest.stamp`).
 
 A batch may carry one sparse vector per record (``sparse``: vocabulary ids -> weights, the
-contract's :class:`~gateway.contract.SparseVector`) for hybrid search; the Qdrant and pgvector
-sinks store it beside the dense vector, the others refuse it.
+contract's :class:`~gateway.contract.SparseVector`) for hybrid search; the Milvus, Qdrant and
+pgvector sinks store it beside the dense vector, the file sinks refuse it.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Sink(Protocol):
 
 def no_sparse(sink: str, sparse: Sequence[SparseVector] | None) -> None:
     if sparse is not None:
-        raise ValueError(f"{sink} holds dense vectors only; sparse vectors go to --qdrant or --pgvector")
+        raise ValueError(f"{sink} holds dense vectors only; sparse vectors go to --milvus, --qdrant or --pgvector")
 
 
 class _Parts:
@@ -218,15 +218,20 @@ def _milvus_errors(what: str) -> Iterator[None]:
 
 
 class MilvusSink:
-    """Upserts into ``collection``: id VARCHAR primary key, vector FLOAT_VECTOR(dim), line, [text], [metadata JSON].
+    """Upserts into ``collection``: id VARCHAR primary key, vector FLOAT_VECTOR(dim), line, [text],
+    [metadata JSON], [sparse SPARSE_FLOAT_VECTOR].
 
     ``uri``: a Milvus Lite file (``./vectors.db``) or a server (``http://host:19530``). The
     collection is created on the first write when ``create`` is set (dimension from the vectors,
     index ``index_type`` with ``metric``); an existing one must have a matching ``vector`` field.
     ``stamp``: the run's vector space, kept as the collection property ``embed_gateway.stamp`` (a
     JSON object); a collection stamped with another space is refused before anything is written.
+    ``sparse``: each record also has a sparse vector (field ``sparse``, a ``SPARSE_INVERTED_INDEX``
+    searched by inner product, as BGE-M3's lexical weights are scored).
     """
 
+    #: the sparse vector field
+    SPARSE = "sparse"
     #: the collection property holding the stamp (JSON)
     STAMP_PROPERTY = f"{STAMP_KEY}.stamp"
     #: the ``id`` field's VARCHAR length
@@ -245,6 +250,7 @@ class MilvusSink:
         store_text: bool = False,
         with_metadata: bool = False,
         stamp: Stamp | None = None,
+        sparse: bool = False,
     ) -> None:
         try:
             from pymilvus import MilvusClient
@@ -252,7 +258,7 @@ class MilvusSink:
             raise RuntimeError("Milvus output needs the ingest extra: pip install 'embed-gateway[ingest]'") from exc
         self.uri, self.collection = uri, collection
         self.create, self.metric, self.index_type = create, metric, index_type
-        self.store_text, self.with_metadata = store_text, with_metadata
+        self.store_text, self.with_metadata, self.sparse = store_text, with_metadata, sparse
         with _milvus_errors(f"cannot open Milvus at {uri}"):
             self.client = MilvusClient(uri=uri, token=token or "", db_name=db_name)
             self.exists = self.client.has_collection(collection)
@@ -324,6 +330,9 @@ class MilvusSink:
                 f"Milvus collection {self.collection!r} stores {have}-dim vectors but this run makes {dims}; "
                 "use --dimensions to match, or another collection"
             )
+        if self.sparse and fields.get(self.SPARSE, {}).get("type") != DataType.SPARSE_FLOAT_VECTOR:
+            raise ValueError(f"Milvus collection {self.collection!r} has no SPARSE_FLOAT_VECTOR field {self.SPARSE!r}; "
+                             "write sparse vectors to a collection created with them (another --collection)")
         dynamic = bool(desc.get("enable_dynamic_field"))
         for wanted, on in (("text", self.store_text), ("metadata", self.with_metadata)):
             if on and wanted not in fields and not dynamic:
@@ -340,8 +349,12 @@ class MilvusSink:
             schema.add_field("text", DataType.VARCHAR, max_length=65535)
         if self.with_metadata:
             schema.add_field("metadata", DataType.JSON)
+        if self.sparse:
+            schema.add_field(self.SPARSE, DataType.SPARSE_FLOAT_VECTOR)
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_type=self.index_type, metric_type=self.metric)
+        if self.sparse:
+            index.add_index(field_name=self.SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
         props = {self.STAMP_PROPERTY: stamp.to_json()} if stamp is not None else {}
         self.client.create_collection(self.collection, schema=schema, index_params=index, properties=props)
 
@@ -354,15 +367,24 @@ class MilvusSink:
 
     def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32],
               sparse: Sequence[SparseVector] | None = None) -> None:
-        no_sparse("a Milvus collection written by embed", sparse)
-        too_long = {i: f"id longer than {self.MAX_ID} bytes (the Milvus id field's VARCHAR length)"
-                    for i, r in enumerate(records) if len(r.id.encode()) > self.MAX_ID}
-        if too_long:
-            raise RowsRejected(too_long)
+        if sparse is not None and not self.sparse:
+            raise ValueError("sparse vectors given but the Milvus sink was opened without sparse=True")
+        if sparse is None and self.sparse:
+            raise ValueError("this Milvus sink stores a sparse vector per record, and the batch has none")
+        refused = {i: f"id longer than {self.MAX_ID} bytes (the Milvus id field's VARCHAR length)"
+                   for i, r in enumerate(records) if len(r.id.encode()) > self.MAX_ID}
+        for i, v in enumerate(sparse or ()):
+            if not np.any(v.values != 0):  # Milvus refuses a sparse vector without a nonzero weight
+                refused.setdefault(i, "the model gave this text no sparse weight, and a Milvus sparse field cannot "
+                                      "hold an empty vector")
+        if refused:
+            raise RowsRejected(refused)
         self._ensure(int(vectors.shape[1]))
         rows = []
-        for r, v in zip(records, vectors, strict=True):
+        for i, (r, v) in enumerate(zip(records, vectors, strict=True)):
             row: dict[str, Any] = {"id": r.id, "vector": v.tolist(), "line": r.line}
+            if sparse is not None:
+                row[self.SPARSE] = sparse[i].as_dict()
             if self.store_text:
                 row["text"] = r.text
             if self.with_metadata:

@@ -23,7 +23,7 @@ __all__ = ["STAMP_KEY", "Stamp", "StampMismatchError", "check_stamp"]
 STAMP_KEY = "embed_gateway"
 
 #: the keys compared while no space id exists
-_DESCRIBED = ("model", "task", "dimensions", "encoding")
+_DESCRIBED = ("model", "task", "dimensions", "encoding", "sparse")
 
 
 class StampMismatchError(Exception):
@@ -41,12 +41,16 @@ class Stamp:
     encoding: str = "float"
     #: reserved: a gateway-issued id of the vector space (model identity, task, width)
     space: str | None = None
+    #: each record also has the model's sparse vector (hybrid search); written only when true, so
+    #: stamps of dense-only stores read and compare as before
+    sparse: bool = False
 
     def with_dimensions(self, dims: int) -> Stamp:
         return self if self.dimensions == dims else replace(self, dimensions=dims)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"space": self.space, **{k: v for k, v in asdict(self).items() if k != "space"}}
+        data = {"space": self.space, **{k: v for k, v in asdict(self).items() if k not in ("space", "sparse")}}
+        return {**data, "sparse": True} if self.sparse else data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=False)
@@ -57,7 +61,8 @@ class Stamp:
             raise ValueError(f"not an embed-gateway stamp: {data!r}")
         dims = data.get("dimensions")
         return cls(model=data.get("model"), task=str(data["task"]), dimensions=None if dims is None else int(dims),
-                   encoding=str(data.get("encoding") or "float"), space=data.get("space"))
+                   encoding=str(data.get("encoding") or "float"), space=data.get("space"),
+                   sparse=bool(data.get("sparse", False)))
 
     @classmethod
     def from_json(cls, text: str) -> Stamp:
@@ -67,12 +72,14 @@ class Stamp:
         model = self.model if self.model is not None else "(the gateway's default model)"
         dims = self.dimensions if self.dimensions is not None else "full width"
         text = f"model={model}, task={self.task}, dimensions={dims}, encoding={self.encoding}"
+        text += ", sparse vectors" if self.sparse else ""
         return f"space={self.space}, {text}" if self.space else text
 
 
 def _differences(stored: Stamp, run: Stamp) -> list[str]:
     if stored.space and run.space:
-        return [] if stored.space == run.space else ["space"]
+        diffs = [] if stored.space == run.space else ["space"]
+        return diffs + (["sparse"] if stored.sparse != run.sparse else [])
     diffs = []
     for key in _DESCRIBED:
         have, want = getattr(stored, key), getattr(run, key)

@@ -18,17 +18,20 @@ This module imports neither mem0 nor torch (a test proves it in a fresh interpre
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.client import GatewayClient, RetryPolicy
 from gateway.contract import parse_task
+from gateway.ingest.stamp import STAMP_KEY, Stamp, check_stamp
 
 __all__ = [
     "DEFAULT_ACTION_TASKS",
     "GatewayEmbedder",
     "GatewayEmbedderConfig",
+    "check_store_space",
     "reload_milvus_collection",
     "task_for_action",
     "use_gateway_embedder",
@@ -148,6 +151,62 @@ def use_gateway_embedder(memory: Any, embedder: GatewayEmbedder) -> Any:
         )
     memory.embedding_model = embedder
     return memory
+
+
+def check_store_space(memory: Any, embedder: GatewayEmbedder) -> Stamp:
+    """Stamp Mem0's collection with the vector space the embedder stores memories in, or refuse
+    (:class:`~gateway.ingest.stamp.StampMismatchError`, naming both spaces) when it holds another:
+    a Mem0 pointed at a gateway whose model, task, dimensions or weights changed must not add
+    vectors that its old memories cannot be compared with. Call it once at start, after
+    :func:`use_gateway_embedder`. The embedder pins the space from then on (our client sends it
+    back with every request). Milvus, Qdrant and pgvector stores; others pass unchecked."""
+    task = task_for_action("add", embedder.tasks)
+    probe = embedder.client.embed(["vector space probe"], model=embedder.config.model, task=task,
+                                  dimensions=embedder.config.embedding_dims)
+    run = Stamp(model=embedder.config.model, task=task, dimensions=embedder.config.embedding_dims, space=probe.space)
+    store = memory.vector_store
+    where = f"Mem0 collection {getattr(store, 'collection_name', '?')!r}"
+    stored = _read_store_stamp(store)
+    check_stamp(where, stored, run)
+    if stored is None:
+        _write_store_stamp(store, run)
+    return run
+
+
+def _read_store_stamp(store: Any) -> Stamp | None:
+    client, name = getattr(store, "client", None), getattr(store, "collection_name", None)
+    if hasattr(client, "alter_collection_properties"):  # Milvus
+        raw = (client.describe_collection(name).get("properties") or {}).get(f"{STAMP_KEY}.stamp")
+        return Stamp.from_json(raw) if raw else None
+    if hasattr(client, "update_collection"):  # Qdrant
+        meta = client.get_collection(name).config.metadata or {}
+        return Stamp.from_dict(meta[STAMP_KEY]) if STAMP_KEY in meta else None
+    if getattr(store, "connection_pool", None) is not None:  # pgvector
+        with store._get_cursor() as cur:
+            cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (name,))
+            row = cur.fetchone()
+        if row and row[0]:
+            try:
+                return Stamp.from_dict(json.loads(row[0]).get(STAMP_KEY))
+            except (ValueError, AttributeError):
+                return None
+    return None
+
+
+def _write_store_stamp(store: Any, stamp: Stamp) -> None:
+    client, name = getattr(store, "client", None), getattr(store, "collection_name", None)
+    if hasattr(client, "alter_collection_properties"):
+        client.alter_collection_properties(name, properties={f"{STAMP_KEY}.stamp": stamp.to_json()})
+    elif hasattr(client, "update_collection"):
+        client.update_collection(name, metadata={STAMP_KEY: stamp.to_dict()})
+    elif getattr(store, "connection_pool", None) is not None:
+        from psycopg import sql
+
+        if hasattr(store, "_ensure_collection"):  # Mem0 creates its table at the first write otherwise
+            store._ensure_collection()
+        comment = json.dumps({STAMP_KEY: stamp.to_dict()})
+        with store._get_cursor(commit=True) as cur:
+            cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
 
 
 def reload_milvus_collection(memory: Any) -> Any:

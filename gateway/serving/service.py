@@ -72,6 +72,8 @@ class EmbedOutcome:
     multivectors: tuple[npt.NDArray[np.float32], ...] | None = None
     #: the model that served it (its id)
     model_id: str = ""
+    #: the vector space of its vectors (``x-embed-space``)
+    space: str | None = None
 
 
 def resolve_model(snap: Snapshot, name: str | None) -> Resolved:
@@ -281,6 +283,7 @@ class EmbeddingService:
             sparse=sparse,
             multivectors=multivectors,
             model_id=model,
+            space=ctx.space or None,
         )
 
     async def _compute(self, snap: Snapshot, order: list[str], job: EmbedJob, key: str, ctx: RequestContext) -> Computed:

@@ -238,7 +238,9 @@ def test_ten_thousand_rows_then_a_killed_run_resumes_exactly(gateway, gated, cor
     cos = np.sum(got * expected, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
     assert cos.min() >= 0.99999, (cos.min(), ids[int(cos.argmin())])
     assert {r["line"] for _, _, r in rows} == set(range(1, N_FIRST + N_MORE + 1))
-    assert store.stamp() == {"space": None, "model": None, "task": "retrieval.passage", "dimensions": DIMS,
+    space = httpx.post(gateway.url + "/v1/embeddings", timeout=60,
+                       json={"input": "x", "task": "retrieval.passage", "dimensions": DIMS}).headers["x-embed-space"]
+    assert store.stamp() == {"space": space, "model": None, "task": "retrieval.passage", "dimensions": DIMS,
                              "encoding": "float"}
 
 

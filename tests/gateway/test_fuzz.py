@@ -37,7 +37,7 @@ EMBEDDING_EXAMPLES = 150
 TEI_EXAMPLES = 40
 OTHER_EXAMPLES = 15
 #: TEI's routes: fuzzed in both modes; their error bodies are TEI's {"error": str, "error_type": str}
-TEI_LABELS = ["POST /embed", "POST /embed_all", "POST /tokenize", "POST /decode"]
+TEI_LABELS = ["POST /embed", "POST /embed_all", "POST /embed_sparse", "POST /tokenize", "POST /decode"]
 TRIED: dict[str, int] = {}
 STATUSES: dict[int, int] = {}
 

@@ -412,6 +412,9 @@ class ModelCard(BaseModel):
     matryoshka: bool | None = None
     #: dense, sparse, multivector
     outputs: list[str] | None = None
+    #: the size of the model's vocabulary: the width of its sparse vectors (their indices are below it),
+    #: e.g. what a pgvector ``sparsevec(n)`` column needs
+    vocab_size: int | None = None
     #: the vector space of this name's vectors (its task and dimensions, normalised): what
     #: ``x-embed-space`` says and ``x-embed-expect-space`` pins
     space: str | None = None

@@ -100,6 +100,7 @@ def model_card(
         max_dimensions=max((c.dimensions for c in caps), default=None),
         matryoshka=all(c.matryoshka for c in caps) if caps else None,
         outputs=sorted({o for c in caps for o in c.outputs}),
+        vocab_size=max((c.vocab_size for c in caps if c.vocab_size is not None), default=None),
         space=_own_space(resolved, caps, spaces or {}),
         spaces=spaces,
     )

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.auth import client_allowed
 from gateway.api.errors import openapi_responses
+from gateway.errors import ModelNotFoundError
 from gateway.api.ops.info import info_view
 from gateway.api.ops.protocol import Info, ReadyResponse
 from gateway.api.ops.views import ready_view
@@ -65,7 +66,7 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/info", response_model=Info, summary="What this server runs and accepts (TEI's /info keys and more)",
-            responses=openapi_responses())
+            responses=openapi_responses(ModelNotFoundError))
 async def info(request: Request, model: str | None = None) -> Info:
     """The default model's view (what TEI clients read), or ``?model=`` another's; ``models``
     lists every model with its engines, routes and memory."""

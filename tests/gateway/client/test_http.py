@@ -108,3 +108,21 @@ def test_unreachable_gateway_is_a_clear_error() -> None:
     with pytest.raises(GatewayRequestError, match="cannot reach the gateway"):
         client.embed(["x"], model=None, task=None, dimensions=None)
     assert client.stats.retries == 1
+
+
+def test_sparse_body_and_response() -> None:
+    body = build_body(["a", "b"], model="bge-m3", task=None, dimensions=None, sparse=True)
+    assert body["return_sparse"] is True
+    assert "return_sparse" not in build_body(["a"], model=None, task=None, dimensions=None)
+    payload = {"data": [
+        {"index": 1, "embedding": [0.0, 1.0], "sparse_embedding": {"indices": [9, 2], "values": [0.5, 0.25]}},
+        {"index": 0, "embedding": [1.0, 0.0], "sparse_embedding": {"indices": [], "values": []}},
+    ], "usage": {"total_tokens": 4}}
+    got = parse_embeddings(payload, 2, sparse=True)
+    assert got.sparse is not None and len(got.sparse) == 2
+    assert got.sparse[0].indices.tolist() == [] and got.sparse[1].indices.dtype == np.int64
+    assert got.sparse[1].indices.tolist() == [2, 9] and got.sparse[1].values.tolist() == [0.25, 0.5]
+    assert got.sparse[1].values.dtype == np.float32
+    assert parse_embeddings(payload, 2).sparse is None
+    with pytest.raises(GatewayRequestError, match="not an embeddings list"):
+        parse_embeddings({"data": [{"index": 0, "embedding": [1.0]}]}, 1, sparse=True)

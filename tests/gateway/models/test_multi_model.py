@@ -149,3 +149,15 @@ def test_readiness_reports_each_model(client: httpx.Client) -> None:
     assert body["status"] == "ready"
     assert body["models"] == {"jina-embeddings-v3": "ready", "bge-m3": "ready"}
     assert body["tasks"]["bge-m3/none"] == ["bge"] and body["tasks"]["text-matching"] == ["hf"]
+
+
+def test_info_shows_each_models_memory_and_engines(client: httpx.Client) -> None:
+    info = client.get("/info").json()
+    assert info["served_model_name"] == "jina-embeddings-v3"
+    for model, engine in (("jina-embeddings-v3", "hf"), ("bge-m3", "bge")):
+        held = info["models"][model]["resident_bytes"]
+        assert held > 0 and held == info["engines"][engine]["resident_bytes"]
+        assert info["engines"][engine]["served_model"] == model
+    other = client.get("/info", params={"model": "bge-m3"}).json()
+    assert other["served_model_name"] == "bge-m3" and other["routes"] == {"none": ["bge"]}
+    assert client.get("/info", params={"model": "nope"}).status_code == 404
