@@ -15,8 +15,9 @@ whose ``usage`` is that input's exact count; an input that vLLM refuses or that 
 is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``) and embedded
 from those ids.
 
-Health probes have a connection of their own: a pool full of slow embedding calls must not make a
-healthy vLLM look dead.
+The HTTP side is :class:`~engine_vllm.upstream.UpstreamHTTP` (pooled keep-alive connections, health
+probes on a pool of their own: a pool full of slow embedding calls must not make a healthy vLLM
+look dead).
 
 Admission is bounded like the HF engine's queue: at most ``max_queued_inputs`` inputs may be on
 their way to vLLM; beyond that a job is refused as overloaded (the router falls over to HF, then
@@ -29,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import numpy as np
@@ -74,6 +75,8 @@ if TYPE_CHECKING:
 
 __all__ = ["VLLMEngine", "token_bound"]
 
+T = TypeVar("T")
+
 log = logging.getLogger(__name__)
 
 #: jina-embeddings-v3's full output dimension, assumed until vLLM's first vector says otherwise
@@ -89,6 +92,14 @@ def token_bound(texts: Sequence[str], per_input_limit: int) -> int:
     """An upper bound of the job's token count, computed without tokenising (see above): inputs
     over ``per_input_limit`` are refused or truncated, so none counts for more."""
     return sum(min(per_input_limit, _MAX_TOKENS_PER_CHAR * len(t) + 3) for t in texts)
+
+
+async def _caught(work: Awaitable[T]) -> T | Exception:
+    """``work``'s result or its error, as ``asyncio.gather(..., return_exceptions=True)`` gives them."""
+    try:
+        return await work
+    except Exception as exc:  # noqa: BLE001 - handed back, judged by the caller
+        return exc
 
 
 class VLLMEngine:
@@ -236,9 +247,9 @@ class VLLMEngine:
                 return EmbedResult(vectors=vectors, token_counts=(total,), engine=self._name,
                                    inference_seconds=time.perf_counter() - started)
         # one call per input, all at once: vLLM batches them itself (continuous batching), and each
-        # answer's usage is that input's exact token count
-        outcomes = await asyncio.gather(
-            *(self._embed_text(model, i, t, job) for i, t in enumerate(texts)), return_exceptions=True
+        # answer's usage is that input's exact token count (one input: awaited here, no task)
+        outcomes = [await _caught(self._embed_text(model, 0, texts[0], job))] if len(texts) == 1 else (
+            await asyncio.gather(*(self._embed_text(model, i, t, job) for i, t in enumerate(texts)), return_exceptions=True)
         )
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         if failed:

@@ -4,7 +4,7 @@ One process, one set of weights (shared where the path does not repack them), ev
 torch fp32 (the engine before :mod:`engine_hf.cpu_kernels`), oneDNN fp32 (the exact default on
 AVX-512), torch bf16, oneDNN bf16 and int8; with ``--onnx DIR`` (an export of the same weights,
 :mod:`engine_hf.tools.onnx_export`) also ONNX Runtime on it in fp32 and dynamically quantised to
-int8 (``ort-fp32``, ``ort-int8``: the CPU peers the engine is measured against), every path then on one task (ONNX
+int8 (``ort-fp32``, ``ort-int8``: the peers the CPU targets were set against), every path then on one task (ONNX
 Runtime takes one ``task_id`` per batch; the torch paths otherwise mix the five). Two workloads: a
 padded batch of 16 x 128 tokens and a packed batch of mixed lengths (short facts to a passage,
 ~1k tokens). Rounds are interleaved (every path once per round) so drift on a shared machine hits

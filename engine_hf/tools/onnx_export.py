@@ -129,8 +129,8 @@ def export(model: str, out: Path, *, opset: int = 18) -> Path:
 
 
 def quantize_int8(onnx_dir: Path) -> Path:
-    """The export with ONNX Runtime's dynamic int8 quantisation, per output channel (the int8 peer
-    the engine's int8 is measured against): int8 weights of every constant MatMul, activations quantised per call. Written
+    """The export with ONNX Runtime's dynamic int8 quantisation, per output channel (the int8
+    peer the CPU targets were set against): int8 weights of every constant MatMul, activations quantised per call. Written
     once next to the export (``model.int8.onnx``) and reused."""
     out = onnx_dir / INT8_FILE
     if not out.exists():

@@ -1,9 +1,10 @@
 """Cancel a request's work when its client goes away.
 
 Starlette does not cancel a handler when the client disconnects; the work would run to the end
-(and hold a queue slot) for nobody. :func:`cancel_on_disconnect` runs the handler's coroutine
-beside a watcher of the ASGI ``http.disconnect`` message; if the client leaves first, the work is
-cancelled, and engines withdraw its queued sequences (their cancellation contract).
+(and hold a queue slot) for nobody. :func:`cancel_on_disconnect` runs the work in the request's
+own task beside a watcher of the ASGI ``http.disconnect`` message; if the client leaves first,
+the watcher cancels the work, and engines withdraw its queued sequences (their cancellation
+contract). One extra task per request, not two: the work is not a task of its own.
 """
 
 from __future__ import annotations
@@ -31,20 +32,24 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def cancel_on_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    task: asyncio.Task[T] = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    task = asyncio.current_task()
+    assert task is not None
+    working, gone = True, False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _wait_for_disconnect(request)
+        if working:
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
+        if gone and task.uncancel() == 0:  # the watcher's cancellation, and no one else's
+            raise ClientDisconnected() from None
         raise
     finally:
+        working = False
         watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, Exception):
-        pass
-    raise ClientDisconnected()

@@ -15,6 +15,12 @@ original layout; the gateway's top-level engine, vLLM with the checkpoint's conf
 text-matching only), ``sentence-transformers`` or ``bge-m3`` (the gateway's engine of that kind
 under ``models``, requests without a task; vLLM without remote code, pooling as the checkpoint's
 files say, BGE-M3 as ``BgeM3EmbeddingModel`` whose dense output is the normalised CLS row).
+
+The hop (``--kind hf``): ``--a vllm --b gateway-vllm`` races vLLM called directly against this
+gateway in front of that same vLLM (its HF engine off), so the ratio is what the hop costs under
+load; vLLM is never paused (the gateway needs it). ``--idle N`` adds, to every round, N one-text
+requests one at a time, alternating between the two targets: the latency the second adds at idle
+(p50 and p90 per round, and their medians over the rounds).
 """
 
 from __future__ import annotations
@@ -25,27 +31,40 @@ import dataclasses
 import json
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from gateway.bench.loadgen import BodyFn, closed_loop
+from gateway.bench.loadgen import BodyFn, closed_loop, send
 from gateway.bench.models import ServedModel
 from gateway.bench.models import gateway_env as models_env
-from gateway.bench.runner import BenchSettings, gateway_body, gateway_env, vllm_body, token_counter
+from gateway.bench.runner import (
+    BenchSettings,
+    gateway_body,
+    gateway_env,
+    idle_request,
+    token_counter,
+    vllm_body,
+    vllm_only_env,
+)
 from gateway.bench.servers import Server, gateway_server, vllm_server
-from gateway.bench.stats import summarize
+from gateway.bench.stats import percentile, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
 from gateway.contract.tasks import TASKS
 
-__all__ = ["MODEL_KINDS", "Target", "main", "on_task", "parse_target"]
+__all__ = ["KINDS", "MODEL_KINDS", "Target", "idle_round", "main", "on_task", "parse_target"]
+
+#: what a target can be (see the module docstring)
+KINDS = ("gateway", "gateway-hf", "gateway-vllm", "vllm")
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
     spec: str
-    kind: str  # "gateway", "gateway-hf" or "vllm"
+    kind: str  # one of KINDS
     env: dict[str, str]
 
 
@@ -56,11 +75,12 @@ _BENCH_MODEL = "bench-model"
 
 
 def parse_target(spec: str) -> Target:
-    """``vllm`` | ``gateway[:KEY=VALUE,...]`` | ``gateway-hf[:...]`` (the same; KEY with or without
-    ``EMBED_GATEWAY_``)."""
+    """``vllm`` | ``gateway[:KEY=VALUE,...]`` | ``gateway-hf[:...]`` (the same) | ``gateway-vllm[:...]``
+    (KEY with or without ``EMBED_GATEWAY_``)."""
     kind, _, rest = spec.partition(":")
-    if kind not in ("gateway", "gateway-hf", "vllm"):
-        raise ValueError(f"unknown target {kind!r}; use gateway[:KEY=VALUE,...], gateway-hf[:...] or vllm")
+    if kind not in KINDS:
+        raise ValueError(f"unknown target {kind!r}; use gateway[:KEY=VALUE,...], gateway-hf[:...], "
+                         "gateway-vllm[:...] or vllm")
     env: dict[str, str] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
@@ -78,8 +98,12 @@ def on_task(reqs: list[BenchRequest], task: str) -> list[BenchRequest]:
     return [dataclasses.replace(r, task=task) for r in reqs]
 
 
-def _server(t: Target, s: BenchSettings, model_kind: str, vllm_python: str, out: Path) -> tuple[Server, str]:
+def _server(t: Target, s: BenchSettings, model_kind: str, vllm_python: str, out: Path,
+            vllm_url: str | None) -> tuple[Server, str]:
     out.mkdir(parents=True, exist_ok=True)
+    if t.kind == "gateway-vllm":
+        assert vllm_url is not None
+        return gateway_server("gateway-vllm", gateway_env(s, {**vllm_only_env(vllm_url), **t.env}), out)
     if t.kind == "vllm":
         if model_kind == "hf":
             return vllm_server(vllm_python, s.model, s.dtype, out)
@@ -94,6 +118,53 @@ def _server(t: Target, s: BenchSettings, model_kind: str, vllm_python: str, out:
     served = ServedModel(_BENCH_MODEL, model_kind, s.model)
     env = models_env([served], device=s.device, dtype=s.dtype, threads=s.threads, extra=t.env)
     return gateway_server(f"gateway-{model_kind}", env, out)
+
+
+def _start(targets: list[Target], s: BenchSettings, model_kind: str, vllm_python: str,
+           out: Path) -> list[tuple[Server, str]]:
+    """Both servers, vLLM first: a ``gateway-vllm`` target fronts the other target's vLLM."""
+    order = sorted(range(len(targets)), key=lambda i: targets[i].kind != "vllm")
+    started: dict[int, tuple[Server, str]] = {}
+    try:
+        for i in order:
+            upstream = next((url for j, (_, url) in started.items() if targets[j].kind == "vllm"), None)
+            srv, url = _server(targets[i], s, model_kind, vllm_python, out / "ab"[i], upstream)
+            started[i] = (srv, url)
+            srv.start()
+    except BaseException:
+        for srv, _ in started.values():
+            srv.stop()
+        raise
+    return [started[i] for i in range(len(targets))]
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(percentile(ms, 50), 3), "p90_ms": round(percentile(ms, 90), 3)}
+
+
+def idle_round(urls: list[str], bodies: list[BodyFn], text: str, n: int) -> dict[str, Any]:
+    """``n`` one-text requests to each target, one at a time, alternating (the order flips every
+    pair, so neither always goes first): per target p50 and p90, and what b adds to a."""
+    req = BenchRequest((text,), "text-matching", (0,))
+
+    async def go() -> list[list[float]]:
+        out: list[list[float]] = [[], []]
+        async with httpx.AsyncClient(timeout=120) as client:
+            for url, body in zip(urls, bodies, strict=True):  # a warm connection to each
+                await send(client, url, req, body)
+            for k in range(n):
+                for i in ((0, 1) if k % 2 == 0 else (1, 0)):
+                    t0 = time.perf_counter()
+                    sample = await send(client, urls[i], req, bodies[i])
+                    if not sample.ok:
+                        raise RuntimeError(f"{urls[i]} answered {sample.status} to an idle request")
+                    out[i].append((time.perf_counter() - t0) * 1000)
+        return out
+
+    a_ms, b_ms = asyncio.run(go())
+    a, b = _percentiles(a_ms), _percentiles(b_ms)
+    return {"a": a, "b": b, "added_p50_ms": round(b["p50_ms"] - a["p50_ms"], 3),
+            "added_p90_ms": round(b["p90_ms"] - a["p90_ms"], 3)}
 
 
 def _bodies(targets: list[Target], model_kind: str) -> list[BodyFn]:
@@ -130,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=192, help="requests per round")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--idle", type=int, default=0, metavar="N",
+                    help="also N one-text requests per round to each target, one at a time, alternating")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--vllm-python", default=sys.executable)
@@ -139,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         targets = [parse_target(args.a), parse_target(args.b)]
     except ValueError as exc:
         ap.error(str(exc))
-    if min(args.requests, args.concurrency, args.rounds) < 1:
-        ap.error("--requests, --concurrency and --rounds must be at least 1")
+    if min(args.requests, args.concurrency, args.rounds) < 1 or args.idle < 0:
+        ap.error("--requests, --concurrency and --rounds must be at least 1, --idle at least 0")
+    kinds = [t.kind for t in targets]
+    if "gateway-vllm" in kinds and ("vllm" not in kinds or args.kind != "hf"):
+        ap.error("gateway-vllm fronts the pair's vLLM serving jina-embeddings-v3: race it against vllm "
+                 "(--a vllm --b gateway-vllm, --kind hf)")
 
     from engine_hf.cpu_kernels import detect_cpu
 
@@ -150,41 +227,47 @@ def main(argv: list[str] | None = None) -> int:
         reqs = on_task(reqs, args.task)
     if args.kind != "hf" and any(t.kind == "gateway-hf" for t in targets):
         ap.error(f"gateway-hf serves jina-embeddings-v3; race a {args.kind} checkpoint as target gateway")
-    if args.kind == "hf" and any(t.kind == "vllm" for t in targets) and any(r.task != "text-matching" for r in reqs):
+    if args.kind == "hf" and any(t.kind in ("vllm", "gateway-vllm") for t in targets) and any(
+            r.task != "text-matching" for r in reqs):
         ap.error(f"vLLM serves text-matching only: race it with --task text-matching (workload {args.workload})")
-    servers = [_server(t, s, args.kind, args.vllm_python, args.out / f"{'ab'[i]}") for i, t in enumerate(targets)]
+    servers = _start(targets, s, args.kind, args.vllm_python, args.out)
     bodies = _bodies(targets, args.kind)
-    rounds: list[dict[str, float]] = []
+    idle_text = idle_request(0, token_counter(args.model)).texts[0] if args.idle else ""
+    rounds: list[dict[str, Any]] = []
     try:
-        for srv, _ in servers:
-            srv.start()
         for (_, url), body in zip(servers, bodies, strict=True):  # warm both, one full wave of clients
             asyncio.run(closed_loop(url + "/v1/embeddings", reqs[: args.concurrency], body,
                                     concurrency=args.concurrency, max_seconds=600))
         agreement = _agreement(servers, bodies, reqs[0])
         for r in range(args.rounds):
-            row: dict[str, float] = {}
+            row: dict[str, Any] = {}
             for i, ((srv, url), body) in enumerate(zip(servers, bodies, strict=True)):
-                other = servers[1 - i][0]
-                other.pause()
+                # the idle one is paused, unless the one measured calls it (a gateway's vLLM)
+                other = None if targets[i].kind == "gateway-vllm" else servers[1 - i][0]
+                if other is not None:
+                    other.pause()
                 try:
                     samples, wall = asyncio.run(closed_loop(url + "/v1/embeddings", reqs, body,
                                                             concurrency=args.concurrency, max_seconds=600))
                 finally:
-                    other.resume()
+                    if other is not None:
+                        other.resume()
                 sm = summarize(samples, wall)
                 if sm.errors:
-                    raise RuntimeError(f"{targets[i].spec}: {sm.errors} failed requests in round {r}")
+                    statuses = sorted({x.status for x in samples if not x.ok})  # 0: no HTTP answer at all
+                    raise RuntimeError(f"{targets[i].spec}: {sm.errors} failed requests in round {r} (status {statuses})")
                 row["ab"[i]] = round(sm.tokens_per_second, 1)
                 row[f"{'ab'[i]}_p50_ms"], row[f"{'ab'[i]}_p99_ms"] = sm.p50_ms, sm.p99_ms
             row["b_over_a"] = round(row["b"] / row["a"], 3)
+            if args.idle:
+                row["idle"] = idle_round([url + "/v1/embeddings" for _, url in servers], bodies, idle_text, args.idle)
             rounds.append(row)
             print(json.dumps({"round": r, **row}), file=sys.stderr, flush=True)
     finally:
         for srv, _ in servers:
             srv.stop()
     ratios = [row["b_over_a"] for row in rounds]
-    print(json.dumps({
+    report: dict[str, Any] = {
         "cpu": detect_cpu().summary(), "kind": args.kind, "a": args.a, "b": args.b, "workload": args.workload,
         "task": args.task or "the workload's", "requests_per_round": args.requests,
         "concurrency": args.concurrency, "rounds": rounds,
@@ -193,7 +276,18 @@ def main(argv: list[str] | None = None) -> int:
         "b_over_a_range": [min(ratios), max(ratios)],
         **{f"{k}_median": round(statistics.median(row[k] for row in rounds), 1)
            for k in ("a", "b", "a_p50_ms", "b_p50_ms", "a_p99_ms", "b_p99_ms")},
-    }, indent=1))
+    }
+    if args.idle:
+        idle = [row["idle"] for row in rounds]
+        report["idle"] = {
+            "requests_per_round": args.idle,
+            **{f"{t}_{q}_median": round(statistics.median(x[t][q] for x in idle), 3)
+               for t in "ab" for q in ("p50_ms", "p90_ms")},
+            "added_p50_ms_median": round(statistics.median(x["added_p50_ms"] for x in idle), 3),
+            "added_p90_ms_median": round(statistics.median(x["added_p90_ms"] for x in idle), 3),
+            "added_p50_ms_range": [min(x["added_p50_ms"] for x in idle), max(x["added_p50_ms"] for x in idle)],
+        }
+    print(json.dumps(report, indent=1))
     return 0
 
 

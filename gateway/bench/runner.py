@@ -55,7 +55,8 @@ from gateway.bench.stats import Summary, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload, text_of_length
 from gateway.contract import Task
 
-__all__ = ["BenchSettings", "gateway_body", "gateway_env", "run_bench", "token_counter", "vllm_body"]
+__all__ = ["BenchSettings", "gateway_body", "gateway_env", "idle_request", "run_bench", "token_counter", "vllm_body",
+           "vllm_only_env"]
 
 _TEXT_MATCHING = Task.TEXT_MATCHING.value
 
@@ -168,9 +169,9 @@ def _prepare(s: BenchSettings, count: Callable[[str], int], tmp: Path) -> dict[s
     return work
 
 
-def _idle_request(s: BenchSettings, count: Callable[[str], int]) -> BenchRequest:
-    """The short (20-token) request the idle latencies are measured with."""
-    text, tokens = text_of_length(random.Random(s.seed), 20, count)
+def idle_request(seed: int, count: Callable[[str], int]) -> BenchRequest:
+    """The short (20-token) text-matching request the idle latencies are measured with."""
+    text, tokens = text_of_length(random.Random(seed), 20, count)
     return BenchRequest((text,), _TEXT_MATCHING, (tokens,))
 
 
@@ -300,6 +301,14 @@ def _race_gateway_hf(s: BenchSettings, work: dict[str, _Workload], idle_req: Ben
     return done
 
 
+def vllm_only_env(vllm_url: str) -> dict[str, str]:
+    """A gateway in front of the vLLM at ``vllm_url`` and nothing else (the HF engine off)."""
+    return {"EMBED_GATEWAY_ENGINES__HF__ENABLED": "false", "EMBED_GATEWAY_ENGINES__VLLM__ENABLED": "true",
+            "EMBED_GATEWAY_ENGINES__VLLM__URL": vllm_url, "EMBED_GATEWAY_ENGINES__VLLM__MODEL": SERVED_NAME,
+            # the gateway waits for vLLM as long as the load generator waits for either
+            "EMBED_GATEWAY_ENGINES__VLLM__READ_TIMEOUT": "600"}
+
+
 def _race_vllm(s: BenchSettings, work: dict[str, _Workload], idle_req: BenchRequest, results: BenchResults) -> None:
     """vLLM directly and behind this gateway, on the text-matching workloads; then, idle and
     alternating, what the gateway adds to one request."""
@@ -314,11 +323,7 @@ def _race_vllm(s: BenchSettings, work: dict[str, _Workload], idle_req: BenchRequ
                 summary = _drive(vurl + "/v1/embeddings", work[name].requests, vllm_body, s)
                 results.add(name, ServedRow("vllm", summary, vsrv.peak_rss()))
         if "gateway-vllm" in s.targets:
-            # the gateway waits for vLLM as long as the load generator waits for either
-            env = {"EMBED_GATEWAY_ENGINES__HF__ENABLED": "false", "EMBED_GATEWAY_ENGINES__VLLM__ENABLED": "true",
-                   "EMBED_GATEWAY_ENGINES__VLLM__URL": vurl, "EMBED_GATEWAY_ENGINES__VLLM__MODEL": SERVED_NAME,
-                   "EMBED_GATEWAY_ENGINES__VLLM__READ_TIMEOUT": "600"}
-            gsrv, gurl = gateway_server("gateway-vllm", gateway_env(s, env), s.out_dir)
+            gsrv, gurl = gateway_server("gateway-vllm", gateway_env(s, vllm_only_env(vurl)), s.out_dir)
             gsrv.start()
             try:
                 for name in text_matching:
@@ -459,7 +464,7 @@ def run_bench(s: BenchSettings) -> BenchResults:
     count = token_counter(s.model)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     work = _prepare(s, count, tmp)
-    idle_req = _idle_request(s, count)
+    idle_req = idle_request(s.seed, count)
     results = BenchResults(
         machine=f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
         settings={"model": s.model, "device": s.device, "dtype": s.dtype, "threads": s.threads,

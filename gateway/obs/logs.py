@@ -10,6 +10,11 @@ warning, an engine error. Request texts never appear unless ``server.log_request
 
 Configured once by the CLI (:func:`configure_logging`); uvicorn's own loggers are not configured
 by uvicorn (``log_config=None``) and propagate here, so its lines are JSON too.
+
+At ``info`` every request writes its access line, so a line must be cheap: neither format prints
+where a call came from, its thread or its process, so the records do not collect them (the
+switches of the logging HOWTO's "Optimization" section; ``findCaller`` alone walks the stack per
+line), and the JSON timestamp's seconds are formatted once per second.
 """
 
 from __future__ import annotations
@@ -39,9 +44,20 @@ def _request_id(record: logging.LogRecord) -> str:
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", "request_id"?, ...fields, "exc"?}`` on one line."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def _ts(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self._ts(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -88,3 +104,8 @@ def configure_logging(server: ServerSettings) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(server.log_level.upper())
+    # what neither formatter prints, no record collects (see the module docstring)
+    logging._srcfile = None  # type: ignore[attr-defined]  # the HOWTO's documented switch for findCaller
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

@@ -14,7 +14,7 @@ Each app owns a :class:`GatewayMetrics` with its own registry, so several apps i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -158,6 +158,11 @@ class GatewayMetrics:
             registry=r,
         )
         self.observer: EngineObserver = _Observer(self)
+        # Each request's metric children by label values: prometheus_client's labels() checks and
+        # converts its arguments on every call, a cost paid here once per label combination (as
+        # many as the series themselves, so as bounded).
+        self._request_children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = {}
+        self._served_children: dict[tuple[str, str, str], tuple[Any, Any, Any, Any]] = {}
         self._state: StateCollector | None = None
         self._cache: CacheCollector | None = None
 
@@ -165,19 +170,31 @@ class GatewayMetrics:
 
     def record_request(self, ctx: RequestContext, status: int, seconds: float) -> None:
         """One finished request (the front door calls this once per request)."""
-        labels = {"route": ctx.route, "model": ctx.model, "task": ctx.task, "engine": ctx.engine}
-        self.requests.labels(**labels, status=str(status)).inc()
-        self.request_duration.labels(**labels).observe(seconds)
+        key = (ctx.route, ctx.model, ctx.task, ctx.engine, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(*key[:4], str(status)), self.request_duration.labels(*key[:4])
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if status >= 400:
-            self.request_failures.labels(**labels, status=str(status), code=ctx.error_code or str(status)).inc()
+            self.request_failures.labels(*key[:4], str(status), ctx.error_code or str(status)).inc()
 
     def record_served(self, ctx: RequestContext) -> None:
         """A request an engine served: its tokens and the engine's timings (the service calls this)."""
-        labels = {"model": ctx.model, "task": ctx.task, "engine": ctx.engine}
-        self.tokens.labels(**labels).inc(ctx.tokens)
-        self.inputs.labels(**labels).inc(ctx.inputs)
-        self.queue_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.queue_seconds)
-        self.inference_duration.labels(engine=ctx.engine, task=ctx.task).observe(ctx.inference_seconds)
+        key = (ctx.model, ctx.task, ctx.engine)
+        children = self._served_children.get(key)
+        if children is None:
+            children = self._served_children[key] = (
+                self.tokens.labels(*key), self.inputs.labels(*key),
+                self.queue_duration.labels(ctx.engine, ctx.task), self.inference_duration.labels(ctx.engine, ctx.task),
+            )
+        tokens, inputs, queue, inference = children
+        tokens.inc(ctx.tokens)
+        inputs.inc(ctx.inputs)
+        queue.observe(ctx.queue_seconds)
+        inference.observe(ctx.inference_seconds)
 
     # ------------------------------------------------------------------ the pool's events (gateway.pool.events)
 
@@ -211,10 +228,12 @@ class GatewayMetrics:
 
 
 class _Observer:
-    """:class:`~gateway.contract.EngineObserver` writing into one app's metrics."""
+    """:class:`~gateway.contract.EngineObserver` writing into one app's metrics (the queue gauges'
+    children kept per engine: an engine reports its queue twice per job)."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._m = metrics
+        self._queue_gauges: dict[str, tuple[Any, Any]] = {}
 
     def batch(self, engine: str, *, sequences: int, tokens: int, seconds: float) -> None:
         self._m.batch_size.labels(engine=engine).observe(sequences)
@@ -222,8 +241,11 @@ class _Observer:
         self._m.batch_duration.labels(engine=engine).observe(seconds)
 
     def queue(self, engine: str, *, depth: int, tokens: int) -> None:
-        self._m.queue_depth.labels(engine=engine).set(depth)
-        self._m.queue_tokens.labels(engine=engine).set(tokens)
+        gauges = self._queue_gauges.get(engine)
+        if gauges is None:
+            gauges = self._queue_gauges[engine] = (self._m.queue_depth.labels(engine), self._m.queue_tokens.labels(engine))
+        gauges[0].set(depth)
+        gauges[1].set(tokens)
 
 
 class StateCollector(Collector):

@@ -11,7 +11,8 @@ instead of the server holding their connections exactly when capacity is short. 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_any
 from tenacity.stop import stop_base
@@ -19,7 +20,9 @@ from tenacity.stop import stop_base
 from gateway.config import RetrySettings
 from gateway.contract import EngineOverloadedError, RetryableError, is_retryable
 
-__all__ = ["backoff", "retrying", "worth_retrying"]
+__all__ = ["backoff", "call_retrying", "retrying", "worth_retrying"]
+
+T = TypeVar("T")
 
 
 def worth_retrying(err: BaseException) -> bool:
@@ -67,3 +70,38 @@ def retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+async def call_retrying(
+    attempt: Callable[[], Awaitable[T]],
+    settings: RetrySettings,
+    *,
+    deadline: float | None = None,
+    on_retry: Callable[[BaseException], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """``await attempt()``, retried per :func:`retrying`.
+
+    The first try runs outside tenacity: its per-call machinery (a state object, futures, a policy
+    per request) costs more CPU than the whole loopback call to a vLLM next door, and nearly every
+    call succeeds at once. A failure worth retrying is then replayed into :func:`retrying` as its
+    first attempt, so its waits, stops and ``on_retry`` are exactly the policy's.
+    """
+    try:
+        return await attempt()
+    except Exception as err:  # noqa: BLE001 - anything else is never retried and propagates as is
+        if not worth_retrying(err):
+            raise
+        first: BaseException | None = err
+
+    async def replay_first() -> T:
+        nonlocal first
+        if first is not None:
+            failed, first = first, None
+            raise failed
+        return await attempt()
+
+    async for tried in retrying(settings, deadline=deadline, on_retry=on_retry, clock=clock):
+        with tried:
+            return await replay_first()
+    raise AssertionError("unreachable: tenacity re-raises the last error")

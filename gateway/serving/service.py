@@ -43,7 +43,7 @@ from gateway.obs.context import RequestContext, current_request
 from gateway.obs.metrics import GatewayMetrics
 from gateway.pool import Member, Pool, Snapshot
 from gateway.serving.postprocess import finalize
-from gateway.serving.retry import retrying
+from gateway.serving.retry import call_retrying
 from gateway.serving.spec import EmbeddingSpec
 
 __all__ = ["EmbedOutcome", "EmbeddingService", "check_dimensions", "resolve_alias", "resolve_model"]
@@ -338,10 +338,7 @@ class EmbeddingService:
             code = err.code if isinstance(err, EmbedGatewayError) else type(err).__name__
             self.metrics.retries.labels(task=key, engine=member.name, reason=code).inc()
 
-        async for attempt in retrying(settings.retry, deadline=job.deadline, on_retry=count):
-            with attempt:
-                return await self._once(member, job)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        return await call_retrying(lambda: self._once(member, job), settings.retry, deadline=job.deadline, on_retry=count)
 
 
 def _in_space(order: list[str], spaces: dict[str, str], expected: str, model: str) -> list[str]:

@@ -138,7 +138,7 @@ def test_worker_crash_fails_pending_at_once_and_ready_says_so(original_dir, sequ
         s.call(s.app.state.monitor.tick())  # the monitor's round finds the dead scheduler; /ready only reads
         ready = httpx.get(s.url + "/ready")
         assert ready.json()["not_ready"] == ["hf"]
-        # with a backup every task is still served: degraded, and the replica stays in service (issue 12)
+        # with a backup every task is still served: degraded, and the replica stays in service
         assert (ready.status_code, ready.json()["status"]) == ((200, "degraded") if backup else (503, "not ready"))
         assert "scheduler died" in ready.json()["engines"]["hf"]["detail"]
         metrics = httpx.get(s.url + "/metrics").text

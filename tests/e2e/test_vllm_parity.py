@@ -61,7 +61,7 @@ def gateway(original_dir: Path, servers: dict[str, VLLMServer]) -> Iterator[Live
 
 
 def test_cls_pooling_vllm_is_taken_out_and_shown(gateway: LiveServer) -> None:
-    ready = httpx.get(gateway.url + "/ready")  # degraded (was 503 before issue 12): hf serves every task
+    ready = httpx.get(gateway.url + "/ready")  # degraded, not 503: hf serves every task
     assert ready.status_code == 200 and ready.json()["status"] == "degraded"
     assert ready.json()["not_ready"] == ["vllm"] and ready.json()["fast_path_lost"] == ["text-matching"]
     assert ready.json()["unserved"] == [] and ready.json()["tasks"]["text-matching"] == ["hf"]

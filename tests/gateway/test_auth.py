@@ -49,7 +49,7 @@ def post(server: LiveServer, key: str | None = None, **body: object) -> httpx.Re
 
 
 def test_every_route_but_the_probes_needs_a_key(server: LiveServer) -> None:
-    # /ready joined /health on purpose (issue 12): a kubelet or load-balancer probe sends no key
+    # /ready joined /health on purpose: a kubelet or load-balancer probe sends no key
     assert get(server, "/health").status_code == 200
     assert get(server, "/ready").status_code == 200
     for path in ("/metrics", "/info", "/v1/models", "/v1/models/jina-embeddings-v3", "/openapi.json",

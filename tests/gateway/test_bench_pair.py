@@ -21,6 +21,8 @@ def test_targets_are_parsed_into_the_gateways_environment() -> None:
     assert t.kind == "gateway-hf"
     assert t.env == {"EMBED_GATEWAY_ENGINES__HF__BATCH_GATHER_MS": "0", "EMBED_GATEWAY_ENGINES__HF__THREADS": "2"}
     assert parse_target("vllm").kind == "vllm" and parse_target("gateway-hf").env == {}
+    hop = parse_target("gateway-vllm:ENGINES__VLLM__MAX_CONNECTIONS=8")
+    assert hop.kind == "gateway-vllm" and hop.env == {"EMBED_GATEWAY_ENGINES__VLLM__MAX_CONNECTIONS": "8"}
     for bad in ("ort", "gateway-hf:THREADS", "vllm:X=1", "gateway-hf:=1"):
         with pytest.raises(ValueError):
             parse_target(bad)
@@ -60,6 +62,12 @@ def test_bad_targets_are_refused_before_anything_starts(original_dir: Path) -> N
     run = subprocess.run([sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir),
                           "--a", "ort", "--b", "gateway-hf"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "unknown target 'ort'" in run.stderr
+
+
+def test_the_hop_needs_the_vllm_it_fronts(original_dir: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir),
+                          "--a", "gateway-hf", "--b", "gateway-vllm"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "race it against vllm" in run.stderr
 
 
 def test_task_puts_every_request_on_one_task_and_keeps_the_texts() -> None:

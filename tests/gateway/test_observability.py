@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,6 +146,15 @@ def test_formatters_put_the_context_request_id_on_every_line() -> None:
         current_request.reset(token)
     outside = logging.LogRecord("x", logging.INFO, __file__, 1, "no request", (), None)
     assert "request_id" not in json.loads(JsonFormatter().format(outside))
+
+
+def test_json_timestamps_are_utc_to_the_millisecond_across_seconds() -> None:
+    fmt = JsonFormatter()
+    for created in (1_800_000_000.25, 1_800_000_000.999, 1_800_000_001.0, 1_700_000_000.5):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        want = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(record.msecs):03d}Z"
+        assert json.loads(fmt.format(record))["ts"] == want
 
 
 def test_openapi_documents_what_the_app_answers(server: LiveServer) -> None:

@@ -131,7 +131,7 @@ def guarded(request: pytest.FixtureRequest, original_dir: Path, wrong_checkpoint
 
 def test_guard_takes_a_wrong_engine_out_and_says_so(guarded: tuple[str, LiveServer], caplog: pytest.LogCaptureFixture) -> None:
     kind, server = guarded
-    ready = httpx.get(server.url + "/ready")  # degraded (was 503 before issue 12): hf serves every task
+    ready = httpx.get(server.url + "/ready")  # degraded, not 503: hf serves every task
     assert ready.status_code == 200 and ready.json()["status"] == "degraded"
     assert ready.json()["not_ready"] == ["impostor"] and ready.json()["fast_path_lost"] == ["text-matching"]
     engine = ready.json()["engines"]["impostor"]

@@ -27,7 +27,7 @@ def settings():  # type: ignore[no-untyped-def]
 
 
 def test_ready_is_degraded_naming_the_engine_that_is_out() -> None:
-    # was 503 before issue 12: "good" serves every task, so the replica stays in service
+    # degraded, not 503: "good" serves every task, so the replica stays in service
     good, bad = FakeEngine("good"), FakeEngine("bad", healthy=False)
     with live_server(settings(), {"good": good, "bad": bad}) as s:
         r = httpx.get(s.url + "/ready")
@@ -82,7 +82,7 @@ def test_one_engine_failing_to_start_leaves_the_other_serving() -> None:
     live = FakeEngine("live")
     with live_server(settings(), {"dead": dead, "live": live}) as s:
         assert httpx.post(s.url + "/v1/embeddings", json={"input": "x"}).status_code == 200
-        ready = httpx.get(s.url + "/ready")  # was 503 before issue 12: "live" serves every task
+        ready = httpx.get(s.url + "/ready")  # degraded, not 503: "live" serves every task
         assert ready.status_code == 200 and ready.json()["status"] == "degraded"
         assert ready.json()["engines"]["dead"]["reason"] == "start_failed"
 
