@@ -26,7 +26,7 @@ import numpy.typing as npt
 from gateway.contract import SparseVector
 from gateway.ingest.records import Record
 from gateway.ingest.sinks import RowsRejected, SinkError
-from gateway.ingest.stamp import STAMP_KEY, Stamp, check_stamp
+from gateway.ingest.stamp import STAMP_KEY, Stamp, StampedStore, check_stamp
 
 __all__ = ["PgvectorSink"]
 
@@ -62,7 +62,7 @@ def _row_problem(r: Record, *, store_text: bool, with_metadata: bool) -> str | N
     return None
 
 
-class PgvectorSink:
+class PgvectorSink(StampedStore):
     """Upserts into ``table`` (``name`` or ``schema.name``): ``id`` text primary key, ``line`` bigint,
     ``vector`` vector(d) or bit(d), [``text``], [``metadata`` jsonb], [``sparse`` sparsevec(vocab)].
 
@@ -163,25 +163,9 @@ class PgvectorSink:
     def _vector_type(self, dims: int) -> str:
         return f"bit({dims})" if self.encoding == "ubinary" else f"vector({dims})"
 
-    def _ensure(self, dims: int) -> None:
-        if self.checked_dims == dims:
-            return
-        if self.checked_dims is not None:
-            raise ValueError(f"vectors changed width mid-run ({self.checked_dims} -> {dims})")
-        stamp = self.stamp.with_dimensions(dims) if self.stamp is not None else None
-        if self.exists:
-            self._check_existing(dims)
-            if stamp is not None:
-                check_stamp(self._where, self.stored_stamp, stamp)
-                if self.stored_stamp is None:  # made by an older version, or by hand: adopt it
-                    with _errors(f"cannot stamp table {self.table!r}"):
-                        self.conn.execute(self._comment(stamp))
-                    self.stored_stamp = stamp
-        else:
-            self._create(dims, stamp)
-            self.exists = True
-            self.stored_stamp = stamp
-        self.checked_dims = dims
+    def _write_stamp(self, stamp: Stamp) -> None:
+        with _errors(f"cannot stamp table {self.table!r}"):
+            self.conn.execute(self._comment(stamp))
 
     def _comment(self, stamp: Stamp) -> Any:
         from psycopg import sql

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from gateway.contract import SparseVector
 from gateway.ingest.records import Record
 from gateway.ingest.sinks import SinkError
-from gateway.ingest.stamp import STAMP_KEY, Stamp, check_stamp
+from gateway.ingest.stamp import STAMP_KEY, Stamp, StampedStore, check_stamp
 
 __all__ = ["ID_NAMESPACE", "QdrantSink", "point_id", "sign_vectors"]
 
@@ -58,7 +58,7 @@ def _errors(what: str) -> Iterator[None]:
         raise SinkError(f"{what}: {exc}") from exc
 
 
-class QdrantSink:
+class QdrantSink(StampedStore):
     """Upserts into ``collection``: the dense vector ``dense`` (and the sparse vector ``sparse``) with
     the payload ``id``, ``line``, [``text``], [``metadata``].
 
@@ -132,25 +132,9 @@ class QdrantSink:
         raw = (self._info().config.metadata or {}).get(STAMP_KEY)
         return Stamp.from_dict(raw) if raw is not None else None
 
-    def _ensure(self, dims: int) -> None:
-        if self.checked_dims == dims:
-            return
-        if self.checked_dims is not None:
-            raise ValueError(f"vectors changed width mid-run ({self.checked_dims} -> {dims})")
-        stamp = self.stamp.with_dimensions(dims) if self.stamp is not None else None
-        if self.exists:
-            self._check_existing(dims)
-            if stamp is not None:
-                check_stamp(self._where, self.stored_stamp, stamp)
-                if self.stored_stamp is None:  # made by an older version, or by hand: adopt it
-                    with _errors(f"cannot stamp Qdrant collection {self.collection!r}"):
-                        self.client.update_collection(self.collection, metadata={STAMP_KEY: stamp.to_dict()})
-                    self.stored_stamp = stamp
-        else:
-            self._create(dims, stamp)
-            self.exists = True
-            self.stored_stamp = stamp
-        self.checked_dims = dims
+    def _write_stamp(self, stamp: Stamp) -> None:
+        with _errors(f"cannot stamp Qdrant collection {self.collection!r}"):
+            self.client.update_collection(self.collection, metadata={STAMP_KEY: stamp.to_dict()})
 
     def _distance(self) -> Any:
         from qdrant_client import models

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from gateway.contract import SparseVector
 from gateway.ingest.records import Record
-from gateway.ingest.stamp import STAMP_KEY, Stamp, check_stamp
+from gateway.ingest.stamp import STAMP_KEY, Stamp, StampedStore, check_stamp
 
 __all__ = ["MilvusSink", "NpySink", "ParquetSink", "RowsRejected", "Sink", "SinkError", "no_sparse"]
 
@@ -217,7 +217,7 @@ def _milvus_errors(what: str) -> Iterator[None]:
         raise SinkError(f"{what}: {detail}") from exc
 
 
-class MilvusSink:
+class MilvusSink(StampedStore):
     """Upserts into ``collection``: id VARCHAR primary key, vector FLOAT_VECTOR(dim), line, [text],
     [metadata JSON], [sparse SPARSE_FLOAT_VECTOR].
 
@@ -287,26 +287,9 @@ class MilvusSink:
         raw = props.get(self.STAMP_PROPERTY)
         return Stamp.from_json(raw) if raw else None
 
-    def _ensure(self, dims: int) -> None:
-        if self.checked_dims == dims:
-            return
-        if self.checked_dims is not None:
-            raise ValueError(f"vectors changed width mid-run ({self.checked_dims} -> {dims})")
-        stamp = self.stamp.with_dimensions(dims) if self.stamp is not None else None
-        if self.exists:
-            self._check_existing(dims)
-            if stamp is not None:
-                check_stamp(self._where, self.stored_stamp, stamp)
-                if self.stored_stamp is None:  # made by an older version, or by hand: adopt it
-                    with _milvus_errors(f"cannot stamp Milvus collection {self.collection!r}"):
-                        self.client.alter_collection_properties(
-                            self.collection, properties={self.STAMP_PROPERTY: stamp.to_json()})
-                    self.stored_stamp = stamp
-        else:
-            self._create(dims, stamp)
-            self.exists = True
-            self.stored_stamp = stamp
-        self.checked_dims = dims
+    def _write_stamp(self, stamp: Stamp) -> None:
+        with _milvus_errors(f"cannot stamp Milvus collection {self.collection!r}"):
+            self.client.alter_collection_properties(self.collection, properties={self.STAMP_PROPERTY: stamp.to_json()})
 
     def _check_existing(self, dims: int) -> None:
         desc = self.client.describe_collection(self.collection)

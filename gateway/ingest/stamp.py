@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-__all__ = ["STAMP_KEY", "Stamp", "StampMismatchError", "check_stamp"]
+__all__ = ["STAMP_KEY", "Stamp", "StampMismatchError", "StampedStore", "check_stamp"]
 
 #: the key under which the stamp object is stored (Qdrant metadata, pgvector comment, Milvus property prefix)
 STAMP_KEY = "embed_gateway"
@@ -104,3 +104,48 @@ def check_stamp(where: str, stored: Stamp | None, run: Stamp) -> None:
             "vectors of different spaces cannot be searched together; write to another collection/table, "
             "or run with the stored stamp's settings"
         )
+
+
+class StampedStore:
+    """The first write of a store that is stamped: the width becomes known, the stamp is checked
+    against the stored one (or adopted by an unstamped store), or the store is created stamped.
+    Shared by the Milvus, Qdrant and pgvector sinks; each supplies the store's own operations."""
+
+    stamp: Stamp | None
+    stored_stamp: Stamp | None
+    exists: bool
+    checked_dims: int | None
+
+    @property
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    def _check_existing(self, dims: int) -> None:
+        """The existing store can hold ``dims``-wide vectors of this run (raises otherwise)."""
+        raise NotImplementedError
+
+    def _create(self, dims: int, stamp: Stamp | None) -> None:
+        raise NotImplementedError
+
+    def _write_stamp(self, stamp: Stamp) -> None:
+        """Stamp an existing store that has no stamp (made by an older version, or by hand)."""
+        raise NotImplementedError
+
+    def _ensure(self, dims: int) -> None:
+        if self.checked_dims == dims:
+            return
+        if self.checked_dims is not None:
+            raise ValueError(f"vectors changed width mid-run ({self.checked_dims} -> {dims})")
+        stamp = self.stamp.with_dimensions(dims) if self.stamp is not None else None
+        if self.exists:
+            self._check_existing(dims)
+            if stamp is not None:
+                check_stamp(self._where, self.stored_stamp, stamp)
+                if self.stored_stamp is None:
+                    self._write_stamp(stamp)
+                    self.stored_stamp = stamp
+        else:
+            self._create(dims, stamp)
+            self.exists = True
+            self.stored_stamp = stamp
+        self.checked_dims = dims
