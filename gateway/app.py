@@ -43,6 +43,7 @@ from gateway.pool.reload import Reloader
 from gateway.serving.routing import RouteConfigError
 from gateway.serving.service import EmbeddingService
 from gateway.serving.tokenizing import TokenService
+from gateway.shadow import Shadow
 from gateway.startup import QuietStartupFailure, StartupError
 
 __all__ = ["create_app"]
@@ -82,10 +83,13 @@ def create_app(
         app.state.monitor = monitor
         cache = CacheStore(settings.cache)  # lives across reloads: its keys name the engines' identities
         app.state.cache = cache
-        app.state.service = EmbeddingService(pool, app_metrics, cache)
+        service = app.state.service = EmbeddingService(pool, app_metrics, cache)
+        shadow = app.state.shadow = Shadow(lambda spec: service.embed(spec, tap=False), observe=app_metrics.shadow_done)
+        service.tap = shadow.offer
         app.state.tokens = TokenService(pool)
         app_metrics.watch(pool.supervisor, lambda: None if pool.closed else pool.current, lambda: gate.draining)
         app_metrics.watch_cache(cache)
+        app_metrics.watch_shadow(shadow)
         monitor.start()
         hup = _install_sighup(reloader) if reload_settings is not None else False
         try:
@@ -94,6 +98,7 @@ def create_app(
             if hup:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await monitor.stop()
+            await shadow.aclose()
             await reloader.aclose()
             await pool.aclose()
             await cache.aclose()

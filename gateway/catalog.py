@@ -14,7 +14,7 @@ a model without ``engines``) the top-level ``engines.hf``/``engines.vllm``, ``ro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from gateway.kinds import engine_kind
 
 if TYPE_CHECKING:
-    from gateway.config import Settings
+    from gateway.config import Settings, ShadowSettings
 
 __all__ = ["LEGACY_MODEL", "Catalog", "ModelEntry", "Resolved", "build_catalog"]
 
@@ -45,6 +45,8 @@ class Resolved:
     model: str
     task: str | None
     dimensions: int | None
+    #: the live A/B its requests feed: the alias's own, else its model's (None: not shadowed)
+    shadow: ShadowSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,7 @@ def build_catalog(settings: Settings) -> Catalog:
             models[model_id] = ModelEntry(model_id, MappingProxyType(engines), MappingProxyType(routes), reference,
                                           None if ms is None else ms.task, legacy=True)
             for name, alias in settings.aliases.items():
-                aliases[name] = Resolved(name, alias.model or model_id, alias.task, alias.dimensions)
+                aliases[name] = Resolved(name, alias.model or model_id, alias.task, alias.dimensions, alias.shadow)
         else:
             reference = ms.parity.reference or _first_in_process(ms.engines)
             if reference is not None and reference not in ms.engines:
@@ -140,7 +142,7 @@ def build_catalog(settings: Settings) -> Catalog:
             for name, alias in ms.aliases.items():
                 if name in aliases:
                     problems.append(f"alias {name!r} is declared twice")
-                aliases[name] = Resolved(name, alias.model or model_id, alias.task, alias.dimensions)
+                aliases[name] = Resolved(name, alias.model or model_id, alias.task, alias.dimensions, alias.shadow)
     owner: dict[str, str] = {}
     for model_id, entry in models.items():
         for engine in entry.engines:
@@ -153,9 +155,15 @@ def build_catalog(settings: Settings) -> Catalog:
                     problems.append(f"models.{model_id}.routes.{key} names {name!r}, not an engine of this model")
         if model_id not in aliases:  # a model id is a name too: the model with its own default task
             aliases[model_id] = Resolved(model_id, model_id, entry.task, None)
-    for name, resolved in aliases.items():
+    model_shadows = {m: ms.shadow for m, ms in (settings.models or {}).items() if ms is not None and ms.shadow}
+    for name, resolved in list(aliases.items()):
         if resolved.model not in models:
             problems.append(f"alias {name!r} names unknown model {resolved.model!r}")
+        if resolved.shadow is None and resolved.model in model_shadows:
+            aliases[name] = resolved = replace(resolved, shadow=model_shadows[resolved.model])
+        if resolved.shadow is not None and resolved.shadow.model not in aliases:
+            problems.append(f"the shadow of {name!r} names {resolved.shadow.model!r}, which is no model or alias; "
+                            f"available: {', '.join(sorted(aliases))}")
     defaults = [m for m, ms in (settings.models or {}).items() if ms is not None and ms.default]
     if len(defaults) > 1:
         problems.append(f"several models say default: true ({', '.join(defaults)}); choose one")

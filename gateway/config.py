@@ -39,6 +39,7 @@ __all__ = [
     "ParitySettings",
     "RetrySettings",
     "ServerSettings",
+    "ShadowSettings",
     "Settings",
     "VLLMEngineSettings",
     "load_settings",
@@ -94,6 +95,30 @@ class EnginesSettings(_Section):
     vllm: VLLMEngineSettings = VLLMEngineSettings()
 
 
+class ShadowSettings(_Section):
+    """Live A/B: a sample of the requests a model (or alias) serves is also embedded by a candidate,
+    in the background, and the two models' neighbourhoods are compared (docs/ab-testing.md).
+
+    The primary's response never waits for, fails with or changes because of the candidate: the
+    sample goes into a bounded queue (dropped and counted when it is full) that ``concurrency``
+    workers drain, a budget of its own."""
+
+    #: the candidate: a model id or an alias (an alias's task is the candidate's task)
+    model: str
+    #: share of the primary's requests also sent to the candidate (0..1)
+    fraction: float = Field(0.1, ge=0.0, le=1.0)
+    #: requests waiting for the candidate at most; a sampled request beyond it is dropped (counted)
+    queue: int = Field(64, ge=1)
+    #: candidate requests in flight at most
+    concurrency: int = Field(1, ge=1)
+    #: texts per candidate request at most: sampled requests waiting together go in one request
+    batch: int = Field(64, ge=1)
+    #: recently shadowed texts the agreement is computed over (per task and width)
+    window: int = Field(256, ge=12)
+    #: neighbours compared per text
+    neighbours: int = Field(10, ge=1)
+
+
 class AliasSettings(_Section):
     """What a ``model`` name means: a model, a task (null = no task: base weights, no prompt) and
     default dimensions.
@@ -104,6 +129,8 @@ class AliasSettings(_Section):
     model: str | None = None
     task: str | None = Task.TEXT_MATCHING
     dimensions: int | None = Field(None, ge=1)
+    #: live A/B of this alias's requests against a candidate (overrides its model's ``shadow``)
+    shadow: ShadowSettings | None = None
 
     @field_validator("task", mode="after")
     @classmethod
@@ -136,6 +163,8 @@ class ModelSettings(_Section):
     #: alias -> task and default dimensions of this model (``model`` may stay unset)
     aliases: dict[str, AliasSettings] = Field(default_factory=dict)
     parity: ModelParitySettings = ModelParitySettings()
+    #: live A/B of this model's requests against a candidate model (docs/ab-testing.md)
+    shadow: ShadowSettings | None = None
 
     @field_validator("task", mode="after")
     @classmethod

@@ -25,9 +25,10 @@ from gateway.obs.context import RequestContext
 
 if TYPE_CHECKING:
     from gateway.cache import CacheStore
+    from gateway.shadow import Shadow
     from gateway.pool import Snapshot, Supervisor
 
-__all__ = ["CacheCollector", "CudaMemoryCollector", "GatewayMetrics", "StateCollector"]
+__all__ = ["CacheCollector", "CudaMemoryCollector", "GatewayMetrics", "ShadowCollector", "StateCollector"]
 
 #: request and engine latencies: 1 ms .. 10 min
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -157,6 +158,13 @@ class GatewayMetrics:
             ["engine", "task"],
             registry=r,
         )
+        self.shadow_duration = Histogram(
+            "embed_gateway_shadow_candidate_duration_seconds",
+            "Time a shadow candidate took to embed a sampled request (live A/B; never on the primary's path).",
+            ["primary", "candidate"],
+            buckets=_LATENCY,
+            registry=r,
+        )
         self.observer: EngineObserver = _Observer(self)
         # Each request's metric children by label values: prometheus_client's labels() checks and
         # converts its arguments on every call, a cost paid here once per label combination (as
@@ -165,6 +173,7 @@ class GatewayMetrics:
         self._served_children: dict[tuple[str, str, str], tuple[Any, Any, Any, Any]] = {}
         self._state: StateCollector | None = None
         self._cache: CacheCollector | None = None
+        self._shadow: ShadowCollector | None = None
 
     # ------------------------------------------------------------------ recording
 
@@ -220,6 +229,16 @@ class GatewayMetrics:
         if self._cache is None:
             self._cache = CacheCollector(cache)
             self.registry.register(self._cache)
+
+    def shadow_done(self, primary: str, candidate: str, seconds: float, tokens: int) -> None:
+        """One shadow request the candidate served (its tokens are counted by the shadow itself)."""
+        self.shadow_duration.labels(primary, candidate).observe(seconds)
+
+    def watch_shadow(self, shadow: Shadow) -> None:
+        """Export the live shadow A/B's counts and agreement (see :class:`ShadowCollector`); once per app."""
+        if self._shadow is None:
+            self._shadow = ShadowCollector(shadow)
+            self.registry.register(self._shadow)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when absent); for tests and the admin view."""
@@ -373,6 +392,59 @@ class CacheCollector(Collector):
                                       value=float(c.redis.errors))
             yield GaugeMetricFamily("embed_gateway_cache_redis_up", "Redis answered the last call (1) or not (0).",
                                     value=1.0 if c.redis.healthy else 0.0)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class ShadowCollector(Collector):
+    """The live shadow A/B (docs/ab-testing.md), read from it at scrape time, per primary model and
+    candidate:
+
+    * ``embed_gateway_shadow_requests_total{primary,candidate,outcome}`` — sampled requests by
+      outcome: ``shadowed`` (the candidate answered), ``dropped`` (its queue was full), ``failed``;
+    * ``embed_gateway_shadow_texts_total`` / ``embed_gateway_shadow_candidate_tokens_total`` — what
+      the candidate embedded, and its token cost;
+    * ``embed_gateway_shadow_queued`` — sampled requests waiting for the candidate;
+    * ``embed_gateway_shadow_agreement{primary,candidate,task,dimensions,measure}`` — over the window
+      of recent texts: ``top_k_overlap`` and ``rank_correlation`` (1.0 = the same neighbourhoods);
+    * ``embed_gateway_shadow_window_texts{...,task,dimensions}`` — texts the agreement is computed over.
+    """
+
+    def __init__(self, shadow: Shadow) -> None:
+        self._shadow = shadow
+
+    def collect(self) -> Iterator[Metric]:
+        pair_labels = ["primary", "candidate"]
+        requests = CounterMetricFamily("embed_gateway_shadow_requests", "Requests sampled for a shadow candidate, by outcome.",
+                                       labels=[*pair_labels, "outcome"])
+        texts = CounterMetricFamily("embed_gateway_shadow_texts", "Texts a shadow candidate embedded.", labels=pair_labels)
+        tokens = CounterMetricFamily("embed_gateway_shadow_candidate_tokens", "Tokens a shadow candidate embedded.",
+                                     labels=pair_labels)
+        queued = GaugeMetricFamily("embed_gateway_shadow_queued", "Sampled requests waiting for the candidate.",
+                                   labels=pair_labels)
+        lane_labels = [*pair_labels, "task", "dimensions"]
+        agree = GaugeMetricFamily("embed_gateway_shadow_agreement",
+                                  "Neighbourhood agreement of primary and candidate over the window of recent texts.",
+                                  labels=[*lane_labels, "measure"])
+        window = GaugeMetricFamily("embed_gateway_shadow_window_texts", "Texts the agreement is computed over.",
+                                   labels=lane_labels)
+        for pair in self._shadow.views():
+            who = [pair.primary, pair.candidate]
+            for outcome, n in (("shadowed", pair.shadowed), ("dropped", pair.dropped), ("failed", pair.failed)):
+                requests.add_metric([*who, outcome], float(n))
+            texts.add_metric(who, float(pair.texts))
+            tokens.add_metric(who, float(pair.candidate_tokens))
+            queued.add_metric(who, float(pair.queued))
+            for lane in pair.lanes:
+                where = [*who, lane.task, str(lane.dimensions)]
+                window.add_metric(where, float(lane.texts))
+                a = lane.agreement
+                if a is not None:
+                    agree.add_metric([*where, "top_k_overlap"], a.top_k_overlap)
+                    if a.rank_correlation is not None:
+                        agree.add_metric([*where, "rank_correlation"], a.rank_correlation)
+        yield from (requests, texts, tokens, queued, agree, window)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -46,7 +46,7 @@ from gateway.serving.postprocess import finalize
 from gateway.serving.retry import call_retrying
 from gateway.serving.spec import EmbeddingSpec
 
-__all__ = ["EmbedOutcome", "EmbeddingService", "check_dimensions", "resolve_alias", "resolve_model"]
+__all__ = ["EmbedOutcome", "EmbeddingService", "ServedTap", "check_dimensions", "resolve_alias", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ class EmbedOutcome:
     model_id: str = ""
     #: the vector space of its vectors (``x-embed-space``)
     space: str | None = None
+
+
+#: told of every request served (the snapshot, what its name meant, its spec, its task, its outcome):
+#: the live shadow A/B samples from here; it must neither raise nor wait
+ServedTap = Callable[[Snapshot, Resolved, "EmbeddingSpec", "str | None", EmbedOutcome], None]
 
 
 def resolve_model(snap: Snapshot, name: str | None) -> Resolved:
@@ -160,11 +165,14 @@ class EmbeddingService:
         self.metrics = metrics
         #: the embedding cache in front of the engines (None: every job goes to an engine)
         self.cache = cache
+        #: told of each served request (the live shadow A/B); None: nobody listens
+        self.tap: ServedTap | None = None
 
-    async def embed(self, spec: EmbeddingSpec, *, deadline: float | None = None) -> EmbedOutcome:
+    async def embed(self, spec: EmbeddingSpec, *, deadline: float | None = None, tap: bool = True) -> EmbedOutcome:
         """Serve one request. ``deadline`` (``time.monotonic()``) defaults to now +
         ``limits.request_timeout``; past it the request is a 504 and its queued work is dropped
-        (the engine call is cancelled, which withdraws it from the engine's queue)."""
+        (the engine call is cancelled, which withdraws it from the engine's queue). ``tap=False``:
+        the request is not shown to :attr:`tap` (a shadow's own request is never sampled again)."""
         with held_request(self.pool) as ctx:
             snap = ctx.snapshot
             assert snap is not None
@@ -172,11 +180,11 @@ class EmbeddingService:
             if deadline is None and timeout is not None:
                 deadline = time.monotonic() + timeout
             if deadline is None:
-                return await self._embed(snap, spec, ctx, deadline=None)
+                return await self._embed(snap, spec, ctx, deadline=None, tap=tap)
             loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
-                    return await self._embed(snap, spec, ctx, deadline=deadline)
+                    return await self._embed(snap, spec, ctx, deadline=deadline, tap=tap)
             except TimeoutError:
                 limit = f" (limits.request_timeout = {timeout:g} s)" if timeout is not None else ""
                 err = EngineTimeoutError(
@@ -189,7 +197,7 @@ class EmbeddingService:
                 raise err from None
 
     async def _embed(
-        self, snap: Snapshot, spec: EmbeddingSpec, ctx: RequestContext, *, deadline: float | None
+        self, snap: Snapshot, spec: EmbeddingSpec, ctx: RequestContext, *, deadline: float | None, tap: bool
     ) -> EmbedOutcome:
         settings = snap.settings
         resolved = resolve_model(snap, spec.model)
@@ -274,7 +282,7 @@ class EmbeddingService:
                 ctx.engine, ctx.fallbacks, ctx.queue_seconds, ctx.inference_seconds = order[0], 0, 0.0, 0.0
             # the request's own size for its access line (engine metrics counted only what engines ran)
             ctx.inputs, ctx.tokens = len(vectors), sum(token_counts)
-        return EmbedOutcome(
+        outcome = EmbedOutcome(
             vectors=finalize(vectors, dimensions, spec.normalized),
             token_counts=token_counts,
             model=name,
@@ -285,6 +293,12 @@ class EmbeddingService:
             model_id=model,
             space=ctx.space or None,
         )
+        if tap and self.tap is not None:
+            try:
+                self.tap(snap, resolved, spec, task, outcome)
+            except Exception:  # a listener's bug must not fail the request it listens to
+                log.exception("the served-request tap failed")
+        return outcome
 
     async def _compute(self, snap: Snapshot, order: list[str], job: EmbedJob, key: str, ctx: RequestContext) -> Computed:
         result, member = await self._serve(snap, order, job, key, ctx)

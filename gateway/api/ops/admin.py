@@ -11,13 +11,14 @@ from fastapi import APIRouter, Depends, Request
 
 from gateway.api.auth import require_admin
 from gateway.api.errors import openapi_responses
-from gateway.api.ops.protocol import CacheFlushResponse, EnginesView, ReloadResponse
-from gateway.api.ops.views import engines_view
+from gateway.api.ops.protocol import CacheFlushResponse, EnginesView, ReloadResponse, ShadowView
+from gateway.api.ops.views import engines_view, shadow_view
 from gateway.cache import CacheStore
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from gateway.pool import Pool
 from gateway.pool.reload import Reloader
 from gateway.obs.context import request_snapshot
+from gateway.shadow import Shadow
 
 __all__ = ["router"]
 
@@ -50,3 +51,10 @@ async def flush_cache(request: Request) -> CacheFlushResponse:
     cache: CacheStore = request.app.state.cache
     flushed = await cache.flush()
     return CacheFlushResponse(memory=flushed["memory"], redis=flushed["redis"])
+
+
+@router.get("/shadow", response_model=ShadowView,
+            summary="Live shadow A/B: requests shadowed and dropped, the candidate's cost, neighbourhood agreement")
+async def shadow(request: Request) -> ShadowView:
+    live: Shadow = request.app.state.shadow
+    return shadow_view(live.views())

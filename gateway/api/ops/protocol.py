@@ -29,6 +29,10 @@ __all__ = [
     "ReadyEngine",
     "ReadyResponse",
     "ReloadResponse",
+    "AgreementView",
+    "ShadowLaneView",
+    "ShadowPairView",
+    "ShadowView",
     "TeiEmbeddingModel",
     "TeiModelType",
 ]
@@ -269,3 +273,50 @@ class ReloadResponse(BaseModel):
     status: Literal["reloaded"] = "reloaded"
     generation: int
     routes: dict[str, list[str]]
+
+
+class AgreementView(BaseModel):
+    """Neighbourhood agreement of two models over a window of the same texts."""
+
+    texts: int
+    #: neighbours compared per text
+    neighbours: int
+    #: mean share of each text's nearest neighbours both models name (1.0 = the same)
+    top_k_overlap: Rounded
+    #: Spearman's rho of the two models' pairwise similarities (1.0 = the same order)
+    rank_correlation: Rounded | None
+
+
+class ShadowLaneView(BaseModel):
+    """One task and vector width of a shadow pair (query and passage vectors are different neighbourhoods)."""
+
+    task: str
+    dimensions: int
+    #: distinct recent texts in the window
+    texts: int
+    #: null until the window holds more texts than neighbours
+    agreement: AgreementView | None
+
+
+class ShadowPairView(BaseModel):
+    """A primary model shadowed by a candidate: what was sampled, what the candidate cost, how far they agree."""
+
+    primary: str
+    candidate: str
+    fraction: float
+    sampled: int
+    shadowed: int
+    texts: int
+    dropped: int
+    failed: int
+    queued: int
+    candidate_tokens: int
+    candidate_p50_ms: float | None
+    candidate_p95_ms: float | None
+    lanes: list[ShadowLaneView]
+
+
+class ShadowView(BaseModel):
+    """``GET /admin/shadow``: every live shadow A/B since start (or since a reload changed its settings)."""
+
+    shadows: list[ShadowPairView]

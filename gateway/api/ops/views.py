@@ -11,6 +11,7 @@ state only (no I/O); the admin view adds a live health check per engine
 from __future__ import annotations
 
 from gateway.api.ops.protocol import (
+    AgreementView,
     CircuitView,
     EngineStatus,
     EnginesView,
@@ -19,14 +20,18 @@ from gateway.api.ops.protocol import (
     PlanError,
     ReadyEngine,
     ReadyResponse,
+    ShadowLaneView,
+    ShadowPairView,
+    ShadowView,
 )
 from gateway.api.wire_view import wire_view
 from gateway.contract import EmbedGatewayError, route_key, task_of_key
 from gateway.pool import EngineReport, Pool, Snapshot
 from gateway.pool.parity import ParityResult, ParityStatus
 from gateway.pool.readiness import Readiness
+from gateway.shadow import PairView
 
-__all__ = ["engine_status", "engines_view", "ready_view"]
+__all__ = ["engine_status", "engines_view", "ready_view", "shadow_view"]
 
 
 def _parity(status: ParityStatus, results: dict[str, ParityResult]) -> ParityView:
@@ -92,3 +97,14 @@ async def engines_view(pool: Pool, snap: Snapshot) -> EnginesView:
         serving_now=plans,
         engines={n: engine_status(await pool.supervisor.report(snap, m)) for n, m in snap.members.items()},
     )
+
+
+def shadow_view(pairs: list[PairView]) -> ShadowView:
+    return ShadowView(shadows=[
+        wire_view(ShadowPairView, pair, lanes=[
+            wire_view(ShadowLaneView, lane,
+                      agreement=None if lane.agreement is None else wire_view(AgreementView, lane.agreement))
+            for lane in pair.lanes
+        ])
+        for pair in pairs
+    ])
