@@ -203,6 +203,17 @@ def test_another_space_in_one_store_refuses_the_whole_run(gateway, original_dir,
     assert milvus(uri, "docs_a") == (None, {})
 
 
+def test_a_task_one_model_lacks_is_refused_before_anything_is_written(gateway, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    src, _ = corpus(tmp_path, 4)
+    uri = str(tmp_path / "lite.db")
+    # one --task for both: BGE-M3 has no retrieval.passage; jina's collection must not be started either
+    assert main(["embed", str(src), "--gateway", gateway.url, "--model", JINA, "--model", M3, "--milvus", uri,
+                 "--collection", "docs", "--create-collection", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"model {M3}: refused before anything was written: unknown task 'retrieval.passage'" in err, err
+    assert milvus(uri, COLLECTIONS[JINA]) == (None, {})
+
+
 def test_a_row_too_long_for_one_model_is_that_models_bad_row(gateway, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     rows = [{"id": "a", "text": "likes coffee"}, {"id": "b", "text": LONG}, {"id": "c"},
             {"id": "d", "text": "dog cat park"}]
