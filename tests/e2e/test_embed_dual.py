@@ -210,7 +210,7 @@ def test_a_task_one_model_lacks_is_refused_before_anything_is_written(gateway, t
     assert main(["embed", str(src), "--gateway", gateway.url, "--model", JINA, "--model", M3, "--milvus", uri,
                  "--collection", "docs", "--create-collection", "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert f"model {M3}: refused before anything was written: unknown task 'retrieval.passage'" in err, err
+    assert f"model {M3}: refused before anything was written: HTTP 400: unknown task 'retrieval.passage'" in err, err
     assert milvus(uri, COLLECTIONS[JINA]) == (None, {})
 
 
