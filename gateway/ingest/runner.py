@@ -92,7 +92,7 @@ async def _preflight(lanes: Sequence[Lane], interrupts: CtrlC) -> None:
     Raises what the first batch would (an unknown model, a ``--dimensions`` it cannot make, no
     sparse output, a store holding another space or width), naming the model."""
     answers = await asyncio.gather(*(lane.embedder.embed([PROBE]) for lane in lanes), return_exceptions=True)
-    checks = []
+    checks: list[tuple[Sink, int, str | None]] = []
     for lane, out in zip(lanes, answers, strict=True):
         if isinstance(out, BatchRejected):
             raise IngestError(f"model {lane.name}: refused before anything was written: {out.message}") from out

@@ -80,7 +80,7 @@ def per_model(args: argparse.Namespace) -> list[argparse.Namespace]:
         collections = _one_each("--collection", args.collection, models)
         tables = _one_each("--table", args.table, models)
         outputs = [args.output]
-    lanes = []
+    lanes: list[argparse.Namespace] = []
     for model, task, collection, table, output in zip(models, tasks, collections, tables, outputs, strict=True):
         lane = argparse.Namespace(**vars(args))
         lane.model, lane.task = model, task or DEFAULT_TASK
@@ -92,11 +92,11 @@ def per_model(args: argparse.Namespace) -> list[argparse.Namespace]:
 
 
 def _refuse_repeats(lanes: Sequence[argparse.Namespace]) -> None:
-    seen: dict[tuple[str | None, str], str] = {}
+    seen: set[tuple[str | None, str]] = set()
     for lane in lanes:
         if (lane.model, lane.task) in seen:
             raise ValueError(f"--model {lane.model} is given twice with --task {lane.task}")
-        seen[(lane.model, lane.task)] = lane.model
+        seen.add((lane.model, lane.task))
     where: dict[str, str] = {}
     for lane in lanes:
         target = describe(lane)

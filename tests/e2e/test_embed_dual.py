@@ -6,8 +6,8 @@ A live gateway serves the A/B pair users run: a tiny jina-embeddings-v3 (task
 each collection's stamp names its own model, task and the space the gateway named. Resuming is
 per model (one collection pre-filled by a one-model run), a store holding another space refuses
 the whole run before anything is written to the other, and a row too long for one model is that
-model's bad row only. Milvus Lite, Qdrant's local mode (both collections in one folder) and
-Parquet files.
+model's bad row only. Milvus Lite, Qdrant's local mode (both collections in one folder), a real
+PostgreSQL with pgvector (tests/support/postgres.py) and Parquet files.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 from gateway.cli import main
 from gateway.config import load_settings
 from tests.e2e.test_embed_cli import texts, write_jsonl
+from tests.support.postgres import PostgresServer, postgres_server  # noqa: F401 - fixture
 from tests.support.server import LiveServer, live_server
 
 pytestmark = pytest.mark.slow
@@ -108,6 +109,17 @@ def qdrant(path: str, collection: str) -> tuple[dict[str, Any], dict[str, list[f
         client.close()
 
 
+def pgvector(dsn: str, table: str) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        comment = conn.execute("SELECT obj_description(%s::regclass)", (table,)).fetchone()[0]
+        rows = conn.execute(f"SELECT id, vector FROM {table}").fetchall()
+    return json.loads(comment)["embed_gateway"], {r[0]: r[1].to_list() for r in rows}
+
+
 def assert_model_vectors(url: str, model: str, docs: list[str], got: dict[str, list[float]]) -> str:
     want, space = served(url, model, docs)
     assert sorted(got) == sorted(f"d{i}" for i in range(len(docs)))
@@ -115,25 +127,30 @@ def assert_model_vectors(url: str, model: str, docs: list[str], got: dict[str, l
     return space
 
 
-@pytest.mark.parametrize("store", ["milvus", "qdrant"])
-def test_one_pass_fills_one_stamped_collection_per_model(gateway, tmp_path, capsys, store) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("store", ["milvus", "qdrant", "pgvector"])
+def test_one_pass_fills_one_stamped_collection_per_model(gateway, tmp_path, capsys, store, request) -> None:  # type: ignore[no-untyped-def]
     src, docs = corpus(tmp_path)
-    where = str(tmp_path / ("lite.db" if store == "milvus" else "qdrant"))
+    if store == "pgvector":
+        where = request.getfixturevalue("postgres_server").database("dual")
+        name = "--table"
+    else:
+        where, name = str(tmp_path / ("lite.db" if store == "milvus" else "qdrant")), "--collection"
+    read = {"milvus": milvus, "qdrant": qdrant, "pgvector": pgvector}[store]
     rc = main(["embed", str(src), "--id-field", "id", "--gateway", gateway.url, *DUAL, f"--{store}", where,
-               "--collection", "docs", "--create-collection", "--batch-size", "5", "--no-progress"])
+               name, "docs", "--create-collection", "--batch-size", "5", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert f"{JINA}  task retrieval.passage  -> " in err and f"collection '{COLLECTIONS[M3]}'" in err, err  # the plan
+    assert f"{JINA}  task retrieval.passage  -> " in err and f"'{COLLECTIONS[M3]}'" in err, err  # the plan
     assert f"{JINA}: 23 rows embedded" in err and f"{M3}: 23 rows embedded" in err, err
     for model, collection in COLLECTIONS.items():
-        stamp, vectors = (milvus if store == "milvus" else qdrant)(where, collection)
+        stamp, vectors = read(where, collection)
         space = assert_model_vectors(gateway.url, model, docs, vectors)
         assert stamp is not None
         assert (stamp["model"], stamp["task"], stamp["space"]) == (model, TASKS[model] or "none", space)
 
     # run again: both collections hold every row, nothing is embedded twice
     assert main(["embed", str(src), "--id-field", "id", "--gateway", gateway.url, *DUAL, f"--{store}", where,
-                 "--collection", "docs", "--no-progress"]) == 0
+                 name, "docs", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert f"{JINA}: 0 rows embedded, 23 already stored" in err and f"{M3}: 0 rows embedded, 23 already stored" in err
 
