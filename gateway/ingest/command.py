@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +26,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "embed",
         help="embed a JSONL/CSV/Parquet/text file in bulk into Parquet, .npy, Milvus, Qdrant or pgvector (resumable)",
         description="Embed every row of INPUT and store the vectors. Re-running the same command "
-        "after an interruption resumes: rows already stored are skipped, never duplicated.",
+        "after an interruption resumes: rows already stored are skipped, never duplicated. With --model "
+        "given several times (--gateway), the input is read once and each model fills its own collection, "
+        "table or file (an A/B test's indexes from one pass).",
     )
     p.add_argument("input", type=Path, help="input file (.jsonl/.ndjson, .csv, .tsv, .parquet, .txt)")
     src = p.add_argument_group("input")
@@ -40,11 +43,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     how.add_argument("--local", metavar="MODEL", help="run the HF engine in-process on this checkpoint/hub id")
     how.add_argument("--ray", metavar="MODEL",
                      help="run HF engines on Ray Data, an actor pool over a Ray cluster (docs/scale-out.md)")
-    emb.add_argument("--task", default="retrieval.passage",
-                     help="retrieval.passage (default), retrieval.query, separation, classification, text-matching, none")
+    emb.add_argument("--task", action="append", metavar="TASK",
+                     help="retrieval.passage (default), retrieval.query, separation, classification, text-matching, "
+                          "none; with several --model: once for all, or once per --model in order (e.g. none for bge-m3)")
     emb.add_argument("--dimensions", type=int, help="Matryoshka size (default: the model's full width, 1024)")
     emb.add_argument("--truncate", action="store_true", help="cut over-long texts instead of reporting them as bad rows")
-    emb.add_argument("--model", help="gateway model alias to send (default: the server's default)")
+    emb.add_argument("--model", action="append", metavar="MODEL",
+                     help="gateway model alias to send (default: the server's default); repeat it to embed the "
+                          "input with several models in one pass, each into its own output (--collection/--table)")
     emb.add_argument("--sparse", action="store_true",
                      help="also store each text's sparse vector for hybrid search (--gateway with a --model that "
                           "has a sparse output, e.g. bge-m3; into --milvus, --qdrant or --pgvector)")
@@ -67,13 +73,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                      help="--ray: tokens per forward pass in each actor (default: the device's best)")
     out = p.add_argument_group("output")
     where = out.add_mutually_exclusive_group(required=True)
-    where.add_argument("--output", type=Path, help="OUTPUT.parquet or OUTPUT.npy (+ OUTPUT.ids.json)")
+    where.add_argument("--output", type=Path, help="OUTPUT.parquet or OUTPUT.npy (+ OUTPUT.ids.json); with several "
+                       "--model, OUTPUT.<model>.parquet (or .npy) per model")
     where.add_argument("--milvus", metavar="URI", help="Milvus Lite file (./vectors.db) or server (http://host:19530)")
     where.add_argument("--qdrant", metavar="URL|PATH",
                        help="Qdrant server (http://host:6333), or a folder for qdrant-client's local mode")
     where.add_argument("--pgvector", metavar="DSN", help="Postgres with pgvector (postgresql://user:pw@host:5432/db)")
-    out.add_argument("--collection", help="Milvus/Qdrant collection (required with --milvus and --qdrant)")
-    out.add_argument("--table", help="Postgres table, NAME or SCHEMA.NAME (required with --pgvector)")
+    out.add_argument("--collection", action="append", metavar="NAME",
+                     help="Milvus/Qdrant collection (required with --milvus and --qdrant); with several --model: "
+                          "once per --model in order, or once as a PREFIX: each model writes PREFIX_<model>, the "
+                          "model's name in lower case with every character but a-z, 0-9 and _ made _")
+    out.add_argument("--table", action="append", metavar="NAME",
+                     help="Postgres table, NAME or SCHEMA.NAME (required with --pgvector); with several --model "
+                          "as --collection")
     out.add_argument("--create-collection", action="store_true",
                      help="create the collection/table if missing (and pgvector's extension)")
     out.add_argument("--metric", default="COSINE", choices=["COSINE", "IP", "L2"], help="index metric (default COSINE)")
@@ -177,7 +189,9 @@ def _check_sparse(args: argparse.Namespace) -> None:
                                      "hold dense vectors only")
 
 
-def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
+def build_sink(args: argparse.Namespace, with_metadata: bool, qdrant_client: Any = None) -> Any:
+    """The sink of one model's vectors (``args``: one model's flags, :func:`gateway.ingest.targets.per_model`).
+    ``qdrant_client``: an open client the sinks of one run share (one per local-mode folder)."""
     from gateway.ingest.sinks import MilvusSink, NpySink, ParquetSink
 
     if args.encoding != "float" and not (args.qdrant or args.pgvector):
@@ -190,7 +204,7 @@ def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
         return QdrantSink(
             args.qdrant, args.collection, api_key=args.qdrant_api_key, create=args.create_collection,
             metric=args.metric, encoding=args.encoding, store_text=args.store_text, with_metadata=with_metadata,
-            stamp=run_stamp(args), sparse=args.sparse,
+            stamp=run_stamp(args), sparse=args.sparse, client=qdrant_client,
         )
     if args.pgvector:
         from gateway.ingest.pgvector_sink import PgvectorSink
@@ -227,7 +241,8 @@ def build_sink(args: argparse.Namespace, with_metadata: bool) -> Any:
 def _validate(args: argparse.Namespace) -> None:
     from gateway.contract import parse_task
 
-    parse_task(args.task)
+    for task in args.task or ():
+        parse_task(task)
     if not args.input.is_file():
         raise ValueError(f"input file {args.input} does not exist")
     if args.ray and importlib.util.find_spec("ray") is None:
@@ -237,8 +252,6 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.dimensions is not None and args.dimensions < 1:
         raise ValueError("--dimensions must be >= 1")
-    if args.sparse:
-        _check_sparse(args)
 
 
 _INTERRUPTED = "interrupted: what was stored stays stored; run the same command again to resume"
@@ -255,67 +268,111 @@ def _run(run: Coroutine[Any, Any, T], ctrl_c: CtrlC) -> T:
         raise
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run ``embed``; exit status 0 done, 1 error (bad row, refused batch, bad flag), 2 the store holds
-    another vector space, or ``--sparse`` where the model or store has no sparse vectors (nothing
-    written), 130 interrupted."""
-    from gateway.ingest.embedders import SparseUnsupportedError
-    from gateway.ingest.plan import BadRowError
-    from gateway.ingest.runner import IngestError, IngestOptions, ingest
-    from gateway.ingest.sources import detect_format, location
-    from gateway.ingest.stamp import StampMismatchError
+def _open_sinks(lanes: list[argparse.Namespace], with_metadata: bool, closing: ExitStack) -> list[Any]:
+    """One sink per model, each closed by ``closing``; the sinks of one run in one Qdrant share its client."""
+    client = None
+    if len(lanes) > 1 and lanes[0].qdrant:
+        from gateway.ingest.qdrant_sink import open_client
 
-    try:
-        _validate(args)
-        fmt = detect_format(args.input, args.format)
-        fields = _fields(args)
-        sink = build_sink(args, with_metadata=bool(fields.metadata))
-        embedder = None if args.ray else build_embedder(args)
-    except (StampMismatchError, SparseUnsupportedError) as exc:
-        print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, FileExistsError, RuntimeError) as exc:
-        print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # e.g. while connecting to a Milvus server that does not answer
-        print(f"\n{_INTERRUPTED}", file=sys.stderr)
-        return 130
-    options = IngestOptions(
-        input=args.input, fmt=fmt, fields=fields, batch_size=args.batch_size, concurrency=args.concurrency,
-        skip_bad_rows=args.skip_bad_rows, progress=not args.no_progress,
-    )
-    ctrl_c = CtrlC()
-    try:
-        if embedder is None:  # [ray]: Ray Data's actor pool instead of one process
-            from gateway.ingest.ray_runner import ingest_on_ray
+        client = open_client(lanes[0].qdrant, lanes[0].qdrant_api_key)
+        closing.callback(client.close)  # after every sink (an ExitStack unwinds last in, first out)
+    sinks = []
+    for lane in lanes:
+        sink = build_sink(lane, with_metadata=with_metadata, qdrant_client=client)
+        closing.callback(sink.close)
+        sinks.append(sink)
+    return sinks
 
-            report = ingest_on_ray(options, _ray_options(args), sink)
-        else:
-            with ctrl_c.installed():
-                report = _run(ingest(options, embedder, sink, ctrl_c), ctrl_c)
-        done = sink.finish()
-    except KeyboardInterrupt:
-        print(f"\n{_INTERRUPTED}", file=sys.stderr)
-        return 130
-    except (StampMismatchError, SparseUnsupportedError) as exc:  # known only at the first write / request
-        print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
-        return 2
-    except (BadRowError, IngestError, ValueError, RuntimeError) as exc:
-        print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
-        print("nothing is lost: run the same command again (after fixing the cause) to resume", file=sys.stderr)
-        return 1
-    finally:
-        sink.close()
-    print(done, file=sys.stderr)
-    print(report.summary(), file=sys.stderr)
-    if report.bad:
+
+def _print_plan(args: argparse.Namespace, lanes: list[argparse.Namespace]) -> None:
+    from gateway.ingest.targets import describe
+
+    print(f"reading {args.input} once for {len(lanes)} models:", file=sys.stderr)
+    width = max(len(lane.model) for lane in lanes)
+    for lane in lanes:
+        print(f"  {lane.model:<{width}}  task {lane.task:<17}  -> {describe(lane)}", file=sys.stderr)
+
+
+def _print_report(args: argparse.Namespace, fmt: str, lanes: list[argparse.Namespace], done: list[str],
+                  reports: list[Any]) -> None:
+    from gateway.ingest.sources import location
+
+    several = len(lanes) > 1
+    for lane, where, report in zip(lanes, done, reports, strict=True):
+        head = f"{lane.model}: " if several else ""
+        print(head + where, file=sys.stderr)
+        print(head + report.summary(), file=sys.stderr)
         for item in report.bad[:20]:
             print(f"  skipped {location(args.input, fmt, item.line)}: {item.reason}", file=sys.stderr)
         if len(report.bad) > 20:
             print(f"  ... and {len(report.bad) - 20} more", file=sys.stderr)
-        if args.bad_rows:
-            with args.bad_rows.open("w", encoding="utf-8") as f:
+    if args.bad_rows and any(report.bad for report in reports):
+        with args.bad_rows.open("w", encoding="utf-8") as f:
+            for lane, report in zip(lanes, reports, strict=True):
                 for item in report.bad:
-                    f.write(json.dumps({"line": item.line, "id": item.id, "reason": item.reason}) + "\n")
-            print(f"bad rows written to {args.bad_rows}", file=sys.stderr)
+                    row = {"line": item.line, "id": item.id, "reason": item.reason}
+                    f.write(json.dumps({**row, "model": lane.model} if several else row) + "\n")
+        print(f"bad rows written to {args.bad_rows}", file=sys.stderr)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``embed``; exit status 0 done, 1 error (bad row, refused batch, bad flag), 2 a store holds
+    another vector space, or ``--sparse`` where a model or store has no sparse vectors (nothing
+    written), 130 interrupted. With several ``--model``, one lane per model over one read of the input
+    (:mod:`gateway.ingest.targets` names each model's output)."""
+    from gateway.ingest.embedders import SparseUnsupportedError
+    from gateway.ingest.plan import BadRowError
+    from gateway.ingest.runner import IngestError, IngestOptions, Lane, ingest_lanes
+    from gateway.ingest.sources import detect_format
+    from gateway.ingest.stamp import StampMismatchError
+    from gateway.ingest.targets import per_model
+
+    with ExitStack() as closing:
+        try:
+            _validate(args)
+            lanes = per_model(args)
+            if args.sparse:
+                for lane in lanes:
+                    _check_sparse(lane)
+            fmt = detect_format(args.input, args.format)
+            fields = _fields(args)
+            if len(lanes) > 1:
+                _print_plan(args, lanes)
+            sinks = _open_sinks(lanes, bool(fields.metadata), closing)
+            embedders = None if args.ray else [build_embedder(lane) for lane in lanes]
+        except (StampMismatchError, SparseUnsupportedError) as exc:
+            print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
+            return 2
+        except (ValueError, FileExistsError, RuntimeError) as exc:
+            print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:  # e.g. while connecting to a Milvus server that does not answer
+            print(f"\n{_INTERRUPTED}", file=sys.stderr)
+            return 130
+        options = IngestOptions(
+            input=args.input, fmt=fmt, fields=fields, batch_size=args.batch_size, concurrency=args.concurrency,
+            skip_bad_rows=args.skip_bad_rows, progress=not args.no_progress,
+        )
+        ctrl_c = CtrlC()
+        try:
+            if embedders is None:  # [ray]: Ray Data's actor pool instead of one process
+                from gateway.ingest.ray_runner import ingest_on_ray
+
+                reports = [ingest_on_ray(options, _ray_options(lanes[0]), sinks[0])]
+            else:
+                run = [Lane(e, s, lane.model) for e, s, lane in zip(embedders, sinks, lanes, strict=True)]
+                with ctrl_c.installed():
+                    reports = _run(ingest_lanes(options, run, ctrl_c), ctrl_c)
+            done = [sink.finish() for sink in sinks]
+        except KeyboardInterrupt:
+            print(f"\n{_INTERRUPTED}", file=sys.stderr)
+            return 130
+        except (StampMismatchError, SparseUnsupportedError) as exc:  # known only at the first write / request
+            print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
+            return 2
+        except (BadRowError, IngestError, ValueError, RuntimeError) as exc:
+            print(f"embed-gateway embed: error: {exc}", file=sys.stderr)
+            print("nothing is lost: run the same command again (after fixing the cause) to resume", file=sys.stderr)
+            return 1
+    _print_report(args, fmt, lanes, done, reports)
     return 0

@@ -11,7 +11,9 @@ __all__ = ["Progress"]
 class Progress:
     """A tqdm bar counting rows, with the running token rate in its postfix; a no-op when disabled."""
 
-    def __init__(self, total: int | None, *, enabled: bool = True, file: TextIO | None = None) -> None:
+    def __init__(self, total: int | None, *, enabled: bool = True, file: TextIO | None = None,
+                 desc: str = "embedding", position: int | None = None) -> None:
+        """``desc`` and ``position``: a run with several models draws one bar per model, one per line."""
         self.tokens = 0
         self.started = time.perf_counter()
         self._bar: Any = None
@@ -19,7 +21,7 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit="rows", unit_scale=False, file=file, dynamic_ncols=True,
-                             mininterval=0.5, smoothing=0.1, desc="embedding")
+                             mininterval=0.5, smoothing=0.1, desc=desc, position=position)
 
     def update(self, rows: int, tokens: int = 0) -> None:
         self.tokens += tokens

@@ -29,7 +29,7 @@ from gateway.ingest.records import Record
 from gateway.ingest.sinks import SinkError
 from gateway.ingest.stamp import STAMP_KEY, Stamp, StampedStore, check_stamp
 
-__all__ = ["ID_NAMESPACE", "QdrantSink", "point_id", "sign_vectors"]
+__all__ = ["ID_NAMESPACE", "QdrantSink", "open_client", "point_id", "sign_vectors"]
 
 #: the namespace of the point ids: ``uuid5(ID_NAMESPACE, record_id)``
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "ids.embed-gateway")
@@ -58,6 +58,20 @@ def _errors(what: str) -> Iterator[None]:
         raise SinkError(f"{what}: {exc}") from exc
 
 
+def open_client(location: str, api_key: str | None = None) -> Any:
+    """A ``QdrantClient`` for a server URL, ``:memory:`` or a local-mode folder."""
+    try:
+        from qdrant_client import QdrantClient
+    except ImportError as exc:
+        raise RuntimeError("Qdrant output needs the stores extra: pip install 'embed-gateway[stores]'") from exc
+    with _errors(f"cannot open Qdrant at {location}"):
+        if "://" in location:
+            return QdrantClient(url=location, api_key=api_key)
+        if location == ":memory:":
+            return QdrantClient(location=":memory:")
+        return QdrantClient(path=location)
+
+
 class QdrantSink(StampedStore):
     """Upserts into ``collection``: the dense vector ``dense`` (and the sparse vector ``sparse``) with
     the payload ``id``, ``line``, [``text``], [``metadata``].
@@ -65,7 +79,8 @@ class QdrantSink(StampedStore):
     The collection is created on the first write when ``create`` is set (size from the vectors,
     ``metric`` as its distance, or DOT with binary quantisation for ``ubinary``; a ``sparse``
     vector when ``sparse`` is set) and stamped with ``stamp`` in its metadata; an existing one must
-    match (vector name, size, distance, stamp) before anything is written.
+    match (vector name, size, distance, stamp) before anything is written. ``client``: an open
+    client (:func:`open_client`) to use and leave open; by default the sink opens and closes its own.
     """
 
     VECTOR = "dense"
@@ -84,11 +99,8 @@ class QdrantSink(StampedStore):
         store_text: bool = False,
         with_metadata: bool = False,
         stamp: Stamp | None = None,
+        client: Any = None,
     ) -> None:
-        try:
-            from qdrant_client import QdrantClient
-        except ImportError as exc:
-            raise RuntimeError("Qdrant output needs the stores extra: pip install 'embed-gateway[stores]'") from exc
         if metric not in _DISTANCES:
             raise ValueError(f"--metric must be one of {', '.join(_DISTANCES)}, not {metric!r}")
         if encoding not in ("float", "ubinary"):
@@ -99,13 +111,10 @@ class QdrantSink(StampedStore):
         self.create, self.metric, self.encoding, self.sparse = create, metric, encoding, sparse
         self.store_text, self.with_metadata = store_text, with_metadata
         self.stamp = stamp
-        with _errors(f"cannot open Qdrant at {location}"):
-            if "://" in location:
-                self.client = QdrantClient(url=location, api_key=api_key)
-            elif location == ":memory:":
-                self.client = QdrantClient(location=":memory:")
-            else:
-                self.client = QdrantClient(path=location)
+        #: a local-mode folder admits one client per process: sinks of one run that share a folder
+        #: share its client, which their caller opened and closes
+        self._owns_client = client is None
+        self.client = open_client(location, api_key) if client is None else client
         try:
             with _errors(f"cannot read Qdrant at {location}"):
                 self.exists = self.client.collection_exists(collection)
@@ -116,7 +125,7 @@ class QdrantSink(StampedStore):
             if stamp is not None:
                 check_stamp(self._where, self.stored_stamp, stamp)  # before anything is embedded
         except BaseException:
-            self.client.close()  # a local folder stays locked while its client is open
+            self.close()  # a local folder stays locked while its client is open
             raise
         self.checked_dims: int | None = None
 
@@ -224,4 +233,5 @@ class QdrantSink(StampedStore):
         return f"Qdrant collection {self.collection!r} at {self.location} holds {n} points"
 
     def close(self) -> None:
-        self.client.close()
+        if self._owns_client:
+            self.client.close()

@@ -59,6 +59,12 @@ class Sink(Protocol):
         """Store one batch atomically (or raise :class:`RowsRejected` before writing any of it)."""
         ...
 
+    def preflight(self, dims: int, space: str | None) -> None:
+        """Raise what the first write of ``dims``-wide vectors in vector space ``space`` (None:
+        unknown) would raise, writing nothing (:class:`~gateway.ingest.stamp.StampMismatchError`
+        for another space, ``ValueError`` for another width)."""
+        ...
+
     def finish(self) -> str:
         """Complete the output; returns a sentence saying where it is."""
         ...
@@ -96,16 +102,20 @@ class _Parts:
             self.ids.update(table.column("id").to_pylist())
             self.dims = table.schema.field("vector").type.list_size
 
-    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        dims = int(vectors.shape[1])
+    def check(self, dims: int) -> None:
+        """The parts already stored hold ``dims``-wide vectors too (raises otherwise)."""
         if self.dims is not None and dims != self.dims:
             raise ValueError(
                 f"the unfinished run in {self.dir} stored {self.dims}-dim vectors but this run makes {dims}; "
                 "use the same --dimensions, or --overwrite to start again"
             )
+
+    def write(self, records: Sequence[Record], vectors: npt.NDArray[np.float32]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        dims = int(vectors.shape[1])
+        self.check(dims)
         self.dims = dims
         columns: dict[str, Any] = {
             "id": pa.array([r.id for r in records], pa.string()),
@@ -156,6 +166,9 @@ class _PartsSink:
               sparse: Sequence[SparseVector] | None = None) -> None:
         no_sparse("a file output", sparse)
         self.parts.write(records, vectors)
+
+    def preflight(self, dims: int, space: str | None) -> None:
+        self.parts.check(dims)
 
     def close(self) -> None:
         return None

@@ -131,6 +131,17 @@ class StampedStore:
         """Stamp an existing store that has no stamp (made by an older version, or by hand)."""
         raise NotImplementedError
 
+    def preflight(self, dims: int, space: str | None) -> None:
+        """Raise what the first write of ``dims``-wide vectors in ``space`` would raise (another
+        width, another vector space), writing nothing: a run that fills several stores checks every
+        one before it writes to any, so it never fills one and is then refused by the next."""
+        if not self.exists:
+            return
+        self._check_existing(dims)
+        if self.stamp is not None:
+            stamp = self.stamp.with_dimensions(dims)
+            check_stamp(self._where, self.stored_stamp, stamp if space is None else replace(stamp, space=space))
+
     def _ensure(self, dims: int) -> None:
         if self.checked_dims == dims:
             return
