@@ -263,16 +263,23 @@ class Scheduler(Generic[P, R]):
 
     async def _gather(self) -> None:
         """Hold the next pass while :func:`worth_gathering` says more work is coming, until
-        ``min(gather_seconds, gather_share * last pass)`` after the last pass ended; returns at once
-        when that time is past (an idle engine: the request starts at once) or it stops being worth it."""
+        ``min(gather_seconds, gather_share * last pass)`` after the last pass ended. Past that
+        moment the engine is idle: the pass starts at once (a lone request never waits), unless
+        requests it has accepted are still being tokenised: a burst after a quiet moment (clients
+        that start together, a bulk job resuming) then goes in one pass instead of the first
+        request alone and the rest after it, a split that closed-loop clients keep forever after."""
         window = min(self.gather_seconds, self.gather_share * self._last_seconds)
         remaining = self._last_end + window - self._clock()
-        if remaining <= 0:
-            return
+        idle = remaining <= 0
+        if idle:
+            if not self._arriving:
+                return
+            remaining = self.gather_seconds
         try:
             async with asyncio.timeout(remaining):
                 while worth_gathering(
-                    self._queued_tokens, len(self._pending), self._arriving, self._expected, self.limits
+                    self._queued_tokens, len(self._pending), self._arriving, 0 if idle else self._expected,
+                    self.limits,
                 ):
                     self._wake.clear()
                     await self._wake.wait()

@@ -20,7 +20,7 @@ from engine_hf.bge_m3.checkpoint import locate_checkpoint
 from engine_hf.bge_m3.model import BGEM3Model, M3Output
 from engine_hf.bge_m3.settings import BGEM3Settings
 from engine_hf.cpu_kernels import detect_cpu, keep_freed_memory
-from engine_hf.device import resolve_device, resolve_precision
+from engine_hf.device import resolve_device, resolve_precision, use_packed
 from engine_hf.inprocess import InProcessEngine, Placement, check_total
 from engine_hf.tokenization import TextEncoder
 from gateway.contract import (
@@ -97,6 +97,7 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
             return None
         return "|".join((
             KIND, self._weights_id, str(m.dtype).removeprefix("torch."), f"kernels={m.kernels}", m.device.type,
+            "packed" if m.packed else "padded",
             f"max_input_tokens={self._max_tokens()}",
         ))
 
@@ -148,7 +149,8 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
         tok = AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=False)
         # the ids the reference drops from the lexical weights: cls, eos, pad and unk
         dropped = {i for i in (tok.cls_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) if i is not None}
-        model = BGEM3Model(ckpt.path, device=device, dtype=dtype, kernels=kernels, dropped_ids=dropped)
+        model = BGEM3Model(ckpt.path, device=device, dtype=dtype, kernels=kernels, dropped_ids=dropped,
+                           packed=use_packed(s.attention, device))
         backend = tok.backend_tokenizer
         backend.no_truncation()
         backend.no_padding()
@@ -162,9 +164,13 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
         )
         self.model = model
         log.info(
-            "loaded %s (bge-m3, %s/%s, kernels %s, %.0f MiB of weights) in %.1fs",
-            s.model, device, dtype, kernels, model.resident_bytes / 2**20, time.perf_counter() - started,
+            "loaded %s (bge-m3, %s/%s, kernels %s, %s attention, %.0f MiB of weights) in %.1fs",
+            s.model, device, dtype, kernels, "packed" if model.packed else "padded", model.resident_bytes / 2**20,
+            time.perf_counter() - started,
         )
+
+    def _padded(self) -> bool:
+        return self.model is None or not self.model.packed
 
     def _warm_up(self) -> None:
         assert self.text is not None

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine_hf.attention import PACKED
 from engine_hf.bge_m3.checkpoint import COLBERT_FILE, SPARSE_FILE
 from engine_hf.bge_m3.outputs import lexical_weights
 from engine_hf.checkpoint import CheckpointError
@@ -53,17 +54,20 @@ class BGEM3Model:
         dtype: torch.dtype,
         kernels: KernelName = "torch",
         dropped_ids: Collection[int],
+        packed: bool = False,
     ) -> None:
         """``dropped_ids``: token ids that never get a lexical weight (the tokenizer's cls, eos,
         pad and unk ids, as the reference takes them). ``kernels``: what runs the encoder's linear
-        layers on a CPU (:mod:`engine_hf.cpu_kernels`); the small heads always run torch's."""
+        layers on a CPU (:mod:`engine_hf.cpu_kernels`); the small heads always run torch's.
+        ``packed``: a pass's sequences go in one row with attention within each
+        (:mod:`engine_hf.attention`), else padded to the longest."""
         if kernels != "torch" and device.type != "cpu":
             raise ValueError(f"the {kernels} kernels run on a CPU, not on {device}")
         if kernels == "int8" and dtype != torch.float32:
             raise ValueError("the int8 kernels run in a float32 model")
         from transformers import XLMRobertaModel
 
-        self.device, self.dtype, self.kernels = device, dtype, kernels
+        self.device, self.dtype, self.kernels, self.packed = device, dtype, kernels, packed
         self.dropped_ids = frozenset(dropped_ids)
         encoder, info = XLMRobertaModel.from_pretrained(
             str(path), dtype=dtype, trust_remote_code=False, output_loading_info=True
@@ -74,6 +78,8 @@ class BGEM3Model:
                 f"{path.name}: the weights do not fit an XLM-RoBERTa encoder (missing {sorted(missing)[:5]})"
             )
         encoder.pooler = None  # never used: the dense output is the CLS row itself
+        if packed:  # transformers' own layers, our attention function (registered by the import)
+            encoder.config._attn_implementation = PACKED
         self.config = encoder.config
         hidden = int(self.config.hidden_size)
         self.encoder = encoder.to(device).eval()
@@ -116,8 +122,36 @@ class BGEM3Model:
 
     @torch.inference_mode()
     def forward(self, seqs: Sequence[Sequence[int]], wants: Sequence[Collection[Output]]) -> list[M3Output]:
-        """One padded forward pass over ``seqs`` (token ids with ``<s>``/``</s>``); ``wants[i]``:
-        the outputs besides dense that sequence ``i`` asks for."""
+        """One forward pass over ``seqs`` (token ids with ``<s>``/``</s>``), packed or padded;
+        ``wants[i]``: the outputs besides dense that sequence ``i`` asks for."""
+        states = self._packed(seqs) if self.packed else self._padded(seqs)  # each sequence's rows [n_i, d]
+        dense = torch.stack([h[0] for h in states]).float().cpu().numpy()
+
+        sparse: dict[int, SparseVector] = {}
+        rows = [i for i, w in enumerate(wants) if SPARSE in w]
+        if rows:
+            weights = torch.relu(self.sparse_linear(torch.cat([states[i] for i in rows]))).squeeze(-1)
+            host = weights.float().cpu().numpy()
+            start = 0
+            for i in rows:
+                n = len(seqs[i])
+                sparse[i] = lexical_weights(np.asarray(seqs[i]), host[start : start + n], self.dropped_ids)
+                start += n
+
+        multi: dict[int, npt.NDArray[np.float32]] = {}
+        rows = [i for i, w in enumerate(wants) if MULTIVECTOR in w]
+        if rows:
+            tokens = torch.cat([states[i][1:] for i in rows])  # CLS excluded, </s> kept, no padding
+            vecs = F.normalize(self.colbert_linear(tokens).float(), dim=-1).cpu().numpy()
+            start = 0
+            for i in rows:
+                n = len(seqs[i]) - 1
+                multi[i] = vecs[start : start + n]
+                start += n
+        return [M3Output(dense[i], sparse.get(i), multi.get(i)) for i in range(len(seqs))]
+
+    def _padded(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """``[batch, longest]`` with a mask (none when every sequence has the same length)."""
         lengths = [len(s) for s in seqs]
         longest = max(lengths)
         ids = torch.full((len(seqs), longest), self.pad_id, dtype=torch.long)
@@ -129,28 +163,29 @@ class BGEM3Model:
         h = self.encoder(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device) if padded else None
         ).last_hidden_state
-        dense = h[:, 0].float().cpu().numpy()
+        return [h[i, :n] for i, n in enumerate(lengths)]
 
-        sparse: dict[int, SparseVector] = {}
-        rows = [i for i, w in enumerate(wants) if SPARSE in w]
-        if rows:
-            weights = torch.relu(self.sparse_linear(h[rows])).squeeze(-1).float().cpu().numpy()
-            host_ids = ids.numpy()
-            for k, i in enumerate(rows):
-                n = lengths[i]
-                sparse[i] = lexical_weights(host_ids[i, :n], weights[k, :n], self.dropped_ids)
+    def _packed(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """``[1, total]``: positions restart for each sequence, by XLM-R's own rule (counting from
+        the pad id + 1, a literal pad token takes the pad id's position), attention stays within
+        each sequence."""
+        bounds: list[tuple[int, int]] = []
+        start = 0
+        for s in seqs:
+            bounds.append((start, start + len(s)))
+            start += len(s)
+        ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long)[None]
+        positions = torch.cat([_positions(torch.tensor(s, dtype=torch.long), self.pad_id) for s in seqs])[None]
+        h = self.encoder(
+            input_ids=ids.to(self.device), position_ids=positions.to(self.device), jina_bounds=bounds
+        ).last_hidden_state[0]
+        return [h[a:b] for a, b in bounds]
 
-        multi: dict[int, npt.NDArray[np.float32]] = {}
-        rows = [i for i, w in enumerate(wants) if MULTIVECTOR in w]
-        if rows:
-            tokens = torch.cat([h[i, 1 : lengths[i]] for i in rows])  # CLS excluded, </s> kept, no padding
-            vecs = F.normalize(self.colbert_linear(tokens).float(), dim=-1).cpu().numpy()
-            start = 0
-            for i in rows:
-                n = lengths[i] - 1
-                multi[i] = vecs[start : start + n]
-                start += n
-        return [M3Output(dense[i], sparse.get(i), multi.get(i)) for i in range(len(seqs))]
+
+def _positions(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """One sequence's XLM-R position ids, as the model derives them from ``input_ids`` alone."""
+    real = ids.ne(pad_id).long()
+    return torch.cumsum(real, dim=0) * real + pad_id
 
 
 def _head(path: Path, hidden: int, device: torch.device, dtype: torch.dtype) -> nn.Linear:

@@ -124,10 +124,28 @@ def test_all_three_outputs_equal_flagembedding(loop: LoopThread, engine: BGEM3En
     assert len(result.sparse[-1].indices) == 0 and len(result.sparse[-2].indices) == 0  # specials only
 
 
-def test_a_padded_batch_of_very_different_lengths(engine: BGEM3Engine, flag: Any) -> None:
-    """The model's padded pass itself (the scheduler keeps padding under a quarter of a pass, so a
-    job's inputs may not share one): a 2-token input beside a long one, sparse asked of one only."""
+@pytest.fixture(scope="module")
+def padded_engine(loop: LoopThread, m3_dir: Path) -> Iterator[BGEM3Engine]:
+    e = started(loop, m3_dir, attention="padded")
+    yield e
+    loop.run(e.aclose())
+
+
+def test_padded_attention_equals_flagembedding_too(loop: LoopThread, padded_engine: BGEM3Engine, flag: Any) -> None:
+    assert padded_engine.model is not None and not padded_engine.model.packed
+    assert padded_engine.capabilities.identity is not None and "|padded|" in padded_engine.capabilities.identity
+    assert_same(embed(loop, padded_engine, TEXTS, outputs=ALL), reference(flag, TEXTS))
+
+
+@pytest.mark.parametrize("attention", ["packed", "padded"])
+def test_one_pass_of_very_different_lengths(
+    engine: BGEM3Engine, padded_engine: BGEM3Engine, flag: Any, attention: str
+) -> None:
+    """The model's pass itself, packed (the default on a CPU) and padded: a 2-token input beside a
+    long one, sparse asked of one only."""
+    engine = engine if attention == "packed" else padded_engine
     assert engine.model is not None and engine.text is not None
+    assert engine.model.packed == (attention == "packed")
     texts = [TEXTS[2] * 3, "", TEXTS[1], TEXTS[4]]
     seqs = [e.ids for e in engine.text.encode(texts, None, truncate=False)]
     assert max(map(len, seqs)) > 4 * min(map(len, seqs))
@@ -231,7 +249,7 @@ def test_capabilities(engine: BGEM3Engine, m3_dir: Path) -> None:
     params = sum(t.numel() * t.element_size() for t in [*encoder.parameters(), *encoder.buffers()])
     assert caps.resident_bytes == params + heads
     assert caps.identity is not None and caps.identity.startswith("bge-m3|sha256:")
-    assert "|float32|" in caps.identity and caps.identity.endswith("|cpu|max_input_tokens=8192")
+    assert "|float32|" in caps.identity and caps.identity.endswith("|cpu|packed|max_input_tokens=8192")
 
 
 def test_the_identity_follows_the_heads(loop: LoopThread, m3_dir: Path, tmp_path: Path) -> None:

@@ -372,3 +372,29 @@ def test_a_request_still_being_tokenised_is_worth_holding_for() -> None:
 
     run(main())
     assert calls == [[0], [1, 2]]
+
+
+def test_a_burst_after_a_quiet_moment_is_one_pass_not_the_first_request_alone() -> None:
+    """The engine has been idle far longer than any hold; then three requests come at once: the
+    first is queued while the other two are still being tokenised. One pass carries all three
+    (started at once, the first would run alone and the other two after it)."""
+    calls: list[list[int]] = []
+
+    async def main() -> None:
+        s = gathering(calls, 0.3)
+        s.start()
+        await s.submit([0], [10])
+        await asyncio.sleep(0.6)  # quiet: the hold after that pass (at most 0.3 s) is long over
+
+        async def arriving(i: int, seconds: float) -> None:
+            with s.arriving():
+                await asyncio.sleep(seconds)
+            await s.submit([i], [10])
+
+        late = [asyncio.create_task(arriving(2, 0.05)), asyncio.create_task(arriving(3, 0.1))]
+        await asyncio.sleep(0)
+        await asyncio.gather(s.submit([1], [10]), *late)
+        await s.aclose()
+
+    run(main())
+    assert calls == [[0], [1, 2, 3]]
