@@ -232,13 +232,24 @@ class Shadow:
         settings = resolved.shadow
         if settings is None or not _comparable(spec) or self._rng.random() >= settings.fraction:
             return
-        self._snap = snap
+        if snap is not self._snap:
+            self._snap = snap
+            self._retire(snap)
         key = (resolved.model, settings.model_dump_json())  # a reload that changes the settings starts a new pair
         pair = self._pairs.get(key)
         if pair is None:
             pair = self._pairs[key] = _Pair(resolved.model, settings, self)
         texts = tuple(x for x in spec.inputs if isinstance(x, str))
         pair.offer(_Sample(texts, np.array(outcome.vectors, dtype=np.float32, copy=True), task))
+
+    def _retire(self, snap: Snapshot) -> None:
+        """Stop the pairs a reload removed or changed: their workers end, their figures leave the view."""
+        assert snap.catalog is not None
+        live = {(r.model, r.shadow.model_dump_json()) for r in snap.catalog.aliases.values() if r.shadow is not None}
+        for key in [k for k in self._pairs if k not in live]:
+            pair = self._pairs.pop(key)
+            for worker in pair.workers:
+                worker.cancel()
 
     def candidate_spec(self, candidate: str, task: str | None, texts: tuple[str, ...]) -> EmbeddingSpec:
         """The candidate's request: the primary's task where the candidate model serves it, else the

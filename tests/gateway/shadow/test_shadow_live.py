@@ -179,3 +179,30 @@ def test_the_shadow_view_is_admin_only_and_a_shadow_of_an_unknown_model_fails_th
         load_settings(models={"jina-embeddings-v3": {"shadow": {"model": "nope"}}})
     with pytest.raises(ValueError, match="fraction"):
         load_settings(models={"jina-embeddings-v3": {"shadow": {"model": "jina-embeddings-v3", "fraction": 1.5}}})
+
+
+def test_a_reload_that_changes_the_shadow_starts_it_afresh_and_retires_the_old(
+    original_dir: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "gateway.yaml"
+
+    def write(window: int) -> None:
+        config.write_text(
+            f"engines:\n  hf:\n    model: {original_dir}\n    device: cpu\n    max_input_tokens: 64\n"
+            "auth:\n  admin_key: s3cret\ncache:\n  memory_bytes: 0\n"
+            "models:\n  jina-embeddings-v3:\n    default: true\n"
+            f"    shadow: {{model: jina-embeddings-v3, fraction: 1.0, window: {window}}}\n"
+        )
+
+    write(32)
+    with live_server(load_settings(config), reload_settings=lambda: load_settings(config)) as s:
+        key = ("jina-embeddings-v3", "jina-embeddings-v3")
+        for text in TEXTS[:3]:
+            assert _embed(s, "jina-embeddings-v3", [text]).status_code == 200
+        assert _until(s, key, lambda p: p["shadowed"] == 3)["lanes"][0]["texts"] == 3
+        write(16)
+        assert httpx.post(s.url + "/admin/reload", headers=ADMIN, timeout=60).status_code == 200
+        assert _embed(s, "jina-embeddings-v3", [TEXTS[3]]).status_code == 200
+        _until(s, key, lambda p: p["shadowed"] == 1)
+        (pair,) = httpx.get(s.url + "/admin/shadow", headers=ADMIN, timeout=30).json()["shadows"]
+        assert pair["sampled"] == 1 and pair["lanes"][0]["texts"] == 1  # the old pair is gone, the new one counts afresh
