@@ -1,10 +1,11 @@
 """Packed ("varlen") attention: many sequences in one row, no padding.
 
-The native model runs on ``[batch, length]`` and pads every sequence to the longest; with mixed
-lengths the padding costs compute in every layer, and attention cost grows with the padded length
-squared. In packed mode the engine concatenates a batch's sequences into one row
-(``[1, total]``), restarts ``position_ids`` at 0 for each sequence (so RoPE sees the same positions
-as alone), and this attention function attends within each sequence only. The linear layers (most of
+A transformers model runs on ``[batch, length]`` and pads every sequence to the longest; with
+mixed lengths the padding costs compute in every layer, and attention cost grows with the padded
+length squared. In packed mode an engine concatenates a pass's sequences into one row
+(``[1, total]``), restarts ``position_ids`` for each sequence by the model's own rule (so the
+positions are those each sequence gets alone: RoPE's from 0 for jina-embeddings-v3, XLM-R's after
+the pad id for BGE-M3), and this attention function attends within each sequence only. The linear layers (most of
 the FLOPs) then run on exactly the real tokens.
 
 On CUDA in fp16/bf16, when torch has it (``torch.nn.attention.varlen``, 2.9+), the whole packed
@@ -12,7 +13,7 @@ row goes to one FlashAttention varlen kernel with the cumulative sequence bounds
 fp32) each sequence gets its own SDPA call on its slice.
 
 Registered with transformers' ``AttentionInterface`` under :data:`PACKED`; the model forwards our
-``jina_bounds`` keyword to it. A name transformers does not know also tells its mask builder to make
+``packed_bounds`` keyword to it. A name transformers does not know also tells its mask builder to make
 no mask.
 """
 
@@ -32,7 +33,7 @@ except ImportError:  # torch < 2.9
 
 __all__ = ["PACKED", "cumulative_bounds", "packed_attention", "uses_varlen_kernel"]
 
-PACKED = "jina_packed"
+PACKED = "embed_gateway_packed"
 
 
 def cumulative_bounds(bounds: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, int]:
@@ -59,7 +60,7 @@ def packed_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """``query/key/value [1, heads, total, head_dim]`` -> ``[1, total, heads, head_dim]``."""
-    bounds: list[tuple[int, int]] = kwargs["jina_bounds"]
+    bounds: list[tuple[int, int]] = kwargs["packed_bounds"]
     if uses_varlen_kernel(query):
         cu, longest = cumulative_bounds(bounds, query.device)
         # [1, heads, total, d] -> [total, heads, d], the kernel's layout

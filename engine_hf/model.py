@@ -174,7 +174,7 @@ class JinaEncoder:
             previous = self.model.config._attn_implementation
             self.model.config._attn_implementation = PACKED
             try:
-                h = self.model(input_ids=ids, position_ids=positions, jina_bounds=bounds).last_hidden_state[0]
+                h = self.model(input_ids=ids, position_ids=positions, packed_bounds=bounds).last_hidden_state[0]
             finally:
                 self.model.config._attn_implementation = previous
                 self.selection.clear()

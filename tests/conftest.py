@@ -1,4 +1,5 @@
-"""Session fixtures: tiny random checkpoints in both published layouts (same weights)."""
+"""Session fixtures: tiny random checkpoints (jina-embeddings-v3 in both published layouts, same
+weights; BGE-M3 in its published layout)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def original_dir(checkpoints: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def hf_dir(checkpoints: dict[str, Path]) -> Path:
     return checkpoints["hf"]
+
+
+@pytest.fixture(scope="session")
+def m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BGE-M3 checkpoint in the published layout (encoder + ``sparse_linear.pt`` +
+    ``colbert_linear.pt``), read-only for the tests that serve it beside jina-embeddings-v3."""
+    from engine_hf.tools.bge_m3_checkpoint import write_bge_m3_checkpoint
+
+    return write_bge_m3_checkpoint(tmp_path_factory.mktemp("bge-m3"))
 
 
 @pytest.fixture(scope="session")

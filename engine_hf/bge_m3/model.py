@@ -177,7 +177,7 @@ class BGEM3Model:
         ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long)[None]
         positions = torch.cat([_positions(torch.tensor(s, dtype=torch.long), self.pad_id) for s in seqs])[None]
         h = self.encoder(
-            input_ids=ids.to(self.device), position_ids=positions.to(self.device), jina_bounds=bounds
+            input_ids=ids.to(self.device), position_ids=positions.to(self.device), packed_bounds=bounds
         ).last_hidden_state[0]
         return [h[a:b] for a, b in bounds]
 

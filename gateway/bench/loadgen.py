@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
 from gateway.bench.stats import Sample
 from gateway.bench.workloads import BenchRequest
 
-__all__ = ["BodyFn", "closed_loop", "open_loop", "send"]
+__all__ = ["BodyFn", "closed_loop", "closed_loop_tagged", "open_loop", "send"]
+
+T = TypeVar("T")
 
 #: builds the JSON body of one request for a target (e.g. adds "task" or "model")
 BodyFn = Callable[[BenchRequest], dict[str, Any]]
@@ -37,7 +39,18 @@ async def closed_loop(
     url: str, requests: Sequence[BenchRequest], body: BodyFn, *, concurrency: int, max_seconds: float
 ) -> tuple[list[Sample], float]:
     """``concurrency`` clients send the requests in order, each waiting for its answer."""
-    samples: list[Sample] = []
+    tagged, wall = await closed_loop_tagged(url, [(None, r) for r in requests], {None: body},
+                                            concurrency=concurrency, max_seconds=max_seconds)
+    return [sample for _, sample in tagged], wall
+
+
+async def closed_loop_tagged(
+    url: str, requests: Sequence[tuple[T, BenchRequest]], bodies: Mapping[T, BodyFn], *, concurrency: int,
+    max_seconds: float,
+) -> tuple[list[tuple[T, Sample]], float]:
+    """:func:`closed_loop` over requests that each carry a tag (e.g. the model it is for): the tag
+    picks the body builder, and every sample keeps its request's tag."""
+    out: list[tuple[T, Sample]] = []
     queue = list(reversed(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
@@ -46,10 +59,11 @@ async def closed_loop(
 
         async def worker() -> None:
             while queue and time.perf_counter() < deadline:
-                samples.append(await send(client, url, queue.pop(), body))
+                tag, req = queue.pop()
+                out.append((tag, await send(client, url, req, bodies[tag])))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return samples, time.perf_counter() - start
+        return out, time.perf_counter() - start
 
 
 async def open_loop(

@@ -22,7 +22,6 @@ import datetime
 import json
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,9 @@ from typing import Any
 
 import httpx
 
-from gateway.bench.loadgen import BodyFn, send
-from gateway.bench.servers import Server, gateway_server
-from gateway.bench.stats import Sample, summarize
+from gateway.bench.loadgen import BodyFn, closed_loop_tagged
+from gateway.bench.servers import gateway_server
+from gateway.bench.stats import summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
 
 __all__ = ["KINDS", "ServedModel", "gateway_env", "interleave", "main", "parse_serve", "phase_order", "report"]
@@ -102,29 +101,9 @@ def phase_order(phases: Sequence[str], round_no: int) -> list[str]:
     return [*phases[k:], *phases[:k]]
 
 
-async def _closed_loop(url: str, reqs: Sequence[tuple[str, BenchRequest]], bodies: dict[str, BodyFn], *,
-                       concurrency: int, max_seconds: float) -> tuple[list[tuple[str, Sample]], float]:
-    """``concurrency`` clients send the requests in order, each waiting for its answer; every
-    sample keeps the model it was for."""
-    out: list[tuple[str, Sample]] = []
-    queue = list(reversed(reqs))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        start = time.perf_counter()
-        deadline = start + max_seconds
-
-        async def worker() -> None:
-            while queue and time.perf_counter() < deadline:
-                model, req = queue.pop()
-                out.append((model, await send(client, url, req, bodies[model])))
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return out, time.perf_counter() - start
-
-
 def _phase(url: str, reqs: list[tuple[str, BenchRequest]], bodies: dict[str, BodyFn], args: argparse.Namespace
            ) -> dict[str, Any]:
-    tagged, wall = asyncio.run(_closed_loop(url + "/v1/embeddings", reqs, bodies, concurrency=args.concurrency,
+    tagged, wall = asyncio.run(closed_loop_tagged(url + "/v1/embeddings", reqs, bodies, concurrency=args.concurrency,
                                             max_seconds=args.max_seconds))
     models = sorted({m for m, _ in tagged})
     return {"all": summarize([s for _, s in tagged], wall).as_dict(),

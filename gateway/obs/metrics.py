@@ -230,8 +230,8 @@ class GatewayMetrics:
             self._cache = CacheCollector(cache)
             self.registry.register(self._cache)
 
-    def shadow_done(self, primary: str, candidate: str, seconds: float, tokens: int) -> None:
-        """One shadow request the candidate served (its tokens are counted by the shadow itself)."""
+    def shadow_done(self, primary: str, candidate: str, seconds: float) -> None:
+        """One shadow request the candidate served (its counts are read from the shadow at scrape time)."""
         self.shadow_duration.labels(primary, candidate).observe(seconds)
 
     def watch_shadow(self, shadow: Shadow) -> None:

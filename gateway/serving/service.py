@@ -78,7 +78,7 @@ class EmbedOutcome:
 
 #: told of every request served (the snapshot, what its name meant, its spec, its task, its outcome):
 #: the live shadow A/B samples from here; it must neither raise nor wait
-ServedTap = Callable[[Snapshot, Resolved, "EmbeddingSpec", "str | None", EmbedOutcome], None]
+ServedTap = Callable[[Snapshot, Resolved, EmbeddingSpec, str | None, EmbedOutcome], None]
 
 
 def resolve_model(snap: Snapshot, name: str | None) -> Resolved:

@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 _LATENCIES = 1000
 
 Embed = Callable[[EmbeddingSpec], Awaitable["EmbedOutcome"]]
-#: called after each candidate request: (primary, candidate, seconds, tokens)
-Observe = Callable[[str, str, float, int], None]
+#: called after each candidate request: (primary, candidate, seconds)
+Observe = Callable[[str, str, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +192,7 @@ class _Pair:
         )
         lane.add(texts, primary, outcome.vectors)
         if shadow.observe is not None:
-            shadow.observe(self.primary, candidate, seconds, tokens)
+            shadow.observe(self.primary, candidate, seconds)
 
     def view(self) -> PairView:
         ms = np.asarray(self.latencies, dtype=np.float64) * 1000.0
@@ -267,11 +267,6 @@ class Shadow:
 
     def views(self) -> list[PairView]:
         return [pair.view() for pair in self._pairs.values()]
-
-    async def drain(self) -> None:
-        """Wait until every queued shadow request is done (tests, benchmarks)."""
-        for pair in list(self._pairs.values()):
-            await pair.queue.join()
 
     async def aclose(self) -> None:
         pairs, self._pairs = list(self._pairs.values()), {}

@@ -25,7 +25,7 @@ import pytest
 from gateway.cli import main
 from gateway.config import load_settings
 from tests.e2e.test_embed_cli import texts, write_jsonl
-from tests.support.postgres import PostgresServer, postgres_server  # noqa: F401 - fixture
+from tests.support.postgres import postgres_server  # noqa: F401 - fixture
 from tests.support.server import LiveServer, live_server
 
 pytestmark = pytest.mark.slow
@@ -48,13 +48,6 @@ def settings(original_dir: Path, m3_dir: Path) -> Any:
         },
         cache={"memory_bytes": 0},
     )
-
-
-@pytest.fixture(scope="module")
-def m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine_hf.tools.bge_m3_checkpoint import write_bge_m3_checkpoint
-
-    return write_bge_m3_checkpoint(tmp_path_factory.mktemp("bge-m3"))
 
 
 @pytest.fixture(scope="module")

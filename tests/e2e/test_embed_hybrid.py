@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 
 from gateway.cli import main
-from gateway.config import load_settings
 from gateway.contract import SparseVector
 from tests.e2e.test_embed_cli import write_jsonl
 from tests.support.postgres import PostgresServer, postgres_server  # noqa: F401 - fixture
+from tests.support.models import jina_and_bge_m3
 from tests.support.server import LiveServer, live_server
 
 KEYWORD = "vegetarian"  # one token of the tiny tokenizer; in the first document position it keeps a weight
@@ -52,23 +52,8 @@ def hybrid_corpus() -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine_hf.tools.bge_m3_checkpoint import write_bge_m3_checkpoint
-
-    return write_bge_m3_checkpoint(tmp_path_factory.mktemp("bge-m3"))
-
-
-@pytest.fixture(scope="module")
 def gateway(original_dir: Path, m3_dir: Path) -> Iterator[LiveServer]:
-    settings = load_settings(
-        engines={"hf": {"model": str(original_dir), "device": "cpu", "max_input_tokens": 64}},
-        models={
-            "jina-embeddings-v3": {"default": True},
-            "bge-m3": {"engines": {"bge": {"kind": "bge-m3", "model": str(m3_dir), "device": "cpu",
-                                           "max_input_tokens": 64}}},
-        },
-        cache={"memory_bytes": 0},
-    )
+    settings = jina_and_bge_m3(original_dir, m3_dir)
     with live_server(settings) as server:
         yield server
 

@@ -48,15 +48,6 @@ def e5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine_hf.tools.bge_m3_checkpoint import write_bge_m3_checkpoint
-
-    out = tmp_path_factory.mktemp("bge-m3")
-    write_bge_m3_checkpoint(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def key() -> str:
     return "sk-test-" + secrets.token_hex(12)
 

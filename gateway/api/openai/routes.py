@@ -7,12 +7,9 @@ OpenAI's shape plus Jina's ``detail`` by the app's handlers (:mod:`gateway.api.e
 
 from __future__ import annotations
 
-import dataclasses
-
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
-from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.errors import openapi_responses
 from gateway.api.openai.protocol import (
     ChunkEmbeddingRequest,
@@ -24,8 +21,7 @@ from gateway.api.openai.protocol import (
 )
 from gateway.api.openai.render import model_card, render_chunks, render_embeddings
 from gateway.api.policy import route_policy
-from gateway.api.services import embedding_service, with_request_headers
-from gateway.cache import cache_mode
+from gateway.api.services import embed_request, served_headers
 from gateway.contract import (
     EngineOverloadedError,
     EngineTimeoutError,
@@ -38,7 +34,6 @@ from gateway.errors import ModelNotFoundError, ShuttingDownError, TooManyRequest
 from gateway.obs.context import current_request, request_snapshot
 from gateway.pool import Snapshot, Supervisor
 from gateway.serving.service import resolve_model
-from gateway.serving.spec import EmbeddingSpec
 
 __all__ = ["router"]
 
@@ -46,17 +41,10 @@ router = APIRouter()
 
 
 def _respond(body: bytes) -> Response:
-    """The rendered body with the headers of what served it (from the request's context)."""
+    """The rendered body with the headers of what served it, and whether the cache did."""
     ctx = current_request.get()
     assert ctx is not None
-    return Response(body, media_type="application/json", headers={
-        "x-embed-engine": ctx.engine,
-        "x-embed-space": ctx.space,
-        "x-embed-cache": ctx.cache,
-        "x-queue-time": f"{ctx.queue_seconds * 1000:.2f}",
-        "x-inference-time": f"{ctx.inference_seconds * 1000:.2f}",
-        "x-request-id": ctx.request_id,
-    })
+    return Response(body, media_type="application/json", headers={**served_headers(), "x-embed-cache": ctx.cache})
 
 
 #: what an embedding route can answer besides 200 (the front door adds 401, 413, 429 and 503)
@@ -79,8 +67,8 @@ _WORK_ERRORS = (
 )
 @route_policy(work=True)
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> Response:
-    spec = with_request_headers(body.to_spec(), request)
-    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
+    spec = body.to_spec()
+    outcome = await embed_request(request, spec)
     return _respond(render_embeddings(outcome, spec.output))
 
 
@@ -92,8 +80,8 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Respons
 )
 @route_policy(work=True)
 async def create_chunk_embeddings(body: ChunkEmbeddingRequest, request: Request) -> Response:
-    spec = with_request_headers(body.to_spec(), request)
-    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
+    spec = body.to_spec()
+    outcome = await embed_request(request, spec)
     text = spec.inputs[0]
     assert isinstance(text, str)
     return _respond(render_chunks(outcome, text, spec.output))

@@ -20,9 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from gateway.api.disconnect import cancel_on_disconnect
 from gateway.api.policy import route_policy
-from gateway.api.services import embedding_service, token_service, with_request_headers
+from gateway.api.services import embed_request, served_headers, token_service
 from gateway.api.tei.errors import TEI_ERROR_TABLE, tei_error, tei_validation_error
 from gateway.api.tei.protocol import (
     TeiDecodeRequest,
@@ -39,7 +38,7 @@ from gateway.api.tei.protocol import (
 )
 from gateway.api.tei.render import json_body, render_sparse, render_tokens
 from gateway.contract import EmbedGatewayError
-from gateway.obs.context import current_request, request_snapshot
+from gateway.obs.context import request_snapshot
 from gateway.serving.service import EmbedOutcome
 from gateway.serving.spec import EmbeddingSpec
 
@@ -93,23 +92,15 @@ def _for_model(spec: EmbeddingSpec, model: str | None) -> EmbeddingSpec:
     return spec if model is None else dataclasses.replace(spec, model=model)
 
 
-def _spec(body: Any, request: Request, model: str | None) -> EmbeddingSpec:
-    """The body's spec, for ``model``, with the request's headers (cache opt-out, pinned space)."""
-    return with_request_headers(_for_model(body.to_spec(auto_truncate=_auto_truncate()), model), request)
+async def _embed(body: Any, request: Request, model: str | None) -> EmbedOutcome:
+    """The body's spec, for ``model``, served (its headers: cache opt-out, pinned space)."""
+    return await embed_request(request, _for_model(body.to_spec(auto_truncate=_auto_truncate()), model))
 
 
 def _respond(body: bytes, outcome: EmbedOutcome) -> Response:
     """The body with TEI's headers, of what served it (from the request's context)."""
-    ctx = current_request.get()
-    assert ctx is not None
-    return Response(body, media_type="application/json", headers={
-        "x-embed-engine": ctx.engine,
-        "x-embed-space": ctx.space,
-        "x-compute-tokens": str(sum(outcome.token_counts)),
-        "x-queue-time": f"{ctx.queue_seconds * 1000:.2f}",
-        "x-inference-time": f"{ctx.inference_seconds * 1000:.2f}",
-        "x-request-id": ctx.request_id,
-    })
+    return Response(body, media_type="application/json",
+                    headers={**served_headers(), "x-compute-tokens": str(sum(outcome.token_counts))})
 
 
 @router.post(
@@ -120,8 +111,7 @@ def _respond(body: bytes, outcome: EmbedOutcome) -> Response:
 )
 @route_policy(work=True)
 async def embed(body: TeiEmbedRequest, request: Request, model: str | None = None) -> Response:
-    spec = _spec(body, request, model)
-    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
+    outcome = await _embed(body, request, model)
     return _respond(json_body(outcome.vectors), outcome)
 
 
@@ -141,8 +131,7 @@ for _path in ("/", "/invocations"):
 )
 @route_policy(work=True)
 async def embed_all(body: TeiEmbedAllRequest, request: Request, model: str | None = None) -> Response:
-    spec = _spec(body, request, model)
-    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
+    outcome = await _embed(body, request, model)
     return _respond(json_body(list(outcome.token_states or ())), outcome)
 
 
@@ -154,8 +143,7 @@ async def embed_all(body: TeiEmbedAllRequest, request: Request, model: str | Non
 )
 @route_policy(work=True)
 async def embed_sparse(body: TeiEmbedSparseRequest, request: Request, model: str | None = None) -> Response:
-    spec = _spec(body, request, model)
-    outcome = await cancel_on_disconnect(request, embedding_service(request).embed(spec))
+    outcome = await _embed(body, request, model)
     return _respond(render_sparse(outcome.sparse or ()), outcome)
 
 

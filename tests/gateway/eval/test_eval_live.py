@@ -18,10 +18,10 @@ import pytest
 import pytrec_eval
 
 from gateway.cli import main
-from gateway.config import load_settings
 from gateway.eval import Options, load_dataset, run_eval
 from gateway.eval.runner import EvalReport
 from tests.gateway.eval.labelled import write_beir, write_memories
+from tests.support.models import jina_and_bge_m3
 from tests.support.server import LiveServer, live_server
 
 RECORD_KEYS = {
@@ -32,23 +32,8 @@ RECORD_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine_hf.tools.bge_m3_checkpoint import write_bge_m3_checkpoint
-
-    return write_bge_m3_checkpoint(tmp_path_factory.mktemp("bge-m3"))
-
-
-@pytest.fixture(scope="module")
 def server(original_dir: Path, m3_dir: Path) -> Iterator[LiveServer]:
-    settings = load_settings(
-        engines={"hf": {"model": str(original_dir), "device": "cpu", "max_input_tokens": 64}},
-        models={
-            "jina-embeddings-v3": {"default": True},
-            "bge-m3": {"engines": {"bge": {"kind": "bge-m3", "model": str(m3_dir), "device": "cpu",
-                                           "max_input_tokens": 64}}},
-        },
-        cache={"memory_bytes": 0},
-    )
+    settings = jina_and_bge_m3(original_dir, m3_dir)
     with live_server(settings) as s:
         yield s
 

@@ -14,20 +14,11 @@ import numpy as np
 import openai
 import pytest
 
-from gateway.config import load_settings
 from tests.support.harness import cosine
+from tests.support.models import jina_and_bge_m3
 from tests.support.server import LiveServer, live_server
 
 TEXTS = ["the user likes coffee in the morning", "coffee coffee tea", "người dùng thích cà phê"]
-
-
-@pytest.fixture(scope="module")
-def m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine_hf.tools.bge_m3_checkpoint import write_bge_m3_checkpoint
-
-    out = tmp_path_factory.mktemp("bge-m3")
-    write_bge_m3_checkpoint(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +31,7 @@ def m3_reference(m3_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(original_dir: Path, m3_dir: Path) -> Iterator[LiveServer]:
-    settings = load_settings(
-        engines={"hf": {"model": str(original_dir), "device": "cpu", "max_input_tokens": 64}},
-        models={
-            "jina-embeddings-v3": {"default": True},
-            "bge-m3": {
-                "engines": {"bge": {"kind": "bge-m3", "model": str(m3_dir), "device": "cpu", "max_input_tokens": 64}},
-                "aliases": {"m3-sparse-ready": {"task": None}},
-            },
-        },
-        cache={"memory_bytes": 0},
-    )
+    settings = jina_and_bge_m3(original_dir, m3_dir, bge_m3={"aliases": {"m3-sparse-ready": {"task": None}}})
     with live_server(settings) as s:
         yield s
 

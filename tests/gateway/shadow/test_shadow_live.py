@@ -34,15 +34,6 @@ def _upstream(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine_hf.tools.bge_m3_checkpoint import write_bge_m3_checkpoint
-
-    out = tmp_path_factory.mktemp("bge-m3")
-    write_bge_m3_checkpoint(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def fakes() -> dict[str, FakeEngine]:
     def broken(job: EmbedJob) -> EngineError:
         return EngineError("the candidate is broken", engine="broken")
