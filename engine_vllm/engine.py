@@ -15,6 +15,11 @@ whose ``usage`` is that input's exact count; an input that vLLM refuses or that 
 is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``) and embedded
 from those ids.
 
+With the served model's tokenizer (``tokenizer``, checked once against vLLM's ``/tokenize``) the
+engine tokenizes itself instead: limits apply to exact counts here, vLLM gets token ids, ``usage``
+is the ids sent per input, and concurrent jobs share calls (:mod:`engine_vllm.coalesce`): at most
+``max_calls`` in flight, what arrives meanwhile goes together in the next one.
+
 The HTTP side is :class:`~engine_vllm.upstream.UpstreamHTTP` (pooled keep-alive connections, health
 probes on a pool of their own: a pool full of slow embedding calls must not make a healthy vLLM
 look dead).
@@ -31,14 +36,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 
+from engine_vllm.coalesce import Coalescer
 from engine_vllm.errors import RefusedInput
 from engine_vllm.managed import VLLMProcess
+from engine_vllm.tokens import CHECK_TEXTS, LocalTokenizer, is_hub_name, tokenizer_from_command, tokenizer_path
 from engine_vllm.upstream import UpstreamHTTP
 from engine_vllm.wire import (
     MalformedResponse,
@@ -131,6 +139,27 @@ class VLLMEngine:
         self.process: VLLMProcess | None = (
             VLLMProcess(settings.managed, self._health_ok, name=name) if settings.managed.enabled else None
         )
+        #: the served model's tokenizer, once checked against vLLM's (None: vLLM counts, one call per job)
+        self._tokenizer: LocalTokenizer | None = None
+        self._check_tokenizer_setting(settings)
+        self._capabilities: tuple[tuple[ServedModel | None, int | None], EngineCapabilities] | None = None
+        self._coalescer: Coalescer[list[int]] = Coalescer(
+            self._send_ids, max_calls=settings.max_calls, max_inputs=settings.max_call_inputs
+        )
+
+    @staticmethod
+    def _check_tokenizer_setting(settings: VLLMEngineSettings) -> None:
+        """A local ``tokenizer`` path without ``tokenizer.json`` is a configuration error; a hub
+        name (``org/name``) is looked up in the local cache when vLLM is discovered."""
+        given = settings.tokenizer
+        if given is not None and not is_hub_name(given) and tokenizer_path(given) is None:
+            raise ValueError(f"engines.vllm.tokenizer: no tokenizer.json at {given!r}")
+
+    def _find_tokenizer(self) -> Path | None:
+        s = self.settings
+        if s.tokenizer is not None:
+            return tokenizer_path(s.tokenizer)
+        return tokenizer_from_command(s.managed.command) if s.managed.enabled else None
 
     # ------------------------------------------------------------------ contract
 
@@ -148,6 +177,16 @@ class VLLMEngine:
 
     @property
     def capabilities(self) -> EngineCapabilities:
+        # asked several times per request: built again only when discovery changed what it says
+        key = (self._served, self._dimensions)
+        cached = self._capabilities
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        caps = self._describe()
+        self._capabilities = (key, caps)
+        return caps
+
+    def _describe(self) -> EngineCapabilities:
         return EngineCapabilities(
             tasks=frozenset(self._prompts),
             dimensions=self._dimensions or _DEFAULT_DIMENSIONS,
@@ -235,6 +274,8 @@ class VLLMEngine:
     async def _embed_texts(self, texts: list[str], job: EmbedJob) -> EmbedResult:
         model = await self._model()
         started = time.perf_counter()
+        if self._tokenizer is not None:
+            return await self._embed_tokenized(self._tokenizer, texts, job, started)
         if job.max_total_tokens is not None and token_bound(texts, self.settings.max_input_tokens) > job.max_total_tokens:
             await self._check_total(model, texts, job, job.max_total_tokens)
         if len(texts) > 1 and self._batch_is_safe(texts):
@@ -267,6 +308,37 @@ class VLLMEngine:
             inference_seconds=time.perf_counter() - started,
         )
 
+    async def _embed_tokenized(self, tokenizer: LocalTokenizer, texts: list[str], job: EmbedJob,
+                               started: float) -> EmbedResult:
+        """Tokenized here: limits applied to exact counts, the ids sent (with other jobs' when
+        vLLM is busy), ``usage`` per input from the ids themselves."""
+        limit = self.settings.max_input_tokens
+        kept: list[list[int]] = []
+        for i, ids in enumerate(tokenizer.encode(texts)):
+            fitted, over = fit_to_limit(ids, limit, truncate=job.truncate, left=job.truncation_direction == "left")
+            if over and not job.truncate:
+                raise InputTooLongError(i, len(ids), limit)
+            kept.append(fitted)
+        counts = tuple(len(ids) for ids in kept)
+        if job.max_total_tokens is not None and sum(counts) > job.max_total_tokens:
+            raise TooManyTokensError(sum(counts), job.max_total_tokens)
+        vectors = await self._coalescer.embed(kept, job.deadline)
+        return EmbedResult(vectors=vectors, token_counts=counts, engine=self._name,
+                           inference_seconds=time.perf_counter() - started)
+
+    async def _send_ids(self, items: list[list[int]], deadline: float | None) -> npt.NDArray[np.float32]:
+        """One call with ``items`` (ids of one or more jobs): their rows, vLLM's count checked."""
+        model = await self._model()
+        try:
+            vectors, total = await self._embed_many(model, items, deadline)
+        except RefusedInput as refusal:  # every input is within max_model_len: vLLM should not refuse
+            raise EngineError(refusal.message, engine=self._name) from refusal
+        sent = sum(len(x) for x in items)
+        if total != sent:
+            raise EngineError(f"engine {self._name}: vLLM counted {total} tokens for {sent} token ids sent",
+                              engine=self._name)
+        return vectors
+
     def _batch_is_safe(self, texts: Sequence[str]) -> bool:
         """Whether one call for all ``texts`` cannot hide an input over ``max_input_tokens``."""
         limit = self.settings.max_input_tokens
@@ -295,6 +367,8 @@ class VLLMEngine:
         if self._dimensions is not None:
             extra["dimensions"] = self._dimensions
         extra["queued_inputs"] = self._queued_inputs
+        #: who counts tokens: the gateway (the served model's tokenizer, checked) or vLLM
+        extra["tokenizer"] = str(self._tokenizer.file) if self._tokenizer is not None else "vllm"
         if self.process is not None:
             extra["process"] = self.process.describe()
         if not self._http.is_open:
@@ -314,6 +388,7 @@ class VLLMEngine:
         return Health(True, "ok", extra)
 
     async def aclose(self) -> None:
+        await self._coalescer.aclose()
         await self._http.aclose()
         if self.process is not None:
             await self.process.stop()
@@ -345,8 +420,31 @@ class VLLMEngine:
             except RefusedInput as refusal:
                 raise EngineError(refusal.message, engine=self._name) from refusal
             self._served, self._dimensions = served, int(vector.shape[0])
+            if self._tokenizer is None and (file := self._find_tokenizer()) is not None:
+                self._tokenizer = await self._checked_tokenizer(served.id, file)
+            elif self._tokenizer is None and self.settings.tokenizer is not None:
+                log.warning("engine %s: tokenizer %r not found (a hub model not in the local Hugging Face cache "
+                            "yet?); vLLM counts tokens", self._name, self.settings.tokenizer)
             log.info("engine %s: vLLM at %s serves %r (max_model_len %s, %d dimensions)",
                      self._name, self._url, served.id, served.max_model_len, self._dimensions)
+
+    async def _checked_tokenizer(self, model: str, file: Path) -> LocalTokenizer | None:
+        """The tokenizer at ``file`` if it gives vLLM's ids for a test text under every task's
+        prompt; else None (logged): vLLM keeps counting."""
+        try:
+            local = LocalTokenizer(file)
+        except Exception as exc:  # noqa: BLE001 - a file tokenizers cannot read: not used, said why
+            log.warning("engine %s: cannot read the tokenizer %s (%s); vLLM counts tokens", self._name, file, exc)
+            return None
+        texts = sorted({prompt + text for prompt in self._prompts.values() for text in CHECK_TEXTS})
+        theirs = [await self._tokenize(model, text, None) for text in texts]
+        if local.encode(texts) != theirs:
+            log.warning("engine %s: the tokenizer %s gives other ids than vLLM's for the same text; "
+                        "vLLM counts tokens (one call per request)", self._name, file)
+            return None
+        log.info("engine %s: tokenizing with %s (the same ids as vLLM's); up to %d calls in flight",
+                 self._name, file, self.settings.max_calls)
+        return local
 
     def _pick(self, models: Sequence[ServedModel]) -> ServedModel:
         wanted, limit = self.settings.model, self.settings.max_input_tokens

@@ -27,6 +27,7 @@ from typing import Any
 
 import uvicorn
 
+from gateway.http1 import OneWriteHttpToolsProtocol
 from gateway.errors import ShuttingDownError, TooManyRequestsError
 
 __all__ = ["Gate", "GatewayServer", "drain"]
@@ -111,6 +112,7 @@ class GatewayServer(uvicorn.Server):
             lifespan="on",
             timeout_graceful_shutdown=math.ceil(grace + _UVICORN_MARGIN_S),
             timeout_keep_alive=math.ceil(keep_alive),
+            http=OneWriteHttpToolsProtocol,  # each response in one write (gateway/http1.py)
         )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -103,7 +103,7 @@ def _server(t: Target, s: BenchSettings, model_kind: str, vllm_python: str, out:
     out.mkdir(parents=True, exist_ok=True)
     if t.kind == "gateway-vllm":
         assert vllm_url is not None
-        return gateway_server("gateway-vllm", gateway_env(s, {**vllm_only_env(vllm_url), **t.env}), out)
+        return gateway_server("gateway-vllm", gateway_env(s, {**vllm_only_env(vllm_url, s.model), **t.env}), out)
     if t.kind == "vllm":
         if model_kind == "hf":
             return vllm_server(vllm_python, s.model, s.dtype, out)

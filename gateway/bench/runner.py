@@ -301,10 +301,12 @@ def _race_gateway_hf(s: BenchSettings, work: dict[str, _Workload], idle_req: Ben
     return done
 
 
-def vllm_only_env(vllm_url: str) -> dict[str, str]:
-    """A gateway in front of the vLLM at ``vllm_url`` and nothing else (the HF engine off)."""
+def vllm_only_env(vllm_url: str, model: str) -> dict[str, str]:
+    """A gateway in front of the vLLM at ``vllm_url`` serving ``model`` and nothing else (the HF
+    engine off), tokenizing with the model's own tokenizer as a deployment next to its weights does."""
     return {"EMBED_GATEWAY_ENGINES__HF__ENABLED": "false", "EMBED_GATEWAY_ENGINES__VLLM__ENABLED": "true",
             "EMBED_GATEWAY_ENGINES__VLLM__URL": vllm_url, "EMBED_GATEWAY_ENGINES__VLLM__MODEL": SERVED_NAME,
+            "EMBED_GATEWAY_ENGINES__VLLM__TOKENIZER": model,
             # the gateway waits for vLLM as long as the load generator waits for either
             "EMBED_GATEWAY_ENGINES__VLLM__READ_TIMEOUT": "600"}
 
@@ -323,7 +325,7 @@ def _race_vllm(s: BenchSettings, work: dict[str, _Workload], idle_req: BenchRequ
                 summary = _drive(vurl + "/v1/embeddings", work[name].requests, vllm_body, s)
                 results.add(name, ServedRow("vllm", summary, vsrv.peak_rss()))
         if "gateway-vllm" in s.targets:
-            gsrv, gurl = gateway_server("gateway-vllm", gateway_env(s, vllm_only_env(vurl)), s.out_dir)
+            gsrv, gurl = gateway_server("gateway-vllm", gateway_env(s, vllm_only_env(vurl, s.vllm_model or s.model)), s.out_dir)
             gsrv.start()
             try:
                 for name in text_matching:

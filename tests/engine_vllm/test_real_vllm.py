@@ -3,6 +3,9 @@ engine on the same weights: vectors, token counts, over-long input, truncation."
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from engine_hf import HFEngine
 from engine_vllm import VLLMEngine
 from engine_hf.settings import HFEngineSettings
 from engine_vllm.settings import VLLMEngineSettings
-from gateway.contract import EmbedJob, InputTooLongError, Task
+from gateway.contract import EmbedJob, InputTooLongError, Task, TooManyTokensError
 from tests.support.harness import LoopThread, cosine
 from tests.support.vllm import VLLMServer
 
@@ -90,3 +93,88 @@ def test_truncation_is_the_same_as_the_hf_engine(engines: Engines) -> None:
     hf, vllm = engines.both(EmbedJob(inputs=["short", LONG], task=Task.TEXT_MATCHING, truncate=True))
     assert vllm.token_counts == hf.token_counts == (hf.token_counts[0], 8192)
     assert cosine(hf.vectors[1], vllm.vectors[1]) >= 0.9999
+
+
+# ---------------------------------------------------------------- the gateway tokenizes
+
+@pytest.fixture(scope="module")
+def tokenized(engines: Engines, original_dir: Path, vllm_server: VLLMServer) -> Iterator[VLLMEngine]:
+    """The same vLLM with the model's own tokenizer in the gateway, one call in flight (so that
+    concurrent jobs must share calls)."""
+    eng = VLLMEngine(VLLMEngineSettings(enabled=True, url=vllm_server.url, tokenizer=str(original_dir), max_calls=1))
+    engines.loop.run(eng.start())
+    try:
+        yield eng
+    finally:
+        engines.loop.run(eng.aclose())
+
+
+def test_tokenized_vectors_and_counts_are_vllms_own(engines: Engines, tokenized: VLLMEngine, original_dir: Path) -> None:
+    health = engines.loop.run(tokenized.check_health())
+    assert health.ok and health.extra["tokenizer"] == str(original_dir / "tokenizer.json")
+    job = EmbedJob(inputs=TEXTS, task=Task.TEXT_MATCHING)
+    by_text = engines.loop.run(engines.vllm.embed(job))
+    by_ids = engines.loop.run(tokenized.embed(job))
+    np.testing.assert_array_equal(by_ids.vectors, by_text.vectors)  # the ids vLLM would have made itself
+    for text, count in zip(TEXTS, by_ids.token_counts, strict=True):  # per input, as vLLM counts it alone
+        assert (count,) == engines.loop.run(engines.vllm.embed(EmbedJob(inputs=[text], task=Task.TEXT_MATCHING))).token_counts
+    assert sum(by_ids.token_counts) == by_text.token_counts[0]
+
+
+def test_concurrent_jobs_share_calls_and_each_gets_its_own_rows(engines: Engines, tokenized: VLLMEngine) -> None:
+    jobs = [EmbedJob(inputs=[text], task=Task.TEXT_MATCHING) for text in TEXTS * 4]
+    alone = [engines.loop.run(engines.vllm.embed(job)) for job in jobs]
+    before = tokenized._coalescer.calls
+
+    async def all_at_once():  # type: ignore[no-untyped-def]
+        return await asyncio.gather(*(tokenized.embed(job) for job in jobs))
+
+    together = engines.loop.run(all_at_once())
+    calls = tokenized._coalescer.calls - before
+    assert 2 <= calls < len(jobs)  # the first alone, the rest in fewer calls than jobs
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(b.vectors, a.vectors)
+        assert b.token_counts == a.token_counts
+
+
+def test_tokenized_limits_are_applied_here_the_same_way(engines: Engines, tokenized: VLLMEngine) -> None:
+    job = EmbedJob(inputs=["short", LONG], task=Task.TEXT_MATCHING)
+    with pytest.raises(InputTooLongError) as from_vllm:
+        engines.loop.run(engines.vllm.embed(job))
+    with pytest.raises(InputTooLongError) as here:
+        engines.loop.run(tokenized.embed(job))
+    assert here.value.message == from_vllm.value.message
+    for left in (False, True):
+        cut = EmbedJob(inputs=["short", LONG], task=Task.TEXT_MATCHING, truncate=True,
+                       truncation_direction="left" if left else "right")
+        a, b = engines.loop.run(engines.vllm.embed(cut)), engines.loop.run(tokenized.embed(cut))
+        assert b.token_counts == a.token_counts == (a.token_counts[0], 8192)
+        np.testing.assert_array_equal(b.vectors, a.vectors)
+    with pytest.raises(TooManyTokensError):
+        engines.loop.run(tokenized.embed(EmbedJob(inputs=TEXTS, task=Task.TEXT_MATCHING, max_total_tokens=10)))
+
+
+def test_a_tokenizer_that_disagrees_with_vllm_is_not_used(
+    engines: Engines, original_dir: Path, vllm_server: VLLMServer, tmp_path: Path
+) -> None:
+    for f in original_dir.iterdir():  # the model's tokenizer with its vocabulary's ids permuted
+        if f.is_file() and not f.name.endswith(".safetensors"):
+            shutil.copy(f, tmp_path / f.name)
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    spec["model"]["vocab"] = vocab[:4] + vocab[4:][::-1]  # (another model's tokenizer differs as surely)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    eng = VLLMEngine(VLLMEngineSettings(enabled=True, url=vllm_server.url, tokenizer=str(tmp_path)))
+    engines.loop.run(eng.start())
+    try:
+        health = engines.loop.run(eng.check_health())
+        assert health.ok and health.extra["tokenizer"] == "vllm"
+        job = EmbedJob(inputs=TEXTS, task=Task.TEXT_MATCHING)
+        np.testing.assert_array_equal(engines.loop.run(eng.embed(job)).vectors, engines.loop.run(engines.vllm.embed(job)).vectors)
+    finally:
+        engines.loop.run(eng.aclose())
+
+
+def test_a_tokenizer_path_without_tokenizer_json_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no tokenizer.json"):
+        VLLMEngine(VLLMEngineSettings(enabled=True, tokenizer=str(tmp_path)))
