@@ -3,7 +3,8 @@
 vLLM's HTTP front end spends a few milliseconds of CPU on every request, however few inputs it
 carries; under load that, not the forward pass, bounds a small model's throughput. So at most
 ``max_calls`` embedding calls are in flight: a job that finds a free call goes out at once, in its
-caller's own task (nothing added at idle); jobs that arrive while every call is busy wait, and the
+caller's own task (nothing added at idle; :meth:`Coalescer.try_acquire` lets the caller make that
+call its own way); jobs that arrive while every call is busy wait, and the
 next call to come back sends all of them together (up to ``max_inputs`` inputs), each job's rows
 handed back to it in order. vLLM batches the inputs of one call as it batches concurrent calls, so
 the vectors are the ones each job would have got alone.
@@ -84,17 +85,33 @@ class Coalescer(Generic[Item]):
     def waiting(self) -> int:
         return len(self._pending)
 
-    async def embed(self, items: Sequence[Item], deadline: float | None) -> npt.NDArray[np.float32]:
-        """``items``' rows, from a call of their own or one shared with other waiting jobs."""
+    @property
+    def idle(self) -> bool:
+        """No call in flight and nothing waiting."""
+        return self._in_flight == 0 and not self._pending
+
+    def try_acquire(self) -> bool:
+        """Take a free call for a job of the caller's own (nothing waits and one is free): True,
+        and the caller must :meth:`release` it when its call is done; else False."""
         if self._in_flight < self._max_calls and not self._pending:
-            self._in_flight += 1  # a free call: this job goes now, in the caller's task
+            self._in_flight += 1
             self.calls += 1
             self.jobs += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        """A call taken with :meth:`try_acquire` is done: the next waiting jobs may go."""
+        self._in_flight -= 1
+        self._pump()
+
+    async def embed(self, items: Sequence[Item], deadline: float | None) -> npt.NDArray[np.float32]:
+        """``items``' rows, from a call of their own or one shared with other waiting jobs."""
+        if self.try_acquire():  # a free call: this job goes now, in the caller's task
             try:
                 return await self._send(list(items), deadline)
             finally:
-                self._in_flight -= 1
-                self._pump()
+                self.release()
         future: asyncio.Future[npt.NDArray[np.float32]] = asyncio.get_running_loop().create_future()
         self._pending.append(Waiting(items, deadline, future))
         self._pump()

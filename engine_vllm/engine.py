@@ -15,10 +15,10 @@ whose ``usage`` is that input's exact count; an input that vLLM refuses or that 
 is cut like the HF engine cuts it (first ``max_input_tokens - 1`` tokens and ``</s>``) and embedded
 from those ids.
 
-With the served model's tokenizer (``tokenizer``, checked once against vLLM's ``/tokenize``) the
-engine tokenizes itself instead: limits apply to exact counts here, vLLM gets token ids, ``usage``
-is the ids sent per input, and concurrent jobs share calls (:mod:`engine_vllm.coalesce`): at most
-``max_calls`` in flight, what arrives meanwhile goes together in the next one.
+With the served model's tokenizer (``tokenizer``, checked once against vLLM's ``/tokenize``) at
+most ``max_calls`` calls are in flight (:mod:`engine_vllm.coalesce`): a job that finds vLLM idle
+goes as above; any other is tokenized here (limits on exact counts, ``usage`` the ids per input)
+and goes as token ids, alone on a free call or with the others waiting in the next one.
 
 The HTTP side is :class:`~engine_vllm.upstream.UpstreamHTTP` (pooled keep-alive connections, health
 probes on a pool of their own: a pool full of slow embedding calls must not make a healthy vLLM
@@ -274,8 +274,20 @@ class VLLMEngine:
     async def _embed_texts(self, texts: list[str], job: EmbedJob) -> EmbedResult:
         model = await self._model()
         started = time.perf_counter()
-        if self._tokenizer is not None:
-            return await self._embed_tokenized(self._tokenizer, texts, job, started)
+        tokenizer = self._tokenizer
+        if tokenizer is None:
+            return await self._embed_as_text(model, texts, job, started)
+        # vLLM idle: the text itself, as a client calling vLLM directly sends it (vLLM counts; the
+        # fastest way for one request). Else token ids: alone on a free call, or with the others
+        # waiting in the next one (ids also spare vLLM's front end its tokenizing under load)
+        if not (self._coalescer.idle and self._coalescer.try_acquire()):
+            return await self._embed_tokenized(tokenizer, texts, job, started)
+        try:
+            return await self._embed_as_text(model, texts, job, started)
+        finally:
+            self._coalescer.release()
+
+    async def _embed_as_text(self, model: str, texts: list[str], job: EmbedJob, started: float) -> EmbedResult:
         if job.max_total_tokens is not None and token_bound(texts, self.settings.max_input_tokens) > job.max_total_tokens:
             await self._check_total(model, texts, job, job.max_total_tokens)
         if len(texts) > 1 and self._batch_is_safe(texts):

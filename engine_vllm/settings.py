@@ -75,11 +75,11 @@ class VLLMEngineSettings(BaseModel):
     #: vLLM merges). A server of another model serves what its model's routes send it (jina-v5:
     #: one server per task).
     tasks: dict[str, str] | None = None
-    #: the served model's tokenizer for the gateway to tokenize with (a directory holding
-    #: tokenizer.json, or the file): vLLM gets token ids, every request's usage is counted here, and
-    #: concurrent requests share calls (``max_calls``). Checked once against vLLM's /tokenize; on a
-    #: mismatch it is not used. Null: a managed vLLM's local --tokenizer / --model directory, else
-    #: none (one call per request, vLLM counts). See docs/engines.md.
+    #: the served model's tokenizer (a directory holding tokenizer.json, the file, or a hub name in
+    #: the local cache): while vLLM is busy, requests are tokenized and counted here and sent as
+    #: token ids, those that wait together (``max_calls``); with vLLM idle a request goes as text. Checked
+    #: once against vLLM's /tokenize; on a mismatch it is not used. Null: a managed vLLM's
+    #: --tokenizer / --model, else none (one call per request, vLLM counts). See docs/engines.md.
     tokenizer: str | None = None
     #: with a tokenizer: at most this many embedding calls to vLLM in flight; requests that arrive
     #: while all are busy go together in the next one (at idle a request goes alone, at once)

@@ -169,3 +169,18 @@ def test_close_cancels_what_is_in_flight_and_what_waits() -> None:
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError):
         Coalescer(Upstream().send, max_calls=0, max_inputs=1)
+
+
+def test_a_call_taken_for_the_callers_own_use_counts_until_released() -> None:
+    async def go() -> None:
+        up = Upstream()
+        co = Coalescer(up.send, max_calls=1, max_inputs=8)
+        assert co.try_acquire() and co.in_flight == 1
+        assert not co.try_acquire()  # the only call is taken
+        waiting = asyncio.ensure_future(co.embed([[7]], None))
+        await settle()
+        assert co.waiting == 1 and up.calls == []
+        co.release()  # the caller's own call is done: the waiting job goes
+        assert rows(await waiting) == [7] and co.in_flight == 0 and co.calls == 2
+
+    asyncio.run(go())

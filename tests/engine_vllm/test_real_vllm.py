@@ -109,12 +109,29 @@ def tokenized(engines: Engines, original_dir: Path, vllm_server: VLLMServer) -> 
         engines.loop.run(eng.aclose())
 
 
-def test_tokenized_vectors_and_counts_are_vllms_own(engines: Engines, tokenized: VLLMEngine, original_dir: Path) -> None:
+def _while_busy(engines: Engines, eng: VLLMEngine, job: EmbedJob):  # type: ignore[no-untyped-def]
+    """``job`` on ``eng`` while another job holds its one call: ``job`` is tokenized in the gateway
+    and waits for the next call. Its result, or the error it raised."""
+
+    async def both():  # type: ignore[no-untyped-def]
+        return await asyncio.gather(eng.embed(EmbedJob(inputs=["the call in flight"], task=Task.TEXT_MATCHING)), eng.embed(job),
+                                    return_exceptions=True)
+
+    _, out = engines.loop.run(both())
+    return out
+
+
+def test_idle_jobs_go_as_text_busy_ones_as_ids_with_the_same_vectors_and_counts(
+    engines: Engines, tokenized: VLLMEngine, original_dir: Path
+) -> None:
     health = engines.loop.run(tokenized.check_health())
     assert health.ok and health.extra["tokenizer"] == str(original_dir / "tokenizer.json")
     job = EmbedJob(inputs=TEXTS, task=Task.TEXT_MATCHING)
     by_text = engines.loop.run(engines.vllm.embed(job))
-    by_ids = engines.loop.run(tokenized.embed(job))
+    idle = engines.loop.run(tokenized.embed(job))  # a free call: the text, as before (vLLM counts)
+    np.testing.assert_array_equal(idle.vectors, by_text.vectors)
+    assert idle.token_counts == by_text.token_counts
+    by_ids = _while_busy(engines, tokenized, job)
     np.testing.assert_array_equal(by_ids.vectors, by_text.vectors)  # the ids vLLM would have made itself
     for text, count in zip(TEXTS, by_ids.token_counts, strict=True):  # per input, as vLLM counts it alone
         assert (count,) == engines.loop.run(engines.vllm.embed(EmbedJob(inputs=[text], task=Task.TEXT_MATCHING))).token_counts
@@ -141,17 +158,16 @@ def test_tokenized_limits_are_applied_here_the_same_way(engines: Engines, tokeni
     job = EmbedJob(inputs=["short", LONG], task=Task.TEXT_MATCHING)
     with pytest.raises(InputTooLongError) as from_vllm:
         engines.loop.run(engines.vllm.embed(job))
-    with pytest.raises(InputTooLongError) as here:
-        engines.loop.run(tokenized.embed(job))
-    assert here.value.message == from_vllm.value.message
+    here = _while_busy(engines, tokenized, job)
+    assert isinstance(here, InputTooLongError) and here.message == from_vllm.value.message
     for left in (False, True):
         cut = EmbedJob(inputs=["short", LONG], task=Task.TEXT_MATCHING, truncate=True,
                        truncation_direction="left" if left else "right")
-        a, b = engines.loop.run(engines.vllm.embed(cut)), engines.loop.run(tokenized.embed(cut))
+        a, b = engines.loop.run(engines.vllm.embed(cut)), _while_busy(engines, tokenized, cut)
         assert b.token_counts == a.token_counts == (a.token_counts[0], 8192)
         np.testing.assert_array_equal(b.vectors, a.vectors)
-    with pytest.raises(TooManyTokensError):
-        engines.loop.run(tokenized.embed(EmbedJob(inputs=TEXTS, task=Task.TEXT_MATCHING, max_total_tokens=10)))
+    over = _while_busy(engines, tokenized, EmbedJob(inputs=TEXTS, task=Task.TEXT_MATCHING, max_total_tokens=10))
+    assert isinstance(over, TooManyTokensError)
 
 
 def test_a_tokenizer_that_disagrees_with_vllm_is_not_used(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
+from gateway.api.body import JsonBodyRoute
 from gateway.api.errors import openapi_responses
 from gateway.api.openai.protocol import (
     ChunkEmbeddingRequest,
@@ -37,7 +38,8 @@ from gateway.serving.service import resolve_model
 
 __all__ = ["router"]
 
-router = APIRouter()
+#: the embedding routes read their JSON body in one pass (gateway/api/body.py)
+router = APIRouter(route_class=JsonBodyRoute)
 
 
 def _respond(body: bytes) -> Response:
