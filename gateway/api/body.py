@@ -25,6 +25,13 @@ from pydantic import BaseModel, ValidationError
 __all__ = ["JsonBodyRoute", "is_json", "validated_body"]
 
 
+#: what FastAPI reports for a body that is not a JSON object (validated as the model from Python)
+_NOT_AN_OBJECT = {
+    "type": "model_attributes_type", "loc": ("body",),
+    "msg": "Input should be a valid dictionary or object to extract fields from",
+}
+
+
 def is_json(content_type: str | None) -> bool:
     """FastAPI's rule: ``application/json`` or ``application/*+json`` (parameters ignored)."""
     if not content_type:
@@ -38,16 +45,16 @@ def validated_body(model: type[BaseModel], body: bytes, content_type: str | None
     if not body:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     if not is_json(content_type):  # FastAPI validates the raw bytes then, which no model accepts
-        raise RequestValidationError([{
-            "type": "model_attributes_type", "loc": ("body",),
-            "msg": "Input should be a valid dictionary or object to extract fields from", "input": body,
-        }])
+        raise RequestValidationError([{**_NOT_AN_OBJECT, "input": body}])
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)], body=body
-        ) from None
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "model_type" and not errors[0]["loc"]:  # JSON, but not an object
+            errors = [{**_NOT_AN_OBJECT, "input": errors[0]["input"]}]
+        else:
+            errors = [{**e, "loc": ("body", *e["loc"])} for e in errors]
+        raise RequestValidationError(errors, body=body) from None
 
 
 class JsonBodyRoute(APIRoute):
