@@ -443,8 +443,8 @@ class VLLMEngine:
     async def _checked_tokenizer(self, model: str, file: Path) -> LocalTokenizer | None:
         """The tokenizer at ``file`` if it gives vLLM's ids for a test text under every task's
         prompt; else None (logged): vLLM keeps counting."""
-        try:
-            local = LocalTokenizer(file)
+        try:  # loading takes a while for a real vocabulary: off the event loop, which may be serving
+            local = await asyncio.to_thread(LocalTokenizer, file)
         except Exception as exc:  # noqa: BLE001 - a file tokenizers cannot read: not used, said why
             log.warning("engine %s: cannot read the tokenizer %s (%s); vLLM counts tokens", self._name, file, exc)
             return None
