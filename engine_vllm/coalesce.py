@@ -73,7 +73,7 @@ class Coalescer(Generic[Item]):
         self._pending: deque[Waiting[Item]] = deque()
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        #: calls sent and the jobs they carried (for metrics and tests)
+        #: calls sent and the jobs they carried (what the tests read)
         self.calls = 0
         self.jobs = 0
 

@@ -141,19 +141,14 @@ class VLLMEngine:
         )
         #: the served model's tokenizer, once checked against vLLM's (None: vLLM counts, one call per job)
         self._tokenizer: LocalTokenizer | None = None
-        self._check_tokenizer_setting(settings)
-        self._capabilities: tuple[tuple[ServedModel | None, int | None], EngineCapabilities] | None = None
+        given = settings.tokenizer  # a hub name (org/name) is looked up in the local cache at discovery
+        if given is not None and not is_hub_name(given) and tokenizer_path(given) is None:
+            raise ValueError(f"engines.{name}.tokenizer: no tokenizer.json at {given!r}")
+        #: built once per discovery (asked several times per request)
+        self._capabilities: EngineCapabilities | None = None
         self._coalescer: Coalescer[list[int]] = Coalescer(
             self._send_ids, max_calls=settings.max_calls, max_inputs=settings.max_call_inputs
         )
-
-    @staticmethod
-    def _check_tokenizer_setting(settings: VLLMEngineSettings) -> None:
-        """A local ``tokenizer`` path without ``tokenizer.json`` is a configuration error; a hub
-        name (``org/name``) is looked up in the local cache when vLLM is discovered."""
-        given = settings.tokenizer
-        if given is not None and not is_hub_name(given) and tokenizer_path(given) is None:
-            raise ValueError(f"engines.vllm.tokenizer: no tokenizer.json at {given!r}")
 
     def _find_tokenizer(self) -> Path | None:
         s = self.settings
@@ -177,14 +172,9 @@ class VLLMEngine:
 
     @property
     def capabilities(self) -> EngineCapabilities:
-        # asked several times per request: built again only when discovery changed what it says
-        key = (self._served, self._dimensions)
-        cached = self._capabilities
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        caps = self._describe()
-        self._capabilities = (key, caps)
-        return caps
+        if self._capabilities is None:
+            self._capabilities = self._describe()
+        return self._capabilities
 
     def _describe(self) -> EngineCapabilities:
         return EngineCapabilities(
@@ -432,6 +422,7 @@ class VLLMEngine:
             except RefusedInput as refusal:
                 raise EngineError(refusal.message, engine=self._name) from refusal
             self._served, self._dimensions = served, int(vector.shape[0])
+            self._capabilities = None
             if self._tokenizer is None and (file := self._find_tokenizer()) is not None:
                 self._tokenizer = await self._checked_tokenizer(served.id, file)
             elif self._tokenizer is None and self.settings.tokenizer is not None:

@@ -1,10 +1,10 @@
 """The served model's tokenizer, in the gateway: exact token counts without asking vLLM.
 
-With it the engine sends vLLM token ids instead of text: every request's ``usage`` is the length of
-the ids it sent (so concurrent requests can share one call, see :mod:`engine_vllm.coalesce`), and
-an over-long input is refused or truncated here, without a ``/tokenize`` call. It is the model's
-own ``tokenizer.json`` read with the ``tokenizers`` library (what vLLM's fast tokenizer runs), and
-the engine checks once, against vLLM's ``/tokenize``, that both give the same ids before using it.
+With it the engine can send vLLM token ids instead of text (while vLLM is busy): a request's
+``usage`` is the length of the ids it sent (so concurrent requests can share one call, see
+:mod:`engine_vllm.coalesce`), and an over-long input is refused or truncated here, without a
+``/tokenize`` call. It is loaded as vLLM loads it (:class:`LocalTokenizer`), and the engine checks
+once, against vLLM's ``/tokenize``, that both give the same ids before using it.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def _in_hub_cache(name: str) -> Path | None:
 
 
 def tokenizer_from_command(argv: Sequence[str]) -> Path | None:
-    """The tokenizer a vLLM command line loads, when it is a local directory: ``--tokenizer``,
-    else ``--model``, else ``vllm serve MODEL``'s positional model."""
+    """The tokenizer a vLLM command line loads (``--tokenizer``, else ``--model``, else ``vllm serve
+    MODEL``'s positional model), found as :func:`tokenizer_path` finds it."""
     args = list(argv)
 
     def flag(name: str) -> str | None:

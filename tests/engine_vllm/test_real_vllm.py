@@ -114,11 +114,23 @@ def _while_busy(engines: Engines, eng: VLLMEngine, job: EmbedJob):  # type: igno
     and waits for the next call. Its result, or the error it raised."""
 
     async def both():  # type: ignore[no-untyped-def]
-        return await asyncio.gather(eng.embed(EmbedJob(inputs=["the call in flight"], task=Task.TEXT_MATCHING)), eng.embed(job),
-                                    return_exceptions=True)
+        blocker = asyncio.ensure_future(eng.embed(EmbedJob(inputs=["the call in flight"], task=Task.TEXT_MATCHING)))
+        for _ in range(1000):  # until the blocker's call is out
+            if not eng._coalescer.idle:
+                break
+            await asyncio.sleep(0.001)
+        assert not eng._coalescer.idle, "the blocking job never took vLLM's call"
+        jobs_before = eng._coalescer.jobs
+        try:
+            out = await eng.embed(job)
+        except Exception as exc:  # noqa: BLE001 - handed back to the test
+            out = exc
+        await blocker
+        # the job went tokenized: into the coalescer, or refused before it (over-long, too many tokens)
+        assert eng._coalescer.jobs == jobs_before + (0 if isinstance(out, Exception) else 1)
+        return out
 
-    _, out = engines.loop.run(both())
-    return out
+    return engines.loop.run(both())
 
 
 def test_idle_jobs_go_as_text_busy_ones_as_ids_with_the_same_vectors_and_counts(

@@ -64,15 +64,21 @@ async def _echo(request: Request) -> Response:
 APP = Starlette(routes=[Route("/json", _json), Route("/late", _late), Route("/echo", _echo, methods=["POST"])])
 
 
+def _connect() -> tuple[Any, Recording]:
+    """The gateway's protocol serving :data:`APP` on a new connection (in the running loop)."""
+    config = uvicorn.Config(APP, http=OneWriteHttpToolsProtocol, log_config=None, lifespan="off")
+    config.load()
+    proto = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+    transport = Recording()
+    proto.connection_made(transport)
+    return proto, transport
+
+
 def _serve(raw: bytes, *, wait: float = 0.0) -> tuple[list[bytes], list[bytes]]:
     """Feed ``raw`` to the gateway's protocol; the writes after the first loop turns, and all."""
 
     async def go() -> tuple[list[bytes], list[bytes]]:
-        config = uvicorn.Config(APP, http=OneWriteHttpToolsProtocol, log_config=None, lifespan="off")
-        config.load()
-        proto = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
-        transport = Recording()
-        proto.connection_made(transport)
+        proto, transport = _connect()
         proto.data_received(raw)
         await asyncio.sleep(wait)
         early = list(transport.writes)
@@ -112,11 +118,7 @@ def test_100_continue_is_written_at_once() -> None:
     raw = b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n"
 
     async def go() -> list[bytes]:
-        config = uvicorn.Config(APP, http=OneWriteHttpToolsProtocol, log_config=None, lifespan="off")
-        config.load()
-        proto = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
-        transport = Recording()
-        proto.connection_made(transport)
+        proto, transport = _connect()
         proto.data_received(raw)
         await asyncio.sleep(0.05)
         assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
