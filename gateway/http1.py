@@ -8,16 +8,27 @@ is woken again. Here the head waits for the response's first body write (the sam
 every response the gateway builds) and both leave in one system call; a head with no body yet leaves
 on the next turn of the loop at the latest, so a streamed or empty response is never held back.
 ``100 Continue`` and anything that is not a response head are written at once.
+
+It also tells the application when a client leaves, without a task per request: each request's
+scope carries a :class:`DisconnectWatch` (under the ASGI extension :data:`DISCONNECT_EXTENSION`)
+whose callbacks run when the connection is lost before that request's response is complete. The
+portable way, a task that waits on ``receive()`` for ``http.disconnect``, costs a task, two more
+turns of the event loop and its cancellation on every request; :mod:`gateway.api.disconnect` uses
+the watch when the server offers it and that task otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HeadWithBodyTransport", "OneWriteHttpToolsProtocol"]
+__all__ = ["DISCONNECT_EXTENSION", "DisconnectWatch", "HeadWithBodyTransport", "OneWriteHttpToolsProtocol"]
+
+#: the scope's ``extensions`` key of a request's :class:`DisconnectWatch`
+DISCONNECT_EXTENSION = "embed_gateway.disconnect"
 
 _HEAD = b"HTTP/1.1 "
 _CONTINUE = b"HTTP/1.1 100 "
@@ -69,9 +80,48 @@ class HeadWithBodyTransport:
         return getattr(self._transport, name)
 
 
+class DisconnectWatch:
+    """One request's client: ``lost`` once its connection closed before the response was complete,
+    and the callbacks to run then (each once, in the order added)."""
+
+    __slots__ = ("_callbacks", "lost")
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+        self.lost = False
+
+    def add(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def discard(self, callback: Callable[[], None]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def fire(self) -> None:
+        self.lost = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a :class:`HeadWithBodyTransport`."""
+    """uvicorn's httptools protocol over a :class:`HeadWithBodyTransport`, each request's scope
+    with a :class:`DisconnectWatch`."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         wrapped = HeadWithBodyTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(wrapped)  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        # the scope is the request's own dict; its task starts on a later loop turn, so the watch
+        # is in place before the application sees the scope
+        self.scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = DisconnectWatch()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:  # lost before its response was complete
+            watch = cycle.scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+            if isinstance(watch, DisconnectWatch):
+                watch.fire()

@@ -12,6 +12,12 @@ On the way in, in this order:
 4. embedding requests pass the :class:`~gateway.lifecycle.Gate`: 429 beyond
    ``limits.max_concurrent_requests``, 503 while shutting down.
 
+Then the request goes on through routing, or, for a route that serves itself (the embedding
+routes, :class:`gateway.api.body.JsonBodyRoute`: it reads its body, calls its endpoint and answers
+errors through the app's handlers), straight to that route, as the router would call it: in front
+of a fast engine the layers between here and the endpoint (exception middleware, the router's
+matching, FastAPI's per-route request handling) are a noticeable part of what the gateway adds.
+
 The front door reads the pool's current snapshot once and puts it on the request's
 :class:`gateway.obs.context.RequestContext`: the keys, limits and engines of one configuration
 generation serve the whole request, and a request that calls an engine (embedding, tokenising)
@@ -40,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.auth import check_client
 from gateway.api.errors import error_response
-from gateway.api.policy import RouteMap, RoutePolicy
+from gateway.api.policy import Matched, RouteMap
 from gateway.contract import EmbedGatewayError, PayloadTooLargeError
 from gateway.obs.context import RequestContext, current_request
 from gateway.pool import Pool
@@ -77,18 +83,19 @@ class FrontDoor:
             return
         state = scope["app"].state
         pool: Pool = state.pool
-        template, policy = self._routes.match(scope["method"], scope["path"])
-        with pool.acquire() if policy.holds_snapshot else nullcontext(pool.current) as snap:
+        matched = self._routes.match(scope["method"], scope["path"])
+        headers = Headers(scope=scope)
+        with pool.acquire() if matched.policy.holds_snapshot else nullcontext(pool.current) as snap:
             await self._serve(scope, receive, send, RequestContext(
-                sane_request_id(Headers(scope=scope).get("x-request-id")), snapshot=snap
-            ), template, policy)
+                sane_request_id(headers.get("x-request-id")), snapshot=snap
+            ), headers, matched)
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, template: str, policy: RoutePolicy
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, headers: Headers, matched: Matched
     ) -> None:
         state = scope["app"].state
         started = time.perf_counter()
-        headers = Headers(scope=scope)
+        policy = matched.policy
         path: str = scope["path"]
         token = current_request.set(ctx)
         status = 0
@@ -120,12 +127,17 @@ class FrontDoor:
             except EmbedGatewayError as err:
                 await error_response(err, policy.dialect)(scope, receive, send_with_id)
                 return
-            await self.app(scope, receive, send_with_id)
+            route = matched.direct
+            if route is None or scope.get("root_path"):
+                await self.app(scope, receive, send_with_id)
+            else:  # a route that serves itself: past routing, as the router would call it
+                scope["route"], scope["endpoint"], scope["path_params"] = route, getattr(route, "endpoint", None), {}
+                await route.app(scope, receive, send_with_id)  # type: ignore[attr-defined]
         finally:
             if admitted:
                 gate.leave()
                 state.metrics.in_flight.dec()
-            ctx.route = _route_of(scope, template)
+            ctx.route = _route_of(scope, matched.template)
             elapsed = time.perf_counter() - started
             state.metrics.record_request(ctx, status or 500, elapsed)
             _access_log(scope, ctx, status or 500, elapsed)

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from re import Pattern
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from starlette.routing import BaseRoute, compile_path
 
-__all__ = ["Dialect", "RouteMap", "RoutePolicy", "policy_of", "route_policy"]
+__all__ = ["Dialect", "Matched", "RouteMap", "RoutePolicy", "policy_of", "route_policy"]
 
 #: the API a route speaks: OpenAI's (and Jina's) error shape, or TEI's
 Dialect = Literal["openai", "tei"]
@@ -59,32 +59,45 @@ def policy_of(route: BaseRoute) -> RoutePolicy:
     return RoutePolicy(dialect=getattr(route, "dialect", "openai"), work=work, engine=engine)
 
 
+class Matched(NamedTuple):
+    """What a request's method and path match."""
+
+    #: the route's path template (for metric labels; ``other`` when no route has the path)
+    template: str
+    policy: RoutePolicy
+    #: the route, when it serves itself without routing (its ``direct`` attribute, a route with
+    #: no path parameters: :class:`gateway.api.body.JsonBodyRoute`); else None
+    direct: BaseRoute | None = None
+
+
 class RouteMap:
     """The app's routes as (template, methods, policy), matched against a request's method and path."""
 
     def __init__(self, routes: Iterable[BaseRoute], extra_templates: Iterable[str] = ()) -> None:
-        entries: list[tuple[Pattern[str], str, frozenset[str] | None, RoutePolicy]] = []
+        entries: list[tuple[Pattern[str], Matched, frozenset[str] | None]] = []
         for route in routes:
             path = getattr(route, "path", None)
             if path is None:
                 continue
             methods = getattr(route, "methods", None)
-            entries.append((compile_path(path)[0], path, frozenset(methods) if methods else None, policy_of(route)))
-        entries += [(compile_path(t)[0], t, None, _NO_ROUTE) for t in extra_templates]
+            regex, _, params = compile_path(path)
+            direct = route if getattr(route, "direct", False) and not params else None
+            entries.append((regex, Matched(path, policy_of(route), direct), frozenset(methods) if methods else None))
+        entries += [(compile_path(t)[0], Matched(t, _NO_ROUTE), None) for t in extra_templates]
         self._entries = tuple(entries)
         self.match = lru_cache(maxsize=4096)(self._match)
 
-    def _match(self, method: str, path: str) -> tuple[str, RoutePolicy]:
-        """The template (for metric labels; ``other`` when none matches) and policy of a request:
-        the route of that method, else the first template the path matches (a 405 is labelled by it)."""
-        fallback: tuple[str, RoutePolicy] | None = None
-        for regex, template, methods, policy in self._entries:
+    def _match(self, method: str, path: str) -> Matched:
+        """The route of that method, else the first template the path matches (a 405 is labelled
+        by it, with no policy)."""
+        fallback: Matched | None = None
+        for regex, matched, methods in self._entries:
             if regex.match(path):
                 if methods is None or method in methods:
-                    return template, policy
-                fallback = fallback or (template, _NO_ROUTE)
-        return fallback or ("other", _NO_ROUTE)
+                    return matched
+                fallback = fallback or Matched(matched.template, _NO_ROUTE)
+        return fallback or Matched("other", _NO_ROUTE)
 
     def policies(self) -> list[tuple[str, frozenset[str] | None, RoutePolicy]]:
         """Every route's template, methods and policy (for the OpenAPI document and tests)."""
-        return [(t, m, p) for _, t, m, p in self._entries]
+        return [(m.template, methods, m.policy) for _, m, methods in self._entries]

@@ -120,6 +120,10 @@ def vllm_server(python: str, model: str, dtype: str, log_dir: Path, *, served_na
                 ) -> tuple[Server, str]:
     """vLLM's OpenAI server (CPU-friendly settings, as the tests start it); and its base URL.
 
+    vLLM's CPU worker threads take every core unless ``VLLM_CPU_OMP_THREADS_BIND`` is set in the
+    environment (e.g. ``1`` on a 2-core machine: its compute on core 1, core 0 left to the HTTP
+    front ends: vLLM's API server, the gateway, the bench's clients).
+
     The defaults serve jina-embeddings-v3's original layout (its config class is the checkpoint's
     code, hence ``trust_remote_code``); another model passes ``trust_remote_code=False``, its own
     ``max_model_len`` (``None``: the checkpoint's) and ``extra`` flags (e.g. ``--hf-overrides``)."""
@@ -129,7 +133,7 @@ def vllm_server(python: str, model: str, dtype: str, log_dir: Path, *, served_na
         "HF_HUB_OFFLINE": "1",
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
+        "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or f"0-{cores - 1}",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
     }
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -246,3 +247,14 @@ def test_open_loop_keeps_arriving_while_closed_loop_waits_for_answers(mode: str)
         watcher.join()
     assert len(samples) == len(reqs) and all(x.ok for x in samples)
     assert arrived == ([len(reqs)] if mode == "open" else [2])
+
+
+def test_the_bench_vllm_takes_every_core_unless_the_environment_binds_it(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gateway.bench.servers import vllm_server
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    every, _ = vllm_server("python", "/m", "float32", tmp_path)
+    assert every.env["VLLM_CPU_OMP_THREADS_BIND"] == f"0-{(os.cpu_count() or 1) - 1}"
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "1")
+    bound, _ = vllm_server("python", "/m", "float32", tmp_path)
+    assert bound.env["VLLM_CPU_OMP_THREADS_BIND"] == "1"

@@ -12,8 +12,11 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from gateway.api.body import JsonBodyRoute, is_json
+from gateway.api.disconnect import ClientDisconnected
 from gateway.api.errors import install_error_handlers
 from gateway.api.openai.protocol import EmbeddingRequest
+from gateway.contract import EngineOverloadedError
+from gateway.errors import ModelNotFoundError
 
 
 def _app(route_class: type[APIRoute]) -> FastAPI:
@@ -80,3 +83,65 @@ def test_json_media_types() -> None:
     assert is_json("application/json") and is_json("Application/JSON; charset=utf-8")
     assert is_json("application/problem+json")
     assert not is_json(None) and not is_json("") and not is_json("text/json") and not is_json("application/jsonl")
+
+
+def _raising_app(route_class: type[APIRoute]) -> FastAPI:
+    """An endpoint that fails the ways a service can: an error of the gateway's tree, a disconnect,
+    and a bug (the last resort: 500 from the outermost middleware)."""
+    router = APIRouter(route_class=route_class)
+
+    @router.post("/v1/embeddings")
+    async def create(body: EmbeddingRequest, request: Request) -> Response:
+        inputs = list(body.to_spec().inputs)
+        if inputs == ["missing"]:
+            raise ModelNotFoundError("model 'x' is not served here", param="model")
+        if inputs == ["busy"]:
+            raise EngineOverloadedError("engine e is at capacity", engine="e", retry_after=2.0)
+        if inputs == ["gone"]:
+            raise ClientDisconnected()
+        raise RuntimeError("a bug")
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(router)
+    if route_class is JsonBodyRoute:  # called past routing, as the front door calls it
+        app.add_middleware(_Direct, route=router.routes[0])
+    return app
+
+
+class _Direct:
+    """What the front door does for a route that serves itself: call it without the router (and
+    without the exception middleware the router sits behind)."""
+
+    def __init__(self, app: Any, route: Any) -> None:
+        self.app, self.route = app, route
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == self.route.path:
+            assert self.route.direct
+            scope["route"] = self.route
+            await self.route.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize("text", ["missing", "busy", "gone", "bug"])
+def test_an_endpoints_errors_are_answered_as_fastapis_route_answers_them(text: str) -> None:
+    lean = TestClient(_raising_app(JsonBodyRoute), raise_server_exceptions=False)
+    stock = TestClient(_raising_app(APIRoute), raise_server_exceptions=False)
+    body = {"model": "m", "input": [text]}
+    a, b = lean.post("/v1/embeddings", json=body), stock.post("/v1/embeddings", json=body)
+    assert (a.status_code, a.content, a.headers.get("retry-after")) == (b.status_code, b.content, b.headers.get("retry-after"))
+    assert a.status_code == {"missing": 404, "busy": 429, "gone": 499, "bug": 500}[text]
+
+
+def test_the_embedding_routes_serve_themselves_and_the_front_door_calls_them_directly() -> None:
+    from gateway.api.openai.routes import router as openai_router
+    from gateway.api.policy import RouteMap
+
+    routes = RouteMap(openai_router.routes)
+    for path in ("/v1/embeddings", "/embeddings", "/v1/chunk-embeddings", "/chunk-embeddings"):
+        direct = routes.match("POST", path).direct
+        assert direct is not None and getattr(direct, "path", None) == path
+    assert routes.match("GET", "/v1/embeddings").direct is None  # a 405 goes through the router
+    assert routes.match("GET", "/v1/models").direct is None and routes.match("GET", "/v1/models/m").direct is None

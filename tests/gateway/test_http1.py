@@ -1,10 +1,13 @@
 """The gateway's HTTP/1.1 protocol (uvicorn's httptools protocol) sends a response's head and body
 in one write; a head whose body is late still leaves on the next loop turn; ``100 Continue`` goes
-at once. Driven through the real protocol class with a transport that records its writes."""
+at once; a client that leaves cancels its request's work through the scope's watch (and through a
+watcher task under servers without one). Driven through the real protocol class with a transport
+that records its writes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import uvicorn
@@ -14,7 +17,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.server import ServerState
 
-from gateway.http1 import HeadWithBodyTransport, OneWriteHttpToolsProtocol
+from gateway.api.disconnect import ClientDisconnected, cancel_on_disconnect
+from gateway.http1 import DISCONNECT_EXTENSION, DisconnectWatch, HeadWithBodyTransport, OneWriteHttpToolsProtocol
 from gateway.lifecycle import GatewayServer
 
 
@@ -143,3 +147,93 @@ def test_close_and_eof_send_a_held_head_first() -> None:
         assert t.get_extra_info("peername") == ("127.0.0.1", 50000)  # the rest is the transport's
 
     asyncio.run(go())
+
+
+# --------------------------------------------------------------------------- the client's leaving
+
+
+def _slow_app(seen: list[str]) -> Starlette:
+    """An app whose one route waits (as engine work does) under ``cancel_on_disconnect``."""
+
+    async def slow(request: Request) -> Response:
+        async def work() -> str:
+            await asyncio.sleep(30)
+            return "done"
+
+        try:
+            return Response(await cancel_on_disconnect(request, work()))
+        except ClientDisconnected:
+            seen.append("disconnected")
+            raise
+        finally:
+            seen.append("watch" if DISCONNECT_EXTENSION in request.scope.get("extensions", {}) else "no watch")
+
+    return Starlette(routes=[Route("/slow", slow)])
+
+
+def test_a_client_that_leaves_cancels_its_work_through_the_servers_watch() -> None:
+    seen: list[str] = []
+
+    async def go() -> None:
+        config = uvicorn.Config(_slow_app(seen), http=OneWriteHttpToolsProtocol, log_config=None, lifespan="off")
+        config.load()
+        proto = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+        proto.connection_made(Recording())
+        proto.data_received(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.sleep(0.05)
+        assert all(t.get_coro().__name__ != "watch" for t in asyncio.all_tasks())  # no watcher task
+        proto.connection_lost(None)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(go())
+    assert seen == ["disconnected", "watch"]
+
+
+def test_a_watch_fires_once_and_not_after_the_response() -> None:
+    watch, fired = DisconnectWatch(), []
+    watch.add(lambda: fired.append(1))
+    removed = lambda: fired.append(2)  # noqa: E731
+    watch.add(removed)
+    watch.discard(removed)
+    watch.fire()
+    watch.fire()
+    assert fired == [1] and watch.lost
+
+    async def go() -> bool:  # the protocol: a connection lost after a complete response fires nothing
+        proto, _ = _connect()
+        proto.data_received(b"GET /json HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.sleep(0.05)
+        watch = proto.cycle.scope["extensions"][DISCONNECT_EXTENSION]
+        watch.add(lambda: fired.append(3))
+        proto.connection_lost(None)
+        return bool(watch.lost)
+
+    assert asyncio.run(go()) is False and fired == [1]
+
+
+def test_without_the_servers_watch_a_task_watches_receive() -> None:
+    """Under another ASGI server (no watch in the scope) the client's ``http.disconnect`` cancels the work."""
+    seen: list[str] = []
+    app = _slow_app(seen)
+
+    async def go() -> None:
+        left = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if not left.is_set():
+                left.set()
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.sleep(0.05)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        scope = {"type": "http", "method": "GET", "path": "/slow", "raw_path": b"/slow", "root_path": "",
+                 "query_string": b"", "headers": [], "http_version": "1.1", "scheme": "http",
+                 "server": ("x", 80), "client": ("y", 1)}
+        with contextlib.suppress(ClientDisconnected):
+            await asyncio.wait_for(app(scope, receive, send), 5)
+
+    asyncio.run(go())
+    assert seen == ["disconnected", "no watch"]

@@ -36,6 +36,6 @@ def test_the_map_matches_templates_and_methods() -> None:
     assert routes.match("POST", "/embed")[1].work
     assert routes.match("POST", "/tokenize")[1].engine and not routes.match("POST", "/tokenize")[1].work
     assert not routes.match("GET", "/embed")[1].work  # a 405 is not work
-    assert routes.match("GET", "/v1/models/x") == ("/v1/models/{model}", policy_of(
+    assert routes.match("GET", "/v1/models/x")[:2] == ("/v1/models/{model}", policy_of(
         next(r for r in ROUTES if r.path == "/v1/models/{model}")))
     assert routes.match("POST", "/nowhere")[0] == "other"
