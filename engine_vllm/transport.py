@@ -135,11 +135,22 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme != "http":
             raise httpx.UnsupportedProtocol(f"KeepAliveTransport speaks plain http, not {url.scheme!r}", request=request)
+        status, headers, body = await self.exchange(
+            (url.host, url.port or 80), _serialize(request, await request.aread()),
+            request.extensions.get("timeout", {}), request,
+        )
+        return httpx.Response(status, headers=headers, content=body, request=request,
+                              extensions={"http_version": b"HTTP/1.1"})
+
+    async def exchange(
+        self, origin: tuple[str, int], data: bytes, timeouts: Timeouts, request: httpx.Request | None = None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One request to ``origin`` (host, port), ``data`` its request line, headers and body in
+        one piece; the answer's status, headers and body. Without the ``httpx`` request and response
+        objects (for a caller that builds its requests once, :class:`engine_vllm.upstream.UpstreamHTTP`);
+        failures are httpx's exceptions all the same (naming ``request`` when given)."""
         if self._closed:
             raise httpx.ConnectError("the transport is closed", request=request)
-        timeouts: Timeouts = request.extensions.get("timeout", {})
-        data = _serialize(request, await request.aread())
-        origin = (url.host, url.port or 80)
         await self._acquire(timeouts.get("pool"), request)
         try:
             conn = self._reuse(origin)
@@ -167,7 +178,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
 
     # ------------------------------------------------------------------ pool
 
-    async def _acquire(self, timeout: float | None, request: httpx.Request) -> None:
+    async def _acquire(self, timeout: float | None, request: httpx.Request | None) -> None:
         if not self._slots.locked():
             await self._slots.acquire()  # free: returns without suspending
             return
@@ -187,7 +198,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             conn.close()
         return None
 
-    async def _open(self, origin: tuple[str, int], timeout: float | None, request: httpx.Request) -> _Connection:
+    async def _open(self, origin: tuple[str, int], timeout: float | None, request: httpx.Request | None) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
@@ -199,8 +210,8 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         return conn
 
     async def _exchange(
-        self, conn: _Connection, origin: tuple[str, int], data: bytes, timeouts: Timeouts, request: httpx.Request
-    ) -> httpx.Response:
+        self, conn: _Connection, origin: tuple[str, int], data: bytes, timeouts: Timeouts, request: httpx.Request | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """One request on ``conn``; ``conn`` goes back to the pool only after a complete answer."""
         reused = conn.idle_since > 0
         done = False
@@ -219,19 +230,14 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         finally:
             if not done:  # failed or cancelled: what is left on the wire is unknown
                 conn.close()
-        response = httpx.Response(
-            conn.status,
-            headers=conn.headers,
-            content=b"".join(conn.body),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        status, headers = conn.status, conn.headers
+        body = conn.body[0] if len(conn.body) == 1 else b"".join(conn.body)
         if conn.keep_alive and not self._closed:
             conn.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(conn)
         else:
             conn.close()
-        return response
+        return status, headers, body
 
 
 def _serialize(request: httpx.Request, body: bytes) -> bytes:

@@ -11,7 +11,9 @@ of what it adds to a request. Each call is one ``httpx.Request`` built here (the
 URL and the body encoded once, by orjson) and handed straight to a transport: for a plain
 ``http://`` server reached directly (no credentials in the URL, no proxy from the environment)
 that is :class:`~engine_vllm.transport.KeepAliveTransport`, skipping ``httpx.AsyncClient``'s URL
-merging, cookies, auth and redirect machinery, none of which such a call needs; any other server
+merging, cookies, auth and redirect machinery, none of which such a call needs, and the request and
+response objects too: a call is written from a head built once per route and its answer read as
+bytes (an error answer becomes an ``httpx.Response`` for the error mapping); any other server
 (``https``, a proxy, ``user:password@``) goes through ``httpx.AsyncClient`` as it always did.
 Answers are decoded with orjson. A ``transport`` given to the constructor (the tests'
 ``httpx.MockTransport``) is used the direct way too.
@@ -88,6 +90,11 @@ class UpstreamHTTP:
         self._urls: dict[str, httpx.URL] = {}
         self._pool: _Pool | None = None
         self._probes: _Pool | None = None
+        #: (host, port) of a server reached over our own :class:`KeepAliveTransport`, whose calls
+        #: are written from prebuilt bytes (:meth:`_call_direct`); None: through ``httpx`` objects
+        self._origin: tuple[str, int] | None = None
+        #: (method, path) -> the request's line and fixed headers, up to ``content-length: ``
+        self._heads: dict[tuple[str, str], bytes] = {}
 
     @property
     def is_open(self) -> bool:
@@ -98,9 +105,10 @@ class UpstreamHTTP:
             return
         if self._transport is not None:
             self._pool = self._probes = self._transport
-        elif direct(httpx.URL(self.url)):
+        elif direct(url := httpx.URL(self.url)):
             self._pool = KeepAliveTransport(max_connections=self._max_connections)
             self._probes = KeepAliveTransport(max_connections=_PROBE_CONNECTIONS)
+            self._origin = (url.host, url.port or 80)
         else:
             self._pool = httpx.AsyncClient(limits=httpx.Limits(
                 max_connections=self._max_connections, max_keepalive_connections=self._max_connections))
@@ -118,14 +126,22 @@ class UpstreamHTTP:
             if left <= 0:
                 raise EngineTimeoutError(f"engine {self.engine}: the request's deadline passed", engine=self.engine)
             timeouts = _timeouts(min(self._read_timeout, left), connect=min(self._connect_timeout, left), pool=left)
+        content = None if body is None else orjson.dumps(body)
         try:
-            response = await self._send(pool, method, path, None if body is None else orjson.dumps(body), timeouts)
+            if self._origin is not None and isinstance(pool, KeepAliveTransport):
+                status, headers, answer = await pool.exchange(self._origin, self._request(method, path, content), timeouts)
+                if not 200 <= status < 300:  # the rare case: the error mapping reads an httpx response
+                    raise self._on_status(httpx.Response(status, headers=headers, content=answer, request=httpx.Request(
+                        method, self._url(path))), f"{method} {path}")
+            else:
+                response = await self._send(pool, method, path, content, timeouts)
+                if not response.is_success:
+                    raise self._on_status(response, f"{method} {path}")
+                answer = response.content
         except httpx.TransportError as exc:
             raise from_transport(exc, engine=self.engine, url=self.shown_url, peer=self.peer) from exc
-        if not response.is_success:
-            raise self._on_status(response, f"{method} {path}")
         try:
-            return orjson.loads(response.content)
+            return orjson.loads(answer)
         except orjson.JSONDecodeError as exc:
             raise EngineError(f"engine {self.engine}: {method} {path} answered non-JSON", engine=self.engine) from exc
 
@@ -143,11 +159,29 @@ class UpstreamHTTP:
         for pool in {id(p): p for p in pools if p is not None}.values():
             await pool.aclose()
 
-    async def _send(self, pool: _Pool, method: str, path: str, content: bytes | None,
-                    timeouts: dict[str, float]) -> httpx.Response:
+    def _url(self, path: str) -> httpx.URL:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self.url + path)
+        return url
+
+    def _request(self, method: str, path: str, content: bytes | None) -> bytes:
+        """The request httpx would send (request line, its Host header, our headers,
+        ``Content-Length`` when there is a body), from a head built once per route."""
+        head = self._heads.get((method, path))
+        if head is None:
+            sample = httpx.Request(method, self._url(path), content=b"", headers=self._headers)
+            lines = [f"{method} ".encode("ascii") + sample.url.raw_path + b" HTTP/1.1\r\n"]
+            lines += [name + b": " + value + b"\r\n" for name, value in sample.headers.raw
+                      if name.lower() != b"content-length"]
+            head = self._heads[(method, path)] = b"".join(lines)
+        if content is None:
+            return head + b"\r\n"
+        return b"".join((head, b"Content-Length: ", str(len(content)).encode("ascii"), b"\r\n\r\n", content))
+
+    async def _send(self, pool: _Pool, method: str, path: str, content: bytes | None,
+                    timeouts: dict[str, float]) -> httpx.Response:
+        url = self._url(path)
         if isinstance(pool, httpx.AsyncClient):  # the client's own headers, URL credentials and proxies too
             return await pool.request(method, url, content=content, headers=self._headers,
                                       extensions={"timeout": timeouts})

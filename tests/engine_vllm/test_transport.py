@@ -17,8 +17,9 @@ import httpx
 import pytest
 import uvicorn
 
-from engine_vllm.transport import KeepAliveTransport
+from engine_vllm.transport import KeepAliveTransport, _serialize
 from engine_vllm.upstream import UpstreamHTTP, direct
+from gateway.contract import EngineOverloadedError
 from tests.support.server import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -277,3 +278,49 @@ def test_upstream_calls_a_real_server_through_it() -> None:
 
     answer, status = run(go())
     assert json.loads(answer["body"]) == {"input": ["a fact"]} and answer["method"] == "POST" and status == 201
+
+
+def test_upstream_writes_the_request_httpx_would_send_and_maps_an_error_answer() -> None:
+    """The direct path writes a call from a head built once per route: the same request line,
+    headers (in any order) and body as httpx's request for it; a non-2xx answer still goes through
+    the error mapping (an overloaded vLLM: 429 with its Retry-After)."""
+    reads: list[bytes] = []
+    answers = [_answer(b'{"data": [1]}'), _answer(b'{"data": [2]}'),
+               b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-type: application/json\r\n"
+               b"content-length: 20\r\n\r\n" + b'{"message": "busy!"}']
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while answers:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+            reads.append(head + (await reader.readexactly(lengths[0]) if lengths else b""))
+            writer.write(answers.pop(0))
+            await writer.drain()
+        writer.close()
+
+    async def go() -> tuple[Any, Any, BaseException | None, str]:
+        async with socket_server(handler) as base:
+            up = UpstreamHTTP(base, engine="t", peer="vLLM", headers={"authorization": "Bearer k"}, connect_timeout=1.0,
+                              read_timeout=5.0, health_timeout=1.0, max_connections=1)
+            up.open()
+            first = await up.call("POST", "/v1/embeddings", {"input": ["a fact"]}, None)
+            second = await up.call("GET", "/v1/models", None, None)
+            try:
+                await up.call("POST", "/v1/embeddings", {"input": ["b"]}, None)
+                err = None
+            except EngineOverloadedError as exc:
+                err = exc
+            await up.aclose()
+            return first, second, err, base
+
+    first, second, err, base = run(go())
+    assert first == {"data": [1]} and second == {"data": [2]}
+    assert isinstance(err, EngineOverloadedError) and err.retry_after == 3.0
+    headers = {"content-type": "application/json", "accept": "application/json", "authorization": "Bearer k"}
+    for raw, (method, path, body) in zip(reads, [("POST", "/v1/embeddings", b'{"input":["a fact"]}'),
+                                                 ("GET", "/v1/models", None), ("POST", "/v1/embeddings", b'{"input":["b"]}')],
+                                         strict=True):
+        sent = httpx.Request(method, base + path, content=body, headers=headers)
+        want = _serialize(sent, sent.read())
+        (line, *lines), (got_line, *got_lines) = (x.partition(b"\r\n\r\n")[0].split(b"\r\n") for x in (want, raw))
+        assert got_line == line and sorted(got_lines) == sorted(lines) and raw.endswith(want.partition(b"\r\n\r\n")[2])
