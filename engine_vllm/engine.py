@@ -303,7 +303,7 @@ class VLLMEngine:
             raise err
         rows = [o for o in outcomes if not isinstance(o, BaseException)]
         return EmbedResult(
-            vectors=np.stack([vector for vector, _ in rows]),
+            vectors=rows[0][0][None, :] if len(rows) == 1 else np.stack([vector for vector, _ in rows]),
             token_counts=tuple(n for _, n in rows),
             engine=self._name,
             queue_seconds=0.0,

@@ -98,7 +98,8 @@ def parse_embeddings(payload: Any, n_inputs: int) -> npt.NDArray[np.float32]:
     dims = {r.shape[0] for r in rows if r is not None}
     if len(dims) != 1:
         raise MalformedResponse(f"embeddings: vectors of different lengths {sorted(dims)}")
-    out = np.stack([r for r in rows if r is not None])
+    kept = [r for r in rows if r is not None]
+    out = kept[0][None, :] if len(kept) == 1 else np.stack(kept)
     if not np.isfinite(out).all():
         raise MalformedResponse("embeddings: non-finite values")
     return out

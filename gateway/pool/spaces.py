@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from gateway.contract import EngineCapabilities, route_key
 
@@ -51,5 +52,10 @@ def space_of(
     width = basis.dimensions if dimensions is None else min(dimensions, basis.dimensions)
     numerics = basis.numerics or "unknown"
     key = "|".join((_VERSION, weights, route_key(task), str(width), "n" if normalized else "u", numerics))
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Space(digest, weights, route_key(task), width, normalized, numerics)
+    return Space(_digest(key), weights, route_key(task), width, normalized, numerics)
+
+
+@lru_cache(maxsize=4096)
+def _digest(key: str) -> str:
+    """The space id of ``key`` (every request names its space: its few keys are hashed once)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]

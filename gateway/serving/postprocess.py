@@ -41,8 +41,8 @@ def finalize(vectors: npt.NDArray[np.float32], dimensions: int | None, normalize
     out = np.asarray(vectors, dtype=np.float32)
     if dimensions is not None and dimensions < out.shape[1]:
         out = out[:, :dimensions]
-    if normalized:
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
+    if normalized:  # numpy.linalg.norm(out, axis=1, keepdims=True)'s arithmetic, without its dispatch
+        norms = np.sqrt(np.add.reduce(out * out, axis=1, keepdims=True))
         out = out / np.maximum(norms, _EPS)
     return np.ascontiguousarray(out, dtype=np.float32)
 
