@@ -91,9 +91,9 @@ class UpstreamHTTP:
         self._pool: _Pool | None = None
         self._probes: _Pool | None = None
         #: (host, port) of a server reached over our own :class:`KeepAliveTransport`, whose calls
-        #: are written from prebuilt bytes (:meth:`_call_direct`); None: through ``httpx`` objects
+        #: are written from prebuilt bytes (:meth:`_request`); None: through ``httpx`` objects
         self._origin: tuple[str, int] | None = None
-        #: (method, path) -> the request's line and fixed headers, up to ``content-length: ``
+        #: (method, path) -> its request line, Host and our headers (each call adds its length and body)
         self._heads: dict[tuple[str, str], bytes] = {}
 
     @property
