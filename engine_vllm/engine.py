@@ -440,7 +440,7 @@ class VLLMEngine:
             log.warning("engine %s: cannot read the tokenizer %s (%s); vLLM counts tokens", self._name, file, exc)
             return None
         texts = sorted({prompt + text for prompt in self._prompts.values() for text in CHECK_TEXTS})
-        theirs = [await self._tokenize(model, text, None) for text in texts]
+        theirs = list(await asyncio.gather(*(self._tokenize(model, text, None) for text in texts)))
         if local.encode(texts) != theirs:
             log.warning("engine %s: the tokenizer %s gives other ids than vLLM's for the same text; "
                         "vLLM counts tokens (one call per request)", self._name, file)

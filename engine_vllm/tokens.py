@@ -78,7 +78,8 @@ def tokenizer_from_command(argv: Sequence[str]) -> Path | None:
 
 
 class LocalTokenizer:
-    """The model's tokenizer with its special tokens (``<s> … </s>``), no truncation, no padding.
+    """The model's tokenizer with its special tokens (as its post-processor adds them), no
+    truncation, no padding.
 
     Built the way vLLM builds it where the gateway has ``transformers`` (``AutoTokenizer`` on the
     directory, never remote code: its pipeline can differ from the file's, e.g. in whitespace

@@ -90,9 +90,10 @@ class UpstreamHTTP:
         self._urls: dict[str, httpx.URL] = {}
         self._pool: _Pool | None = None
         self._probes: _Pool | None = None
-        #: (host, port) of a server reached over our own :class:`KeepAliveTransport`, whose calls
-        #: are written from prebuilt bytes (:meth:`_request`); None: through ``httpx`` objects
-        self._origin: tuple[str, int] | None = None
+        #: (host, port): where a call over our own :class:`KeepAliveTransport` goes, written from
+        #: prebuilt bytes (:meth:`_request`); any other pool gets ``httpx`` objects
+        url = httpx.URL(self.url)
+        self._origin = (url.host, url.port or 80)
         #: (method, path) -> its request line, Host and our headers (each call adds its length and body)
         self._heads: dict[tuple[str, str], bytes] = {}
 
@@ -105,10 +106,9 @@ class UpstreamHTTP:
             return
         if self._transport is not None:
             self._pool = self._probes = self._transport
-        elif direct(url := httpx.URL(self.url)):
+        elif direct(httpx.URL(self.url)):
             self._pool = KeepAliveTransport(max_connections=self._max_connections)
             self._probes = KeepAliveTransport(max_connections=_PROBE_CONNECTIONS)
-            self._origin = (url.host, url.port or 80)
         else:
             self._pool = httpx.AsyncClient(limits=httpx.Limits(
                 max_connections=self._max_connections, max_keepalive_connections=self._max_connections))
@@ -128,7 +128,7 @@ class UpstreamHTTP:
             timeouts = _timeouts(min(self._read_timeout, left), connect=min(self._connect_timeout, left), pool=left)
         content = None if body is None else orjson.dumps(body)
         try:
-            if self._origin is not None and isinstance(pool, KeepAliveTransport):
+            if isinstance(pool, KeepAliveTransport):
                 status, headers, answer = await pool.exchange(self._origin, self._request(method, path, content), timeouts)
                 if not 200 <= status < 300:  # the rare case: the error mapping reads an httpx response
                     raise self._on_status(httpx.Response(status, headers=headers, content=answer, request=httpx.Request(

@@ -46,6 +46,16 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def one_call_busy(*, max_inputs: int = 64, fail_below: int = 0, deadline: float | None = None,
+                        ) -> tuple[Upstream, Coalescer[list[int]], asyncio.Future[npt.NDArray[np.float32]]]:
+    """A coalescer with one call, held by the job ``[[0]]`` (the upstream gated): what comes next waits."""
+    up = Upstream(gated=True, fail_below=fail_below)
+    co: Coalescer[list[int]] = Coalescer(up.send, max_calls=1, max_inputs=max_inputs)
+    first = asyncio.ensure_future(co.embed([[0]], deadline))
+    await settle()
+    return up, co, first
+
+
 def test_an_idle_job_goes_alone_at_once() -> None:
     async def go() -> None:
         up = Upstream()
@@ -58,10 +68,7 @@ def test_an_idle_job_goes_alone_at_once() -> None:
 
 def test_jobs_that_wait_go_together_and_get_their_own_rows() -> None:
     async def go() -> None:
-        up = Upstream(gated=True)
-        co = Coalescer(up.send, max_calls=1, max_inputs=64)
-        first = asyncio.ensure_future(co.embed([[0]], None))
-        await settle()
+        up, co, first = await one_call_busy()
         waiting = [asyncio.ensure_future(co.embed([[10 * k + j] for j in range(k)], float(k))) for k in range(1, 5)]
         await settle()
         assert len(up.calls) == 1 and co.waiting == 4  # every call busy: they wait
@@ -94,10 +101,7 @@ def test_a_call_carries_at_most_max_inputs_but_a_large_job_goes_whole() -> None:
 
 def test_the_latest_deadline_and_none_wins() -> None:
     async def go() -> None:
-        up = Upstream(gated=True)
-        co = Coalescer(up.send, max_calls=1, max_inputs=64)
-        first = asyncio.ensure_future(co.embed([[0]], 1.0))
-        await settle()
+        up, co, first = await one_call_busy(deadline=1.0)
         others = [asyncio.ensure_future(co.embed([[k]], d)) for k, d in ((1, 2.0), (2, None), (3, 3.0))]
         await settle()
         up.release()
@@ -109,10 +113,7 @@ def test_the_latest_deadline_and_none_wins() -> None:
 
 def test_a_job_given_up_while_waiting_is_never_sent() -> None:
     async def go() -> None:
-        up = Upstream(gated=True)
-        co = Coalescer(up.send, max_calls=1, max_inputs=64)
-        first = asyncio.ensure_future(co.embed([[0]], None))
-        await settle()
+        up, co, first = await one_call_busy()
         gone = asyncio.ensure_future(co.embed([[1]], None))
         kept = asyncio.ensure_future(co.embed([[2]], None))
         await settle()
@@ -130,10 +131,7 @@ def test_a_job_given_up_while_waiting_is_never_sent() -> None:
 
 def test_a_failed_call_fails_only_its_jobs_and_the_next_call_goes_out() -> None:
     async def go() -> None:
-        up = Upstream(gated=True, fail_below=3)
-        co = Coalescer(up.send, max_calls=1, max_inputs=2)
-        first = asyncio.ensure_future(co.embed([[0]], None))
-        await settle()
+        up, co, first = await one_call_busy(max_inputs=2, fail_below=3)
         a = asyncio.ensure_future(co.embed([[1]], None))
         b = asyncio.ensure_future(co.embed([[2]], None))
         c = asyncio.ensure_future(co.embed([[3]], None))  # over max_inputs: the call after
@@ -151,10 +149,7 @@ def test_a_failed_call_fails_only_its_jobs_and_the_next_call_goes_out() -> None:
 
 def test_close_cancels_what_is_in_flight_and_what_waits() -> None:
     async def go() -> None:
-        up = Upstream(gated=True)
-        co = Coalescer(up.send, max_calls=1, max_inputs=64)
-        first = asyncio.ensure_future(co.embed([[0]], None))
-        await settle()
+        up, co, first = await one_call_busy()
         second = asyncio.ensure_future(co.embed([[1]], None))
         await settle()
         await co.aclose()
