@@ -31,14 +31,13 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from gateway.bench.loadgen import BodyFn, closed_loop, send
+from gateway.bench.loadgen import BenchClient, BodyFn, closed_loop
 from gateway.bench.models import ServedModel
 from gateway.bench.models import gateway_env as models_env
 from gateway.bench.runner import (
@@ -149,16 +148,20 @@ def idle_round(urls: list[str], bodies: list[BodyFn], text: str, n: int) -> dict
 
     async def go() -> list[list[float]]:
         out: list[list[float]] = [[], []]
-        async with httpx.AsyncClient(timeout=120) as client:
-            for url, body in zip(urls, bodies, strict=True):  # a warm connection to each
-                await send(client, url, req, body)
+        clients = [BenchClient(url, connections=1, timeout=120) for url in urls]
+        try:
+            prepared = [c.prepare(req, body) for c, body in zip(clients, bodies, strict=True)]
+            for c, p in zip(clients, prepared, strict=True):  # a warm connection to each
+                await c.send(p)
             for k in range(n):
                 for i in ((0, 1) if k % 2 == 0 else (1, 0)):
-                    t0 = time.perf_counter()
-                    sample = await send(client, urls[i], req, bodies[i])
+                    sample = await clients[i].send(prepared[i])
                     if not sample.ok:
                         raise RuntimeError(f"{urls[i]} answered {sample.status} to an idle request")
-                    out[i].append((time.perf_counter() - t0) * 1000)
+                    out[i].append(sample.latency * 1000)
+        finally:
+            for c in clients:
+                await c.aclose()
         return out
 
     a_ms, b_ms = asyncio.run(go())

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from gateway.bench.checks import Check, evaluate
-from gateway.bench.loadgen import BodyFn, closed_loop, open_loop, send
+from gateway.bench.loadgen import BenchClient, BodyFn, closed_loop, open_loop
 from gateway.bench.results import (
     BaselineOutput,
     BaselineRow,
@@ -200,10 +200,11 @@ def _idle(url: str, req: BenchRequest, body: BodyFn, n: int) -> Summary:
     """``n`` requests one at a time on a warm connection: latency without queueing."""
 
     async def go() -> tuple[list[Any], float]:
-        async with httpx.AsyncClient(timeout=120) as client:
-            await send(client, url, req, body)  # warm the connection
+        async with BenchClient(url, connections=1, timeout=120) as client:
+            prepared = client.prepare(req, body)
+            await client.send(prepared)  # warm the connection
             t0 = time.perf_counter()
-            out = [await send(client, url, req, body) for _ in range(n)]
+            out = [await client.send(prepared) for _ in range(n)]
             return out, time.perf_counter() - t0
 
     samples, wall = asyncio.run(go())

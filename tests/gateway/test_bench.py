@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from gateway.bench.checks import Check, evaluate, load_checks
-from gateway.bench.loadgen import closed_loop, open_loop
+from gateway.bench.loadgen import BenchClient, closed_loop, open_loop
 from gateway.bench.runner import gateway_body, token_counter
 from gateway.bench.stats import Sample, percentile, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
 from gateway.config import load_settings
-from tests.support.fakes import HeldEngine
+from tests.support.fakes import FakeEngine, HeldEngine
 from tests.support.server import live_server
 
 #: the project's targets, as `embed-gateway bench` checks them by default
@@ -247,6 +247,36 @@ def test_open_loop_keeps_arriving_while_closed_loop_waits_for_answers(mode: str)
         watcher.join()
     assert len(samples) == len(reqs) and all(x.ok for x in samples)
     assert arrived == ([len(reqs)] if mode == "open" else [2])
+
+
+def test_the_bench_client_sends_what_the_real_app_reads_and_counts_its_usage() -> None:
+    """The bench's client against the real app over HTTP, beside httpx: the same answer's usage is
+    counted; an answer that is an error is a failed sample with its status; no server is status 0."""
+    import httpx
+
+    good = BenchRequest(("the user likes coffee", "and tea in the afternoon"), "text-matching", (5, 7))
+    with live_server(load_settings(), {"fake": FakeEngine()}) as s:
+        url = s.url + "/v1/embeddings"
+        usage = httpx.post(url, json=gateway_body(good), timeout=30).json()["usage"]
+
+        async def go() -> list[Sample]:
+            async with BenchClient(url, connections=2, timeout=30) as client:
+                sent = [client.prepare(good, gateway_body), client.prepare(good, lambda r: {"input": [], "model": "x"}),
+                        client.prepare(good, gateway_body)]
+                return [await client.send(p) for p in sent]  # the third reuses the kept-alive connection
+
+        ok, bad, again = asyncio.run(go())
+    assert ok.ok and again.ok and ok.tokens == again.tokens == usage["prompt_tokens"] and ok.texts == 2
+    assert not bad.ok and bad.status == 400 and bad.tokens == 0
+
+    async def nobody() -> Sample:
+        async with BenchClient(s.url + "/v1/embeddings", connections=1, timeout=5) as client:
+            return await client.send(client.prepare(good, gateway_body))
+
+    gone = asyncio.run(nobody())  # the server is down now
+    assert not gone.ok and gone.status == 0
+    with pytest.raises(ValueError, match="plain http"):
+        BenchClient("https://example.invalid/v1/embeddings", connections=1)
 
 
 def test_the_bench_vllm_takes_every_core_unless_the_environment_binds_it(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
