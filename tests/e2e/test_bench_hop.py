@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def test_the_hop_is_raced_side_by_side_with_idle_latency(original_dir: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir), "--a", "vllm", "--b", "gateway-vllm",
-           "--vllm-python", vllm_python(), "--requests", "8", "--concurrency", "4", "--rounds", "2", "--idle", "6",
+           "--vllm-python", vllm_python(), "--requests", "8", "--concurrency", "4", "--rounds", "2", "--idle", "6", "--settle", "0.2",
            "--out", str(tmp_path)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

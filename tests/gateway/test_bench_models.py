@@ -164,7 +164,7 @@ def test_the_bge_m3_engine_races_flag_embedding(m3_dir: Path) -> None:
 def test_a_sentence_transformers_checkpoint_races_in_pairs(st_dir: Path, tmp_path: Path) -> None:
     run = _run("gateway.bench.pair", "--model", str(st_dir), "--kind", "sentence-transformers",
                "--a", "gateway:ENGINES__HF__ENABLED=false", "--b", "gateway", "--requests", "4", "--concurrency", "2",
-               "--rounds", "1", "--out", str(tmp_path))
+               "--rounds", "1", "--settle", "0.2", "--out", str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout)
     assert out["kind"] == "sentence-transformers" and out["a_median"] > 0 and out["b_median"] > 0

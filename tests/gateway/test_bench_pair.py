@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.bench.pair import on_task, parse_target
+from gateway.bench.pair import on_task, parse_target, round_order
 from gateway.bench.workloads import make_workload
 from gateway.bench.servers import gateway_server
 
@@ -47,7 +47,8 @@ def test_a_paused_server_answers_nothing_until_it_is_resumed(original_dir: Path,
 def test_two_gateways_race_in_alternating_rounds(original_dir: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir),
            "--a", "gateway-hf:ENGINES__HF__BATCH_GATHER_MS=0", "--b", "gateway-hf",
-           "--task", "retrieval.query", "--requests", "8", "--concurrency", "4", "--rounds", "2", "--out", str(tmp_path)]
+           "--task", "retrieval.query", "--requests", "8", "--concurrency", "4", "--rounds", "2", "--settle", "0.2",
+           "--out", str(tmp_path)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     out = json.loads(run.stdout)
@@ -62,6 +63,14 @@ def test_bad_targets_are_refused_before_anything_starts(original_dir: Path) -> N
     run = subprocess.run([sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir),
                           "--a", "ort", "--b", "gateway-hf"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "unknown target 'ort'" in run.stderr
+
+
+def test_the_order_flips_every_round_and_a_negative_settle_is_refused(original_dir: Path) -> None:
+    assert [round_order(r) for r in range(4)] == [(0, 1), (1, 0), (0, 1), (1, 0)]
+    run = subprocess.run([sys.executable, "-m", "gateway.bench.pair", "--model", str(original_dir),
+                          "--a", "gateway-hf", "--b", "gateway-hf", "--settle", "-1"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and "--settle at least 0" in run.stderr
 
 
 def test_the_hop_needs_the_vllm_it_fronts(original_dir: Path) -> None:
