@@ -36,7 +36,7 @@ from gateway.cache import CacheStore
 from gateway.config import Settings
 from gateway.contract import Engine
 from gateway.engines import build_engine
-from gateway.lifecycle import Gate, drain
+from gateway.lifecycle import Gate, drain, refreeze_heap
 from gateway.obs.metrics import GatewayMetrics
 from gateway.pool import EngineBuilder, Monitor, Pool
 from gateway.pool.reload import Reloader
@@ -70,7 +70,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = Pool(app_metrics, builder=build)
+        pool = Pool(app_metrics, builder=build, reclaim=refreeze_heap)
         try:
             await pool.open(settings, chosen)
         except (StartupError, RouteConfigError) as exc:

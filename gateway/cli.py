@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = GatewayServer.make_config(app, host=s.host, port=s.port, log_level=s.log_level, grace=s.shutdown_grace,
                                          keep_alive=s.keep_alive)
     try:
-        GatewayServer(config, app.state.shutdown).run()
+        GatewayServer(config, app.state.shutdown, freeze=True).run()
     except SystemExit:  # uvicorn's start-up failure (exit status 3)
         reason = getattr(app.state, "startup_error", None)
         if reason is not None:

@@ -19,6 +19,7 @@ Shutdown (SIGTERM, SIGINT), in order — :class:`GatewayServer` wires it into uv
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import socket
@@ -30,7 +31,7 @@ import uvicorn
 from gateway.http1 import OneWriteHttpToolsProtocol
 from gateway.errors import ShuttingDownError, TooManyRequestsError
 
-__all__ = ["Gate", "GatewayServer", "drain"]
+__all__ = ["Gate", "GatewayServer", "drain", "freeze_heap", "refreeze_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +88,48 @@ async def drain(gate: Gate, grace: float, close: Callable[[], Awaitable[None]]) 
     await close()
 
 
+def freeze_heap() -> int:
+    """Collect, then move every object alive into the collector's permanent generation
+    (:func:`gc.freeze`); the number of objects frozen.
+
+    A serving process calls this once it has started: what start-up built (modules, the
+    configuration, engines, a tokenizer: some 300,000 objects with ``transformers`` loaded) lives
+    as long as the process, yet every full collection walks it. Measured in the gateway in front of
+    vLLM under 32 clients (2 vCPUs): full collections of 46–120 ms, every request in flight
+    waiting through each; after the freeze, 0.4 ms. vLLM's API server does the same."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
+def refreeze_heap() -> None:
+    """After a reload dropped objects (an old configuration, retired engines): let the collector
+    see the frozen ones again, collect what is garbage now, and freeze the rest. Nothing when the
+    heap was never frozen (an app not run by ``embed-gateway serve``: tests, embedding)."""
+    if gc.get_freeze_count():
+        gc.unfreeze()
+        freeze_heap()
+
+
 class GatewayServer(uvicorn.Server):
     """uvicorn's server with the gateway's drain step before uvicorn's own shutdown.
 
     ``on_shutdown`` runs as soon as uvicorn starts shutting down (a signal, or ``should_exit``),
-    concurrently with uvicorn closing its listeners and waiting for connections."""
+    concurrently with uvicorn closing its listeners and waiting for connections. ``freeze``: once
+    started, the process's heap is frozen (:func:`freeze_heap`); for a server that owns its process,
+    as ``embed-gateway serve`` does."""
 
-    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_shutdown: Callable[[], Coroutine[Any, Any, None]], *, freeze: bool = False
+    ) -> None:
         super().__init__(config)
         self._on_shutdown = on_shutdown
+        self._freeze = freeze
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._freeze and not self.should_exit:
+            log.info("start-up heap frozen: %d objects out of the collector's way", freeze_heap())
 
     @staticmethod
     def make_config(

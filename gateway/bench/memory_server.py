@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     s = settings.server
     config = GatewayServer.make_config(app, host=s.host, port=s.port, log_level=s.log_level, grace=s.shutdown_grace,
                                        keep_alive=s.keep_alive)
-    GatewayServer(config, app.state.shutdown).run()
+    GatewayServer(config, app.state.shutdown, freeze=True).run()  # as embed-gateway serve runs
     return 0
 
 

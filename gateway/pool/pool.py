@@ -53,9 +53,13 @@ class Pool:
         *,
         builder: EngineBuilder,
         clock: Callable[[], float] = time.monotonic,
+        reclaim: Callable[[], None] | None = None,
     ) -> None:
         self.metrics = metrics
         self.builder = builder
+        #: called once a reload has let go of objects (the old configuration; retired engines, once
+        #: closed): the serving process refreezes its heap (:func:`gateway.lifecycle.refreeze_heap`)
+        self._reclaim = reclaim or (lambda: None)
         self.supervisor = Supervisor(metrics, clock=clock)
         self._current: Snapshot | None = None
         #: generation -> requests holding that snapshot
@@ -194,6 +198,8 @@ class Pool:
                 task.add_done_callback(self._retiring.discard)
             await self.supervisor.check_all(snap)
             await self.supervisor.first_health(snap.members[n] for n in new)
+            del old
+            self._reclaim()
             return self.current
 
     async def _retire(self, members: list[Member], *, before: int) -> None:
@@ -208,6 +214,8 @@ class Pool:
             log.info("engine %s drained; closing it", member.name)
             await member.engine.aclose()
             self.supervisor.forget(member.engine)
+        del members
+        self._reclaim()
 
     # ------------------------------------------------------------------ internals
 

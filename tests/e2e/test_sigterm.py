@@ -75,6 +75,9 @@ def test_sigterm_drains_in_flight_requests_and_exits(original_dir: Path, referen
     lines = [json.loads(line) for line in gw.log().splitlines() if line.strip()]  # every line is JSON
     assert any(rec["message"].startswith("Application shutdown complete") for rec in lines)
     assert any(rec["message"].startswith("shutdown: waiting up to 60 s for") for rec in lines)
+    # once started, the serving process froze what start-up built (full collections skip it)
+    frozen = [rec["message"] for rec in lines if rec["message"].startswith("start-up heap frozen: ")]
+    assert len(frozen) == 1 and int(frozen[0].split()[3]) > 10_000, frozen
     access = [rec for rec in lines if rec["logger"] == "gateway.access"]
     assert {rec["request_id"] for rec in access} >= {f"drain-{i}" for i in range(n)}
     assert all(rec["status"] == 200 and rec["tokens"] > 0 for rec in access if rec["request_id"].startswith("drain-"))
