@@ -95,7 +95,7 @@ def freeze_heap() -> int:
     A serving process calls this once it has started: what start-up built (modules, the
     configuration, engines, a tokenizer: some 300,000 objects with ``transformers`` loaded) lives
     as long as the process, yet every full collection walks it. Measured in the gateway in front of
-    vLLM under 32 clients (2 vCPUs): full collections of 46–120 ms, every request in flight
+    vLLM under 32 clients (2 vCPUs): full collections of up to 120 ms, every request in flight
     waiting through each; after the freeze, 0.4 ms. vLLM's API server does the same."""
     gc.collect()
     gc.freeze()
