@@ -57,6 +57,7 @@ from engine_vllm.wire import (
     parse_models,
     parse_prompt_tokens,
     parse_tokens,
+    stack_rows,
     tokenize_body,
 )
 from gateway.contract import (
@@ -303,7 +304,7 @@ class VLLMEngine:
             raise err
         rows = [o for o in outcomes if not isinstance(o, BaseException)]
         return EmbedResult(
-            vectors=rows[0][0][None, :] if len(rows) == 1 else np.stack([vector for vector, _ in rows]),
+            vectors=stack_rows([vector for vector, _ in rows]),
             token_counts=tuple(n for _, n in rows),
             engine=self._name,
             queue_seconds=0.0,

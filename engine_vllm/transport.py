@@ -32,7 +32,7 @@ from typing import cast
 import httptools
 import httpx
 
-__all__ = ["KeepAliveTransport"]
+__all__ = ["KeepAliveTransport", "request_head", "with_body"]
 
 #: Before uvicorn's (vLLM's server) own idle timeout of 5 s, so we drop a connection before it does.
 _KEEPALIVE_EXPIRY = 4.0
@@ -240,10 +240,27 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         return status, headers, body
 
 
-def _serialize(request: httpx.Request, body: bytes) -> bytes:
-    """The request line, headers (httpx added Host and Content-Length) and body, in one piece."""
+def request_head(request: httpx.Request) -> bytes:
+    """``request``'s request line and headers as httpx made them (its Host, the caller's own), less
+    ``Content-Length`` and the blank line that ends the head: a head built once, each request then
+    written by :func:`with_body`."""
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
     for name, value in request.headers.raw:
-        parts += (name, b": ", value, b"\r\n")
-    parts += (b"\r\n", body)
+        if name.lower() != b"content-length":
+            parts += (name, b": ", value, b"\r\n")
     return b"".join(parts)
+
+
+def with_body(head: bytes, content: bytes | None) -> bytes:
+    """One request in one piece: ``head`` (:func:`request_head`), its ``Content-Length`` and the
+    body (``None``: no body and no length, as a GET goes)."""
+    if content is None:
+        return head + b"\r\n"
+    return b"".join((head, b"Content-Length: ", str(len(content)).encode("ascii"), b"\r\n\r\n", content))
+
+
+def _serialize(request: httpx.Request, body: bytes) -> bytes:
+    """The request as httpx built it (its Host, and its Content-Length when it has one), in one piece."""
+    if "content-length" in request.headers:
+        return with_body(request_head(request), body)
+    return request_head(request) + b"\r\n" + body

@@ -30,7 +30,7 @@ import httpx
 import orjson
 
 from engine_vllm.errors import from_response, from_transport
-from engine_vllm.transport import KeepAliveTransport
+from engine_vllm.transport import KeepAliveTransport, request_head, with_body
 from gateway.contract import EmbedGatewayError, EngineError, EngineTimeoutError, EngineUnavailableError
 
 __all__ = ["StatusMapper", "UpstreamHTTP", "direct"]
@@ -170,14 +170,9 @@ class UpstreamHTTP:
         ``Content-Length`` when there is a body), from a head built once per route."""
         head = self._heads.get((method, path))
         if head is None:
-            sample = httpx.Request(method, self._url(path), content=b"", headers=self._headers)
-            lines = [f"{method} ".encode("ascii") + sample.url.raw_path + b" HTTP/1.1\r\n"]
-            lines += [name + b": " + value + b"\r\n" for name, value in sample.headers.raw
-                      if name.lower() != b"content-length"]
-            head = self._heads[(method, path)] = b"".join(lines)
-        if content is None:
-            return head + b"\r\n"
-        return b"".join((head, b"Content-Length: ", str(len(content)).encode("ascii"), b"\r\n\r\n", content))
+            head = self._heads[(method, path)] = request_head(
+                httpx.Request(method, self._url(path), headers=self._headers))
+        return with_body(head, content)
 
     async def _send(self, pool: _Pool, method: str, path: str, content: bytes | None,
                     timeouts: dict[str, float]) -> httpx.Response:

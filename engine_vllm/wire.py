@@ -26,6 +26,7 @@ __all__ = [
     "parse_models",
     "parse_prompt_tokens",
     "parse_tokens",
+    "stack_rows",
     "tokenize_body",
 ]
 
@@ -70,6 +71,11 @@ def _object(payload: Any, what: str) -> dict[str, Any]:
     return payload
 
 
+def stack_rows(rows: Sequence[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+    """``[len(rows), d]`` from vectors of one length; a lone row as a view, without ``np.stack``'s copy."""
+    return rows[0][None, :] if len(rows) == 1 else np.stack(rows)
+
+
 def parse_embeddings(payload: Any, n_inputs: int) -> npt.NDArray[np.float32]:
     """``[n_inputs, d]`` float32 from an embeddings response, rows in input order."""
     data = _object(payload, "embeddings").get("data")
@@ -98,8 +104,7 @@ def parse_embeddings(payload: Any, n_inputs: int) -> npt.NDArray[np.float32]:
     dims = {r.shape[0] for r in rows if r is not None}
     if len(dims) != 1:
         raise MalformedResponse(f"embeddings: vectors of different lengths {sorted(dims)}")
-    kept = [r for r in rows if r is not None]
-    out = kept[0][None, :] if len(kept) == 1 else np.stack(kept)
+    out = stack_rows([r for r in rows if r is not None])
     if not np.isfinite(out).all():
         raise MalformedResponse("embeddings: non-finite values")
     return out

@@ -20,12 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
-from engine_vllm.transport import KeepAliveTransport
+from engine_vllm.transport import KeepAliveTransport, request_head, with_body
 from gateway.bench.stats import Sample
 from gateway.bench.workloads import BenchRequest
 
@@ -52,21 +51,16 @@ class BenchClient:
     speak); at most ``connections`` requests in flight."""
 
     def __init__(self, url: str, *, connections: int, timeout: float = 600.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None:
-            raise ValueError(f"the bench's client speaks plain http to a host, not {url!r}")
-        port = parts.port or 80
-        self._origin = (parts.hostname, port)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._head = (f"POST {path} HTTP/1.1\r\nhost: {parts.hostname}:{port}\r\n"
-                      "content-type: application/json\r\naccept: application/json\r\n").encode("ascii")
+        post = httpx.Request("POST", url, headers={"content-type": "application/json", "accept": "application/json"})
+        if post.url.scheme != "http":
+            raise ValueError(f"the bench's client speaks plain http, not {url!r}")
+        self._origin = (post.url.host, post.url.port or 80)
+        self._head = request_head(post)
         self._timeouts: dict[str, float | None] = {"connect": timeout, "read": timeout, "pool": timeout}
         self._pool = KeepAliveTransport(max_connections=connections)
 
     def prepare(self, req: BenchRequest, body: BodyFn) -> Prepared:
-        content = orjson.dumps(body(req))
-        data = b"%scontent-length: %d\r\n\r\n%s" % (self._head, len(content), content)
-        return Prepared(data, len(req.texts), sum(req.tokens))
+        return Prepared(with_body(self._head, orjson.dumps(body(req))), len(req.texts), sum(req.tokens))
 
     async def send(self, req: Prepared) -> Sample:
         """One request: its latency, and the tokens its answer's ``usage`` counts (a failure is a
