@@ -9,9 +9,10 @@ scheduler's queue and batches (a window is just a sequence whose result is a few
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +33,7 @@ from engine_hf.late_chunking import (
     spans_from_token_ranges,
     window_segments,
 )
-from engine_hf.model import JinaEncoder
+from engine_hf.model import JinaEncoder, build_config
 from engine_hf.scheduler import Scheduler
 from engine_hf.settings import HFEngineSettings
 from engine_hf.tokenization import Document, TextEncoder, load_tokenizer
@@ -92,19 +93,20 @@ class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]])
         #: the CPU the kernel choice follows (detected at load unless given: tests inject one)
         self._cpu = cpu
         self.info: CheckpointInfo | None = None
-        self.encoder: JinaEncoder | None = None
+        #: adapter index of each task the checkpoint has
+        self.task_index: dict[Task, int] = {}
         self.text: TextEncoder | None = None
         self._packed = False
+        #: the weights (where the passes run)
+        self.encoder: JinaEncoder | None = None
 
     # ------------------------------------------------------------------ contract
 
-    @property
-    def _placement(self) -> Placement | None:
-        enc = self.encoder
-        return Placement(enc.device, enc.dtype, enc.kernels) if enc is not None else None
-
     def _padded(self) -> bool:
         return not self._packed
+
+    def _twin(self) -> Callable[[], HFEngine]:
+        return functools.partial(HFEngine, self.settings, name=self._name, cpu=self._cpu)
 
     def _describe_model(self) -> EngineCapabilities:
         info, s = self.info, self.settings
@@ -119,18 +121,18 @@ class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]])
             tokenizer=True,
             identity=self._identity(),
             weights=self._weights_id,
-            resident_bytes=module_bytes(self.encoder.model) if self.encoder is not None else None,
+            resident_bytes=self._resident,
         )
 
     def _identity(self) -> str | None:
         """Everything that moves a bit of this engine's vectors (see ``EngineCapabilities.identity``);
         ``None`` until the checkpoint is loaded."""
-        enc, s = self.encoder, self.settings
-        if enc is None or self._weights_id is None:
+        where, s = self._placement, self.settings
+        if where is None or self._weights_id is None:
             return None
         parts = (
-            "engine_hf", self._weights_id, str(enc.dtype).removeprefix("torch."), f"kernels={enc.kernels}",
-            enc.device.type,
+            "engine_hf", self._weights_id, str(where.dtype).removeprefix("torch."), f"kernels={where.kernels}",
+            where.device.type,
             s.adapter_mode, "packed" if self._packed else "padded", f"compile={s.compile}",
             f"max_input_tokens={self.info.max_input_tokens if self.info else s.max_input_tokens}",
             f"late={s.late_chunking_window_tokens}/{s.late_chunking_overlap_tokens}/{s.max_late_chunking_tokens}",
@@ -138,18 +140,18 @@ class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]])
         return "|".join(parts)
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
-        scheduler, text, encoder = self._scheduler, self.text, self.encoder
-        if scheduler is None or text is None or encoder is None:
+        scheduler, text = self._scheduler, self.text
+        if scheduler is None or text is None:
             raise self._not_loaded()
-        _check_task(job.task, encoder.task_index)
+        _check_task(job.task, self.task_index)
         if job.late_chunking:
-            return await self._embed_late(job, scheduler, text, encoder)
+            return await self._embed_late(job, scheduler, text)
         with scheduler.arriving():
             encoded = await self._off_loop(
                 lambda: text.encode(job.inputs, job.task, truncate=job.truncate, direction=job.truncation_direction),
             )
         check_total(sum(len(e.ids) for e in encoded), job.max_total_tokens)
-        adapter = -1 if job.task is None else encoder.task_index[job.task]
+        adapter = -1 if job.task is None else self.task_index[job.task]
         mode: Literal["tokens"] | None = "tokens" if job.token_embeddings else None
         outcome = await scheduler.submit(
             [_Seq(e.ids, adapter, mode) for e in encoded],
@@ -187,13 +189,12 @@ class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]])
         job: EmbedJob,
         scheduler: Scheduler[_Seq, npt.NDArray[np.float32]],
         text: TextEncoder,
-        encoder: JinaEncoder,
     ) -> EmbedResult:
         if any(not isinstance(x, str) for x in job.inputs):
             raise InvalidRequestError(
                 "late chunking needs text inputs: token spans are found from character offsets", param="input"
             )
-        adapter = -1 if job.task is None else encoder.task_index[job.task]
+        adapter = -1 if job.task is None else self.task_index[job.task]
         with scheduler.arriving():
             plan = await self._off_loop(lambda: self._plan_late(job, text, adapter))
         check_total(len(plan.document.ids), job.max_total_tokens)
@@ -255,15 +256,15 @@ class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]])
     # ------------------------------------------------------------------ describing
 
     def describe(self) -> dict[str, object]:
-        enc = self.encoder
+        where = self._placement
         return {
             "model": self.settings.model,
             "layout": self.info.layout if self.info else None,
-            "device": str(enc.device) if enc else None,
-            "dtype": str(enc.dtype).removeprefix("torch.") if enc else None,
-            "numerics": numerics(enc.dtype, enc.kernels) if enc else None,
-            "cpu_kernels": enc.kernels if enc and enc.device.type == "cpu" else None,
-            "cpu": self._cpu.summary() if self._cpu and enc and enc.device.type == "cpu" else None,
+            "device": str(where.device) if where else None,
+            "dtype": str(where.dtype).removeprefix("torch.") if where else None,
+            "numerics": numerics(where.dtype, where.kernels) if where else None,
+            "cpu_kernels": where.kernels if where and where.device.type == "cpu" else None,
+            "cpu": self._cpu.summary() if self._cpu and where and where.device.type == "cpu" else None,
             "adapter_mode": self.settings.adapter_mode,
             "attention": "packed" if self._packed else "padded",
             "tasks": [t.value for t in self.info.tasks] if self.info else [],
@@ -271,9 +272,8 @@ class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]])
 
     # ------------------------------------------------------------------ worker side
 
-    def _load(self) -> None:
+    def _load_front(self) -> None:
         s = self.settings
-        started = time.perf_counter()
         path = resolve_model_dir(
             s.model, revision=s.revision, cache_dir=s.cache_dir, local_files_only=s.local_files_only
         )
@@ -283,34 +283,45 @@ class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]])
         if self._cpu is None:
             self._cpu = detect_cpu()
         dtype, kernels = resolve_precision(s.dtype, s.cpu_kernels, device, self._cpu, compiled=s.compile != "off")
-        if s.threads:
-            torch.set_num_threads(s.threads)
-        if device.type == "cpu":
-            keep_freed_memory()
-        encoder = JinaEncoder(
-            info, device=device, dtype=dtype, merged_adapters=s.adapter_mode == "merged",
-            compile_mode=None if s.compile == "off" else s.compile, kernels=kernels,
-        )
         self._packed = use_packed(s.attention, device)
-        tokenizer = load_tokenizer(path)
+        config = build_config(info)
         self.text = TextEncoder(
-            tokenizer,
+            load_tokenizer(path),
             instructions=info.instructions,
             max_tokens=info.max_input_tokens,
-            vocab_size=encoder.config.vocab_size,
-            bos_id=encoder.config.bos_token_id if encoder.config.bos_token_id is not None else 0,
-            eos_id=_first(encoder.config.eos_token_id, 2),
+            vocab_size=config.vocab_size,
+            bos_id=config.bos_token_id if config.bos_token_id is not None else 0,
+            eos_id=_first(config.eos_token_id, 2),
         )
-        self.info, self.encoder = info, encoder
+        self.task_index = {t: i for i, t in enumerate(info.tasks)}
+        self.info, self._placement = info, Placement(device, dtype, kernels)
+
+    def _load_model(self) -> None:
+        s, info, where = self.settings, self.info, self._placement
+        assert info is not None and where is not None and self._cpu is not None
+        started = time.perf_counter()
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        if where.device.type == "cpu":
+            keep_freed_memory()
+        self.encoder = JinaEncoder(
+            info, device=where.device, dtype=where.dtype, merged_adapters=s.adapter_mode == "merged",
+            compile_mode=None if s.compile == "off" else s.compile, kernels=where.kernels,
+        )
         log.info(
             "loaded %s (%s layout, %d adapters, %s/%s, adapters %s) in %.1fs",
-            s.model, info.layout, len(info.tasks), device, dtype, s.adapter_mode, time.perf_counter() - started,
+            s.model, info.layout, len(info.tasks), where.device, where.dtype, s.adapter_mode,
+            time.perf_counter() - started,
         )
-        if device.type == "cpu":
+        if where.device.type == "cpu":
             log.info(
                 "CPU %s: %s linear kernels (cpu_kernels=%s, dtype=%s), numerics %s",
-                self._cpu.summary(), kernels, s.cpu_kernels, s.dtype, numerics(dtype, kernels),
+                self._cpu.summary(), where.kernels, s.cpu_kernels, s.dtype, numerics(where.dtype, where.kernels),
             )
+
+    def _model_bytes(self) -> int:
+        assert self.encoder is not None
+        return module_bytes(self.encoder.model)
 
     def _warm_up(self) -> None:
         assert self.encoder is not None and self.text is not None

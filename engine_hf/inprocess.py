@@ -1,17 +1,24 @@
 """``InProcessEngine``: the engine shell every in-process kind shares.
 
-An in-process kind loads a checkpoint into the gateway's own process and runs its forward passes on
-the shared batching kit (:class:`engine_hf.scheduler.Scheduler`). Everything around that is the
-same for every kind and lives here once, so a fix to it reaches them all: loading off the event
-loop, the scheduler and its limits, tokenising on a small thread pool, health, shutdown, and the
-names that results and /info show. A kind adds only its settings, its loader (``_load``), how it
-tokenises and plans a job (``embed``), its forward pass (``_forward``) and what its model can do
-(``_describe_model``).
+An in-process kind runs a checkpoint with torch under the gateway's control (no server of its own)
+and its forward passes on the shared batching kit (:class:`engine_hf.scheduler.Scheduler`).
+Everything around that is the same for every kind and lives here once, so a fix to it reaches them
+all: loading off the event loop, where the passes run, the scheduler and its limits, tokenising on a
+small thread pool, health, shutdown, and the names that results and /info show. A kind adds its
+settings, what it loads without the weights (``_load_front``: the tokenizer, the checkpoint's
+facts, the device and precision), the weights (``_load_model``), how it tokenises and plans a job
+(``embed``), its forward pass (``_forward``) and what its model can do (``_describe_model``).
+
+The passes run in a process of their own by default (``own_process``,
+:mod:`engine_hf.process`): the kind loads its front here and its model there, and the scheduler's
+worker hands each batch over and waits, without holding the interpreter the gateway's requests
+need. Otherwise the model loads here and the worker runs the passes itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +30,12 @@ import torch
 
 from engine_hf.batching import BatchLimits
 from engine_hf.device import default_max_batch_tokens, numerics
+from engine_hf.process import PassProcess
 from engine_hf.scheduler import Scheduler
 from engine_hf.settings import InProcessSettings
 from gateway.contract import (
     NULL_OBSERVER,
+    EmbedGatewayError,
     EngineCapabilities,
     EngineError,
     EngineObserver,
@@ -71,6 +80,12 @@ class InProcessEngine(ABC, Generic[S, P, R]):
         #: built once the model is loaded, since nothing in them changes after that
         self._caps: EngineCapabilities | None = None
         self._scheduler: Scheduler[P, R] | None = None
+        #: where the loaded weights compute (set by ``_load_front``)
+        self._placement: Placement | None = None
+        #: bytes the loaded weights hold, wherever they are
+        self._resident: int | None = None
+        #: the passes' own process, when ``own_process``
+        self._passes: PassProcess | None = None
         self._tokenize_pool = ThreadPoolExecutor(max_workers=TOKENIZE_WORKERS, thread_name_prefix=f"{name}-tokenize")
         self._load_error: str | None = None
         self._closed = False
@@ -78,25 +93,35 @@ class InProcessEngine(ABC, Generic[S, P, R]):
     # ------------------------------------------------------------------ what a kind adds
 
     @abstractmethod
-    def _load(self) -> None:
-        """Load the checkpoint (in a thread, off the event loop)."""
+    def _load_front(self) -> None:
+        """Everything but the weights (in a thread, off the event loop): resolve the checkpoint, name
+        its weights, read its facts, load the tokenizer, choose the device, dtype and kernels (set
+        :attr:`_placement`). Runs where requests are tokenised, and where the passes run too."""
+
+    @abstractmethod
+    def _load_model(self) -> None:
+        """The weights, after :meth:`_load_front`, where the passes run."""
+
+    @abstractmethod
+    def _model_bytes(self) -> int:
+        """Bytes the loaded weights hold (after :meth:`_load_model`)."""
 
     @abstractmethod
     def _warm_up(self) -> None:
-        """One small forward pass on the worker, so the first request pays no first-call costs."""
+        """One small forward pass where the passes run, so the first request pays no first-call costs."""
 
     @abstractmethod
     def _forward(self, payloads: list[P]) -> list[R]:
-        """One batch through the model (on the scheduler's worker thread)."""
-
-    @property
-    @abstractmethod
-    def _placement(self) -> Placement | None:
-        """The loaded model's device, dtype and kernels; ``None`` until loaded."""
+        """One batch through the model (on the scheduler's worker thread, or in the passes' process)."""
 
     @abstractmethod
     def _describe_model(self) -> EngineCapabilities:
         """What the model can do (tasks, outputs, sizes, identity); the shell adds how it is served."""
+
+    def _twin(self) -> Callable[[], InProcessEngine[S, P, R]]:
+        """How to make this engine again where its passes run (picklable): a kind with more than
+        its settings to go on (a CPU given to it, not detected) passes that on."""
+        return functools.partial(type(self), self.settings, name=self._name)
 
     def _load_failure(self, exc: Exception) -> Exception | None:
         """The error a failed load raises instead of ``exc`` (``None``: ``exc`` itself)."""
@@ -117,22 +142,34 @@ class InProcessEngine(ABC, Generic[S, P, R]):
         # read several times per request (routing, the dimensions check, the cache key)
         return self._caps or self._describe()
 
+    def _load(self) -> None:
+        """Front and weights in this process (what the passes' own process runs too)."""
+        self._load_front()
+        self._load_model()
+        self._resident = self._model_bytes()
+
     async def start(self) -> None:
+        s = self.settings
         try:
-            await asyncio.to_thread(self._load)
+            if s.own_process:
+                await asyncio.to_thread(self._load_front)
+                self._passes = await PassProcess.start(self._twin(), self._name, self._placement)
+                self._resident = self._passes.resident_bytes
+            else:
+                await asyncio.to_thread(self._load)
         except Exception as exc:
-            self._load_error = f"{type(exc).__name__}: {exc}"
+            # (a load error from the passes' process arrives as the contract's class, reason included)
+            self._load_error = exc.message if isinstance(exc, EmbedGatewayError) else f"{type(exc).__name__}: {exc}"
             failure = self._load_failure(exc)
             if failure is None:
                 raise
             raise failure from exc
         self._caps = self._describe()
-        s = self.settings
         limits = BatchLimits(
             max_batch_tokens=self._max_batch_tokens, max_batch_requests=s.max_batch_requests, padded=self._padded()
         )
         self._scheduler = Scheduler(
-            self._guarded_forward,
+            self._passes.forward if self._passes is not None else self._guarded_forward,
             limits,
             name=self._name,
             max_queued_tokens=s.max_queued_tokens,
@@ -140,6 +177,8 @@ class InProcessEngine(ABC, Generic[S, P, R]):
             gather_seconds=s.batch_gather_ms / 1000,
         )
         self._scheduler.start()
+        if self._passes is not None:
+            return  # the passes' process set its threads and warmed up before it said it was ready
         if s.threads:  # torch's thread count is per thread: set it where the passes run
             await self._scheduler.run_in_worker(lambda: torch.set_num_threads(s.threads or 1))
         await self._scheduler.run_in_worker(self._warm_up)
@@ -149,18 +188,23 @@ class InProcessEngine(ABC, Generic[S, P, R]):
             return Health(False, f"load failed: {self._load_error}")
         if self._scheduler is None:
             return Health(False, "loading")
-        problem = self._scheduler.problem
+        problem = self._scheduler.problem or (self._passes.problem if self._passes is not None else None)
         if problem is not None:
             return Health(False, problem)
-        return Health(
-            True, "ok", {"queue_depth": self._scheduler.queue_depth, "queued_tokens": self._scheduler.queued_tokens}
-        )
+        extra: dict[str, object] = {
+            "queue_depth": self._scheduler.queue_depth, "queued_tokens": self._scheduler.queued_tokens,
+        }
+        if self._passes is not None:
+            extra["passes_pid"] = self._passes.pid
+        return Health(True, "ok", extra)
 
     async def aclose(self) -> None:
         if self._scheduler is not None:
             await self._scheduler.aclose()
         self._closed = True
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+        if self._passes is not None:
+            await asyncio.to_thread(self._passes.close)
 
     # ------------------------------------------------------------------ for the kinds
 

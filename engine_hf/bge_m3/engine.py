@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine_hf.bge_m3 import KIND
 from engine_hf.bge_m3.checkpoint import locate_checkpoint
-from engine_hf.bge_m3.model import BGEM3Model, M3Output
+from engine_hf.bge_m3.model import BGEM3Model, M3Output, M3Shape
 from engine_hf.bge_m3.settings import BGEM3Settings
 from engine_hf.cpu_kernels import detect_cpu, keep_freed_memory
 from engine_hf.device import resolve_device, resolve_precision, use_packed
@@ -57,18 +58,19 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
         self, settings: BGEM3Settings, *, name: str = "bge-m3", observer: EngineObserver = NULL_OBSERVER
     ) -> None:
         super().__init__(settings, name=name, observer=observer)
-        self.model: BGEM3Model | None = None
         self.text: TextEncoder | None = None
+        #: what the encoder's config says (known before the weights)
+        self.shape: M3Shape | None = None
+        self._packed = False
+        self._path: Path | None = None
+        self._dropped: frozenset[int] = frozenset()
+        #: the weights (where the passes run)
+        self.model: BGEM3Model | None = None
 
     # ------------------------------------------------------------------ contract
 
-    @property
-    def _placement(self) -> Placement | None:
-        m = self.model
-        return Placement(m.device, m.dtype, m.kernels) if m is not None else None
-
     def _describe_model(self) -> EngineCapabilities:
-        m = self.model
+        m = self.shape
         return EngineCapabilities(
             tasks=frozenset({None}),
             dimensions=m.hidden_size if m else 1024,
@@ -80,7 +82,7 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
             outputs=frozenset(OUTPUTS),
             matryoshka=False,
             vocab_size=m.vocab_size if m else None,
-            resident_bytes=m.resident_bytes if m else None,
+            resident_bytes=self._resident,
             identity=self._identity(),
             weights=self._weights_id,
         )
@@ -88,16 +90,16 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
     def _max_tokens(self) -> int:
         """``max_input_tokens``, never beyond what the position table holds (8192 for BGE-M3)."""
         limit = self.settings.max_input_tokens
-        return min(limit, self.model.max_tokens) if self.model else limit
+        return min(limit, self.shape.max_tokens) if self.shape else limit
 
     def _identity(self) -> str | None:
         """Everything that moves a bit of the outputs; ``None`` until loaded (never cached)."""
-        m = self.model
-        if m is None or self._weights_id is None:
+        where = self._placement
+        if where is None or self._weights_id is None:
             return None
         return "|".join((
-            KIND, self._weights_id, str(m.dtype).removeprefix("torch."), f"kernels={m.kernels}", m.device.type,
-            "packed" if m.packed else "padded",
+            KIND, self._weights_id, str(where.dtype).removeprefix("torch."), f"kernels={where.kernels}",
+            where.device.type, "packed" if self._packed else "padded",
             f"max_input_tokens={self._max_tokens()}",
         ))
 
@@ -130,11 +132,10 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
 
     # ------------------------------------------------------------------ worker side
 
-    def _load(self) -> None:
-        from transformers import AutoTokenizer
+    def _load_front(self) -> None:
+        from transformers import AutoConfig, AutoTokenizer
 
         s = self.settings
-        started = time.perf_counter()
         ckpt = locate_checkpoint(
             s.model, revision=s.revision, cache_dir=s.cache_dir, local_files_only=s.local_files_only
         )
@@ -142,35 +143,49 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
         self._weights_id = ckpt.weights_id
         device = resolve_device(s.device)
         dtype, kernels = resolve_precision(s.dtype, s.cpu_kernels, device, detect_cpu())
-        if s.threads:
-            torch.set_num_threads(s.threads)
-        if device.type == "cpu":
-            keep_freed_memory()
+        shape = M3Shape.of(AutoConfig.from_pretrained(str(ckpt.path), trust_remote_code=False))
         tok = AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=False)
         # the ids the reference drops from the lexical weights: cls, eos, pad and unk
-        dropped = {i for i in (tok.cls_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) if i is not None}
-        model = BGEM3Model(ckpt.path, device=device, dtype=dtype, kernels=kernels, dropped_ids=dropped,
-                           packed=use_packed(s.attention, device))
+        self._dropped = frozenset(
+            i for i in (tok.cls_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) if i is not None
+        )
         backend = tok.backend_tokenizer
         backend.no_truncation()
         backend.no_padding()
         self.text = TextEncoder(
             backend,
             instructions={},
-            max_tokens=min(s.max_input_tokens, model.max_tokens),
-            vocab_size=model.vocab_size,
+            max_tokens=min(s.max_input_tokens, shape.max_tokens),
+            vocab_size=shape.vocab_size,
             bos_id=tok.cls_token_id if tok.cls_token_id is not None else 0,
             eos_id=tok.sep_token_id if tok.sep_token_id is not None else 2,
         )
+        self._packed = use_packed(s.attention, device)
+        self._path, self.shape, self._placement = ckpt.path, shape, Placement(device, dtype, kernels)
+
+    def _load_model(self) -> None:
+        s, where, path = self.settings, self._placement, self._path
+        assert where is not None and path is not None
+        started = time.perf_counter()
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        if where.device.type == "cpu":
+            keep_freed_memory()
+        model = BGEM3Model(path, device=where.device, dtype=where.dtype, kernels=where.kernels,
+                           dropped_ids=self._dropped, packed=self._packed)
         self.model = model
         log.info(
             "loaded %s (bge-m3, %s/%s, kernels %s, %s attention, %.0f MiB of weights) in %.1fs",
-            s.model, device, dtype, kernels, "packed" if model.packed else "padded", model.resident_bytes / 2**20,
-            time.perf_counter() - started,
+            s.model, where.device, where.dtype, where.kernels, "packed" if model.packed else "padded",
+            model.resident_bytes / 2**20, time.perf_counter() - started,
         )
 
+    def _model_bytes(self) -> int:
+        assert self.model is not None
+        return self.model.resident_bytes
+
     def _padded(self) -> bool:
-        return self.model is None or not self.model.packed
+        return not self._packed
 
     def _warm_up(self) -> None:
         assert self.text is not None

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +32,7 @@ from engine_hf.checkpoint import CheckpointError
 from engine_hf.cpu_kernels import KernelLinear, KernelName
 from gateway.contract import MULTIVECTOR, SPARSE, Output, SparseVector
 
-__all__ = ["BGEM3Model", "M3Output"]
+__all__ = ["BGEM3Model", "M3Output", "M3Shape"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,22 @@ class M3Output:
     dense: npt.NDArray[np.float32]
     sparse: SparseVector | None = None
     multivector: npt.NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class M3Shape:
+    """What the encoder's config says, known before its weights are loaded."""
+
+    hidden_size: int
+    vocab_size: int
+    pad_id: int
+    #: the longest input the position table allows (XLM-R positions start at ``pad_id + 1``)
+    max_tokens: int
+
+    @classmethod
+    def of(cls, config: Any) -> M3Shape:
+        pad = int(config.pad_token_id if config.pad_token_id is not None else 1)
+        return cls(int(config.hidden_size), int(config.vocab_size), pad, int(config.max_position_embeddings) - pad - 1)
 
 
 class BGEM3Model:
@@ -87,7 +104,7 @@ class BGEM3Model:
         self.colbert_linear = _head(path / COLBERT_FILE, hidden, device, dtype)
         if self.sparse_linear.out_features != 1:
             raise CheckpointError(f"{path.name}: {SPARSE_FILE} maps to {self.sparse_linear.out_features} values, not 1")
-        self.pad_id = int(self.config.pad_token_id if self.config.pad_token_id is not None else 1)
+        self.pad_id = self.shape.pad_id
         #: bytes of the loaded weights (parameters and buffers), as they sit on the device
         self.resident_bytes = sum(
             _nbytes(m) for m in (self.encoder, self.sparse_linear, self.colbert_linear)
@@ -96,17 +113,8 @@ class BGEM3Model:
             self.resident_bytes -= self._use_kernels(kernels)
 
     @property
-    def hidden_size(self) -> int:
-        return int(self.config.hidden_size)
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.config.vocab_size)
-
-    @property
-    def max_tokens(self) -> int:
-        """The longest input the position table allows (XLM-R positions start at ``pad_id + 1``)."""
-        return int(self.config.max_position_embeddings) - self.pad_id - 1
+    def shape(self) -> M3Shape:
+        return M3Shape.of(self.config)
 
     def _use_kernels(self, name: KernelName) -> int:
         """Put the encoder's linear layers on CPU kernel ``name``; returns the bytes that saves

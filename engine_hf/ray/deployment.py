@@ -2,7 +2,7 @@
 
 Each replica loads the model once and keeps the engine's own scheduler, so the jobs that Serve
 routes to it (of any task) share token-budget forward passes exactly as in the single-process
-server. Contract errors come back as :class:`~engine_hf.ray.wire.RemoteError` values (see there).
+server. Contract errors come back as :class:`~engine_hf.remote_errors.RemoteError` values (see there).
 
 ``build_app(settings)`` is what ``embed-gateway serve --ray`` deploys; ``app_builder`` is the same
 for ``serve deploy configs/ray-serve.yaml`` (Serve calls it with the config's ``args``: the
@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from engine_hf.ray.wire import RemoteError, pack_error
+from engine_hf.remote_errors import RemoteError, pack_error
 from engine_hf.settings import HFEngineSettings, RaySettings
 from gateway.contract import (
     EmbedGatewayError,
@@ -42,8 +42,11 @@ class HFReplica:
         from engine_hf.engine import HFEngine
 
         parsed = HFEngineSettings.model_validate(settings)
-        # the replica is an ordinary in-process engine: its own threads, no nested Ray
-        own = parsed.model_copy(update={"threads": parsed.ray.threads or parsed.threads, "ray": RaySettings()})
+        # the replica is an ordinary in-process engine: its own threads, no nested Ray, and its passes
+        # in this worker process (Ray already gave it a process of its own)
+        own = parsed.model_copy(
+            update={"threads": parsed.ray.threads or parsed.threads, "ray": RaySettings(), "own_process": False}
+        )
         self.engine = HFEngine(own, name="hf-replica")
         await self.engine.start()
 

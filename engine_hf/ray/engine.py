@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
-from engine_hf.ray.wire import RemoteError, unpack_error
+from engine_hf.remote_errors import RemoteError, unpack_error
 from gateway.contract import (
     NULL_OBSERVER,
     TASKS,

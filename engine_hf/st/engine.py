@@ -23,7 +23,7 @@ from engine_hf.checkpoint import CheckpointError, checkpoint_fingerprint, resolv
 from engine_hf.device import resolve_device, resolve_dtype
 from engine_hf.inprocess import InProcessEngine, Placement, check_total
 from engine_hf.st.layout import DenseSpec, NormalizeSpec, StLayout, read_layout
-from engine_hf.st.pipeline import StPipeline, load_pipeline
+from engine_hf.st.pipeline import PipelineShape, StPipeline, load_pipeline, plan_pipeline
 from engine_hf.st.prompts import PromptTable
 from engine_hf.st.settings import SentenceTransformersSettings
 from engine_hf.st.text import StText, load_text
@@ -70,9 +70,12 @@ class SentenceTransformersEngine(InProcessEngine[SentenceTransformersSettings, _
     ) -> None:
         super().__init__(settings, name=name, observer=observer)
         self.layout: StLayout | None = None
-        self.pipeline: StPipeline | None = None
+        #: the sizes the checkpoint's files say (known before the weights)
+        self.shape: PipelineShape | None = None
         self.text: StText | None = None
         self.prompts: PromptTable | None = None
+        #: the weights (where the passes run)
+        self.pipeline: StPipeline | None = None
 
     # ------------------------------------------------------------------ contract
 
@@ -84,20 +87,14 @@ class SentenceTransformersEngine(InProcessEngine[SentenceTransformersSettings, _
             self._caps = self._describe()
         return self._caps
 
-    @property
-    def _placement(self) -> Placement | None:
-        # transformers' own modules on torch's kernels (no int8, no oneDNN)
-        p = self.pipeline
-        return Placement(p.device, p.dtype, "torch") if p is not None else None
-
     def _load_failure(self, exc: Exception) -> Exception | None:
         if isinstance(exc, (CheckpointError, ValueError, OSError)):
             return EngineError(f"cannot serve {self.settings.model!r}: {exc}", engine=self._name)
         return None
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
-        scheduler, text, prompts, pipeline = self._scheduler, self.text, self.prompts, self.pipeline
-        if scheduler is None or text is None or prompts is None or pipeline is None:
+        scheduler, text, prompts, layout = self._scheduler, self.text, self.prompts, self.layout
+        if scheduler is None or text is None or prompts is None or layout is None:
             raise self._not_loaded()
         if job.late_chunking or job.token_embeddings or job.outputs != {DENSE}:
             raise UnsupportedTaskError(
@@ -108,7 +105,7 @@ class SentenceTransformersEngine(InProcessEngine[SentenceTransformersSettings, _
         prompt = prompts.prompt(job.task)
         def tokenize() -> tuple[list[Encoded], int]:
             encoded = text.encode(job.inputs, prompt, truncate=job.truncate, direction=job.truncation_direction)
-            return encoded, (0 if pipeline.include_prompt else text.prompt_length(prompt))
+            return encoded, (0 if layout.pooling.include_prompt else text.prompt_length(prompt))
 
         with scheduler.arriving():
             encoded, skip = await self._off_loop(tokenize)
@@ -127,11 +124,11 @@ class SentenceTransformersEngine(InProcessEngine[SentenceTransformersSettings, _
     # ------------------------------------------------------------------ describing
 
     def _describe_model(self) -> EngineCapabilities:
-        pipeline, text, s = self.pipeline, self.text, self.settings
+        shape, text, s = self.shape, self.text, self.settings
         prompts = self.prompts or self._prompts_before_load()
         return EngineCapabilities(
             tasks=frozenset(task_of_key(t) if t is not None else None for t in prompts.tasks()),
-            dimensions=pipeline.dimensions if pipeline else self._dimensions_before_load(),
+            dimensions=shape.dimensions if shape else self._dimensions_before_load(),
             max_input_tokens=text.max_tokens if text else s.max_input_tokens,
             late_chunking=False,
             token_ids=True,
@@ -139,8 +136,8 @@ class SentenceTransformersEngine(InProcessEngine[SentenceTransformersSettings, _
             tokenizer=False,
             outputs=frozenset({DENSE}),
             matryoshka=s.matryoshka,
-            vocab_size=pipeline.vocab_size if pipeline else None,
-            resident_bytes=pipeline.resident_bytes if pipeline else None,
+            vocab_size=shape.vocab_size if shape else None,
+            resident_bytes=self._resident,
             identity=self._identity(),
             weights=self._weights(),
         )
@@ -190,24 +187,23 @@ class SentenceTransformersEngine(InProcessEngine[SentenceTransformersSettings, _
     def _identity(self) -> str | None:
         """What moves a bit of the vectors: the checkpoint's content (or hub commit), precision and
         device kind, the prompts in force and the input limit (truncation)."""
-        pipeline, text, prompts = self.pipeline, self.text, self.prompts
-        if pipeline is None or text is None or prompts is None or self._weights_id is None:
+        where, text, prompts = self._placement, self.text, self.prompts
+        if where is None or text is None or prompts is None or self._weights_id is None:
             return None
         table = json.dumps({"prompts": dict(prompts.prompts), "default": prompts.default_prompt_name}, sort_keys=True)
         return "|".join((
             KIND,
             self._weights_id,
-            str(pipeline.dtype).removeprefix("torch."),
-            pipeline.device.type,
+            str(where.dtype).removeprefix("torch."),
+            where.device.type,
             f"prompts=sha256:{hashlib.sha256(table.encode()).hexdigest()[:16]}",
             f"max_input_tokens={text.max_tokens}",
         ))
 
     # ------------------------------------------------------------------ worker side
 
-    def _load(self) -> None:
+    def _load_front(self) -> None:
         s = self.settings
-        started = time.perf_counter()
         if s.dtype == "int8":
             raise ValueError("dtype int8 is not supported by the sentence-transformers kind; use float32 (exact), "
                              "bfloat16 or float16")
@@ -223,28 +219,42 @@ class SentenceTransformersEngine(InProcessEngine[SentenceTransformersSettings, _
         self._name_weights(path, _fingerprint)
         device = resolve_device(s.device)
         dtype = resolve_dtype(s.dtype, device)
-        if s.threads:
-            torch.set_num_threads(s.threads)
-        pipeline = load_pipeline(layout, device=device, dtype=dtype)
+        shape = plan_pipeline(layout)
         spec = layout.transformer
         text = load_text(
             spec.path,
             processor_kwargs=spec.processor_kwargs,
             max_seq_length=spec.max_seq_length,
             do_lower_case=spec.do_lower_case,
-            max_position_embeddings=pipeline.max_position_embeddings,
+            max_position_embeddings=shape.max_position_embeddings,
             max_input_tokens=s.max_input_tokens,
-            vocab_size=pipeline.vocab_size,
+            vocab_size=shape.vocab_size,
         )
-        self.layout, self.pipeline, self.text, self.prompts = layout, pipeline, text, prompts
+        self.layout, self.shape, self.text, self.prompts = layout, shape, text, prompts
+        # transformers' own modules on torch's kernels (no int8, no oneDNN)
+        self._placement = Placement(device, dtype, "torch")
+
+    def _load_model(self) -> None:
+        s, layout, shape, where, text, prompts = (
+            self.settings, self.layout, self.shape, self._placement, self.text, self.prompts
+        )
+        assert layout is not None and shape is not None and where is not None and text is not None and prompts
+        started = time.perf_counter()
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        self.pipeline = load_pipeline(layout, shape, device=where.device, dtype=where.dtype)
         log.info(
             "loaded %s (%s pooling%s%s, %d dims, %d tokens, tasks %s) on %s/%s in %.1fs",
             s.model, "+".join(layout.pooling.modes),
             "".join(" + dense" for st in layout.steps if isinstance(st, DenseSpec)),
             " + normalize" if any(isinstance(st, NormalizeSpec) for st in layout.steps) else "",
-            pipeline.dimensions, text.max_tokens, sorted(str(t) for t in prompts.tasks() if t is not None),
-            device, dtype, time.perf_counter() - started,
+            shape.dimensions, text.max_tokens, sorted(str(t) for t in prompts.tasks() if t is not None),
+            where.device, where.dtype, time.perf_counter() - started,
         )
+
+    def _model_bytes(self) -> int:
+        assert self.pipeline is not None
+        return self.pipeline.resident_bytes
 
     def _warm_up(self) -> None:
         assert self.text is not None

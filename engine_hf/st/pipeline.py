@@ -9,6 +9,7 @@ are the reference's formulas. In float32 the whole pipeline is the reference's a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -17,7 +18,7 @@ from engine_hf.checkpoint import CheckpointError
 from engine_hf.st.layout import DenseSpec, NormalizeSpec, StLayout
 from engine_hf.st.pooling import pool
 
-__all__ = ["StPipeline", "load_pipeline"]
+__all__ = ["PipelineShape", "StPipeline", "load_pipeline", "plan_pipeline"]
 
 
 class _Dense(torch.nn.Module):
@@ -86,9 +87,21 @@ class StPipeline:
         return x.cpu()
 
 
-def load_pipeline(layout: StLayout, *, device: torch.device, dtype: torch.dtype) -> StPipeline:
-    """Build the model and the modules after it; refuse anything whose sizes do not chain."""
-    from transformers import AutoConfig, AutoModel
+@dataclass(frozen=True, slots=True)
+class PipelineShape:
+    """What the checkpoint's config and modules say, before any weight is loaded: the sizes checked
+    to chain from the model through pooling and Dense to the output."""
+
+    config: Any
+    dimensions: int
+    vocab_size: int
+    max_position_embeddings: int | None
+
+
+def plan_pipeline(layout: StLayout) -> PipelineShape:
+    """The transformer's config (no remote code) and the output's width; refuse anything whose
+    sizes do not chain."""
+    from transformers import AutoConfig
 
     folder = str(layout.transformer.path)
     try:
@@ -97,8 +110,6 @@ def load_pipeline(layout: StLayout, *, device: torch.device, dtype: torch.dtype)
         raise CheckpointError(f"transformers cannot build this model's config: {exc}") from exc
     if getattr(config, "is_encoder_decoder", False):
         raise CheckpointError(f"encoder-decoder models ({config.model_type}) are not served by this kind")
-    model = AutoModel.from_pretrained(folder, config=config, trust_remote_code=False, dtype=dtype)
-    model.eval().to(device)
     hidden = getattr(config, "hidden_size", None)
     spec = layout.pooling
     if spec.embedding_dimension is not None and hidden is not None and spec.embedding_dimension != hidden:
@@ -106,29 +117,40 @@ def load_pipeline(layout: StLayout, *, device: torch.device, dtype: torch.dtype)
     width = len(spec.modes) * int(spec.embedding_dimension or hidden or 0)
     if width == 0:
         raise CheckpointError("cannot tell the model's hidden size (config.json hidden_size)")
-    steps: list[torch.nn.Module | None] = []
     for step in layout.steps:
         if isinstance(step, NormalizeSpec):
-            steps.append(None)
             continue
         if step.in_features != width:
             raise CheckpointError(f"{step.path.name}: Dense takes {step.in_features} features, it gets {width}")
-        steps.append(_Dense(step).eval().to(device))
         width = step.out_features
     if layout.truncate_dim is not None:
         if not 0 < layout.truncate_dim <= width:
             raise CheckpointError(f"truncate_dim {layout.truncate_dim} is outside the output's {width} dimensions")
         width = layout.truncate_dim
     mpe = getattr(config, "max_position_embeddings", None)
+    return PipelineShape(config, width, int(config.vocab_size), int(mpe) if mpe is not None else None)
+
+
+def load_pipeline(layout: StLayout, shape: PipelineShape, *, device: torch.device, dtype: torch.dtype) -> StPipeline:
+    """The model and the modules after it, on ``device`` (``shape``: :func:`plan_pipeline`'s)."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(
+        str(layout.transformer.path), config=shape.config, trust_remote_code=False, dtype=dtype
+    )
+    model.eval().to(device)
+    steps: list[torch.nn.Module | None] = [
+        None if isinstance(step, NormalizeSpec) else _Dense(step).eval().to(device) for step in layout.steps
+    ]
     return StPipeline(
         model=model,
-        modes=spec.modes,
-        include_prompt=spec.include_prompt,
+        modes=layout.pooling.modes,
+        include_prompt=layout.pooling.include_prompt,
         steps=steps,
         truncate_dim=layout.truncate_dim,
-        dimensions=width,
+        dimensions=shape.dimensions,
         device=device,
         dtype=dtype,
-        vocab_size=int(config.vocab_size),
-        max_position_embeddings=int(mpe) if mpe is not None else None,
+        vocab_size=shape.vocab_size,
+        max_position_embeddings=shape.max_position_embeddings,
     )

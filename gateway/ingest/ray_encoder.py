@@ -31,7 +31,9 @@ class HFEncoderActor:
         from gateway.serving.service import check_dimensions
 
         self.loop = asyncio.new_event_loop()
-        self.engine = HFEngine(HFEngineSettings.model_validate(settings), name="hf-ray-data")
+        # the passes in this Ray worker's own process (no second process per actor)
+        parsed = HFEngineSettings.model_validate(settings).model_copy(update={"own_process": False})
+        self.engine = HFEngine(parsed, name="hf-ray-data")
         self.loop.run_until_complete(self.engine.start())
         width = self.engine.capabilities.dimensions
         try:

@@ -126,7 +126,7 @@ def test_all_three_outputs_equal_flagembedding(loop: LoopThread, engine: BGEM3En
 
 @pytest.fixture(scope="module")
 def padded_engine(loop: LoopThread, m3_dir: Path) -> Iterator[BGEM3Engine]:
-    e = started(loop, m3_dir, attention="padded")
+    e = started(loop, m3_dir, attention="padded", own_process=False)  # the tests read its model
     yield e
     loop.run(e.aclose())
 
@@ -139,11 +139,11 @@ def test_padded_attention_equals_flagembedding_too(loop: LoopThread, padded_engi
 
 @pytest.mark.parametrize("attention", ["packed", "padded"])
 def test_one_pass_of_very_different_lengths(
-    engine: BGEM3Engine, padded_engine: BGEM3Engine, flag: Any, attention: str
+    loop: LoopThread, m3_dir: Path, padded_engine: BGEM3Engine, flag: Any, attention: str
 ) -> None:
     """The model's pass itself, packed (the default on a CPU) and padded: a 2-token input beside a
     long one, sparse asked of one only."""
-    engine = engine if attention == "packed" else padded_engine
+    engine = started(loop, m3_dir, own_process=False) if attention == "packed" else padded_engine
     assert engine.model is not None and engine.text is not None
     assert engine.model.packed == (attention == "packed")
     texts = [TEXTS[2] * 3, "", TEXTS[1], TEXTS[4]]
@@ -162,6 +162,8 @@ def test_one_pass_of_very_different_lengths(
             )
         if o.multivector is not None:
             np.testing.assert_allclose(o.multivector, ref["colbert_vecs"][i], atol=1e-5)
+    if engine is not padded_engine:
+        loop.run(engine.aclose())
 
 
 def test_a_repeated_token_keeps_its_largest_weight(loop: LoopThread, engine: BGEM3Engine, flag: Any) -> None:

@@ -12,7 +12,7 @@ import yaml
 pytest.importorskip("ray", reason="the [ray] extra")
 
 from engine_hf.ray.deployment import app_builder, deployment_options  # noqa: E402
-from engine_hf.ray.wire import RemoteError, pack_error, unpack_error  # noqa: E402
+from engine_hf.remote_errors import RemoteError, pack_error, unpack_error  # noqa: E402
 from engine_hf.settings import HFEngineSettings  # noqa: E402
 from gateway.cli import build_parser  # noqa: E402
 from gateway.config import load_settings  # noqa: E402

@@ -117,7 +117,8 @@ def test_the_model_against_itself_agrees_fully_and_another_model_clearly_less(se
     metrics = {s.name: s for f in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)
                for s in f.samples if s.labels.get("candidate") == "bge-m3"}
     assert metrics["embed_gateway_shadow_texts_total"].value == 48
-    assert metrics["embed_gateway_shadow_candidate_duration_seconds_count"].value == 12
+    # one observation per candidate request; samples that wait together share one
+    assert 1 <= metrics["embed_gateway_shadow_candidate_duration_seconds_count"].value <= 12
     families = {f.name: f for f in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)}
     overlaps = {s.labels["candidate"]: s.value for s in families["embed_gateway_shadow_agreement"].samples
                 if s.labels["measure"] == "top_k_overlap"}

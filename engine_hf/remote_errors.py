@@ -1,9 +1,9 @@
-"""Contract errors across the Ray hop, by value.
+"""Contract errors across a process boundary (a Ray replica, an engine's own process), by value.
 
-A contract error raised inside a replica would cross the hop as Ray's ``RayTaskError``, rebuilt
-from ``args``: errors whose constructor takes other arguments (``InputTooLongError(index, ...)``)
-do not survive that. So the replica returns a :class:`RemoteError` (class name, message and
-attributes) and the engine raises the same class again, attributes intact, on the gateway's side.
+Pickled as an exception, a contract error is rebuilt from ``args``: errors whose constructor takes
+other arguments (``InputTooLongError(index, ...)``) do not survive that (Ray's ``RayTaskError``
+rebuilds them the same way). So the far side sends a :class:`RemoteError` (class name, message and
+attributes) and the near side raises the same class again, attributes intact.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _CLASSES: dict[str, type[EmbedGatewayError]] = {
 
 @dataclass(frozen=True, slots=True)
 class RemoteError:
-    """A contract error raised in a replica, as plain data."""
+    """A contract error raised on the far side, as plain data."""
 
     kind: str
     message: str
@@ -41,10 +41,10 @@ def unpack_error(remote: RemoteError, *, engine: str) -> EmbedGatewayError:
     """The same error again (an ``EngineError`` if the class is not the contract's)."""
     cls = _CLASSES.get(remote.kind)
     if cls is None:
-        return EngineError(f"replica error {remote.kind}: {remote.message}", engine=engine)
+        return EngineError(f"remote error {remote.kind}: {remote.message}", engine=engine)
     err = cls.__new__(cls)
     Exception.__init__(err, remote.message)
     vars(err).update(remote.attrs)
     if "engine" in remote.attrs:
-        err.engine = engine  # type: ignore[attr-defined]  # the gateway's name for it, not the replica's
+        err.engine = engine  # type: ignore[attr-defined]  # the near side's name for it, not the far side's
     return err
