@@ -9,12 +9,11 @@ scheduler's queue and batches (a window is just a sequence whose result is a few
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -105,8 +104,8 @@ class HFEngine(InProcessEngine[HFEngineSettings, _Seq, npt.NDArray[np.float32]])
     def _padded(self) -> bool:
         return not self._packed
 
-    def _twin(self) -> Callable[[], HFEngine]:
-        return functools.partial(HFEngine, self.settings, name=self._name, cpu=self._cpu)
+    def _twin_kwargs(self) -> dict[str, Any]:
+        return {"cpu": self._cpu}
 
     def _describe_model(self) -> EngineCapabilities:
         info, s = self.info, self.settings

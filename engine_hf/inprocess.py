@@ -119,9 +119,14 @@ class InProcessEngine(ABC, Generic[S, P, R]):
         """What the model can do (tasks, outputs, sizes, identity); the shell adds how it is served."""
 
     def _twin(self) -> Callable[[], InProcessEngine[S, P, R]]:
-        """How to make this engine again where its passes run (picklable): a kind with more than
-        its settings to go on (a CPU given to it, not detected) passes that on."""
-        return functools.partial(type(self), self.settings, name=self._name)
+        """How to make this engine again where its passes run (picklable), its weights already named
+        (the passes' process need not hash them again)."""
+        make = functools.partial(type(self), self.settings, name=self._name, **self._twin_kwargs())
+        return functools.partial(_named, make, self._weights_id, self._revision)
+
+    def _twin_kwargs(self) -> dict[str, Any]:
+        """What a kind was given beyond its settings (a CPU, not detected), for :meth:`_twin`."""
+        return {}
 
     def _load_failure(self, exc: Exception) -> Exception | None:
         """The error a failed load raises instead of ``exc`` (``None``: ``exc`` itself)."""
@@ -238,6 +243,8 @@ class InProcessEngine(ABC, Generic[S, P, R]):
     def _name_weights(self, path: Path, fingerprint: Callable[[Path], str]) -> None:
         """Name the weights at ``path`` (resolved from ``settings.model``): a hub snapshot
         (``.../snapshots/<commit>``) by id@commit, a local folder by the hash of its content."""
+        if self._weights_id is not None:  # named by the gateway's side already (the passes' process)
+            return
         model = self.settings.model
         if not Path(model).expanduser().is_dir():
             self._revision = path.name
@@ -274,6 +281,14 @@ class InProcessEngine(ABC, Generic[S, P, R]):
             raise EngineError(
                 f"out of GPU memory; lower max_batch_tokens of engine {self._name}", engine=self._name
             ) from exc
+
+
+def _named(make: Callable[[], InProcessEngine[Any, Any, Any]], weights_id: str | None,
+           revision: str | None) -> InProcessEngine[Any, Any, Any]:
+    """``make()`` with its weights' name and revision given, not computed (for :meth:`_twin`)."""
+    engine = make()
+    engine._weights_id, engine._revision = weights_id, revision
+    return engine
 
 
 def check_total(n_tokens: int, limit: int | None) -> None:

@@ -110,10 +110,9 @@ class InProcessSettings(BaseModel):
     #: admission bound: tokens waiting in the queue before new work is refused (429)
     max_queued_tokens: int = Field(262144, ge=16)
     max_input_tokens: int = Field(8192, ge=8)
-    #: run the model in a process of its own (the gateway's process keeps HTTP, JSON and routing; the
-    #: engine's keeps tokenising, batching and the forward passes, as vLLM splits its front end from
-    #: its engine core): the passes no longer wait on the gateway's Python. false = in the gateway's
-    #: process, on a worker thread (docs/engines.md)
+    #: run the forward passes in a process of their own, which alone holds the weights (the gateway's
+    #: process keeps HTTP, JSON, routing, the cache, tokenising and batching): the passes no longer
+    #: wait on the gateway's Python. false = on a worker thread of the gateway's process (docs/engines.md)
     own_process: bool = True
 
 

@@ -9,12 +9,11 @@ random sparse and multi-vector outputs; here that is a load error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine_hf.checkpoint import CheckpointError, checkpoint_fingerprint, resolve_model_dir
 
-__all__ = ["COLBERT_FILE", "SPARSE_FILE", "M3Checkpoint", "locate_checkpoint"]
+__all__ = ["COLBERT_FILE", "SPARSE_FILE", "fingerprint", "locate_checkpoint"]
 
 SPARSE_FILE = "sparse_linear.pt"
 COLBERT_FILE = "colbert_linear.pt"
@@ -26,18 +25,7 @@ _LEGACY_WEIGHTS = "pytorch_model.bin"
 _FINGERPRINTED = (".json", ".safetensors", ".bin", ".model", ".txt", ".pt")
 
 
-@dataclass(frozen=True, slots=True)
-class M3Checkpoint:
-    path: Path
-    #: the hub commit (None for a local directory)
-    revision: str | None
-    #: what the weights are, for the cache's key: ``hub-id@commit`` or ``sha256:<content hash>``
-    weights_id: str
-
-
-def locate_checkpoint(
-    model: str, *, revision: str | None, cache_dir: str | None, local_files_only: bool
-) -> M3Checkpoint:
+def locate_checkpoint(model: str, *, revision: str | None, cache_dir: str | None, local_files_only: bool) -> Path:
     """A local directory holding the whole layout, fetched from the hub when ``model`` is not one."""
     local = Path(model).expanduser().is_dir()
     path = resolve_model_dir(
@@ -49,9 +37,12 @@ def locate_checkpoint(
             allow_patterns=[_LEGACY_WEIGHTS],
         )
     _check_layout(path)
-    if local:
-        return M3Checkpoint(path, None, f"sha256:{checkpoint_fingerprint(path, suffixes=_FINGERPRINTED)}")
-    return M3Checkpoint(path, path.name, f"{model}@{path.name}")  # a hub snapshot: .../snapshots/<commit>
+    return path
+
+
+def fingerprint(path: Path) -> str:
+    """The content hash of a local directory of this layout (its ``.pt`` heads included)."""
+    return checkpoint_fingerprint(path, suffixes=_FINGERPRINTED)
 
 
 def _check_layout(path: Path) -> None:

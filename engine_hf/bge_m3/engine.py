@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from engine_hf.bge_m3 import KIND
-from engine_hf.bge_m3.checkpoint import locate_checkpoint
+from engine_hf.bge_m3.checkpoint import fingerprint, locate_checkpoint
 from engine_hf.bge_m3.model import BGEM3Model, M3Output, M3Shape
 from engine_hf.bge_m3.settings import BGEM3Settings
 from engine_hf.cpu_kernels import detect_cpu, keep_freed_memory
@@ -136,15 +136,12 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
         from transformers import AutoConfig, AutoTokenizer
 
         s = self.settings
-        ckpt = locate_checkpoint(
-            s.model, revision=s.revision, cache_dir=s.cache_dir, local_files_only=s.local_files_only
-        )
-        self._revision = ckpt.revision or s.revision
-        self._weights_id = ckpt.weights_id
+        path = locate_checkpoint(s.model, revision=s.revision, cache_dir=s.cache_dir, local_files_only=s.local_files_only)
+        self._name_weights(path, fingerprint)
         device = resolve_device(s.device)
         dtype, kernels = resolve_precision(s.dtype, s.cpu_kernels, device, detect_cpu())
-        shape = M3Shape.of(AutoConfig.from_pretrained(str(ckpt.path), trust_remote_code=False))
-        tok = AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=False)
+        shape = M3Shape.of(AutoConfig.from_pretrained(str(path), trust_remote_code=False))
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
         # the ids the reference drops from the lexical weights: cls, eos, pad and unk
         self._dropped = frozenset(
             i for i in (tok.cls_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) if i is not None
@@ -161,7 +158,7 @@ class BGEM3Engine(InProcessEngine[BGEM3Settings, _Seq, M3Output]):
             eos_id=tok.sep_token_id if tok.sep_token_id is not None else 2,
         )
         self._packed = use_packed(s.attention, device)
-        self._path, self.shape, self._placement = ckpt.path, shape, Placement(device, dtype, kernels)
+        self._path, self.shape, self._placement = path, shape, Placement(device, dtype, kernels)
 
     def _load_model(self) -> None:
         s, where, path = self.settings, self._placement, self._path

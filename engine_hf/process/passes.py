@@ -17,8 +17,8 @@ import multiprocessing
 import os
 import threading
 import time
-from multiprocessing.connection import Connection
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 from engine_hf.remote_errors import RemoteError, unpack_error
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 RESTART_PAUSES = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 #: how long closing waits for the process to exit before killing it
 CLOSE_TIMEOUT_S = 30.0
-
 
 #: what the fork server imports once, for every process it starts: the passes' side and the kinds
 #: (torch and transformers with them)
@@ -114,10 +113,11 @@ class PassProcess:
 
     def _spawn(self) -> None:
         """Start a process and wait until its kind is loaded (blocking)."""
-        ours, theirs = _context().Pipe(duplex=True)
         from engine_hf.process import child
 
-        proc = _context().Process(
+        ctx = _context()
+        ours, theirs = ctx.Pipe(duplex=True)
+        proc = ctx.Process(
             target=child.main,
             args=(theirs, self._build, self._name, dict(os.environ),
                   logging.getLogger().getEffectiveLevel()),
@@ -129,28 +129,30 @@ class PassProcess:
         theirs.close()
         try:
             kind, value = self._receive(ours, until=("ready", "failed"))
+            if kind == "failed":
+                raise unpack_error(value, engine=self._name)
+            resident, placement = value
+            if placement != self._placement:
+                raise EngineError(f"the passes' process would compute on {placement}, not on {self._placement} as "
+                                  "chosen here", engine=self._name)
         except (EOFError, OSError):
             ours.close()
             proc.join(5)
             raise EngineUnavailableError(
                 f"engine {self._name}'s passes' process exited while loading (code {proc.exitcode})", engine=self._name
             ) from None
-        if kind == "failed":
+        except BaseException:
             ours.close()
             _stop(proc, self._name)
-            raise unpack_error(value, engine=self._name)
-        resident, placement = value
-        if placement != self._placement:
-            ours.close()
-            _stop(proc, self._name)
-            raise EngineError(f"the passes' process would compute on {placement}, not on {self._placement} as chosen "
-                              "here", engine=self._name)
+            raise
         with self._lock:
-            if self._closed:
-                ours.close()
-                _stop(proc, self._name)
-                return
-            self._proc, self._conn, self._down, self.resident_bytes = proc, ours, None, resident
+            kept = not self._closed
+            if kept:
+                self._proc, self._conn, self._down, self.resident_bytes = proc, ours, None, resident
+        if not kept:  # closed while it loaded
+            ours.close()
+            _stop(proc, self._name)
+            return
         log.info("engine %s runs its passes in process %d (up in %.1f s)", self._name, proc.pid,
                  time.perf_counter() - started)
 

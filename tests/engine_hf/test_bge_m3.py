@@ -258,12 +258,12 @@ def test_the_identity_follows_the_heads(loop: LoopThread, m3_dir: Path, tmp_path
     """The content hash covers the two .pt heads: new head weights are new outputs (the cache key)."""
     import torch
 
-    from engine_hf.bge_m3.checkpoint import locate_checkpoint
+    from engine_hf.bge_m3.checkpoint import fingerprint, locate_checkpoint
 
     copy = Path(shutil.copytree(m3_dir, tmp_path / "copy"))
 
     def weights_id(path: Path) -> str:
-        return locate_checkpoint(str(path), revision=None, cache_dir=None, local_files_only=True).weights_id
+        return fingerprint(locate_checkpoint(str(path), revision=None, cache_dir=None, local_files_only=True))
 
     assert weights_id(copy) == weights_id(m3_dir)
     state = torch.load(copy / "sparse_linear.pt", weights_only=True)

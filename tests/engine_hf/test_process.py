@@ -100,7 +100,8 @@ def test_a_failing_pass_is_an_engine_error_and_the_process_serves_on(
     with pytest.raises(EngineError, match="forward pass failed: IndexError") as failed:
         own._passes.forward([_Seq([0, 10**7, 2], -1)])  # an id past the embedding table
     assert failed.value.engine == "hf"
-    assert _passes_pid(own) == pid and loop.run(own.check_health()).ok
+    health = loop.run(own.check_health())
+    assert _passes_pid(own) == pid and health.ok and health.extra["passes_pid"] == pid
     assert loop.run(own.embed(EmbedJob(inputs=["fine"], task=None))).vectors.shape == (1, 64)
 
 
@@ -112,7 +113,8 @@ def test_sigterm_is_left_to_the_gateway(pair: tuple[HFEngine, HFEngine], loop: L
     os.kill(pid, signal.SIGTERM)
     os.kill(pid, signal.SIGINT)
     time.sleep(0.3)
-    assert _passes_pid(own) == pid and loop.run(own.check_health()).ok
+    health = loop.run(own.check_health())
+    assert _passes_pid(own) == pid and health.ok and health.extra["passes_pid"] == pid
     assert loop.run(own.embed(EmbedJob(inputs=["still here"], task=None))).vectors.shape == (1, 64)
 
 
@@ -231,3 +233,35 @@ def test_the_passes_compute_where_the_gateways_side_chose(loop: LoopThread, orig
             loop.run(PassProcess.start(engine._twin(), "hf", other))
     finally:
         loop.run(engine.aclose())
+
+
+def test_the_passes_twin_is_named_and_does_not_hash_the_weights_again(
+    pair: tuple[HFEngine, HFEngine], loop: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own, _ = pair
+    twin = own._twin()()
+    assert isinstance(twin, HFEngine) and twin._weights_id == own._weights_id and twin._cpu == own._cpu
+
+    def no_second_hash(path: Path) -> str:
+        raise AssertionError(f"the weights at {path} were hashed again")
+
+    monkeypatch.setattr("engine_hf.engine.checkpoint_fingerprint", no_second_hash)
+    twin._load_front()
+    assert twin._weights_id == own._weights_id and twin._placement == own._placement
+    loop.run(twin.aclose())
+
+
+def test_admin_engines_shows_the_passes_process(original_dir: Path) -> None:
+    """The real app over HTTP, its engine built from the configuration as `embed-gateway serve` does."""
+    import httpx
+
+    from gateway.config import load_settings
+    from tests.support.server import live_server
+
+    settings = load_settings(engines={"hf": {"model": str(original_dir), "device": "cpu"}}, auth={"admin_key": "k"})
+    with live_server(settings) as s:
+        engine = s.app.state.pool.current.members["hf"].engine
+        r = httpx.post(s.url + "/v1/embeddings", json={"input": ["a fact"]}, timeout=60)
+        assert r.status_code == 200 and r.headers["x-embed-engine"] == "hf"
+        info = httpx.get(s.url + "/admin/engines", headers={"authorization": "Bearer k"}, timeout=30).json()
+    assert info["engines"]["hf"]["info"]["passes_pid"] == _passes_pid(engine) != os.getpid()
