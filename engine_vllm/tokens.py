@@ -97,9 +97,9 @@ class LocalTokenizer:
         self._tok.no_padding()
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        if len(texts) == 1:  # no thread pool for the common single text
-            return [self._tok.encode(texts[0], add_special_tokens=True).ids]
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=True)]
+        # without character offsets (only the ids are used): a quarter less CPU per short text than
+        # ``encode``, the same ids (tested), and the GIL released while it runs
+        return [e.ids for e in self._tok.encode_batch_fast(list(texts), add_special_tokens=True)]
 
 
 def _as_loaded(file: Path) -> Any:
