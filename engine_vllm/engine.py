@@ -18,7 +18,11 @@ from those ids.
 With the served model's tokenizer (``tokenizer``, checked once against vLLM's ``/tokenize``) at
 most ``max_calls`` calls are in flight (:mod:`engine_vllm.coalesce`): a job that finds vLLM idle
 goes as above; any other is tokenized here (limits on exact counts, ``usage`` the ids per input)
-and goes as token ids, alone on a free call or with the others waiting in the next one.
+and goes as token ids, alone on a free call or with the others waiting in the next one. Token ids
+go to vLLM's ``POST /pooling`` (task ``embed``) once discovery has seen it answer the same vectors
+and count as ``/v1/embeddings`` for the same ids: vLLM's front end validates an id list there for a
+fraction of what ``/v1/embeddings`` costs it (see :func:`engine_vllm.wire.pooling_body`). A vLLM
+without that route keeps getting them on ``/v1/embeddings``.
 
 The HTTP side is :class:`~engine_vllm.upstream.UpstreamHTTP` (pooled keep-alive connections, health
 probes on a pool of their own: a pool full of slow embedding calls must not make a healthy vLLM
@@ -57,6 +61,7 @@ from engine_vllm.wire import (
     parse_models,
     parse_prompt_tokens,
     parse_tokens,
+    pooling_body,
     stack_rows,
     tokenize_body,
 )
@@ -83,6 +88,10 @@ if TYPE_CHECKING:
     from engine_vllm.settings import VLLMEngineSettings
 
 __all__ = ["VLLMEngine", "token_bound"]
+
+#: vLLM's routes for embeddings: the OpenAI one, and its pooling one (token ids, see ``_route_for_ids``)
+EMBEDDINGS = "/v1/embeddings"
+POOLING = "/pooling"
 
 T = TypeVar("T")
 
@@ -142,6 +151,8 @@ class VLLMEngine:
         )
         #: the served model's tokenizer, once checked against vLLM's (None: vLLM counts, one call per job)
         self._tokenizer: LocalTokenizer | None = None
+        #: where token ids go: ``/pooling`` once discovery saw it answer as ``/v1/embeddings`` does
+        self._ids_path = EMBEDDINGS
         given = settings.tokenizer  # a hub name (org/name) is looked up in the local cache at discovery
         if given is not None and not is_hub_name(given) and tokenizer_path(given) is None:
             raise ValueError(f"engines.{name}.tokenizer: no tokenizer.json at {given!r}")
@@ -333,7 +344,7 @@ class VLLMEngine:
         """One call with ``items`` (ids of one or more jobs): their rows, vLLM's count checked."""
         model = await self._model()
         try:
-            vectors, total = await self._embed_many(model, items, deadline)
+            vectors, total = await self._embed_many(model, items, deadline, self._ids_path)
         except RefusedInput as refusal:  # every input is within max_model_len: vLLM should not refuse
             raise EngineError(refusal.message, engine=self._name) from refusal
         sent = sum(len(x) for x in items)
@@ -364,16 +375,7 @@ class VLLMEngine:
             raise TooManyTokensError(total, cap)
 
     async def check_health(self) -> Health:
-        extra: dict[str, object] = {"url": self._url, "model": self._served.id if self._served else self.settings.model}
-        if self._served is not None:
-            extra["max_model_len"] = self._served.max_model_len
-        if self._dimensions is not None:
-            extra["dimensions"] = self._dimensions
-        extra["queued_inputs"] = self._queued_inputs
-        #: who counts tokens: the gateway (the served model's tokenizer, checked) or vLLM
-        extra["tokenizer"] = str(self._tokenizer.file) if self._tokenizer is not None else "vllm"
-        if self.process is not None:
-            extra["process"] = self.process.describe()
+        extra = self._health_extra()
         if not self._http.is_open:
             return Health(False, "not started", extra)
         try:
@@ -388,7 +390,23 @@ class VLLMEngine:
                 await self._discover()
             except (EngineUnavailableError, EngineTimeoutError, EngineError) as exc:
                 return Health(False, exc.message, extra)
+            extra = self._health_extra()  # what discovery learnt
         return Health(True, "ok", extra)
+
+    def _health_extra(self) -> dict[str, object]:
+        extra: dict[str, object] = {"url": self._url, "model": self._served.id if self._served else self.settings.model}
+        if self._served is not None:
+            extra["max_model_len"] = self._served.max_model_len
+        if self._dimensions is not None:
+            extra["dimensions"] = self._dimensions
+        extra["queued_inputs"] = self._queued_inputs
+        #: who counts tokens: the gateway (the served model's tokenizer, checked) or vLLM
+        extra["tokenizer"] = str(self._tokenizer.file) if self._tokenizer is not None else "vllm"
+        #: the route token ids take to vLLM
+        extra["ids_route"] = self._ids_path
+        if self.process is not None:
+            extra["process"] = self.process.describe()
+        return extra
 
     async def aclose(self) -> None:
         await self._coalescer.aclose()
@@ -422,11 +440,13 @@ class VLLMEngine:
                 vector, _ = await self._embed_one(served.id, "dimension probe", None)
             except RefusedInput as refusal:
                 raise EngineError(refusal.message, engine=self._name) from refusal
-            self._served, self._dimensions = served, int(vector.shape[0])
-            self._capabilities = None
             if self._tokenizer is None and (file := self._find_tokenizer()) is not None:
                 self._tokenizer = await self._checked_tokenizer(served.id, file)
-            elif self._tokenizer is None and self.settings.tokenizer is not None:
+            if self._tokenizer is not None:
+                self._ids_path = await self._route_for_ids(served.id, self._tokenizer)
+            self._served, self._dimensions = served, int(vector.shape[0])
+            self._capabilities = None
+            if self._tokenizer is None and self.settings.tokenizer is not None:
                 log.warning("engine %s: tokenizer %r not found (a hub model not in the local Hugging Face cache "
                             "yet?); vLLM counts tokens", self._name, self.settings.tokenizer)
             log.info("engine %s: vLLM at %s serves %r (max_model_len %s, %d dimensions)",
@@ -449,6 +469,29 @@ class VLLMEngine:
         log.info("engine %s: tokenizing with %s (the same ids as vLLM's); up to %d calls in flight",
                  self._name, file, self.settings.max_calls)
         return local
+
+    async def _route_for_ids(self, model: str, tokenizer: LocalTokenizer) -> str:
+        """``/pooling`` if vLLM answers it with the very vectors and count that ``/v1/embeddings``
+        gives for the same ids (the check texts'); else ``/v1/embeddings`` (logged why). A vLLM
+        that cannot be reached or does not answer in time fails discovery, which is tried again."""
+        ids = tokenizer.encode(list(CHECK_TEXTS))
+        try:
+            reference, total = await self._embed_many(model, ids, None)
+        except RefusedInput as refusal:
+            raise EngineError(refusal.message, engine=self._name) from refusal
+        try:
+            vectors, counted = await self._embed_many(model, ids, None, POOLING)
+        except (EngineError, EngineUnavailableError) as exc:
+            if isinstance(exc.__cause__, httpx.TransportError):
+                raise  # not an answer about the route
+            why = exc.message  # no such route (404), or it refuses these parameters
+        else:
+            if counted == total and np.array_equal(vectors, reference):
+                log.info("engine %s: token ids go to POST %s (the same vectors as %s)", self._name, POOLING, EMBEDDINGS)
+                return POOLING
+            why = f"it answered other vectors or another count ({counted} vs {total} tokens) than {EMBEDDINGS}"
+        log.warning("engine %s: token ids go to POST %s: POST %s is not used (%s)", self._name, EMBEDDINGS, POOLING, why)
+        return EMBEDDINGS
 
     def _pick(self, models: Sequence[ServedModel]) -> ServedModel:
         wanted, limit = self.settings.model, self.settings.max_input_tokens
@@ -504,14 +547,17 @@ class VLLMEngine:
         return vectors[0], n_tokens
 
     async def _embed_many(
-        self, model: str, items: Sequence[str | Sequence[int]], deadline: float | None
+        self, model: str, items: Sequence[str | Sequence[int]], deadline: float | None, path: str = EMBEDDINGS
     ) -> tuple[npt.NDArray[np.float32], int]:
-        """One ``POST /v1/embeddings``: ``[len(items), d]`` vectors and vLLM's token total."""
-        payload = await self._call("POST", "/v1/embeddings", embeddings_body(model, items), deadline)
+        """One ``POST`` to ``path`` (``/v1/embeddings``, or ``/pooling`` for token ids):
+        ``[len(items), d]`` vectors and vLLM's token total."""
+        pooling = path == POOLING
+        body = pooling_body(model, items) if pooling else embeddings_body(model, items)  # type: ignore[arg-type]
+        payload = await self._call("POST", path, body, deadline)
         try:
-            return parse_embeddings(payload, len(items)), parse_prompt_tokens(payload)
+            return parse_embeddings(payload, len(items), "data" if pooling else "embedding"), parse_prompt_tokens(payload)
         except MalformedResponse as exc:
-            raise EngineError(f"engine {self._name}: POST /v1/embeddings: {exc}", engine=self._name) from exc
+            raise EngineError(f"engine {self._name}: POST {path}: {exc}", engine=self._name) from exc
 
     async def _tokenize(self, model: str, text: str, deadline: float | None) -> list[int]:
         payload = await self._call("POST", "/tokenize", tokenize_body(model, text), deadline)

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -19,6 +20,7 @@ import pytest
 
 from engine_vllm import VLLMEngine
 from engine_vllm.settings import VLLMEngineSettings
+from engine_vllm.tokens import LocalTokenizer
 from gateway.contract import (
     EmbedGatewayError,
     EmbedJob,
@@ -44,9 +46,15 @@ class FakeVLLM:
     """Answers like vLLM: one token per word between <s> (0) and </s> (2), a 400 over
     ``max_model_len``, usage per request; ``embeddings`` scripts faults."""
 
-    def __init__(self, *, models: list[dict[str, Any]] | None = None, max_model_len: int = 8194) -> None:
+    def __init__(self, *, models: list[dict[str, Any]] | None = None, max_model_len: int = 8194,
+                 tokenizer: LocalTokenizer | None = None, pooling: str = "absent") -> None:
         self.models = models if models is not None else [{"id": "jina", "max_model_len": max_model_len}]
         self.max_model_len = max_model_len
+        #: tokenizes with this (a gateway given the same file then sends ids) instead of one token per word
+        self.tokenizer = tokenizer
+        #: ``POST /pooling``: "absent" (404, as before vLLM had it), "same" (as /v1/embeddings),
+        #: "other" (other vectors), "refuse" (400), "unreachable" (the connection fails)
+        self.pooling = pooling
         self.embeddings: Callable[[dict[str, Any]], httpx.Response] | None = None
         self.requests: list[tuple[str, dict[str, Any] | None]] = []
         self.headers: list[httpx.Headers] = []
@@ -61,20 +69,33 @@ class FakeVLLM:
             return httpx.Response(200, json={"object": "list", "data": self.models})
         if request.url.path == "/tokenize":
             assert body is not None
-            return httpx.Response(200, json={"count": 0, "tokens": [0, *[10] * len(body["prompt"].split()), 2]})
+            return httpx.Response(200, json={"count": 0, "tokens": self._ids(body["prompt"])})
         if request.url.path == "/v1/embeddings":
             assert body is not None
             if self.embeddings is not None and not (body["input"] == ["dimension probe"]):
                 return self.embeddings(body)
-            ids = [x if isinstance(x, list) else [0, *[10] * len(x.split()), 2] for x in body["input"]]
-            if any(len(x) > self.max_model_len for x in ids):
-                return httpx.Response(400, json={"error": {"message": "maximum context length", "type": "BadRequestError"}})
-            rows = [np.full(DIM, float(len(x)), dtype="<f4") for x in ids]
-            data = [{"index": i, "object": "embedding", "embedding": base64.b64encode(r.tobytes()).decode()}
-                    for i, r in enumerate(rows)]
-            usage = {"prompt_tokens": sum(len(x) for x in ids), "total_tokens": sum(len(x) for x in ids)}
-            return httpx.Response(200, json={"object": "list", "data": data, "usage": usage})
-        return httpx.Response(404, json={"error": {"message": "not found", "type": "NotFoundError", "code": 404}})
+            return self._answer(body, "embedding")
+        if request.url.path == "/pooling" and self.pooling != "absent":
+            assert body is not None and body["task"] == "embed"
+            if self.pooling == "unreachable":
+                raise httpx.ConnectError("refused")
+            if self.pooling == "refuse":
+                return httpx.Response(400, json={"error": {"message": "unknown field", "type": "BadRequestError"}})
+            return self._answer(body, "data", shift=1.0 if self.pooling == "other" else 0.0)
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode([text])[0] if self.tokenizer is not None else [0, *[10] * len(text.split()), 2]
+
+    def _answer(self, body: dict[str, Any], field: str, shift: float = 0.0) -> httpx.Response:
+        """Each input's row holds its token count (plus ``shift``); rows under ``field``."""
+        ids = [x if isinstance(x, list) else self._ids(x) for x in body["input"]]
+        if any(len(x) > self.max_model_len for x in ids):
+            return httpx.Response(400, json={"error": {"message": "maximum context length", "type": "BadRequestError"}})
+        rows = [np.full(DIM, float(len(x)) + shift, dtype="<f4") for x in ids]
+        data = [{"index": i, "object": "embedding", field: base64.b64encode(r.tobytes()).decode()} for i, r in enumerate(rows)]
+        usage = {"prompt_tokens": sum(len(x) for x in ids), "total_tokens": sum(len(x) for x in ids)}
+        return httpx.Response(200, json={"object": "list", "data": data, "usage": usage})
 
     def embeds(self) -> list[dict[str, Any]]:
         return [b for p, b in self.requests if p == "/v1/embeddings" and b and b["input"] != ["dimension probe"]]
@@ -310,3 +331,63 @@ def test_unreachable_vllm_real_socket() -> None:
     health, err = run(_health_and_refusal(e))  # start does not raise: it is probed back later
     assert not health.ok and "unreachable" in health.detail
     assert "unreachable" in err.message and err.engine == "vllm"
+
+
+async def _busy_jobs(e: VLLMEngine, fake: FakeVLLM, texts: list[str]) -> tuple[Any, list[Any]]:
+    """Health after discovery, then one job per text all at once on a vLLM that takes a moment to
+    answer: the first goes alone as text, the others wait and go as token ids."""
+    await e.start()
+    try:
+        health = await e.check_health()
+        return health, list(await asyncio.gather(*(e.embed(job(t)) for t in texts)))
+    finally:
+        await e.aclose()
+
+
+def _slow(fake: FakeVLLM) -> httpx.MockTransport:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.01)
+        return fake(request)
+
+    return httpx.MockTransport(handler)
+
+
+TEXTS = ["the first one", "a second text, longer than the first", "drei", "vier fünf sechs sieben"]
+
+
+@pytest.mark.parametrize(("pooling", "route"), [
+    ("same", "/pooling"), ("absent", "/v1/embeddings"), ("other", "/v1/embeddings"), ("refuse", "/v1/embeddings"),
+])
+def test_token_ids_go_to_pooling_only_where_it_answers_as_embeddings_does(original_dir: Path, pooling: str, route: str) -> None:
+    tokenizer = LocalTokenizer(original_dir / "tokenizer.json")
+    fake = FakeVLLM(tokenizer=tokenizer, pooling=pooling)
+    e = VLLMEngine(VLLMEngineSettings(enabled=True, url="http://vllm.test", tokenizer=str(original_dir), max_calls=1),
+                   transport=_slow(fake))
+    health, results = run(_busy_jobs(e, fake, TEXTS))
+    assert health.ok and health.extra["tokenizer"] == str(original_dir / "tokenizer.json")
+    assert health.extra["ids_route"] == route
+    for text, result in zip(TEXTS, results, strict=True):  # each job its own row and count, whichever route
+        n = len(tokenizer.encode([text])[0])
+        assert result.token_counts == (n,) and result.vectors.tolist() == [[float(n)] * DIM]
+    calls = [(p, b) for p, b in fake.requests if b is not None and isinstance(b.get("input"), list)
+             and b["input"] and isinstance(b["input"][0], list) and len(b["input"]) < 5]  # not the route check's 5
+    assert calls and {p for p, _ in calls} == {route}  # the jobs' ids went where the check said
+
+
+def test_a_vllm_unreachable_during_the_route_check_fails_discovery_until_it_answers(original_dir: Path) -> None:
+    fake = FakeVLLM(tokenizer=LocalTokenizer(original_dir / "tokenizer.json"), pooling="unreachable")
+    e = VLLMEngine(VLLMEngineSettings(enabled=True, url="http://vllm.test", tokenizer=str(original_dir)),
+                   transport=httpx.MockTransport(fake))
+
+    async def go() -> tuple[Any, Any]:
+        await e.start()
+        try:
+            first = await e.check_health()
+            fake.pooling = "same"
+            return first, await e.check_health()
+        finally:
+            await e.aclose()
+
+    first, then = run(go())
+    assert not first.ok and "unreachable" in first.detail  # not taken as "no such route"
+    assert then.ok and then.extra["ids_route"] == "/pooling"

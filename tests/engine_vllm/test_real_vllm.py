@@ -138,13 +138,14 @@ def test_idle_jobs_go_as_text_busy_ones_as_ids_with_the_same_vectors_and_counts(
 ) -> None:
     health = engines.loop.run(tokenized.check_health())
     assert health.ok and health.extra["tokenizer"] == str(original_dir / "tokenizer.json")
+    assert health.extra["ids_route"] == "/pooling"  # vLLM answered it as /v1/embeddings for the check texts
     job = EmbedJob(inputs=TEXTS, task=Task.TEXT_MATCHING)
     by_text = engines.loop.run(engines.vllm.embed(job))
     idle = engines.loop.run(tokenized.embed(job))  # a free call: the text, as before (vLLM counts)
     np.testing.assert_array_equal(idle.vectors, by_text.vectors)
     assert idle.token_counts == by_text.token_counts
     by_ids = _while_busy(engines, tokenized, job)
-    np.testing.assert_array_equal(by_ids.vectors, by_text.vectors)  # the ids vLLM would have made itself
+    np.testing.assert_array_equal(by_ids.vectors, by_text.vectors)  # the ids vLLM would have made itself, on /pooling
     for text, count in zip(TEXTS, by_ids.token_counts, strict=True):  # per input, as vLLM counts it alone
         assert (count,) == engines.loop.run(engines.vllm.embed(EmbedJob(inputs=[text], task=Task.TEXT_MATCHING))).token_counts
     assert sum(by_ids.token_counts) == by_text.token_counts[0]

@@ -14,6 +14,7 @@ from engine_vllm.wire import (
     parse_embeddings,
     parse_models,
     parse_tokens,
+    pooling_body,
 )
 
 
@@ -29,9 +30,19 @@ def test_body_asks_for_raw_full_little_endian_vectors() -> None:
     assert embeddings_body("m", [(0, 5, 2)])["input"] == [[0, 5, 2]]
 
 
+def test_pooling_body_is_the_embeddings_request_with_task_embed() -> None:
+    body = pooling_body("m", [(0, 5, 2), [0, 2]])
+    assert body == {**embeddings_body("m", [[0, 5, 2], [0, 2]]), "task": "embed"}
+    assert body["input"] == [[0, 5, 2], [0, 2]] and body["use_activation"] is False
+
+
 def test_parses_base64_and_float_items_in_index_order() -> None:
     payload = {"data": [{"index": 1, "embedding": [3.0, 4.0]}, {"index": 0, "embedding": b64([1.0, 2.0])}]}
     np.testing.assert_array_equal(parse_embeddings(payload, 2), np.array([[1, 2], [3, 4]], dtype=np.float32))
+    pooled = {"data": [{"index": 1, "object": "pooling", "data": b64([3.0, 4.0])}, {"index": 0, "data": [1.0, 2.0]}]}
+    np.testing.assert_array_equal(parse_embeddings(pooled, 2, "data"), np.array([[1, 2], [3, 4]], dtype=np.float32))
+    with pytest.raises(MalformedResponse, match="data is neither base64"):
+        parse_embeddings(payload, 2, "data")  # rows under the other route's field are not taken
 
 
 @pytest.mark.parametrize(
