@@ -9,6 +9,11 @@ next call to come back sends all of them together (up to ``max_inputs`` inputs),
 handed back to it in order. vLLM batches the inputs of one call as it batches concurrent calls, so
 the vectors are the ones each job would have got alone.
 
+Sharing can be switched off (:attr:`Coalescer.sharing`): then every job goes on a call of its own
+at once, as a client calling the upstream directly would send it. The engine does that where the
+upstream's passes are long, where a shared call, answering when its last input is done, costs more
+than the upstream's front end saves.
+
 A waiting job whose caller gives up (client gone, deadline) is never sent; a call that fails fails
 every job it carried, and each one's caller retries or falls back on its own.
 """
@@ -73,6 +78,8 @@ class Coalescer(Generic[Item]):
         self._pending: deque[Waiting[Item]] = deque()
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: False: no limit on calls in flight, every job on a call of its own
+        self.sharing = True
         #: calls sent and the jobs they carried (what the tests read)
         self.calls = 0
         self.jobs = 0
@@ -93,7 +100,7 @@ class Coalescer(Generic[Item]):
     def try_acquire(self) -> bool:
         """Take a free call for a job of the caller's own (nothing waits and one is free): True,
         and the caller must :meth:`release` it when its call is done; else False."""
-        if self._in_flight < self._max_calls and not self._pending:
+        if self._free() and not self._pending:
             self._in_flight += 1
             self.calls += 1
             self.jobs += 1
@@ -117,9 +124,12 @@ class Coalescer(Generic[Item]):
         self._pump()
         return await future
 
+    def _free(self) -> bool:
+        return self._in_flight < self._max_calls or not self.sharing
+
     def _pump(self) -> None:
-        while self._in_flight < self._max_calls and self._pending:
-            batch = take_batch(self._pending, self._max_inputs)
+        while self._free() and self._pending:
+            batch = take_batch(self._pending, self._max_inputs if self.sharing else 1)
             if not batch:
                 return
             self._in_flight += 1

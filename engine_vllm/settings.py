@@ -86,6 +86,10 @@ class VLLMEngineSettings(BaseModel):
     max_calls: int = Field(2, ge=1)
     #: with a tokenizer: at most this many inputs in one call (a larger request still goes whole)
     max_call_inputs: int = Field(256, ge=1)
+    #: with a tokenizer: requests share calls (``max_calls``) only if vLLM answers one short text, at
+    #: discovery (best of three), faster than this; slower means long passes, where a shared call
+    #: costs more than it saves, and every request goes on a call of its own. Null: always share
+    share_below_ms: float | None = Field(25.0, gt=0)
     managed: ManagedVLLMSettings = ManagedVLLMSettings()
 
 

@@ -179,3 +179,23 @@ def test_a_call_taken_for_the_callers_own_use_counts_until_released() -> None:
         assert rows(await waiting) == [7] and co.in_flight == 0 and co.calls == 2
 
     asyncio.run(go())
+
+
+def test_without_sharing_every_job_goes_at_once_on_a_call_of_its_own() -> None:
+    async def go() -> None:
+        up, co, first = await one_call_busy()
+        waiting = [asyncio.ensure_future(co.embed([[k]], None)) for k in range(1, 3)]
+        await settle()
+        assert len(up.calls) == 1 and co.waiting == 2  # sharing: they wait for the busy call
+        co.sharing = False
+        more = [asyncio.ensure_future(co.embed([[k]], None)) for k in range(3, 6)]
+        await settle()
+        assert co.in_flight == 6 and co.waiting == 0  # the next job pumps those waiting, each alone
+        up.release()
+        assert rows(await first) == [0]
+        assert [rows(r) for r in await asyncio.gather(*waiting, *more)] == [[1], [2], [3], [4], [5]]
+        assert sorted(x[0][0] for x, _ in up.calls) == [0, 1, 2, 3, 4, 5]
+        assert all(len(items) == 1 for items, _ in up.calls)  # each job alone, none shared
+        assert co.calls == co.jobs == 6 and co.in_flight == 0
+
+    asyncio.run(go())

@@ -100,8 +100,9 @@ def test_truncation_is_the_same_as_the_hf_engine(engines: Engines) -> None:
 @pytest.fixture(scope="module")
 def tokenized(engines: Engines, original_dir: Path, vllm_server: VLLMServer) -> Iterator[VLLMEngine]:
     """The same vLLM with the model's own tokenizer in the gateway, one call in flight (so that
-    concurrent jobs must share calls)."""
-    eng = VLLMEngine(VLLMEngineSettings(enabled=True, url=vllm_server.url, tokenizer=str(original_dir), max_calls=1))
+    concurrent jobs must share calls, however long vLLM took at discovery on a loaded machine)."""
+    eng = VLLMEngine(VLLMEngineSettings(enabled=True, url=vllm_server.url, tokenizer=str(original_dir), max_calls=1,
+                                        share_below_ms=None))
     engines.loop.run(eng.start())
     try:
         yield eng
@@ -139,6 +140,7 @@ def test_idle_jobs_go_as_text_busy_ones_as_ids_with_the_same_vectors_and_counts(
     health = engines.loop.run(tokenized.check_health())
     assert health.ok and health.extra["tokenizer"] == str(original_dir / "tokenizer.json")
     assert health.extra["ids_route"] == "/pooling"  # vLLM answered it as /v1/embeddings for the check texts
+    assert health.extra["shared_calls"] is True and health.extra["idle_call_ms"] > 0  # timed at discovery
     job = EmbedJob(inputs=TEXTS, task=Task.TEXT_MATCHING)
     by_text = engines.loop.run(engines.vllm.embed(job))
     idle = engines.loop.run(tokenized.embed(job))  # a free call: the text, as before (vLLM counts)
