@@ -22,7 +22,9 @@ and goes as token ids, alone on a free call or with the others waiting in the ne
 go to vLLM's ``POST /pooling`` (task ``embed``) once discovery has seen it answer the same vectors
 and count as ``/v1/embeddings`` for the same ids: vLLM's front end validates an id list there for a
 fraction of what ``/v1/embeddings`` costs it (see :func:`engine_vllm.wire.pooling_body`). A vLLM
-without that route keeps getting them on ``/v1/embeddings``.
+without that route keeps getting them on ``/v1/embeddings``. Calls are shared only where vLLM's
+passes are short: discovery times its answer to one short text, and over ``share_below_ms`` every
+job goes on a call of its own, at once, as a client would send it.
 
 The HTTP side is :class:`~engine_vllm.upstream.UpstreamHTTP` (pooled keep-alive connections, health
 probes on a pool of their own: a pool full of slow embedding calls must not make a healthy vLLM
@@ -483,8 +485,7 @@ class VLLMEngine:
         (the fastest of ``first`` and two more) under ``share_below_ms``. A short pass means vLLM's
         HTTP front end is what a request costs, and fewer, larger calls save it; a long one (a
         full-size model on a CPU) means the passes are, and a shared call, answering when its last
-        input is done, holds rows that are ready (the full-size model on 2 vCPUs: 0.93x vLLM
-        directly sharing, 1.02x not; the tiny one, 7 ms a text: 1.24x sharing)."""
+        input is done, holds rows that are ready (measured both ways: docs/benchmarks.md, the hop)."""
         limit = self.settings.share_below_ms
         fastest = first
         for _ in range(2):
