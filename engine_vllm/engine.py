@@ -488,7 +488,7 @@ class VLLMEngine:
         input is done, holds rows that are ready (measured both ways: docs/benchmarks.md, the hop)."""
         limit = self.settings.share_below_ms
         fastest = first
-        for _ in range(2):
+        for _ in range(2 if limit is not None else 0):  # always sharing: nothing to decide, only shown
             started = time.perf_counter()
             await self._embed_one(model, "dimension probe", None)
             fastest = min(fastest, time.perf_counter() - started)

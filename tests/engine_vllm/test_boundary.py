@@ -323,6 +323,8 @@ def test_discovery_learns_model_and_dimension() -> None:
     health = run(go())
     assert health.ok and health.extra["model"] == "jina" and health.extra["dimensions"] == DIM
     assert e.capabilities.dimensions == DIM
+    # without a tokenizer nothing is timed or shared: vLLM counts, one call per request
+    assert health.extra["tokenizer"] == "vllm" and "shared_calls" not in health.extra
 
 
 def test_unreachable_vllm_real_socket() -> None:
@@ -397,29 +399,16 @@ def test_a_vllm_unreachable_during_the_route_check_fails_discovery_until_it_answ
 def test_requests_share_calls_only_where_vllm_answers_a_short_text_fast(
     original_dir: Path, limit: float | None, shared: bool
 ) -> None:
-    fake = FakeVLLM(tokenizer=LocalTokenizer(original_dir / "tokenizer.json"), pooling="same")
+    tokenizer = LocalTokenizer(original_dir / "tokenizer.json")
+    fake = FakeVLLM(tokenizer=tokenizer, pooling="same")
     e = VLLMEngine(VLLMEngineSettings(enabled=True, url="http://vllm.test", tokenizer=str(original_dir), max_calls=1,
                                       share_below_ms=limit), transport=_slow(fake))  # 10 ms a call
     health, results = run(_busy_jobs(e, fake, TEXTS * 2))
     assert health.ok and health.extra["shared_calls"] is shared and health.extra["idle_call_ms"] >= 10
-    assert [r.token_counts for r in results] == [(len(ids),) for ids in LocalTokenizer(original_dir / "tokenizer.json").encode(TEXTS * 2)]
+    assert [r.token_counts for r in results] == [(len(ids),) for ids in tokenizer.encode(TEXTS * 2)]
     co = e._coalescer
     assert co.jobs == len(TEXTS) * 2
     if shared:
         assert co.calls < co.jobs  # the first alone, the rest waited for the one call and went together
     else:
         assert co.calls == co.jobs  # every job on a call of its own, at once
-
-
-def test_without_a_tokenizer_nothing_is_timed_or_shared() -> None:
-    e = engine(FakeVLLM())
-
-    async def go() -> Any:
-        await e.start()
-        try:
-            return await e.check_health()
-        finally:
-            await e.aclose()
-
-    health = run(go())
-    assert health.ok and health.extra["tokenizer"] == "vllm" and "shared_calls" not in health.extra
